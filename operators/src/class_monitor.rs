@@ -1,0 +1,641 @@
+//! `class_monitor`: a pass-through stage that counts rows per class and keeps
+//! a time-decayed estimate of the class mix, exported to Prometheus.
+//!
+//! Decay is per row, not per batch or per second, so the estimate does not
+//! depend on how the stream is cut into batches or how fast it flows: after a
+//! row, every class weight is multiplied by `λ = 0.5^(1 / half_life_rows)` and
+//! the row's class gains 1. The share of a class is its weight over the sum of
+//! weights; the imbalance ratio is the largest class weight over the smallest,
+//! among classes seen at least once since the last reset. Rows with a NULL
+//! label pass through and are counted as unlabelled, never as a class.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, exec_datafusion_err, internal_err, plan_err};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+};
+use futures::StreamExt;
+use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
+use serde::{Deserialize, Serialize};
+
+use crate::class_label::{ClassValue, check_label_type, for_each_class};
+use crate::runtime::{
+    ControlSignal, JobRuntime, MetricSet, OperatorSnapshot, StatefulOperator, lock,
+};
+use crate::stage::StreamStage;
+
+pub const KIND: &str = "class_monitor";
+const STATE_VERSION: u32 = 1;
+
+/// Options of the class monitor stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassMonitorOptions {
+    pub label_column: String,
+    /// Rows after which an observation counts half as much.
+    pub half_life_rows: f64,
+}
+
+impl ClassMonitorOptions {
+    pub const DEFAULT_HALF_LIFE_ROWS: f64 = 10_000.0;
+
+    pub fn new(label_column: impl Into<String>) -> Self {
+        Self {
+            label_column: label_column.into(),
+            half_life_rows: Self::DEFAULT_HALF_LIFE_ROWS,
+        }
+    }
+
+    pub fn with_half_life_rows(mut self, half_life_rows: f64) -> Self {
+        self.half_life_rows = half_life_rows;
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ClassTally {
+    class: ClassValue,
+    rows: u64,
+    decayed: f64,
+}
+
+/// Counts and decayed weights per class. Memory is one entry per distinct
+/// class, which a label column keeps small.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassMix {
+    classes: Vec<ClassTally>,
+    unlabelled_rows: u64,
+    batches: u64,
+    #[serde(skip)]
+    index: HashMap<ClassValue, usize>,
+}
+
+impl ClassMix {
+    fn new() -> Self {
+        Self {
+            classes: Vec::new(),
+            unlabelled_rows: 0,
+            batches: 0,
+            index: HashMap::new(),
+        }
+    }
+
+    fn class_slot(&mut self, class: ClassValue) -> usize {
+        if let Some(&i) = self.index.get(&class) {
+            return i;
+        }
+        self.classes.push(ClassTally {
+            class: class.clone(),
+            rows: 0,
+            decayed: 0.0,
+        });
+        self.index.insert(class, self.classes.len() - 1);
+        self.classes.len() - 1
+    }
+
+    /// Fold one batch of labels in; returns the rows per class slot it added
+    /// and its unlabelled rows.
+    fn observe(&mut self, labels: &ArrayRef, decay: f64) -> Result<(Vec<u64>, u64)> {
+        let n = labels.len();
+        let mut slots = Vec::with_capacity(n);
+        let mut unlabelled = 0;
+        for_each_class(labels, |_, class| match class {
+            Some(class) => slots.push(Some(self.class_slot(class))),
+            None => {
+                slots.push(None);
+                unlabelled += 1;
+            }
+        })?;
+        // Row j of n is followed by n-1-j rows, so it weighs decay^(n-1-j) now.
+        let mut added_rows = vec![0u64; self.classes.len()];
+        let mut added_weight = vec![0f64; self.classes.len()];
+        let mut weight = 1.0;
+        for slot in slots.iter().rev() {
+            if let Some(i) = *slot {
+                added_rows[i] += 1;
+                added_weight[i] += weight;
+            }
+            weight *= decay;
+        }
+        let batch_decay = decay.powi(i32::try_from(n).unwrap_or(i32::MAX));
+        for (i, tally) in self.classes.iter_mut().enumerate() {
+            tally.rows += added_rows[i];
+            tally.decayed = tally.decayed * batch_decay + added_weight[i];
+        }
+        self.unlabelled_rows += unlabelled;
+        self.batches += 1;
+        Ok((added_rows, unlabelled))
+    }
+
+    /// Forget the decayed mix (after drift); totals stay.
+    fn reset_decayed(&mut self) {
+        for tally in &mut self.classes {
+            tally.decayed = 0.0;
+        }
+    }
+
+    /// Rows seen per class, in order of first appearance.
+    pub fn rows_per_class(&self) -> Vec<(ClassValue, u64)> {
+        self.classes
+            .iter()
+            .map(|t| (t.class.clone(), t.rows))
+            .collect()
+    }
+
+    /// Time-decayed share of each class (summing to 1), or empty before the
+    /// first labelled row.
+    pub fn decayed_shares(&self) -> Vec<(ClassValue, f64)> {
+        let total: f64 = self.classes.iter().map(|t| t.decayed).sum();
+        if total <= 0.0 {
+            return Vec::new();
+        }
+        self.classes
+            .iter()
+            .map(|t| (t.class.clone(), t.decayed / total))
+            .collect()
+    }
+
+    /// Largest decayed class weight over the smallest, among classes seen
+    /// since the last reset; `None` with fewer than two such classes.
+    pub fn imbalance_ratio(&self) -> Option<f64> {
+        let live = self.classes.iter().map(|t| t.decayed).filter(|w| *w > 0.0);
+        let (min, max, n) = live.fold((f64::INFINITY, 0.0f64, 0), |(lo, hi, n), w| {
+            (lo.min(w), hi.max(w), n + 1)
+        });
+        (n >= 2).then(|| max / min)
+    }
+
+    pub fn unlabelled_rows(&self) -> u64 {
+        self.unlabelled_rows
+    }
+
+    pub fn batches(&self) -> u64 {
+        self.batches
+    }
+
+    fn rebuild_index(&mut self) {
+        self.index = self
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.class.clone(), i))
+            .collect();
+    }
+}
+
+/// Prometheus families of every class monitor in a runtime; the `operator`
+/// label tells instances apart.
+#[derive(Debug)]
+pub struct ClassMonitorMetrics {
+    rows: IntCounterVec,
+    unlabelled_rows: IntCounterVec,
+    batches: IntCounterVec,
+    class_share: GaugeVec,
+    imbalance_ratio: GaugeVec,
+}
+
+impl MetricSet for ClassMonitorMetrics {
+    const NAME: &'static str = KIND;
+
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let opts = |name: &str, help: &str| Opts::new(name, help).namespace("equipoise");
+        let rows = IntCounterVec::new(
+            opts("rows_processed_total", "Labelled rows processed, by class."),
+            &["operator", "class"],
+        )?;
+        let unlabelled_rows = IntCounterVec::new(
+            opts(
+                "rows_unlabelled_total",
+                "Rows whose label was NULL; passed through, counted in no class.",
+            ),
+            &["operator"],
+        )?;
+        let batches = IntCounterVec::new(
+            opts("batches_processed_total", "Record batches processed."),
+            &["operator"],
+        )?;
+        let class_share = GaugeVec::new(
+            opts(
+                "class_share_ratio",
+                "Time-decayed share of each class in the stream (0 to 1).",
+            ),
+            &["operator", "class"],
+        )?;
+        let imbalance_ratio = GaugeVec::new(
+            opts(
+                "imbalance_ratio",
+                "Time-decayed largest class weight over smallest class weight.",
+            ),
+            &["operator"],
+        )?;
+        registry.register(Box::new(rows.clone()))?;
+        registry.register(Box::new(unlabelled_rows.clone()))?;
+        registry.register(Box::new(batches.clone()))?;
+        registry.register(Box::new(class_share.clone()))?;
+        registry.register(Box::new(imbalance_ratio.clone()))?;
+        Ok(Self {
+            rows,
+            unlabelled_rows,
+            batches,
+            class_share,
+            imbalance_ratio,
+        })
+    }
+}
+
+/// The state and metrics of one class monitor, shared by all partitions of
+/// its plan node (the class mix is global to the stage, not per partition).
+pub struct ClassMonitor {
+    id: String,
+    decay_per_row: f64,
+    mix: Mutex<ClassMix>,
+    metrics: Arc<ClassMonitorMetrics>,
+}
+
+impl fmt::Debug for ClassMonitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClassMonitor")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClassMonitor {
+    fn new(id: String, half_life_rows: f64, metrics: Arc<ClassMonitorMetrics>) -> Self {
+        Self {
+            id,
+            decay_per_row: 0.5f64.powf(1.0 / half_life_rows),
+            mix: Mutex::new(ClassMix::new()),
+            metrics,
+        }
+    }
+
+    /// A copy of the current class mix.
+    pub fn mix(&self) -> Result<ClassMix> {
+        Ok(lock(&self.mix)?.clone())
+    }
+
+    fn observe(&self, labels: &ArrayRef) -> Result<()> {
+        let mut mix = lock(&self.mix)?;
+        let (added, unlabelled) = mix.observe(labels, self.decay_per_row)?;
+        for (tally, n) in mix.classes.iter().zip(added) {
+            if n > 0 {
+                let class = tally.class.to_string();
+                self.metrics
+                    .rows
+                    .with_label_values(&[self.id.as_str(), class.as_str()])
+                    .inc_by(n);
+            }
+        }
+        self.metrics
+            .unlabelled_rows
+            .with_label_values(&[self.id.as_str()])
+            .inc_by(unlabelled);
+        self.metrics
+            .batches
+            .with_label_values(&[self.id.as_str()])
+            .inc();
+        self.publish_gauges(&mix);
+        Ok(())
+    }
+
+    fn publish_gauges(&self, mix: &ClassMix) {
+        for (class, share) in mix.decayed_shares() {
+            let class = class.to_string();
+            self.metrics
+                .class_share
+                .with_label_values(&[self.id.as_str(), class.as_str()])
+                .set(share);
+        }
+        if let Some(ratio) = mix.imbalance_ratio() {
+            self.metrics
+                .imbalance_ratio
+                .with_label_values(&[self.id.as_str()])
+                .set(ratio);
+        }
+    }
+
+    fn handle(&self, signal: &ControlSignal) -> Result<()> {
+        if let ControlSignal::Reset { target, reason } = signal
+            && target.matches(KIND, &self.id)
+        {
+            tracing::info!(operator = %self.id, %reason, "class mix reset");
+            lock(&self.mix)?.reset_decayed();
+        }
+        Ok(())
+    }
+}
+
+impl StatefulOperator for ClassMonitor {
+    fn operator_id(&self) -> &str {
+        &self.id
+    }
+
+    fn snapshot(&self) -> Result<OperatorSnapshot> {
+        let state = serde_json::to_value(&*lock(&self.mix)?)
+            .map_err(|e| exec_datafusion_err!("cannot snapshot {}: {e}", self.id))?;
+        Ok(OperatorSnapshot {
+            kind: KIND.to_string(),
+            version: STATE_VERSION,
+            state,
+        })
+    }
+
+    fn restore(&self, snapshot: &OperatorSnapshot) -> Result<()> {
+        if snapshot.kind != KIND || snapshot.version != STATE_VERSION {
+            return plan_err!(
+                "cannot restore {} from a {} v{} snapshot",
+                self.id,
+                snapshot.kind,
+                snapshot.version
+            );
+        }
+        let mut mix: ClassMix = serde_json::from_value(snapshot.state.clone())
+            .map_err(|e| exec_datafusion_err!("corrupt snapshot for {}: {e}", self.id))?;
+        mix.rebuild_index();
+        self.publish_gauges(&mix);
+        *lock(&self.mix)? = mix;
+        Ok(())
+    }
+}
+
+/// The planning side of the stage: validates the label column and builds a
+/// [`ClassMonitorExec`] registered with the runtime.
+#[derive(Debug, Clone)]
+pub struct ClassMonitorStage {
+    options: ClassMonitorOptions,
+}
+
+impl ClassMonitorStage {
+    pub fn try_new(options: ClassMonitorOptions) -> Result<Self> {
+        if !(options.half_life_rows.is_finite() && options.half_life_rows > 0.0) {
+            return plan_err!(
+                "half_life_rows must be a positive number, got {}",
+                options.half_life_rows
+            );
+        }
+        Ok(Self { options })
+    }
+}
+
+impl StreamStage for ClassMonitorStage {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
+        let field = input
+            .field_with_name(&self.options.label_column)
+            .map_err(|_| {
+                exec_datafusion_err!(
+                    "label column '{}' not found; columns are: {}",
+                    self.options.label_column,
+                    input
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+        check_label_type(field.name(), field.data_type())?;
+        Ok(Arc::clone(input))
+    }
+
+    fn plan(
+        &self,
+        input: Arc<dyn ExecutionPlan>,
+        runtime: &Arc<JobRuntime>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.output_schema(&input.schema())?;
+        let label_index = input.schema().index_of(&self.options.label_column)?;
+        let monitor = Arc::new(ClassMonitor::new(
+            runtime.next_operator_id(KIND)?,
+            self.options.half_life_rows,
+            runtime.metric_set::<ClassMonitorMetrics>()?,
+        ));
+        runtime
+            .state()
+            .register(&(Arc::clone(&monitor) as Arc<dyn StatefulOperator>))?;
+        Ok(Arc::new(ClassMonitorExec {
+            properties: Arc::clone(input.properties()),
+            input,
+            label_index,
+            monitor,
+            runtime: Arc::clone(runtime),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }))
+    }
+}
+
+/// Physical node of the class monitor. Emits each batch as soon as it has
+/// been counted, so it is as incremental and as bounded as its input.
+#[derive(Debug)]
+pub struct ClassMonitorExec {
+    input: Arc<dyn ExecutionPlan>,
+    label_index: usize,
+    monitor: Arc<ClassMonitor>,
+    runtime: Arc<JobRuntime>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl ClassMonitorExec {
+    pub fn monitor(&self) -> &Arc<ClassMonitor> {
+        &self.monitor
+    }
+}
+
+impl DisplayAs for ClassMonitorExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let label = self.input.schema().field(self.label_index).name().clone();
+        match t {
+            DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
+                f,
+                "ClassMonitorExec: id={}, label={label}",
+                self.monitor.id
+            ),
+            DisplayFormatType::TreeRender => {
+                writeln!(f, "id={}", self.monitor.id)?;
+                write!(f, "label={label}")
+            }
+        }
+    }
+}
+
+impl ExecutionPlan for ClassMonitorExec {
+    fn name(&self) -> &str {
+        "ClassMonitorExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return internal_err!("ClassMonitorExec takes one child, got {}", children.len());
+        }
+        let input = children.swap_remove(0);
+        // The monitor (and so the operator id and its state) stays: optimizer
+        // rewrites must not fork the state of one logical stage.
+        Ok(Arc::new(Self {
+            properties: Arc::clone(input.properties()),
+            input,
+            label_index: self.label_index,
+            monitor: Arc::clone(&self.monitor),
+            runtime: Arc::clone(&self.runtime),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let schema = input.schema();
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let unlabelled: Count =
+            MetricBuilder::new(&self.metrics).counter("unlabelled_rows", partition);
+        let monitor = Arc::clone(&self.monitor);
+        let mut control = self.runtime.control().subscribe();
+        let label_index = self.label_index;
+        let stream = input.map(move |batch| {
+            let batch = batch?;
+            let _timer = baseline.elapsed_compute().timer();
+            for signal in control.drain() {
+                monitor.handle(&signal)?;
+            }
+            let labels = batch.column(label_index);
+            unlabelled.add(labels.null_count());
+            monitor.observe(labels)?;
+            baseline.record_output(batch.num_rows());
+            Ok(batch)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+
+    fn labels(values: &[Option<i64>]) -> ArrayRef {
+        Arc::new(Int64Array::from(values.to_vec()))
+    }
+
+    #[test]
+    fn decayed_mix_does_not_depend_on_batching() -> Result<()> {
+        let decay = 0.5f64.powf(1.0 / 3.0);
+        let rows: Vec<Option<i64>> = (0..40).map(|i| Some(i64::from(i % 7 == 0))).collect();
+        let mut whole = ClassMix::new();
+        whole.observe(&labels(&rows), decay)?;
+        let mut pieces = ClassMix::new();
+        for chunk in rows.chunks(3) {
+            pieces.observe(&labels(chunk), decay)?;
+        }
+        for ((c1, s1), (c2, s2)) in whole.decayed_shares().iter().zip(pieces.decayed_shares()) {
+            assert_eq!(*c1, c2);
+            assert!((s1 - s2).abs() < 1e-12, "{s1} vs {s2}");
+        }
+        assert_eq!(whole.rows_per_class(), pieces.rows_per_class());
+        Ok(())
+    }
+
+    #[test]
+    fn decay_follows_the_half_life() -> Result<()> {
+        // One row of class 1, then 10 rows of class 0 with a half-life of 10
+        // rows: class 1 weighs 0.5 against class 0's sum of 0.5^(k/10), k=0..9.
+        let decay = 0.5f64.powf(1.0 / 10.0);
+        let mut mix = ClassMix::new();
+        mix.observe(&labels(&[Some(1)]), decay)?;
+        mix.observe(&labels(&[Some(0); 10]), decay)?;
+        let zero_weight: f64 = (0..10).map(|k| decay.powi(k)).sum();
+        let expected_ratio = zero_weight / 0.5;
+        let ratio = mix.imbalance_ratio().ok_or_else(|| exec_datafusion_err!("no ratio"))?;
+        assert!((ratio - expected_ratio).abs() < 1e-9, "{ratio} vs {expected_ratio}");
+        Ok(())
+    }
+
+    #[test]
+    fn null_labels_count_as_unlabelled_not_as_a_class() -> Result<()> {
+        let mut mix = ClassMix::new();
+        mix.observe(&labels(&[Some(0), None, Some(0), None]), 0.9)?;
+        assert_eq!(mix.rows_per_class(), vec![(ClassValue::Int(0), 2)]);
+        assert_eq!(mix.unlabelled_rows(), 2);
+        assert_eq!(mix.imbalance_ratio(), None);
+        Ok(())
+    }
+
+    #[test]
+    fn reset_forgets_the_mix_but_keeps_totals() -> Result<()> {
+        let mut mix = ClassMix::new();
+        mix.observe(&labels(&[Some(0), Some(1), Some(0)]), 0.9)?;
+        mix.reset_decayed();
+        assert!(mix.decayed_shares().is_empty());
+        assert_eq!(
+            mix.rows_per_class(),
+            vec![(ClassValue::Int(0), 2), (ClassValue::Int(1), 1)]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn snapshot_round_trip_keeps_class_lookup() -> Result<()> {
+        let runtime = JobRuntime::default();
+        let metrics = runtime.metric_set::<ClassMonitorMetrics>()?;
+        let first = ClassMonitor::new("m".into(), 100.0, Arc::clone(&metrics));
+        first.observe(&labels(&[Some(0), Some(1), Some(0)]))?;
+        let snapshot = first.snapshot()?;
+        let second = ClassMonitor::new("m".into(), 100.0, metrics);
+        second.restore(&snapshot)?;
+        second.observe(&labels(&[Some(1)]))?;
+        assert_eq!(
+            second.mix()?.rows_per_class(),
+            vec![(ClassValue::Int(0), 2), (ClassValue::Int(1), 2)]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn zero_or_negative_half_life_is_refused() {
+        assert!(ClassMonitorStage::try_new(ClassMonitorOptions::new("y").with_half_life_rows(0.0)).is_err());
+        assert!(ClassMonitorStage::try_new(ClassMonitorOptions::new("y").with_half_life_rows(f64::NAN)).is_err());
+    }
+}

@@ -1,0 +1,187 @@
+//! The streaming job behind `equipoise run`.
+//!
+//! A job is a source registered as table `telemetry`, a SQL query over it
+//! (the projection), and the pipeline stages after it, executed as one
+//! DataFusion stream that is pulled batch by batch; nothing is collected. The
+//! embedded default job reads the telemetry generator
+//! ([`equipoise_connectors::generator`]).
+//!
+//! Stopping: when `shutdown` resolves, the job publishes
+//! [`ControlSignal::Stop`]; sources end their streams after the batch in
+//! flight, everything downstream drains, and [`run_job`] returns the summary.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{Result, exec_datafusion_err};
+use equipoise_connectors::{GeneratorConfig, GeneratorTable};
+use equipoise_operators::class_label::{ClassValue, for_each_class};
+use equipoise_operators::{ClassMonitorOptions, ControlSignal, DataFrameStageExt, JobRuntime};
+use futures::StreamExt;
+
+use crate::progress::ProgressReporter;
+
+/// The name under which a job's source is registered.
+pub const SOURCE_TABLE: &str = "telemetry";
+
+/// What a job runs.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub source: GeneratorConfig,
+    /// SQL over [`SOURCE_TABLE`]; its result feeds the stages.
+    pub query: String,
+    pub label_column: String,
+    pub half_life_rows: f64,
+}
+
+impl JobSpec {
+    /// The embedded default: generated telemetry, a projection that adds a
+    /// derived feature, and the class monitor.
+    pub fn embedded_default(source: GeneratorConfig) -> Self {
+        Self {
+            source,
+            query: format!(
+                "SELECT seq, event_time, machine_id, temperature_c, vibration_mm_s, \
+                 pressure_bar, rotation_rpm, current_a, \
+                 current_a / pressure_bar AS current_per_bar, label \
+                 FROM {SOURCE_TABLE}"
+            ),
+            label_column: "label".to_string(),
+            half_life_rows: ClassMonitorOptions::DEFAULT_HALF_LIFE_ROWS,
+        }
+    }
+}
+
+/// Rows per class as the job's sink received them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClassTally {
+    classes: Vec<(ClassValue, u64)>,
+    unlabelled: u64,
+}
+
+impl ClassTally {
+    fn add(&mut self, batch: &RecordBatch, label_index: usize) -> Result<()> {
+        let mut unlabelled = 0;
+        let classes = &mut self.classes;
+        for_each_class(batch.column(label_index), |_, class| match class {
+            None => unlabelled += 1,
+            Some(class) => match classes.iter_mut().find(|(c, _)| *c == class) {
+                Some((_, n)) => *n += 1,
+                None => classes.push((class, 1)),
+            },
+        })?;
+        self.unlabelled += unlabelled;
+        Ok(())
+    }
+
+    /// Rows of every class plus unlabelled rows.
+    pub fn rows(&self) -> u64 {
+        self.classes.iter().map(|(_, n)| n).sum::<u64>() + self.unlabelled
+    }
+
+    /// Rows per class, ordered by class.
+    pub fn per_class(&self) -> Vec<(ClassValue, u64)> {
+        let mut classes = self.classes.clone();
+        classes.sort();
+        classes
+    }
+
+    pub fn unlabelled(&self) -> u64 {
+        self.unlabelled
+    }
+
+    /// Share of the smallest class among labelled rows.
+    pub fn minority_share(&self) -> Option<f64> {
+        let labelled: u64 = self.classes.iter().map(|(_, n)| n).sum();
+        let smallest = self.classes.iter().map(|(_, n)| *n).min()?;
+        (labelled > 0).then(|| smallest as f64 / labelled as f64)
+    }
+}
+
+/// What a finished job reports.
+#[derive(Debug, Clone)]
+pub struct JobSummary {
+    pub tally: ClassTally,
+    pub batches: u64,
+    pub elapsed: Duration,
+    /// True when the job ended on a stop request rather than at the end of
+    /// its source.
+    pub stopped: bool,
+}
+
+impl fmt::Display for JobSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        let rows = self.tally.rows();
+        writeln!(
+            f,
+            "{} after {rows} rows in {} batches",
+            if self.stopped { "stopped" } else { "finished" },
+            self.batches
+        )?;
+        for (class, n) in self.tally.per_class() {
+            writeln!(f, "  class {class}: {n} rows")?;
+        }
+        if self.tally.unlabelled() > 0 {
+            writeln!(f, "  unlabelled: {} rows", self.tally.unlabelled())?;
+        }
+        writeln!(f, "  elapsed: {secs:.3} s")?;
+        write!(f, "  rows per second: {:.0}", rows as f64 / secs.max(1e-9))
+    }
+}
+
+/// Run `spec` until its source ends or `shutdown` resolves.
+pub async fn run_job(
+    spec: &JobSpec,
+    runtime: Arc<JobRuntime>,
+    progress: &mut dyn ProgressReporter,
+    shutdown: impl Future<Output = ()>,
+) -> Result<JobSummary> {
+    let ctx = crate::new_session(Arc::clone(&runtime))?;
+    ctx.register_table(
+        SOURCE_TABLE,
+        Arc::new(GeneratorTable::try_new(spec.source.clone())?),
+    )?;
+    let pipeline = ctx.sql(&spec.query).await?.class_monitor(
+        ClassMonitorOptions::new(&spec.label_column).with_half_life_rows(spec.half_life_rows),
+    )?;
+    let label_index = pipeline
+        .schema()
+        .index_of_column_by_name(None, &spec.label_column)
+        .ok_or_else(|| exec_datafusion_err!("label column '{}' vanished", spec.label_column))?;
+    let mut stream = pipeline.execute_stream().await?;
+
+    let started = Instant::now();
+    let mut tally = ClassTally::default();
+    let mut batches = 0u64;
+    let mut stopping = false;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown, if !stopping => {
+                tracing::info!("stop requested; finishing the batch in flight");
+                runtime.control().publish(ControlSignal::Stop);
+                stopping = true;
+            }
+            next = stream.next() => match next {
+                Some(batch) => {
+                    let batch = batch?;
+                    tally.add(&batch, label_index)?;
+                    batches += 1;
+                    progress.update(&tally, started.elapsed());
+                }
+                None => break,
+            },
+        }
+    }
+    progress.finish();
+    Ok(JobSummary {
+        tally,
+        batches,
+        elapsed: started.elapsed(),
+        stopped: stopping,
+    })
+}

@@ -1,0 +1,66 @@
+//! Equipoise: class imbalance as a first-class concern of DataFusion stream
+//! processing.
+//!
+//! Any DataFusion application gets every Equipoise function and operator with
+//! [`register_all`]:
+//!
+//! ```
+//! # async fn demo() -> datafusion::common::Result<()> {
+//! let ctx = datafusion::prelude::SessionContext::new();
+//! equipoise::register_all(&ctx)?;
+//! let rows = ctx
+//!     .sql("SELECT label, count(*) FROM equipoise_generator('rows=1000') GROUP BY label")
+//!     .await?
+//!     .collect()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! This crate wires sessions ([`register_all`]), the streaming job ([`job`]),
+//! the SQL command ([`sql`]) and the metrics endpoint ([`metrics_server`]).
+
+use std::sync::Arc;
+
+use datafusion::common::Result;
+use datafusion::prelude::SessionContext;
+
+pub use equipoise_connectors as connectors;
+pub use equipoise_operators as operators;
+pub use equipoise_operators::JobRuntime;
+pub use equipoise_udfs as udfs;
+
+pub mod job;
+pub mod metrics_server;
+pub mod progress;
+pub mod sql;
+
+/// Register every Equipoise function, table function and operator in `ctx`,
+/// and install the [`JobRuntime`] that operators receive when they are
+/// planned (a fresh one with its own Prometheus registry, unless the session
+/// already has one). Returns that runtime.
+pub fn register_all(ctx: &SessionContext) -> Result<Arc<JobRuntime>> {
+    let state = ctx.state_ref();
+    let mut state = state.write();
+    let runtime = match state.config().get_extension::<JobRuntime>() {
+        Some(runtime) => runtime,
+        None => {
+            let runtime = Arc::new(JobRuntime::default());
+            state.config_mut().set_extension(Arc::clone(&runtime));
+            runtime
+        }
+    };
+    equipoise_udfs::register_all(&mut *state)?;
+    state.register_udtf(
+        connectors::generator::FUNCTION_NAME,
+        Arc::new(connectors::GeneratorTableFunction),
+    );
+    Ok(runtime)
+}
+
+/// A session with `runtime` installed and everything registered.
+pub fn new_session(runtime: Arc<JobRuntime>) -> Result<SessionContext> {
+    let config = datafusion::prelude::SessionConfig::new().with_extension(runtime);
+    let ctx = SessionContext::new_with_config(config);
+    register_all(&ctx)?;
+    Ok(ctx)
+}

@@ -1,0 +1,197 @@
+//! The `equipoise` command: `equipoise sql` and `equipoise run`.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use equipoise::job::{JobSpec, run_job};
+use equipoise::metrics_server::MetricsServer;
+use equipoise::sql::{OutputFormat, TableArg, run_sql};
+use equipoise::{JobRuntime, progress};
+use equipoise_connectors::GeneratorConfig;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "equipoise", version, about = "Class-imbalance-aware stream processing on DataFusion")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run SQL over files, with every Equipoise function registered.
+    Sql(SqlArgs),
+    /// Run the streaming job (by default: generated machine telemetry).
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct SqlArgs {
+    /// Register a file as a table: NAME=PATH (.csv, .csv.gz, .parquet,
+    /// .json/.ndjson/.jsonl). Repeatable.
+    #[arg(long = "table", value_name = "NAME=PATH")]
+    tables: Vec<TableArg>,
+    /// Read the SQL from a file instead of the argument.
+    #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with = "query")]
+    file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+    /// SQL to run: one or more `;`-separated statements; the last one's
+    /// result is printed.
+    query: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Stop after this many rows (default: run until Ctrl-C or SIGTERM).
+    #[arg(long)]
+    rows: Option<u64>,
+    /// Seed of the telemetry generator.
+    #[arg(long, default_value_t = GeneratorConfig::default().seed)]
+    seed: u64,
+    /// Rows per record batch.
+    #[arg(long, default_value_t = GeneratorConfig::default().batch_size,
+          value_parser = positive_usize)]
+    batch_size: usize,
+    /// Address of the Prometheus endpoint (`/metrics`).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    metrics_addr: SocketAddr,
+}
+
+fn positive_usize(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn main() -> ExitCode {
+    // A panic is a bug, but it still gets one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("error: internal error: {}", one_line(&info.to_string()));
+    }));
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Sql(_) => "warn",
+        Command::Run(_) => "info",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Sql(args) => sql(args).await,
+            Command::Run(args) => run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(&message),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {}", one_line(message));
+    ExitCode::FAILURE
+}
+
+/// Errors are one line: DataFusion nests causes over several lines.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+async fn sql(args: SqlArgs) -> Result<(), String> {
+    let query = match (&args.file, args.query) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read SQL file {}: {e}", path.display()))?,
+        (None, Some(query)) => query,
+        (None, None) => return Err("no SQL given: pass a query or -f FILE".to_string()),
+    };
+    let mut stdout = std::io::BufWriter::new(std::io::stdout());
+    match run_sql(&args.tables, &query, args.format, &mut stdout).await {
+        Ok(()) => Ok(()),
+        // `equipoise sql ... | head` closing the pipe is not a failure.
+        Err(datafusion::error::DataFusionError::IoError(e))
+            if e.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), String> {
+    let source = GeneratorConfig {
+        seed: args.seed,
+        rows: args.rows,
+        batch_size: args.batch_size,
+        ..GeneratorConfig::default()
+    };
+    let spec = JobSpec::embedded_default(source);
+    let runtime = Arc::new(JobRuntime::default());
+    let server = MetricsServer::start(args.metrics_addr, runtime.registry().clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        "metrics at http://{}/metrics; Ctrl-C or SIGTERM stops",
+        server.local_addr()
+    );
+    let mut progress = progress::for_stdout(args.rows);
+    let summary = run_job(&spec, runtime, progress.as_mut(), shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("{summary}");
+    server.shutdown().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Resolves on the first Ctrl-C or SIGTERM; a second one exits at once.
+async fn shutdown_signal() {
+    first_signal().await;
+    tokio::spawn(async {
+        first_signal().await;
+        eprintln!("error: interrupted again; exiting without a summary");
+        std::process::exit(130);
+    });
+}
+
+async fn first_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
