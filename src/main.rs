@@ -58,6 +58,9 @@ struct RunArgs {
     #[arg(long, default_value_t = GeneratorConfig::default().batch_size,
           value_parser = positive_usize)]
     batch_size: usize,
+    /// Rows per second the generator feeds; 0 runs flat out (benchmarks).
+    #[arg(long, default_value_t = 50_000.0, value_parser = non_negative_f64)]
+    rate: f64,
     /// Address of the Prometheus endpoint (`/metrics`).
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_addr: SocketAddr,
@@ -67,6 +70,14 @@ fn positive_usize(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(0) => Err("must be at least 1".to_string()),
         Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn non_negative_f64(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        Ok(_) => Err("must be a finite number, 0 or more".to_string()),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -143,6 +154,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         seed: args.seed,
         rows: args.rows,
         batch_size: args.batch_size,
+        rows_per_second: (args.rate > 0.0).then_some(args.rate),
         ..GeneratorConfig::default()
     };
     let spec = JobSpec::embedded_default(source);

@@ -35,6 +35,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
@@ -73,6 +74,9 @@ pub struct GeneratorConfig {
     pub prior_shift_at: u64,
     pub shifted_minority_share: f64,
     pub concept_shift_at: u64,
+    /// Pace the stream to this many rows per second (a live feed);
+    /// `None` generates as fast as the consumer pulls.
+    pub rows_per_second: Option<f64>,
 }
 
 impl Default for GeneratorConfig {
@@ -85,6 +89,7 @@ impl Default for GeneratorConfig {
             prior_shift_at: 60_000,
             shifted_minority_share: 0.035,
             concept_shift_at: 120_000,
+            rows_per_second: None,
         }
     }
 }
@@ -102,16 +107,23 @@ impl GeneratorConfig {
                 return plan_err!("{FUNCTION_NAME}: {name} must be within [0, 1], got {share}");
             }
         }
+        if let Some(rate) = self.rows_per_second
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return plan_err!("{FUNCTION_NAME}: rate must be a positive number of rows per second");
+        }
         Ok(())
     }
 
     /// Read `rows`, `seed`, `batch_size`, `minority_share`, `prior_shift_at`,
-    /// `shifted_minority_share` and `concept_shift_at` from an option string;
+    /// `shifted_minority_share`, `concept_shift_at` and `rate` (rows per
+    /// second) from an option string;
     /// the rest keep their defaults.
     pub fn from_options(text: &str) -> Result<Self> {
         let mut options = Options::parse(FUNCTION_NAME, text)?;
         let mut config = Self::default();
         config.rows = options.take("rows")?;
+        config.rows_per_second = options.take("rate")?;
         macro_rules! take {
             ($($field:ident),*) => {$(
                 if let Some(v) = options.take(stringify!($field))? { config.$field = v; }
@@ -312,11 +324,18 @@ impl PartitionStream for GeneratorPartition {
         let runtime = Arc::clone(&self.runtime);
         let start = cursor.start_row.load(Ordering::SeqCst);
         let end = config.rows.map(|rows| start.saturating_add(rows));
+        let started = tokio::time::Instant::now();
         let batches = futures::stream::unfold(start, move |next| {
             let config = config.clone();
             let cursor = Arc::clone(&cursor);
             let runtime = Arc::clone(&runtime);
             async move {
+                if let Some(rate) = config.rows_per_second {
+                    // Due time of this batch on a fixed schedule, so pacing
+                    // does not drift with the time spent downstream.
+                    let due = started + Duration::from_secs_f64((next - start) as f64 / rate);
+                    tokio::time::sleep_until(due).await;
+                }
                 // A stop request ends the stream between batches, never inside one.
                 if runtime.control().stop_requested() {
                     return None;
