@@ -17,9 +17,12 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, exec_datafusion_err};
+use datafusion::prelude::SessionConfig;
 use equipoise_connectors::{GeneratorConfig, GeneratorTable};
 use equipoise_operators::class_label::{ClassValue, for_each_class};
-use equipoise_operators::{ClassMonitorOptions, ControlSignal, DataFrameStageExt, JobRuntime};
+use equipoise_operators::{
+    ClassMonitorOptions, ControlSignal, DataFrameStageExt, JobRuntime, JobSnapshot,
+};
 use futures::StreamExt;
 
 use crate::progress::ProgressReporter;
@@ -110,6 +113,10 @@ pub struct JobSummary {
     /// True when the job ended on a stop request rather than at the end of
     /// its source.
     pub stopped: bool,
+    /// State of every stateful operator when the job ended, taken after the
+    /// stream drained: resuming from it continues exactly where this job
+    /// stopped.
+    pub final_state: JobSnapshot,
 }
 
 impl fmt::Display for JobSummary {
@@ -140,7 +147,13 @@ pub async fn run_job(
     progress: &mut dyn ProgressReporter,
     shutdown: impl Future<Output = ()>,
 ) -> Result<JobSummary> {
-    let ctx = crate::new_session(Arc::clone(&runtime))?;
+    // One partition: imbalance operators are order-sensitive (decay,
+    // test-then-train), so a job keeps its stream in order. Parallelism comes
+    // from more replicas, each with its own share of the source partitions.
+    let config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_batch_size(spec.source.batch_size);
+    let ctx = crate::new_session_with_config(Arc::clone(&runtime), config)?;
     ctx.register_table(
         SOURCE_TABLE,
         Arc::new(GeneratorTable::try_new(spec.source.clone())?),
@@ -178,10 +191,13 @@ pub async fn run_job(
         }
     }
     progress.finish();
+    let elapsed = started.elapsed();
+    let final_state = runtime.state().snapshot_all()?;
     Ok(JobSummary {
         tally,
         batches,
-        elapsed: started.elapsed(),
+        elapsed,
         stopped: stopping,
+        final_state,
     })
 }

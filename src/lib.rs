@@ -22,7 +22,7 @@
 use std::sync::Arc;
 
 use datafusion::common::Result;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use equipoise_connectors as connectors;
 pub use equipoise_operators as operators;
@@ -59,8 +59,15 @@ pub fn register_all(ctx: &SessionContext) -> Result<Arc<JobRuntime>> {
 
 /// A session with `runtime` installed and everything registered.
 pub fn new_session(runtime: Arc<JobRuntime>) -> Result<SessionContext> {
-    let config = datafusion::prelude::SessionConfig::new().with_extension(runtime);
-    let ctx = SessionContext::new_with_config(config);
+    new_session_with_config(runtime, SessionConfig::new())
+}
+
+/// [`new_session`] with a given configuration.
+pub fn new_session_with_config(
+    runtime: Arc<JobRuntime>,
+    config: SessionConfig,
+) -> Result<SessionContext> {
+    let ctx = SessionContext::new_with_config(config.with_extension(runtime));
     register_all(&ctx)?;
     Ok(ctx)
 }

@@ -158,6 +158,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         ..GeneratorConfig::default()
     };
     let spec = JobSpec::embedded_default(source);
+    let signals = ShutdownSignals::install()?;
     let runtime = Arc::new(JobRuntime::default());
     let server = MetricsServer::start(args.metrics_addr, runtime.registry().clone())
         .await
@@ -167,7 +168,12 @@ async fn run(args: RunArgs) -> Result<(), String> {
         server.local_addr()
     );
     let mut progress = progress::for_stdout(args.rows);
-    let summary = run_job(&spec, runtime, progress.as_mut(), shutdown_signal())
+    let summary = run_job(
+        &spec,
+        runtime,
+        progress.as_mut(),
+        signals.first_then_force_exit(),
+    )
         .await
         .map_err(|e| e.to_string())?;
     println!("{summary}");
@@ -175,35 +181,39 @@ async fn run(args: RunArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Resolves on the first Ctrl-C or SIGTERM; a second one exits at once.
-async fn shutdown_signal() {
-    first_signal().await;
-    tokio::spawn(async {
-        first_signal().await;
-        eprintln!("error: interrupted again; exiting without a summary");
-        std::process::exit(130);
-    });
+/// Ctrl-C and SIGTERM listeners, installed before the job starts so that an
+/// early signal is not lost (or fatal).
+struct ShutdownSignals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
 }
 
-async fn first_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+impl ShutdownSignals {
+    fn install() -> Result<Self, String> {
+        Ok(Self {
+            #[cfg(unix)]
+            terminate: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .map_err(|e| format!("cannot listen for SIGTERM: {e}"))?,
+        })
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
+    }
+
+    /// Resolves on the first signal; a second one exits at once.
+    async fn first_then_force_exit(mut self) {
+        self.recv().await;
+        tokio::spawn(async move {
+            self.recv().await;
+            eprintln!("error: interrupted again; exiting without a summary");
+            std::process::exit(130);
+        });
     }
 }

@@ -1,1 +1,12 @@
-mod placeholder {}
+//! Integration tests of the `equipoise` package, compiled as one binary.
+//!
+//! - `cli_sql`: `equipoise sql` end to end (spawning the built binary).
+//! - `cli_run`: `equipoise run` end to end: summary, metrics, SIGTERM.
+//! - `streaming`: the unbounded execution path through the library API.
+
+mod it {
+    pub mod cli_run;
+    pub mod cli_sql;
+    pub mod common;
+    pub mod streaming;
+}

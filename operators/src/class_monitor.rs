@@ -24,7 +24,7 @@ use datafusion::physical_plan::metrics::{
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, PlanProperties,
 };
 use futures::StreamExt;
 use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
@@ -487,6 +487,15 @@ impl ExecutionPlan for ClassMonitorExec {
         vec![true]
     }
 
+    /// The decayed mix depends on row order, so the monitor sees one stream.
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        vec![Distribution::SinglePartition]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
         vec![&self.input]
     }
@@ -541,6 +550,7 @@ impl ExecutionPlan for ClassMonitorExec {
             unlabelled.add(labels.null_count());
             monitor.observe(labels)?;
             baseline.record_output(batch.num_rows());
+            baseline.output_batches().add(1);
             Ok(batch)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))

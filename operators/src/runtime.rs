@@ -18,7 +18,7 @@
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use datafusion::common::{DataFusionError, Result, exec_datafusion_err, plan_datafusion_err};
 use datafusion::execution::config::SessionConfig;
@@ -237,6 +237,12 @@ pub trait StatefulOperator: Send + Sync {
 }
 
 /// The stateful operators of a job, and the snapshot they restore from.
+///
+/// Operators are held for the life of the runtime, so the state of a stream
+/// that has ended can still be snapshotted (the final checkpoint of a job).
+/// A runtime belongs to one job; a long-lived session that plans many
+/// stateful queries on one runtime calls [`StateRegistry::clear`] between
+/// them.
 #[derive(Default)]
 pub struct StateRegistry {
     inner: Mutex<StateRegistryInner>,
@@ -244,9 +250,7 @@ pub struct StateRegistry {
 
 #[derive(Default)]
 struct StateRegistryInner {
-    // Weak: a plan that is dropped (EXPLAIN, a finished query) takes its state
-    // with it instead of pinning it here.
-    operators: BTreeMap<String, Weak<dyn StatefulOperator>>,
+    operators: BTreeMap<String, Arc<dyn StatefulOperator>>,
     pending_restore: JobSnapshot,
 }
 
@@ -272,21 +276,24 @@ impl StateRegistry {
         if let Some(snapshot) = inner.pending_restore.operators.remove(&id) {
             operator.restore(&snapshot)?;
         }
-        inner.operators.insert(id, Arc::downgrade(operator));
+        inner.operators.insert(id, Arc::clone(operator));
         Ok(())
     }
 
-    /// Snapshot every live operator.
+    /// Forget every registered operator.
+    pub fn clear(&self) -> Result<()> {
+        lock(&self.inner)?.operators.clear();
+        Ok(())
+    }
+
+    /// Snapshot every registered operator.
     pub fn snapshot_all(&self) -> Result<JobSnapshot> {
-        let live: Vec<(String, Arc<dyn StatefulOperator>)> = {
-            let mut inner = lock(&self.inner)?;
-            inner.operators.retain(|_, op| op.strong_count() > 0);
-            inner
-                .operators
-                .iter()
-                .filter_map(|(id, op)| op.upgrade().map(|op| (id.clone(), op)))
-                .collect()
-        };
+        // Snapshot outside the lock: an operator may take its own locks.
+        let live: Vec<(String, Arc<dyn StatefulOperator>)> = lock(&self.inner)?
+            .operators
+            .iter()
+            .map(|(id, op)| (id.clone(), Arc::clone(op)))
+            .collect();
         let mut snapshot = JobSnapshot::default();
         for (id, op) in live {
             snapshot.operators.insert(id, op.snapshot()?);
@@ -353,7 +360,7 @@ mod tests {
     }
 
     #[test]
-    fn dropped_operators_leave_the_snapshot() -> Result<()> {
+    fn state_outlives_the_plan_until_cleared() -> Result<()> {
         let runtime = JobRuntime::default();
         let op: Arc<dyn StatefulOperator> = Arc::new(Counter {
             id: "counter-0".into(),
@@ -361,6 +368,8 @@ mod tests {
         });
         runtime.state().register(&op)?;
         drop(op);
+        assert_eq!(runtime.state().snapshot_all()?.operators.len(), 1);
+        runtime.state().clear()?;
         assert!(runtime.state().snapshot_all()?.operators.is_empty());
         Ok(())
     }

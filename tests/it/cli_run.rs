@@ -1,0 +1,134 @@
+//! `equipoise run`, spawned as a user (or Kubernetes) would run it.
+
+use std::process::{Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use super::common::{BIN, equipoise, free_port, http_get, sample, stderr, stdout};
+
+/// `(class, rows)` lines of a summary, and the total it announces.
+fn parse_summary(text: &str) -> (Vec<(String, u64)>, u64) {
+    let total = text
+        .lines()
+        .find_map(|l| {
+            let rest = l.split(" after ").nth(1)?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .expect("summary has a row total");
+    let classes = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix("class ")?;
+            let (class, rows) = rest.split_once(": ")?;
+            Some((class.to_string(), rows.strip_suffix(" rows")?.parse().ok()?))
+        })
+        .collect();
+    (classes, total)
+}
+
+#[test]
+fn bounded_run_prints_a_summary_that_adds_up() {
+    let output = equipoise(&[
+        "run", "--rows", "30000", "--rate", "0", "--batch-size", "1000", "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.starts_with("finished after 30000 rows in 30 batches\n"), "{text}");
+    let (classes, total) = parse_summary(&text);
+    assert_eq!(total, 30_000);
+    assert_eq!(classes.iter().map(|(_, n)| n).sum::<u64>(), 30_000);
+    assert_eq!(classes.len(), 2, "{text}");
+    // About 2% faults before the documented shift at row 60,000.
+    let faults = classes.iter().find(|(c, _)| c == "1").map(|(_, n)| *n).unwrap_or(0);
+    assert!((450..750).contains(&faults), "{faults} faults in 30000 rows");
+}
+
+#[test]
+fn runs_are_deterministic_per_seed() {
+    let run = |seed: &str, batch: &str| {
+        let output = equipoise(&[
+            "run", "--rows", "20000", "--rate", "0", "--seed", seed, "--batch-size", batch,
+            "--metrics-addr", "127.0.0.1:0",
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        parse_summary(&stdout(&output)).0
+    };
+    let first = run("7", "1000");
+    assert_eq!(first, run("7", "333"), "batch size changed the data");
+    assert_ne!(first, run("8", "1000"), "seed did not change the data");
+}
+
+#[test]
+fn metrics_are_served_while_the_job_runs_and_sigterm_stops_it_cleanly() {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args([
+            "run",
+            "--rate",
+            "20000",
+            "--batch-size",
+            "1000",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn equipoise run");
+
+    // Wait until both classes have been counted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let fault_series = "equipoise_rows_processed_total{class=\"1\",operator=\"class_monitor-0\"}";
+    let exposition = loop {
+        if let Some(body) = http_get(port, "/metrics")
+            && sample(&body, fault_series).is_some()
+        {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "no fault rows in the metrics in time");
+        sleep(Duration::from_millis(100));
+    };
+    let normal = sample(
+        &exposition,
+        "equipoise_rows_processed_total{class=\"0\",operator=\"class_monitor-0\"}",
+    )
+    .expect("normal rows are counted");
+    assert!(normal > 0.0);
+    let share = sample(
+        &exposition,
+        "equipoise_class_share_ratio{class=\"1\",operator=\"class_monitor-0\"}",
+    )
+    .expect("fault share is exported");
+    assert!(share > 0.0 && share < 0.2, "fault share {share}");
+    assert!(exposition.contains("# TYPE equipoise_batches_processed_total counter"));
+    assert!(exposition.contains("# TYPE equipoise_imbalance_ratio gauge"));
+    assert_eq!(http_get(port, "/healthz").as_deref(), Some("ok\n"));
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let output = child.wait_with_output().expect("equipoise run exits");
+    assert!(output.status.success(), "exit {:?}: {}", output.status, stderr(&output));
+    let text = stdout(&output);
+    assert!(text.starts_with("stopped after "), "{text}");
+    let (classes, total) = parse_summary(&text);
+    assert_eq!(classes.iter().map(|(_, n)| n).sum::<u64>(), total);
+    // Whole batches only: the batch in flight finished, none was cut.
+    assert_eq!(total % 1000, 0, "{text}");
+    assert!(text.contains("rows per second: "), "{text}");
+}
+
+#[test]
+fn a_taken_metrics_port_is_a_one_line_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let output = equipoise(&["run", "--rows", "10", "--metrics-addr", &addr]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(error_lines.len(), 1, "{err}");
+    assert!(error_lines[0].contains("cannot listen on"), "{err}");
+}

@@ -1,0 +1,212 @@
+//! The unbounded execution path, through the library API a host application
+//! would use.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::common::Result;
+use datafusion::physical_plan::ExecutionPlanProperties;
+use datafusion::physical_plan::execution_plan::Boundedness;
+use datafusion::prelude::SessionContext;
+use equipoise::JobRuntime;
+use equipoise::job::{JobSpec, run_job};
+use equipoise::operators::{ClassMonitorOptions, DataFrameStageExt};
+use equipoise::progress::ProgressReporter;
+use equipoise_connectors::GeneratorConfig;
+use futures::StreamExt;
+
+/// Fails the test instead of hanging when a query never ends.
+async fn within<T>(future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), future)
+        .await
+        .expect("finished within 60 s")
+}
+
+#[tokio::test]
+async fn limit_over_the_unbounded_generator_returns() -> Result<()> {
+    let ctx = SessionContext::new();
+    equipoise::register_all(&ctx)?;
+    let df = ctx
+        .sql("SELECT seq, label FROM equipoise_generator('batch_size=100') LIMIT 250")
+        .await?;
+    let batches = within(df.collect()).await?;
+    let seqs: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    assert_eq!(seqs, (0..250).collect::<Vec<_>>());
+    Ok(())
+}
+
+#[tokio::test]
+async fn sliding_window_over_the_unbounded_generator_needs_no_sort() -> Result<()> {
+    let ctx = SessionContext::new();
+    equipoise::register_all(&ctx)?;
+    let sql = "SELECT seq, sum(label) OVER (ORDER BY seq ROWS BETWEEN 99 PRECEDING AND CURRENT ROW) AS faults \
+               FROM equipoise_generator() LIMIT 5000";
+    let df = ctx.sql(sql).await?;
+    let plan = df.clone().create_physical_plan().await?;
+    let text = datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(false)
+        .to_string();
+    assert!(!text.contains("SortExec"), "a sort blocks an unbounded stream:\n{text}");
+    let batches = within(df.collect()).await?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 5000);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_pipeline_is_unbounded_and_emits_batch_by_batch() -> Result<()> {
+    // One partition: no exchange buffers batches ahead of the consumer.
+    let ctx = SessionContext::new_with_config(
+        datafusion::prelude::SessionConfig::new().with_target_partitions(1),
+    );
+    let runtime = equipoise::register_all(&ctx)?;
+    let df = ctx
+        .sql("SELECT seq, temperature_c, label FROM equipoise_generator('batch_size=500')")
+        .await?
+        .class_monitor(ClassMonitorOptions::new("label"))?;
+    let plan = df.clone().create_physical_plan().await?;
+    assert!(matches!(plan.boundedness(), Boundedness::Unbounded { .. }));
+
+    // Pull three batches from a stream that never ends, then walk away.
+    let mut stream = df.execute_stream().await?;
+    let mut rows = 0;
+    for _ in 0..3 {
+        rows += within(stream.next()).await.expect("a batch")?.num_rows();
+    }
+    drop(stream);
+    assert_eq!(rows, 1500);
+
+    // The class monitor counted exactly what passed through it.
+    let counted: f64 = runtime
+        .registry()
+        .gather()
+        .iter()
+        .filter(|family| family.name() == "equipoise_rows_processed_total")
+        .flat_map(|family| family.get_metric().iter().map(|m| m.get_counter().get_value()))
+        .sum();
+    assert_eq!(counted, 1500.0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn explain_analyze_shows_the_class_monitor() -> Result<()> {
+    let ctx = SessionContext::new();
+    equipoise::register_all(&ctx)?;
+    let df = ctx
+        .sql("SELECT * FROM equipoise_generator('rows=3000, batch_size=1000')")
+        .await?
+        .class_monitor(ClassMonitorOptions::new("label"))?
+        .explain(false, true)?;
+    let batches = df.collect().await?;
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
+    assert!(text.contains("ClassMonitorExec: id=class_monitor-0, label=label"), "{text}");
+    assert!(text.contains("output_rows=3.00 K"), "{text}");
+    assert!(text.contains("output_batches=3"), "{text}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_label_that_is_not_a_class_is_a_plan_error() -> Result<()> {
+    let ctx = SessionContext::new();
+    equipoise::register_all(&ctx)?;
+    let df = ctx.sql("SELECT * FROM equipoise_generator('rows=10')").await?;
+    let missing = df.clone().class_monitor(ClassMonitorOptions::new("nope"));
+    assert!(missing.is_err_and(|e| e.to_string().contains("label column 'nope' not found")));
+    let float = df.class_monitor(ClassMonitorOptions::new("temperature_c"));
+    assert!(float.is_err_and(|e| e.to_string().contains("must be an integer, boolean or string")));
+    Ok(())
+}
+
+struct Silent;
+impl ProgressReporter for Silent {
+    fn update(&mut self, _: &equipoise::job::ClassTally, _: Duration) {}
+    fn finish(&mut self) {}
+}
+
+#[tokio::test]
+async fn a_job_resumes_from_its_snapshot_where_it_stopped() -> Result<()> {
+    let config = |rows| GeneratorConfig {
+        rows: Some(rows),
+        batch_size: 1000,
+        ..GeneratorConfig::default()
+    };
+    // One uninterrupted job of 8000 rows ...
+    let whole = run_job(
+        &JobSpec::embedded_default(config(8000)),
+        Arc::new(JobRuntime::default()),
+        &mut Silent,
+        std::future::pending(),
+    )
+    .await?;
+
+    // ... against 5000 rows, a snapshot, and 3000 more in a new runtime.
+    let first = run_job(
+        &JobSpec::embedded_default(config(5000)),
+        Arc::new(JobRuntime::default()),
+        &mut Silent,
+        std::future::pending(),
+    )
+    .await?;
+    let snapshot = first.final_state;
+    assert_eq!(
+        snapshot.operators["generator-0"].state["next_row"],
+        serde_json::json!(5000)
+    );
+    let second_runtime = Arc::new(JobRuntime::default());
+    second_runtime.state().set_restore_point(snapshot)?;
+    let resumed = run_job(
+        &JobSpec::embedded_default(config(3000)),
+        second_runtime,
+        &mut Silent,
+        std::future::pending(),
+    )
+    .await?;
+    assert_eq!(resumed.tally.rows(), 3000);
+
+    // The restored class monitor carries the totals of both runs, which
+    // equal the uninterrupted run's.
+    let mix = &resumed.final_state.operators["class_monitor-0"].state;
+    let totals: Vec<(i64, u64)> = mix["classes"]
+        .as_array()
+        .expect("classes")
+        .iter()
+        .map(|c| {
+            (
+                c["class"].as_i64().expect("class"),
+                c["rows"].as_u64().expect("rows"),
+            )
+        })
+        .collect();
+    let expected: Vec<(i64, u64)> = whole
+        .tally
+        .per_class()
+        .into_iter()
+        .map(|(c, n)| (c.to_string().parse().expect("int class"), n))
+        .collect();
+    assert_eq!(totals, expected);
+    Ok(())
+}
+
+#[tokio::test]
+async fn stop_ends_an_unbounded_job_after_whole_batches() -> Result<()> {
+    let spec = JobSpec::embedded_default(GeneratorConfig {
+        batch_size: 700,
+        ..GeneratorConfig::default()
+    });
+    let summary = within(run_job(
+        &spec,
+        Arc::new(JobRuntime::default()),
+        &mut Silent,
+        tokio::time::sleep(Duration::from_millis(300)),
+    ))
+    .await?;
+    assert!(summary.stopped);
+    assert!(summary.tally.rows() > 0);
+    assert_eq!(summary.tally.rows() % 700, 0);
+    Ok(())
+}
