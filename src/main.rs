@@ -15,7 +15,11 @@ use equipoise_connectors::GeneratorConfig;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(name = "equipoise", version, about = "Class-imbalance-aware stream processing on DataFusion")]
+#[command(
+    name = "equipoise",
+    version,
+    about = "Class-imbalance-aware stream processing on DataFusion"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,7 +40,12 @@ struct SqlArgs {
     #[arg(long = "table", value_name = "NAME=PATH")]
     tables: Vec<TableArg>,
     /// Read the SQL from a file instead of the argument.
-    #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with = "query")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        conflicts_with = "query"
+    )]
     file: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
@@ -174,8 +183,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
         progress.as_mut(),
         signals.first_then_force_exit(),
     )
-        .await
-        .map_err(|e| e.to_string())?;
+    .await
+    .map_err(|e| e.to_string())?;
     println!("{summary}");
     server.shutdown().await.map_err(|e| e.to_string())?;
     Ok(())

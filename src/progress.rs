@@ -63,14 +63,9 @@ impl ProgressReporter for Bar {
     }
 }
 
+#[derive(Default)]
 struct LogLines {
     last: Option<Instant>,
-}
-
-impl Default for LogLines {
-    fn default() -> Self {
-        Self { last: None }
-    }
 }
 
 impl ProgressReporter for LogLines {

@@ -63,12 +63,7 @@ pub async fn run_sql(
     for table in tables {
         equipoise_connectors::register_file_table(&ctx, &table.name, &table.path).await?;
     }
-    let dialect_name = ctx
-        .state()
-        .config_options()
-        .sql_parser
-        .dialect
-        .to_string();
+    let dialect_name = ctx.state().config_options().sql_parser.dialect.to_string();
     let dialect = dialect_from_str(&dialect_name)
         .ok_or_else(|| DataFusionError::Plan(format!("unknown SQL dialect {dialect_name}")))?;
     let mut statements = DFParser::parse_sql_with_dialect(sql, dialect.as_ref())?;

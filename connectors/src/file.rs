@@ -109,7 +109,10 @@ mod tests {
 
     #[test]
     fn formats_follow_the_longest_extension() {
-        assert_eq!(FileFormatKind::from_path("a/b.CSV"), Some(FileFormatKind::Csv));
+        assert_eq!(
+            FileFormatKind::from_path("a/b.CSV"),
+            Some(FileFormatKind::Csv)
+        );
         assert_eq!(
             FileFormatKind::from_path("b.csv.gz"),
             Some(FileFormatKind::CsvGzip)

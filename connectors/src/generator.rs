@@ -121,9 +121,11 @@ impl GeneratorConfig {
     /// the rest keep their defaults.
     pub fn from_options(text: &str) -> Result<Self> {
         let mut options = Options::parse(FUNCTION_NAME, text)?;
-        let mut config = Self::default();
-        config.rows = options.take("rows")?;
-        config.rows_per_second = options.take("rate")?;
+        let mut config = Self {
+            rows: options.take("rows")?,
+            rows_per_second: options.take("rate")?,
+            ..Self::default()
+        };
         macro_rules! take {
             ($($field:ident),*) => {$(
                 if let Some(v) = options.take(stringify!($field))? { config.$field = v; }
@@ -353,7 +355,10 @@ impl PartitionStream for GeneratorPartition {
                 Some((batch, next))
             }
         });
-        Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), batches))
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            batches,
+        ))
     }
 }
 
@@ -503,7 +508,9 @@ mod tests {
     fn fault_effect(config: &GeneratorConfig, start: u64, col: usize) -> Result<f64> {
         let batch = generate_batch(config, start, 50_000)?;
         let labels = batch.column(8).as_primitive::<Int64Type>();
-        let values = batch.column(col).as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        let values = batch
+            .column(col)
+            .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
         let (mut sums, mut counts) = ([0.0; 2], [0.0; 2]);
         for (label, value) in labels.values().iter().zip(values.values()) {
             let k = usize::from(*label == 1);

@@ -84,20 +84,20 @@ mod tests {
     use datafusion::arrow::array::{Int32Array, StringArray, UInt64Array};
     use std::sync::Arc;
 
-    fn classes(array: ArrayRef) -> Result<Vec<Option<ClassValue>>> {
+    fn classes(array: &ArrayRef) -> Result<Vec<Option<ClassValue>>> {
         let mut out = Vec::new();
-        for_each_class(&array, |_, c| out.push(c))?;
+        for_each_class(array, |_, c| out.push(c))?;
         Ok(out)
     }
 
     #[test]
     fn integer_and_string_labels_with_nulls() -> Result<()> {
         assert_eq!(
-            classes(Arc::new(Int32Array::from(vec![Some(1), None, Some(0)])))?,
+            classes(&(Arc::new(Int32Array::from(vec![Some(1), None, Some(0)])) as ArrayRef))?,
             vec![Some(ClassValue::Int(1)), None, Some(ClassValue::Int(0))]
         );
         assert_eq!(
-            classes(Arc::new(StringArray::from(vec![Some("fault"), None])))?,
+            classes(&(Arc::new(StringArray::from(vec![Some("fault"), None])) as ArrayRef))?,
             vec![Some(ClassValue::Str("fault".into())), None]
         );
         Ok(())
@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn huge_unsigned_labels_are_an_error_not_a_wrap() {
         let labels: ArrayRef = Arc::new(UInt64Array::from(vec![u64::MAX]));
-        assert!(classes(labels).is_err());
+        assert!(classes(&labels).is_err());
     }
 
     #[test]

@@ -461,11 +461,9 @@ impl DisplayAs for ClassMonitorExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let label = self.input.schema().field(self.label_index).name().clone();
         match t {
-            DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
-                f,
-                "ClassMonitorExec: id={}, label={label}",
-                self.monitor.id
-            ),
+            DisplayFormatType::Default | DisplayFormatType::Verbose => {
+                write!(f, "ClassMonitorExec: id={}, label={label}", self.monitor.id)
+            }
             DisplayFormatType::TreeRender => {
                 writeln!(f, "id={}", self.monitor.id)?;
                 write!(f, "label={label}")
@@ -598,8 +596,13 @@ mod tests {
         mix.observe(&labels(&[Some(0); 10]), decay)?;
         let zero_weight: f64 = (0..10).map(|k| decay.powi(k)).sum();
         let expected_ratio = zero_weight / 0.5;
-        let ratio = mix.imbalance_ratio().ok_or_else(|| exec_datafusion_err!("no ratio"))?;
-        assert!((ratio - expected_ratio).abs() < 1e-9, "{ratio} vs {expected_ratio}");
+        let ratio = mix
+            .imbalance_ratio()
+            .ok_or_else(|| exec_datafusion_err!("no ratio"))?;
+        assert!(
+            (ratio - expected_ratio).abs() < 1e-9,
+            "{ratio} vs {expected_ratio}"
+        );
         Ok(())
     }
 
@@ -645,7 +648,13 @@ mod tests {
 
     #[test]
     fn zero_or_negative_half_life_is_refused() {
-        assert!(ClassMonitorStage::try_new(ClassMonitorOptions::new("y").with_half_life_rows(0.0)).is_err());
-        assert!(ClassMonitorStage::try_new(ClassMonitorOptions::new("y").with_half_life_rows(f64::NAN)).is_err());
+        assert!(
+            ClassMonitorStage::try_new(ClassMonitorOptions::new("y").with_half_life_rows(0.0))
+                .is_err()
+        );
+        assert!(
+            ClassMonitorStage::try_new(ClassMonitorOptions::new("y").with_half_life_rows(f64::NAN))
+                .is_err()
+        );
     }
 }

@@ -25,7 +25,10 @@ impl Options {
                 return plan_err!("{function}: option '{pair}' is not of the form key=value");
             };
             let key = key.trim().to_ascii_lowercase();
-            if entries.insert(key.clone(), value.trim().to_string()).is_some() {
+            if entries
+                .insert(key.clone(), value.trim().to_string())
+                .is_some()
+            {
                 return plan_err!("{function}: option '{key}' is given twice");
             }
         }
@@ -42,9 +45,10 @@ impl Options {
     {
         match self.entries.remove(key) {
             None => Ok(None),
-            Some(raw) => raw.parse().map(Some).or_else(|e| {
-                plan_err!("{}: option {key}='{raw}' is invalid: {e}", self.function)
-            }),
+            Some(raw) => raw
+                .parse()
+                .map(Some)
+                .or_else(|e| plan_err!("{}: option {key}='{raw}' is invalid: {e}", self.function)),
         }
     }
 
@@ -71,7 +75,11 @@ mod tests {
 
         let mut extra = Options::parse("f", "rows=1, colour=red")?;
         extra.take::<u64>("rows")?;
-        let err = extra.finish().err().map(|e| e.to_string()).unwrap_or_default();
+        let err = extra
+            .finish()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("unknown option 'colour'"), "{err}");
         Ok(())
     }

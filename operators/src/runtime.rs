@@ -89,9 +89,10 @@ impl JobRuntime {
                 .downcast::<M>()
                 .map_err(|_| exec_datafusion_err!("metric set {} has two types", M::NAME));
         }
-        let set = Arc::new(M::register(&self.registry).map_err(|e| {
-            exec_datafusion_err!("cannot register metric set {}: {e}", M::NAME)
-        })?);
+        let set =
+            Arc::new(M::register(&self.registry).map_err(|e| {
+                exec_datafusion_err!("cannot register metric set {}: {e}", M::NAME)
+            })?);
         sets.insert(M::NAME, Arc::clone(&set) as Arc<dyn Any + Send + Sync>);
         Ok(set)
     }
@@ -145,7 +146,10 @@ pub enum ControlSignal {
     Stop,
     /// Forget adaptive state (decayed frequencies, reservoirs, models) because
     /// the data no longer looks like what built it. Totals are kept.
-    Reset { target: SignalTarget, reason: String },
+    Reset {
+        target: SignalTarget,
+        reason: String,
+    },
 }
 
 /// Publish/subscribe channel for [`ControlSignal`]s.

@@ -119,8 +119,8 @@ impl DataFrameStageExt for DataFrame {
         let kind = stage.kind();
         let (state, plan) = self.into_parts();
         let table = StageTable::try_new(plan, stage)?;
-        let plan = LogicalPlanBuilder::scan(kind, provider_as_source(Arc::new(table)), None)?
-            .build()?;
+        let plan =
+            LogicalPlanBuilder::scan(kind, provider_as_source(Arc::new(table)), None)?.build()?;
         Ok(DataFrame::new(state, plan))
     }
 }

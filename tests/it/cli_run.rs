@@ -29,27 +29,53 @@ fn parse_summary(text: &str) -> (Vec<(String, u64)>, u64) {
 #[test]
 fn bounded_run_prints_a_summary_that_adds_up() {
     let output = equipoise(&[
-        "run", "--rows", "30000", "--rate", "0", "--batch-size", "1000", "--metrics-addr",
+        "run",
+        "--rows",
+        "30000",
+        "--rate",
+        "0",
+        "--batch-size",
+        "1000",
+        "--metrics-addr",
         "127.0.0.1:0",
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
-    assert!(text.starts_with("finished after 30000 rows in 30 batches\n"), "{text}");
+    assert!(
+        text.starts_with("finished after 30000 rows in 30 batches\n"),
+        "{text}"
+    );
     let (classes, total) = parse_summary(&text);
     assert_eq!(total, 30_000);
     assert_eq!(classes.iter().map(|(_, n)| n).sum::<u64>(), 30_000);
     assert_eq!(classes.len(), 2, "{text}");
     // About 2% faults before the documented shift at row 60,000.
-    let faults = classes.iter().find(|(c, _)| c == "1").map(|(_, n)| *n).unwrap_or(0);
-    assert!((450..750).contains(&faults), "{faults} faults in 30000 rows");
+    let faults = classes
+        .iter()
+        .find(|(c, _)| c == "1")
+        .map(|(_, n)| *n)
+        .unwrap_or(0);
+    assert!(
+        (450..750).contains(&faults),
+        "{faults} faults in 30000 rows"
+    );
 }
 
 #[test]
 fn runs_are_deterministic_per_seed() {
     let run = |seed: &str, batch: &str| {
         let output = equipoise(&[
-            "run", "--rows", "20000", "--rate", "0", "--seed", seed, "--batch-size", batch,
-            "--metrics-addr", "127.0.0.1:0",
+            "run",
+            "--rows",
+            "20000",
+            "--rate",
+            "0",
+            "--seed",
+            seed,
+            "--batch-size",
+            batch,
+            "--metrics-addr",
+            "127.0.0.1:0",
         ]);
         assert!(output.status.success(), "{}", stderr(&output));
         parse_summary(&stdout(&output)).0
@@ -86,7 +112,10 @@ fn metrics_are_served_while_the_job_runs_and_sigterm_stops_it_cleanly() {
         {
             break body;
         }
-        assert!(Instant::now() < deadline, "no fault rows in the metrics in time");
+        assert!(
+            Instant::now() < deadline,
+            "no fault rows in the metrics in time"
+        );
         sleep(Duration::from_millis(100));
     };
     let normal = sample(
@@ -111,7 +140,12 @@ fn metrics_are_served_while_the_job_runs_and_sigterm_stops_it_cleanly() {
         .expect("kill runs");
     assert!(status.success());
     let output = child.wait_with_output().expect("equipoise run exits");
-    assert!(output.status.success(), "exit {:?}: {}", output.status, stderr(&output));
+    assert!(
+        output.status.success(),
+        "exit {:?}: {}",
+        output.status,
+        stderr(&output)
+    );
     let text = stdout(&output);
     assert!(text.starts_with("stopped after "), "{text}");
     let (classes, total) = parse_summary(&text);

@@ -18,8 +18,14 @@ fn assert_one_line_error(args: &[&str], cause: &str) {
     assert!(!output.status.success(), "{args:?} succeeded");
     assert_eq!(err.lines().count(), 1, "{args:?} printed {err:?}");
     assert!(err.starts_with("error: "), "{err}");
-    assert!(err.contains(cause), "{args:?}: expected {cause:?} in {err:?}");
-    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    assert!(
+        err.contains(cause),
+        "{args:?}: expected {cause:?} in {err:?}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
     assert!(stdout(&output).is_empty());
 }
 
@@ -158,10 +164,18 @@ fn errors_are_one_line_with_a_non_zero_exit() {
     );
     assert_one_line_error(&["sql", "SELEC 1"], "SQL error");
     assert_one_line_error(
-        &["sql", "--table", &format!("t={bad}"), "SELECT sum(a) FROM t"],
+        &[
+            "sql",
+            "--table",
+            &format!("t={bad}"),
+            "SELECT sum(a) FROM t",
+        ],
         "incorrect number of fields",
     );
-    assert_one_line_error(&["sql", "--table", "t=data.xlsx", "SELECT 1"], "cannot tell the format");
+    assert_one_line_error(
+        &["sql", "--table", "t=data.xlsx", "SELECT 1"],
+        "cannot tell the format",
+    );
     assert_one_line_error(&["sql", "-f", "/nonexistent/q.sql"], "cannot read SQL file");
     assert_one_line_error(&["sql", "  ;  "], "no SQL statement");
 }

@@ -51,7 +51,10 @@ async fn sliding_window_over_the_unbounded_generator_needs_no_sort() -> Result<(
     let text = datafusion::physical_plan::displayable(plan.as_ref())
         .indent(false)
         .to_string();
-    assert!(!text.contains("SortExec"), "a sort blocks an unbounded stream:\n{text}");
+    assert!(
+        !text.contains("SortExec"),
+        "a sort blocks an unbounded stream:\n{text}"
+    );
     let batches = within(df.collect()).await?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert_eq!(rows, 5000);
@@ -87,7 +90,12 @@ async fn the_pipeline_is_unbounded_and_emits_batch_by_batch() -> Result<()> {
         .gather()
         .iter()
         .filter(|family| family.name() == "equipoise_rows_processed_total")
-        .flat_map(|family| family.get_metric().iter().map(|m| m.get_counter().get_value()))
+        .flat_map(|family| {
+            family
+                .get_metric()
+                .iter()
+                .map(|m| m.get_counter().get_value())
+        })
         .sum();
     assert_eq!(counted, 1500.0);
     Ok(())
@@ -104,7 +112,10 @@ async fn explain_analyze_shows_the_class_monitor() -> Result<()> {
         .explain(false, true)?;
     let batches = df.collect().await?;
     let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
-    assert!(text.contains("ClassMonitorExec: id=class_monitor-0, label=label"), "{text}");
+    assert!(
+        text.contains("ClassMonitorExec: id=class_monitor-0, label=label"),
+        "{text}"
+    );
     assert!(text.contains("output_rows=3.00 K"), "{text}");
     assert!(text.contains("output_batches=3"), "{text}");
     Ok(())
@@ -114,11 +125,16 @@ async fn explain_analyze_shows_the_class_monitor() -> Result<()> {
 async fn a_label_that_is_not_a_class_is_a_plan_error() -> Result<()> {
     let ctx = SessionContext::new();
     equipoise::register_all(&ctx)?;
-    let df = ctx.sql("SELECT * FROM equipoise_generator('rows=10')").await?;
+    let df = ctx
+        .sql("SELECT * FROM equipoise_generator('rows=10')")
+        .await?;
     let missing = df.clone().class_monitor(ClassMonitorOptions::new("nope"));
     assert!(missing.is_err_and(|e| e.to_string().contains("label column 'nope' not found")));
     let float = df.class_monitor(ClassMonitorOptions::new("temperature_c"));
-    assert!(float.is_err_and(|e| e.to_string().contains("must be an integer, boolean or string")));
+    assert!(float.is_err_and(|e| {
+        e.to_string()
+            .contains("must be an integer, boolean or string")
+    }));
     Ok(())
 }
 
