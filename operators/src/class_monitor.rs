@@ -562,6 +562,7 @@ impl ExecutionPlan for ClassMonitorExec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::SignalTarget;
     use datafusion::arrow::array::Int64Array;
 
     fn labels(values: &[Option<i64>]) -> ArrayRef {
@@ -643,6 +644,30 @@ mod tests {
             second.mix()?.rows_per_class(),
             vec![(ClassValue::Int(0), 2), (ClassValue::Int(1), 2)]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn reset_signals_reach_only_their_target() -> Result<()> {
+        let runtime = JobRuntime::default();
+        let monitor = ClassMonitor::new(
+            "class_monitor-3".into(),
+            100.0,
+            runtime.metric_set::<ClassMonitorMetrics>()?,
+        );
+        monitor.observe(&labels(&[Some(0), Some(1)]))?;
+        let reset = |target| ControlSignal::Reset {
+            target,
+            reason: "test".into(),
+        };
+        monitor.handle(&reset(SignalTarget::Operator("class_monitor-4".into())))?;
+        monitor.handle(&reset(SignalTarget::Kind("oversampler".into())))?;
+        assert_eq!(monitor.mix()?.decayed_shares().len(), 2);
+        monitor.handle(&reset(SignalTarget::Operator("class_monitor-3".into())))?;
+        assert!(monitor.mix()?.decayed_shares().is_empty());
+        monitor.observe(&labels(&[Some(1)]))?;
+        monitor.handle(&reset(SignalTarget::Kind(KIND.into())))?;
+        assert!(monitor.mix()?.decayed_shares().is_empty());
         Ok(())
     }
 

@@ -4,7 +4,7 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use super::common::{BIN, equipoise, free_port, http_get, sample, stderr, stdout};
+use super::common::{BIN, equipoise, free_port, http_get, sample, stderr, stdout, tool};
 
 /// `(class, rows)` lines of a summary, and the total it announces.
 fn parse_summary(text: &str) -> (Vec<(String, u64)>, u64) {
@@ -133,6 +133,7 @@ fn metrics_are_served_while_the_job_runs_and_sigterm_stops_it_cleanly() {
     assert!(exposition.contains("# TYPE equipoise_batches_processed_total counter"));
     assert!(exposition.contains("# TYPE equipoise_imbalance_ratio gauge"));
     assert_eq!(http_get(port, "/healthz").as_deref(), Some("ok\n"));
+    check_exposition_with_promtool(&exposition);
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -165,4 +166,32 @@ fn a_taken_metrics_port_is_a_one_line_error() {
     let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(error_lines.len(), 1, "{err}");
     assert!(error_lines[0].contains("cannot listen on"), "{err}");
+}
+
+/// Prometheus' own linter: `_total` on counters, HELP on every family, units.
+fn check_exposition_with_promtool(exposition: &str) {
+    use std::io::Write;
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write exposition");
+    let output = child.wait_with_output().expect("promtool exits");
+    assert!(
+        output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -67,3 +67,22 @@ pub fn sample(exposition: &str, series: &str) -> Option<f64> {
         .lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
+
+/// The path of an external tool the tests use, or `None` (with a note) when
+/// it is not installed and `EQUIPOISE_REQUIRE_TOOLS` is unset. `scripts/test`
+/// installs the tools and sets that variable, so there a missing tool fails.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("EQUIPOISE_REQUIRE_TOOLS").is_none(),
+            "{name} is required but not installed"
+        );
+        eprintln!("skipped: {name} is not installed (scripts/test installs it)");
+    }
+    found
+}
