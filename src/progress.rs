@@ -30,6 +30,10 @@ fn minority_percent(tally: &ClassTally) -> f64 {
     tally.minority_share().unwrap_or(0.0) * 100.0
 }
 
+fn rows_per_second(tally: &ClassTally, elapsed: Duration) -> f64 {
+    tally.rows() as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
 struct Bar(ProgressBar);
 
 impl Bar {
@@ -37,11 +41,11 @@ impl Bar {
         let (bar, template) = match total_rows {
             Some(n) => (
                 ProgressBar::new(n),
-                "{elapsed_precise} [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, {msg}",
+                "{elapsed_precise} [{bar:30}] {human_pos}/{human_len} rows, {msg}",
             ),
             None => (
                 ProgressBar::new_spinner(),
-                "{spinner} {elapsed_precise} {human_pos} rows, {per_sec}, {msg}",
+                "{spinner} {elapsed_precise} {human_pos} rows, {msg}",
             ),
         };
         if let Ok(style) = ProgressStyle::with_template(template) {
@@ -52,10 +56,13 @@ impl Bar {
 }
 
 impl ProgressReporter for Bar {
-    fn update(&mut self, tally: &ClassTally, _elapsed: Duration) {
+    fn update(&mut self, tally: &ClassTally, elapsed: Duration) {
         self.0.set_position(tally.rows());
-        self.0
-            .set_message(format!("minority share {:.2}%", minority_percent(tally)));
+        self.0.set_message(format!(
+            "{:.0} rows/s, minority share {:.2}%",
+            rows_per_second(tally, elapsed),
+            minority_percent(tally)
+        ));
     }
 
     fn finish(&mut self) {
@@ -82,7 +89,7 @@ impl ProgressReporter for LogLines {
         self.last = Some(now);
         tracing::info!(
             rows = tally.rows(),
-            rows_per_second = format!("{:.0}", tally.rows() as f64 / elapsed.as_secs_f64()),
+            rows_per_second = format!("{:.0}", rows_per_second(tally, elapsed)),
             minority_share = format!("{:.2}%", minority_percent(tally)),
             "progress"
         );
