@@ -8,5 +8,6 @@ mod it {
     pub mod cli_run;
     pub mod cli_sql;
     pub mod common;
+    pub mod slt;
     pub mod streaming;
 }

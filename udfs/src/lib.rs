@@ -5,16 +5,57 @@
 //! This crate depends on DataFusion alone: no connector, no operator, no
 //! runtime. That keeps the functions usable in any DataFusion application and
 //! in batch queries as well as on streams.
+//!
+//! Confusion-based metrics share [`confusion`]: they ignore rows where the
+//! label or the prediction is NULL, take the classes as the union of values
+//! seen in either column, give NULL on no rows, and retract rows for sliding
+//! window frames, so `OVER (ORDER BY ... ROWS BETWEEN n PRECEDING AND CURRENT
+//! ROW)` runs on an unbounded stream in memory bounded by the classes seen.
 
 use std::sync::Arc;
 
 use datafusion::common::Result;
 use datafusion::execution::FunctionRegistry;
-use datafusion::logical_expr::AggregateUDF;
+use datafusion::logical_expr::{AggregateUDF, DocSection, Documentation};
+
+pub mod balanced_accuracy;
+mod classes;
+pub mod cohen_kappa;
+pub mod confusion;
+pub mod f1_of;
+pub mod gmean;
+pub mod macro_f1;
+pub mod mcc;
+pub mod precision_of;
+pub mod recall_of;
+pub mod specificity_of;
+
+const DOC_SECTION: DocSection = DocSection {
+    include: true,
+    label: "Imbalance Metrics",
+    description: Some("Metrics that stay honest when one class is rare."),
+};
+
+fn metric_doc(description: &str, syntax: &str) -> Documentation {
+    Documentation::builder(DOC_SECTION, description, syntax)
+        .with_argument("label", "True class: integer, boolean or string column.")
+        .with_argument("prediction", "Predicted class, of the same kind as label.")
+        .build()
+}
 
 /// Every aggregate function of this crate.
 pub fn all_default_aggregate_functions() -> Vec<Arc<AggregateUDF>> {
-    Vec::new()
+    vec![
+        gmean::gmean_udaf(),
+        balanced_accuracy::balanced_accuracy_udaf(),
+        macro_f1::macro_f1_udaf(),
+        mcc::mcc_udaf(),
+        cohen_kappa::cohen_kappa_udaf(),
+        recall_of::recall_of_udaf(),
+        precision_of::precision_of_udaf(),
+        f1_of::f1_of_udaf(),
+        specificity_of::specificity_of_udaf(),
+    ]
 }
 
 /// Register every function of this crate in `registry`, replacing functions

@@ -1,0 +1,731 @@
+//! The machinery shared by every confusion-based aggregate: a confusion
+//! matrix that grows with the classes it meets, a row [`Accumulator`] and a
+//! [`GroupsAccumulator`] over it (both with retraction, for sliding windows),
+//! its partial-aggregation state, and [`ConfusionMetricUdf`], which turns a
+//! [`ConfusionMetric`] (a name and a formula) into a DataFusion aggregate.
+//!
+//! Semantics shared by all of them:
+//! - rows where the label or the prediction is NULL are ignored;
+//! - the classes are the union of values seen in either column, sorted by
+//!   value (as scikit-learn's `unique_labels`); a class whose counts all
+//!   dropped to zero (a sliding window moved past it) is no longer seen;
+//! - no row at all gives NULL.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArray, UInt64Array,
+};
+use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, UInt64Type};
+use datafusion::common::{Result, ScalarValue, exec_err, internal_err, plan_err};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::format_state_name;
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, EmitTo, GroupsAccumulator,
+    Signature, Volatility,
+};
+use datafusion::physical_expr::expressions::Literal;
+
+use crate::classes::{ClassIndex, NULL_CLASS, class_type};
+
+/// Above this many classes the matrix is stored sparsely.
+const DENSE_MAX_CLASSES: usize = 64;
+
+/// A confusion-based metric: its SQL name and its formula.
+pub trait ConfusionMetric: fmt::Debug + Send + Sync + 'static {
+    const NAME: &'static str;
+    /// Whether the call takes a third argument naming one class.
+    const PER_CLASS: bool = false;
+    fn documentation() -> &'static Documentation;
+    /// The metric of `matrix`; `class` is the position of the named class
+    /// in `matrix.classes` for per-class metrics (`None` when that class was
+    /// not seen). `None` gives NULL.
+    fn evaluate(matrix: &Confusion, class: Option<usize>) -> Option<f64>;
+}
+
+/// A confusion matrix over the classes seen, sorted by value: `count(t, p)`
+/// rows had true class `t` and predicted class `p`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Confusion {
+    n: usize,
+    counts: Vec<f64>,
+}
+
+impl Confusion {
+    /// A matrix from row-major counts (for tests and other crates' checks).
+    pub fn from_counts(n: usize, counts: Vec<f64>) -> Option<Self> {
+        (counts.len() == n * n).then_some(Self { n, counts })
+    }
+
+    pub fn classes(&self) -> usize {
+        self.n
+    }
+
+    pub fn count(&self, true_class: usize, predicted: usize) -> f64 {
+        self.counts[true_class * self.n + predicted]
+    }
+
+    /// Rows whose true class is `c` (row sum).
+    pub fn true_count(&self, c: usize) -> f64 {
+        (0..self.n).map(|p| self.count(c, p)).sum()
+    }
+
+    /// Rows predicted as `c` (column sum).
+    pub fn predicted_count(&self, c: usize) -> f64 {
+        (0..self.n).map(|t| self.count(t, c)).sum()
+    }
+
+    pub fn total(&self) -> f64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// Counts of (true, predicted) class pairs, by class number.
+#[derive(Debug, Clone)]
+enum Cells {
+    Dense { dim: usize, counts: Vec<u64> },
+    Sparse(std::collections::HashMap<(u32, u32), u64>),
+}
+
+impl Default for Cells {
+    fn default() -> Self {
+        Self::Dense {
+            dim: 0,
+            counts: Vec::new(),
+        }
+    }
+}
+
+impl Cells {
+    /// Make room for class numbers below `classes`.
+    fn fit(&mut self, classes: usize) {
+        if let Self::Dense { dim, counts } = self {
+            if classes <= *dim {
+                return;
+            }
+            if classes > DENSE_MAX_CLASSES {
+                let mut sparse = std::collections::HashMap::new();
+                for (i, &c) in counts.iter().enumerate() {
+                    if c > 0 {
+                        sparse.insert(((i / *dim) as u32, (i % *dim) as u32), c);
+                    }
+                }
+                *self = Self::Sparse(sparse);
+                return;
+            }
+            let mut grown = vec![0u64; classes * classes];
+            for t in 0..*dim {
+                grown[t * classes..t * classes + *dim]
+                    .copy_from_slice(&counts[t * *dim..(t + 1) * *dim]);
+            }
+            *dim = classes;
+            *counts = grown;
+        }
+    }
+
+    fn add(&mut self, t: u32, p: u32, n: u64) {
+        match self {
+            Self::Dense { dim, counts } => counts[t as usize * *dim + p as usize] += n,
+            Self::Sparse(map) => *map.entry((t, p)).or_insert(0) += n,
+        }
+    }
+
+    fn remove(&mut self, t: u32, p: u32) -> Result<()> {
+        let cell = match self {
+            Self::Dense { dim, counts } => counts.get_mut(t as usize * *dim + p as usize),
+            Self::Sparse(map) => map.get_mut(&(t, p)),
+        };
+        match cell {
+            Some(c) if *c > 0 => {
+                *c -= 1;
+                Ok(())
+            }
+            _ => internal_err!("retracted a row that was never added"),
+        }
+    }
+
+    fn nonzero(&self) -> Vec<(u32, u32, u64)> {
+        match self {
+            Self::Dense { dim, counts } => counts
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c > 0)
+                .map(|(i, c)| ((i / *dim) as u32, (i % *dim) as u32, *c))
+                .collect(),
+            Self::Sparse(map) => map
+                .iter()
+                .filter(|(_, c)| **c > 0)
+                .map(|((t, p), c)| (*t, *p, *c))
+                .collect(),
+        }
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            Self::Dense { counts, .. } => counts.capacity() * 8,
+            Self::Sparse(map) => map.capacity() * 24,
+        }
+    }
+
+    /// The matrix over the classes seen, sorted by value.
+    fn confusion(&self, index: &ClassIndex) -> Option<(Confusion, Vec<u32>)> {
+        let cells = self.nonzero();
+        if cells.is_empty() {
+            return None;
+        }
+        let mut seen = vec![false; index.len()];
+        for (t, p, _) in &cells {
+            seen[*t as usize] = true;
+            seen[*p as usize] = true;
+        }
+        let mut classes: Vec<u32> = (0..index.len() as u32)
+            .filter(|c| seen[*c as usize])
+            .collect();
+        index.sort(&mut classes);
+        let mut position = vec![usize::MAX; index.len()];
+        for (i, c) in classes.iter().enumerate() {
+            position[*c as usize] = i;
+        }
+        let n = classes.len();
+        let mut counts = vec![0.0; n * n];
+        for (t, p, c) in cells {
+            counts[position[t as usize] * n + position[p as usize]] += c as f64;
+        }
+        Some((Confusion { n, counts }, classes))
+    }
+}
+
+/// Rows of `label` and `prediction` as class-number pairs, NULLs dropped.
+fn pairs(
+    index: &mut ClassIndex,
+    label: &ArrayRef,
+    prediction: &ArrayRef,
+    scratch: &mut (Vec<u32>, Vec<u32>),
+) -> Result<()> {
+    index.index_rows(label, &mut scratch.0)?;
+    index.index_rows(prediction, &mut scratch.1)?;
+    Ok(())
+}
+
+fn evaluate_metric<M: ConfusionMetric>(
+    cells: &Cells,
+    index: &ClassIndex,
+    class: Option<u32>,
+) -> Option<f64> {
+    let (matrix, classes) = cells.confusion(index)?;
+    let position = class.and_then(|c| classes.iter().position(|x| *x == c));
+    M::evaluate(&matrix, position)
+}
+
+/// Partial state: three lists per group (true class, predicted class,
+/// count), one entry per non-zero cell.
+fn state_fields(name: &str, class_type: &DataType) -> Vec<FieldRef> {
+    let list = |t: &DataType| DataType::List(Arc::new(Field::new_list_field(t.clone(), true)));
+    vec![
+        Arc::new(Field::new(
+            format_state_name(name, "labels"),
+            list(class_type),
+            true,
+        )),
+        Arc::new(Field::new(
+            format_state_name(name, "predictions"),
+            list(class_type),
+            true,
+        )),
+        Arc::new(Field::new(
+            format_state_name(name, "counts"),
+            list(&DataType::UInt64),
+            true,
+        )),
+    ]
+}
+
+/// Build the three state lists from one cell list per group.
+fn state_arrays(index: &ClassIndex, groups: &[Vec<(u32, u32, u64)>]) -> Result<Vec<ArrayRef>> {
+    let lengths = groups.iter().map(Vec::len);
+    let offsets = OffsetBuffer::from_lengths(lengths);
+    let flat = || groups.iter().flatten();
+    let labels: Vec<u32> = flat().map(|(t, _, _)| *t).collect();
+    let predictions: Vec<u32> = flat().map(|(_, p, _)| *p).collect();
+    let counts = UInt64Array::from_iter_values(flat().map(|(_, _, c)| *c));
+    let list = |values: ArrayRef| -> Result<ArrayRef> {
+        let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
+        Ok(Arc::new(ListArray::try_new(
+            field,
+            offsets.clone(),
+            values,
+            None,
+        )?))
+    };
+    Ok(vec![
+        list(index.values_of(&labels))?,
+        list(index.values_of(&predictions))?,
+        list(Arc::new(counts))?,
+    ])
+}
+
+/// Fold state row `row` of `states` into `cells`.
+fn merge_state_row(
+    index: &mut ClassIndex,
+    cells: &mut Cells,
+    states: &[ArrayRef],
+    row: usize,
+    scratch: &mut (Vec<u32>, Vec<u32>),
+) -> Result<()> {
+    let [labels, predictions, counts] = states else {
+        return internal_err!("confusion state has {} columns, expected 3", states.len());
+    };
+    let (labels, predictions, counts) = (
+        labels.as_list::<i32>(),
+        predictions.as_list::<i32>(),
+        counts.as_list::<i32>(),
+    );
+    if labels.is_null(row) {
+        return Ok(());
+    }
+    pairs(index, &labels.value(row), &predictions.value(row), scratch)?;
+    cells.fit(index.len());
+    let counts = counts.value(row);
+    let counts = counts.as_primitive::<UInt64Type>();
+    for ((t, p), c) in scratch.0.iter().zip(&scratch.1).zip(counts.values()) {
+        cells.add(*t, *p, *c);
+    }
+    Ok(())
+}
+
+/// The row accumulator (plain aggregates and window frames).
+#[derive(Debug)]
+struct ConfusionAccumulator<M> {
+    index: ClassIndex,
+    cells: Cells,
+    class: Option<u32>,
+    scratch: (Vec<u32>, Vec<u32>),
+    metric: PhantomData<M>,
+}
+
+impl<M: ConfusionMetric> Accumulator for ConfusionAccumulator<M> {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        pairs(&mut self.index, &values[0], &values[1], &mut self.scratch)?;
+        self.cells.fit(self.index.len());
+        for (t, p) in self.scratch.0.iter().zip(&self.scratch.1) {
+            if *t != NULL_CLASS && *p != NULL_CLASS {
+                self.cells.add(*t, *p, 1);
+            }
+        }
+        Ok(())
+    }
+
+    fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        pairs(&mut self.index, &values[0], &values[1], &mut self.scratch)?;
+        self.cells.fit(self.index.len());
+        for (t, p) in self.scratch.0.iter().zip(&self.scratch.1) {
+            if *t != NULL_CLASS && *p != NULL_CLASS {
+                self.cells.remove(*t, *p)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn supports_retract_batch(&self) -> bool {
+        true
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        for row in 0..states.first().map_or(0, |s| s.len()) {
+            merge_state_row(
+                &mut self.index,
+                &mut self.cells,
+                states,
+                row,
+                &mut self.scratch,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let arrays = state_arrays(&self.index, &[self.cells.nonzero()])?;
+        arrays
+            .iter()
+            .map(|a| ScalarValue::try_from_array(a, 0))
+            .collect()
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(ScalarValue::Float64(evaluate_metric::<M>(
+            &self.cells,
+            &self.index,
+            self.class,
+        )))
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>() + self.index.size() + self.cells.size()
+    }
+}
+
+/// One matrix per group, one class dictionary for all groups.
+#[derive(Debug)]
+struct ConfusionGroupsAccumulator<M> {
+    index: ClassIndex,
+    groups: Vec<Cells>,
+    class: Option<u32>,
+    scratch: (Vec<u32>, Vec<u32>),
+    metric: PhantomData<M>,
+}
+
+impl<M: ConfusionMetric> GroupsAccumulator for ConfusionGroupsAccumulator<M> {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Cells::default);
+        pairs(&mut self.index, &values[0], &values[1], &mut self.scratch)?;
+        let classes = self.index.len();
+        for (row, ((t, p), g)) in self
+            .scratch
+            .0
+            .iter()
+            .zip(&self.scratch.1)
+            .zip(group_indices)
+            .enumerate()
+        {
+            if *t == NULL_CLASS
+                || *p == NULL_CLASS
+                || opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row))
+            {
+                continue;
+            }
+            let cells = &mut self.groups[*g];
+            cells.fit(classes);
+            cells.add(*t, *p, 1);
+        }
+        Ok(())
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Cells::default);
+        for (row, g) in group_indices.iter().enumerate() {
+            merge_state_row(
+                &mut self.index,
+                &mut self.groups[*g],
+                values,
+                row,
+                &mut self.scratch,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let groups = emit_to.take_needed(&mut self.groups);
+        Ok(Arc::new(Float64Array::from_iter(groups.iter().map(
+            |cells| evaluate_metric::<M>(cells, &self.index, self.class),
+        ))))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let groups = emit_to.take_needed(&mut self.groups);
+        let cells: Vec<_> = groups.iter().map(Cells::nonzero).collect();
+        state_arrays(&self.index, &cells)
+    }
+
+    fn convert_to_state(
+        &self,
+        _values: &[ArrayRef],
+        _opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        // supports_convert_to_state() is false: DataFusion never calls this.
+        internal_err!("{} does not convert rows to state", M::NAME)
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>()
+            + self.index.size()
+            + self.groups.iter().map(Cells::size).sum::<usize>()
+            + self.groups.capacity() * size_of::<Cells>()
+    }
+}
+
+/// Any [`ConfusionMetric`] as a DataFusion aggregate.
+pub struct ConfusionMetricUdf<M> {
+    signature: Signature,
+    metric: PhantomData<M>,
+}
+
+impl<M> fmt::Debug for ConfusionMetricUdf<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfusionMetricUdf").finish_non_exhaustive()
+    }
+}
+
+impl<M> PartialEq for ConfusionMetricUdf<M> {
+    fn eq(&self, other: &Self) -> bool {
+        self.signature == other.signature
+    }
+}
+
+impl<M> Eq for ConfusionMetricUdf<M> {}
+
+impl<M> std::hash::Hash for ConfusionMetricUdf<M> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.signature.hash(state);
+    }
+}
+
+impl<M: ConfusionMetric> Default for ConfusionMetricUdf<M> {
+    fn default() -> Self {
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+            metric: PhantomData,
+        }
+    }
+}
+
+impl<M: ConfusionMetric> ConfusionMetricUdf<M> {
+    pub fn udaf() -> Arc<AggregateUDF> {
+        Arc::new(AggregateUDF::from(Self::default()))
+    }
+
+    fn expected_args() -> &'static str {
+        if M::PER_CLASS {
+            "(label, prediction, class)"
+        } else {
+            "(label, prediction)"
+        }
+    }
+
+    /// The class named by the third argument, numbered in `index`.
+    fn named_class(args: &AccumulatorArgs, index: &mut ClassIndex) -> Result<Option<u32>> {
+        if !M::PER_CLASS {
+            return Ok(None);
+        }
+        let Some(literal) = args.exprs.get(2).and_then(|e| e.downcast_ref::<Literal>()) else {
+            return plan_err!(
+                "{}: the class argument must be a constant, e.g. {}(label, prediction, 1)",
+                M::NAME,
+                M::NAME
+            );
+        };
+        let value = literal
+            .value()
+            .cast_to(&args.expr_fields[0].data_type().clone())?;
+        if value.is_null() {
+            return plan_err!("{}: the class argument must not be NULL", M::NAME);
+        }
+        index.index_scalar(&value)
+    }
+
+    fn new_index(args: &AccumulatorArgs) -> Result<(ClassIndex, Option<u32>)> {
+        let mut index = ClassIndex::new(args.expr_fields[0].data_type())?;
+        let class = Self::named_class(args, &mut index)?;
+        Ok((index, class))
+    }
+}
+
+impl<M: ConfusionMetric> AggregateUDFImpl for ConfusionMetricUdf<M> {
+    fn name(&self) -> &str {
+        M::NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        let arity = if M::PER_CLASS { 3 } else { 2 };
+        if arg_types.len() != arity {
+            return plan_err!(
+                "{} expects {}, got {} argument(s)",
+                M::NAME,
+                Self::expected_args(),
+                arg_types.len()
+            );
+        }
+        let common = class_type(M::NAME, arg_types)?;
+        Ok(vec![common; arity])
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        let Some(field) = args.input_fields.first() else {
+            return internal_err!("{} planned without arguments", M::NAME);
+        };
+        Ok(state_fields(args.name, field.data_type()))
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        if args.is_distinct {
+            return exec_err!("{}(DISTINCT ...) is not supported", M::NAME);
+        }
+        let (index, class) = Self::new_index(&args)?;
+        Ok(Box::new(ConfusionAccumulator::<M> {
+            index,
+            cells: Cells::default(),
+            class,
+            scratch: Default::default(),
+            metric: PhantomData,
+        }))
+    }
+
+    fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
+        !args.is_distinct
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        let (index, class) = Self::new_index(&args)?;
+        Ok(Box::new(ConfusionGroupsAccumulator::<M> {
+            index,
+            groups: Vec::new(),
+            class,
+            scratch: Default::default(),
+            metric: PhantomData,
+        }))
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        Some(M::documentation())
+    }
+}
+
+/// `num / den`, or 0 when `den` is 0 (scikit-learn's `zero_division=0`).
+pub(crate) fn divide_or_zero(num: f64, den: f64) -> f64 {
+    if den == 0.0 { 0.0 } else { num / den }
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+
+    pub fn ints(values: &[i64]) -> Vec<Option<i64>> {
+        values.iter().copied().map(Some).collect()
+    }
+
+    /// Equal within 1e-12 relative (or exactly, for 0).
+    pub fn assert_close(actual: Option<f64>, expected: f64) {
+        let actual = actual.expect("a value, not NULL");
+        let tolerance = 1e-12 * expected.abs().max(f64::MIN_POSITIVE);
+        assert!(
+            (actual - expected).abs() <= tolerance,
+            "{actual} != {expected}"
+        );
+    }
+
+    /// Run metric `M` over integer pairs with the row accumulator.
+    pub fn metric_of<M: ConfusionMetric>(
+        labels: &[Option<i64>],
+        predictions: &[Option<i64>],
+        class: Option<i64>,
+    ) -> Result<Option<f64>> {
+        let mut index = ClassIndex::new(&DataType::Int64)?;
+        let class = match class {
+            Some(c) => index.index_scalar(&ScalarValue::Int64(Some(c)))?,
+            None => None,
+        };
+        let mut acc = ConfusionAccumulator::<M> {
+            index,
+            cells: Cells::default(),
+            class,
+            scratch: Default::default(),
+            metric: PhantomData,
+        };
+        acc.update_batch(&[
+            Arc::new(Int64Array::from(labels.to_vec())),
+            Arc::new(Int64Array::from(predictions.to_vec())),
+        ])?;
+        match acc.evaluate()? {
+            ScalarValue::Float64(v) => Ok(v),
+            other => internal_err!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+
+    #[derive(Debug)]
+    struct Total;
+    impl ConfusionMetric for Total {
+        const NAME: &'static str = "total";
+        fn documentation() -> &'static Documentation {
+            unimplemented!("not used in tests")
+        }
+        fn evaluate(matrix: &Confusion, _: Option<usize>) -> Option<f64> {
+            Some(matrix.total() * 1000.0 + matrix.classes() as f64)
+        }
+    }
+
+    fn ints(v: &[i64]) -> ArrayRef {
+        Arc::new(Int64Array::from(v.to_vec()))
+    }
+
+    fn accumulator() -> Result<ConfusionAccumulator<Total>> {
+        Ok(ConfusionAccumulator {
+            index: ClassIndex::new(&DataType::Int64)?,
+            cells: Cells::default(),
+            class: None,
+            scratch: Default::default(),
+            metric: PhantomData,
+        })
+    }
+
+    #[test]
+    fn retract_forgets_classes_that_left_the_frame() -> Result<()> {
+        let mut acc = accumulator()?;
+        acc.update_batch(&[ints(&[0, 1, 2]), ints(&[0, 1, 1])])?;
+        assert_eq!(acc.evaluate()?, ScalarValue::Float64(Some(3003.0)));
+        acc.retract_batch(&[ints(&[2]), ints(&[1])])?;
+        assert_eq!(acc.evaluate()?, ScalarValue::Float64(Some(2002.0)));
+        acc.retract_batch(&[ints(&[0, 1]), ints(&[0, 1])])?;
+        assert_eq!(acc.evaluate()?, ScalarValue::Float64(None));
+        assert!(acc.retract_batch(&[ints(&[0]), ints(&[0])]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn state_round_trips_through_merge() -> Result<()> {
+        let mut a = accumulator()?;
+        a.update_batch(&[ints(&[0, 1, 7]), ints(&[1, 1, 7])])?;
+        let mut b = accumulator()?;
+        b.update_batch(&[ints(&[7, 7]), ints(&[0, 7])])?;
+        let state: Vec<ArrayRef> = b
+            .state()?
+            .iter()
+            .map(|s| s.to_array())
+            .collect::<Result<_>>()?;
+        a.merge_batch(&state)?;
+        assert_eq!(a.evaluate()?, ScalarValue::Float64(Some(5003.0)));
+        Ok(())
+    }
+
+    #[test]
+    fn many_classes_switch_to_sparse_storage_without_losing_counts() -> Result<()> {
+        let mut acc = accumulator()?;
+        let labels: Vec<i64> = (0..200).collect();
+        acc.update_batch(&[ints(&labels[..10]), ints(&labels[..10])])?;
+        acc.update_batch(&[ints(&labels), ints(&labels)])?;
+        assert!(matches!(acc.cells, Cells::Sparse(_)));
+        assert_eq!(acc.evaluate()?, ScalarValue::Float64(Some(210_200.0)));
+        Ok(())
+    }
+}
