@@ -226,3 +226,50 @@ async fn stop_ends_an_unbounded_job_after_whole_batches() -> Result<()> {
     assert_eq!(summary.tally.rows() % 700, 0);
     Ok(())
 }
+
+#[tokio::test]
+async fn sliding_metric_windows_stream_over_the_unbounded_generator() -> Result<()> {
+    let ctx = SessionContext::new();
+    equipoise::register_all(&ctx)?;
+    // A crude detector: hot means faulty. Its windowed quality over the last
+    // 1000 rows, on a stream that never ends.
+    let sql = "SELECT seq, \
+                 gmean(label, prediction) OVER w AS gmean, \
+                 recall_of(label, prediction, 1) OVER w AS fault_recall \
+               FROM (SELECT seq, label, CAST(temperature_c > 72 AS BIGINT) AS prediction \
+                     FROM equipoise_generator('batch_size=4096')) \
+               WINDOW w AS (ORDER BY seq ROWS BETWEEN 999 PRECEDING AND CURRENT ROW) \
+               LIMIT 60000";
+    let df = ctx.sql(sql).await?;
+    let plan = df.clone().create_physical_plan().await?;
+    let text = datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(false)
+        .to_string();
+    // The bounded window operator evaluates frame by frame with retraction;
+    // the unbounded one would buffer the whole (endless) partition.
+    assert!(text.contains("BoundedWindowAggExec"), "{text}");
+    assert!(!text.contains("SortExec"), "{text}");
+    let batches = within(df.collect()).await?;
+    let mut rows = 0;
+    for batch in &batches {
+        let gmean = batch
+            .column(1)
+            .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        let recall = batch
+            .column(2)
+            .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        for i in 0..batch.num_rows() {
+            assert!((0.0..=1.0).contains(&gmean.value(i)));
+            assert!((0.0..=1.0).contains(&recall.value(i)));
+        }
+        rows += batch.num_rows();
+    }
+    assert_eq!(rows, 60_000);
+    // Before the concept shift at row 120,000, heat gives faults away.
+    let last = batches.last().expect("batches");
+    let recall = last
+        .column(2)
+        .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+    assert!(recall.value(last.num_rows() - 1) > 0.5);
+    Ok(())
+}
