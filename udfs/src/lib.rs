@@ -19,11 +19,15 @@ use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::{AggregateUDF, DocSection, Documentation};
 
 pub mod balanced_accuracy;
+pub mod c2_imbalance;
+pub mod class_counts;
+pub mod class_tally;
 mod classes;
 pub mod cohen_kappa;
 pub mod confusion;
 pub mod f1_of;
 pub mod gmean;
+pub mod imbalance_ratio;
 pub mod macro_f1;
 pub mod mcc;
 pub mod precision_of;
@@ -43,6 +47,12 @@ fn metric_doc(description: &str, syntax: &str) -> Documentation {
         .build()
 }
 
+fn class_doc(description: &str, syntax: &str) -> Documentation {
+    Documentation::builder(DOC_SECTION, description, syntax)
+        .with_argument("label", "Class: integer, boolean or string column.")
+        .build()
+}
+
 /// Every aggregate function of this crate.
 pub fn all_default_aggregate_functions() -> Vec<Arc<AggregateUDF>> {
     vec![
@@ -55,6 +65,9 @@ pub fn all_default_aggregate_functions() -> Vec<Arc<AggregateUDF>> {
         precision_of::precision_of_udaf(),
         f1_of::f1_of_udaf(),
         specificity_of::specificity_of_udaf(),
+        imbalance_ratio::imbalance_ratio_udaf(),
+        class_counts::class_counts_udaf(),
+        c2_imbalance::c2_imbalance_udaf(),
     ]
 }
 

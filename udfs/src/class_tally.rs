@@ -1,0 +1,414 @@
+//! The machinery shared by the class statistics (`imbalance_ratio`,
+//! `class_counts`, `c2_imbalance`): rows per class, with a row
+//! [`Accumulator`] and a [`GroupsAccumulator`] (both retracting, for sliding
+//! windows), partial-aggregation state, and [`ClassStatisticUdf`], which turns
+//! a [`ClassStatistic`] into a DataFusion aggregate.
+//!
+//! NULL labels are ignored; the classes are those with at least one row in
+//! the input (or window frame), sorted by value.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, ListArray, UInt64Array};
+use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, UInt64Type};
+use datafusion::common::{Result, ScalarValue, exec_err, internal_err, plan_err};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::format_state_name;
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, EmitTo, GroupsAccumulator,
+    Signature, Volatility,
+};
+
+use crate::classes::{ClassIndex, NULL_CLASS, class_type};
+
+/// A statistic of the class counts.
+pub trait ClassStatistic: fmt::Debug + Send + Sync + 'static {
+    const NAME: &'static str;
+    fn documentation() -> &'static Documentation;
+    fn return_type(class_type: &DataType) -> DataType;
+    /// The statistic of the classes seen: `classes` (sorted by value, of the
+    /// class type) and their row counts; both empty when no row was seen.
+    fn evaluate(classes: &ArrayRef, counts: &[u64], return_type: &DataType) -> Result<ScalarValue>;
+}
+
+/// Rows per class number.
+#[derive(Debug, Clone, Default)]
+struct Tally(Vec<u64>);
+
+impl Tally {
+    fn add(&mut self, class: u32, n: u64) {
+        let i = class as usize;
+        if i >= self.0.len() {
+            self.0.resize(i + 1, 0);
+        }
+        self.0[i] += n;
+    }
+
+    fn remove(&mut self, class: u32) -> Result<()> {
+        match self.0.get_mut(class as usize) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                Ok(())
+            }
+            _ => internal_err!("retracted a row that was never added"),
+        }
+    }
+
+    /// (class, count) of the classes with rows, in class-number order.
+    fn nonzero(&self) -> Vec<(u32, u64)> {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(c, n)| (c as u32, *n))
+            .collect()
+    }
+
+    fn evaluate<S: ClassStatistic>(
+        &self,
+        index: &ClassIndex,
+        return_type: &DataType,
+    ) -> Result<ScalarValue> {
+        let mut classes: Vec<u32> = self.nonzero().into_iter().map(|(c, _)| c).collect();
+        index.sort(&mut classes);
+        let counts: Vec<u64> = classes.iter().map(|c| self.0[*c as usize]).collect();
+        S::evaluate(&index.values_of(&classes), &counts, return_type)
+    }
+}
+
+fn state_fields(name: &str, class_type: &DataType) -> Vec<FieldRef> {
+    let list = |t: &DataType| DataType::List(Arc::new(Field::new_list_field(t.clone(), true)));
+    vec![
+        Arc::new(Field::new(
+            format_state_name(name, "classes"),
+            list(class_type),
+            true,
+        )),
+        Arc::new(Field::new(
+            format_state_name(name, "counts"),
+            list(&DataType::UInt64),
+            true,
+        )),
+    ]
+}
+
+fn state_arrays(index: &ClassIndex, groups: &[Vec<(u32, u64)>]) -> Result<Vec<ArrayRef>> {
+    let offsets = OffsetBuffer::from_lengths(groups.iter().map(Vec::len));
+    let classes: Vec<u32> = groups.iter().flatten().map(|(c, _)| *c).collect();
+    let counts = UInt64Array::from_iter_values(groups.iter().flatten().map(|(_, n)| *n));
+    let list = |values: ArrayRef| -> Result<ArrayRef> {
+        let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
+        Ok(Arc::new(ListArray::try_new(
+            field,
+            offsets.clone(),
+            values,
+            None,
+        )?))
+    };
+    Ok(vec![
+        list(index.values_of(&classes))?,
+        list(Arc::new(counts))?,
+    ])
+}
+
+fn merge_state_row(
+    index: &mut ClassIndex,
+    tally: &mut Tally,
+    states: &[ArrayRef],
+    row: usize,
+    scratch: &mut Vec<u32>,
+) -> Result<()> {
+    let [classes, counts] = states else {
+        return internal_err!("class tally state has {} columns, expected 2", states.len());
+    };
+    let (classes, counts) = (classes.as_list::<i32>(), counts.as_list::<i32>());
+    if classes.is_null(row) {
+        return Ok(());
+    }
+    index.index_rows(&classes.value(row), scratch)?;
+    let counts = counts.value(row);
+    for (c, n) in scratch
+        .iter()
+        .zip(counts.as_primitive::<UInt64Type>().values())
+    {
+        tally.add(*c, *n);
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+struct TallyAccumulator<S> {
+    index: ClassIndex,
+    tally: Tally,
+    return_type: DataType,
+    scratch: Vec<u32>,
+    statistic: PhantomData<S>,
+}
+
+impl<S: ClassStatistic> Accumulator for TallyAccumulator<S> {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.index.index_rows(&values[0], &mut self.scratch)?;
+        for c in &self.scratch {
+            if *c != NULL_CLASS {
+                self.tally.add(*c, 1);
+            }
+        }
+        Ok(())
+    }
+
+    fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.index.index_rows(&values[0], &mut self.scratch)?;
+        for c in &self.scratch {
+            if *c != NULL_CLASS {
+                self.tally.remove(*c)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn supports_retract_batch(&self) -> bool {
+        true
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        for row in 0..states.first().map_or(0, |s| s.len()) {
+            merge_state_row(
+                &mut self.index,
+                &mut self.tally,
+                states,
+                row,
+                &mut self.scratch,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        state_arrays(&self.index, &[self.tally.nonzero()])?
+            .iter()
+            .map(|a| ScalarValue::try_from_array(a, 0))
+            .collect()
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        self.tally.evaluate::<S>(&self.index, &self.return_type)
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>() + self.index.size() + self.tally.0.capacity() * 8
+    }
+}
+
+#[derive(Debug)]
+struct TallyGroupsAccumulator<S> {
+    index: ClassIndex,
+    groups: Vec<Tally>,
+    return_type: DataType,
+    scratch: Vec<u32>,
+    statistic: PhantomData<S>,
+}
+
+impl<S: ClassStatistic> GroupsAccumulator for TallyGroupsAccumulator<S> {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Tally::default);
+        self.index.index_rows(&values[0], &mut self.scratch)?;
+        for (row, (c, g)) in self.scratch.iter().zip(group_indices).enumerate() {
+            if *c != NULL_CLASS && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row)) {
+                self.groups[*g].add(*c, 1);
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Tally::default);
+        for (row, g) in group_indices.iter().enumerate() {
+            merge_state_row(
+                &mut self.index,
+                &mut self.groups[*g],
+                values,
+                row,
+                &mut self.scratch,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let groups = emit_to.take_needed(&mut self.groups);
+        let values = groups
+            .iter()
+            .map(|t| t.evaluate::<S>(&self.index, &self.return_type))
+            .collect::<Result<Vec<_>>>()?;
+        ScalarValue::iter_to_array(values)
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let groups = emit_to.take_needed(&mut self.groups);
+        let tallies: Vec<_> = groups.iter().map(Tally::nonzero).collect();
+        state_arrays(&self.index, &tallies)
+    }
+
+    fn convert_to_state(
+        &self,
+        _values: &[ArrayRef],
+        _opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        // supports_convert_to_state() is false: DataFusion never calls this.
+        internal_err!("{} does not convert rows to state", S::NAME)
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>()
+            + self.index.size()
+            + self
+                .groups
+                .iter()
+                .map(|t| t.0.capacity() * 8)
+                .sum::<usize>()
+            + self.groups.capacity() * size_of::<Tally>()
+    }
+}
+
+/// Any [`ClassStatistic`] as a DataFusion aggregate.
+pub struct ClassStatisticUdf<S> {
+    signature: Signature,
+    statistic: PhantomData<S>,
+}
+
+impl<S> fmt::Debug for ClassStatisticUdf<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClassStatisticUdf").finish_non_exhaustive()
+    }
+}
+
+impl<S> PartialEq for ClassStatisticUdf<S> {
+    fn eq(&self, other: &Self) -> bool {
+        self.signature == other.signature
+    }
+}
+
+impl<S> Eq for ClassStatisticUdf<S> {}
+
+impl<S> std::hash::Hash for ClassStatisticUdf<S> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.signature.hash(state);
+    }
+}
+
+impl<S: ClassStatistic> Default for ClassStatisticUdf<S> {
+    fn default() -> Self {
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+            statistic: PhantomData,
+        }
+    }
+}
+
+impl<S: ClassStatistic> ClassStatisticUdf<S> {
+    pub fn udaf() -> Arc<AggregateUDF> {
+        Arc::new(AggregateUDF::from(Self::default()))
+    }
+}
+
+impl<S: ClassStatistic> AggregateUDFImpl for ClassStatisticUdf<S> {
+    fn name(&self) -> &str {
+        S::NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        if arg_types.len() != 1 {
+            return plan_err!(
+                "{} expects (label), got {} argument(s)",
+                S::NAME,
+                arg_types.len()
+            );
+        }
+        Ok(vec![class_type(S::NAME, arg_types)?])
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match arg_types {
+            [class_type] => Ok(S::return_type(class_type)),
+            _ => internal_err!("{} planned with {} arguments", S::NAME, arg_types.len()),
+        }
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        let Some(field) = args.input_fields.first() else {
+            return internal_err!("{} planned without arguments", S::NAME);
+        };
+        Ok(state_fields(args.name, field.data_type()))
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        if args.is_distinct {
+            return exec_err!("{}(DISTINCT ...) is not supported", S::NAME);
+        }
+        Ok(Box::new(TallyAccumulator::<S> {
+            index: ClassIndex::new(args.expr_fields[0].data_type())?,
+            tally: Tally::default(),
+            return_type: args.return_field.data_type().clone(),
+            scratch: Vec::new(),
+            statistic: PhantomData,
+        }))
+    }
+
+    fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
+        !args.is_distinct
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(TallyGroupsAccumulator::<S> {
+            index: ClassIndex::new(args.expr_fields[0].data_type())?,
+            groups: Vec::new(),
+            return_type: args.return_field.data_type().clone(),
+            scratch: Vec::new(),
+            statistic: PhantomData,
+        }))
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        Some(S::documentation())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+
+    /// Statistic `S` of integer labels, with the row accumulator.
+    pub fn statistic_of<S: ClassStatistic>(labels: &[Option<i64>]) -> Result<ScalarValue> {
+        let mut acc = TallyAccumulator::<S> {
+            index: ClassIndex::new(&DataType::Int64)?,
+            tally: Tally::default(),
+            return_type: S::return_type(&DataType::Int64),
+            scratch: Vec::new(),
+            statistic: PhantomData,
+        };
+        acc.update_batch(&[Arc::new(Int64Array::from(labels.to_vec()))])?;
+        acc.evaluate()
+    }
+}
