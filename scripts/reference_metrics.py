@@ -20,7 +20,9 @@ import imblearn
 import sklearn
 from imblearn.metrics import geometric_mean_score, sensitivity_specificity_support
 from sklearn.metrics import (
+    average_precision_score,
     balanced_accuracy_score,
+    roc_auc_score,
     cohen_kappa_score,
     f1_score,
     matthews_corrcoef,
@@ -60,6 +62,12 @@ PER_CLASS = {
         f1_score(y, p, labels=[c], average=None, zero_division=0)[0]
     ),
     "specificity_of": specificity,
+}
+
+
+SCORED = {
+    "roc_auc": lambda positive, s: float(roc_auc_score(positive, s)),
+    "pr_auc": lambda positive, s: float(average_precision_score(positive, s)),
 }
 
 
@@ -139,6 +147,24 @@ def case(slt, name, labels, predictions, comment, extra_classes=()):
     slt.all_true(comment, f"FROM {name}", whole_checks(y, p, classes))
 
 
+def score_case(slt, name, labels, scores, comment, positive_class=None):
+    """A table of (label, score) with NULLs, checked for roc_auc and pr_auc."""
+    path = write_csv(name, {"label": labels, "score": scores})
+    slt.table(name, path)
+    pos = 1 if positive_class is None else positive_class
+    rows = [(l, s) for l, s in zip(labels, scores) if l is not None and s is not None]
+    positive = np.array([l == pos for l, _ in rows])
+    s = np.array([x for _, x in rows])
+    extra = "" if positive_class is None else f", {sql_literal(positive_class)}"
+    checks = [check(f"{fn}(label, score{extra})", ref(positive, s)) for fn, ref in SCORED.items()]
+    slt.all_true(comment, f"FROM {name}", checks)
+
+
+def scores_for(rng, positive, separation):
+    """Scores that rank positives higher, rounded so that many tie."""
+    return np.round(rng.normal(positive * separation, 1.0), 1)
+
+
 def noisy_predictions(rng, y, k, accuracy):
     flip = rng.random(len(y)) > accuracy
     return np.where(flip, rng.integers(0, k, len(y)), y)
@@ -183,12 +209,46 @@ def main():
         p = noisy_predictions(rng, y, k, accuracy)
         case(slt, f"random_{i}", y.tolist(), p.tolist(), f"random: {n} rows, {k} classes")
 
+    # Scores: by hand, all tied, NULLs, strings, randomized with many ties.
+    score_case(slt, "scores_hand", [0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], "scores, by hand")
+    score_case(slt, "scores_tied", [0, 1, 1, 0, 0], [0.5] * 5, "all scores tied")
+    score_case(
+        slt,
+        "scores_nulls",
+        [0, None, 1, 1, 0, 1],
+        [0.2, 0.9, None, 0.7, 0.7, -0.0],
+        "NULL labels or scores are ignored; -0.0 ties with 0.0",
+    )
+    score_case(
+        slt,
+        "scores_strings",
+        ["ok", "fault", "ok", "fault", "ok"],
+        [0.1, 0.9, 0.8, 0.3, 0.2],
+        "string labels with the positive class given",
+        positive_class="fault",
+    )
+    for i, (n, share) in enumerate([(10000, 0.05), (6000, 0.3)]):
+        y = (rng.random(n) < share).astype(int)
+        score_case(
+            slt, f"scores_random_{i}", y.tolist(), scores_for(rng, y, 1.5).tolist(),
+            f"random scores: {n} rows, {share:.0%} positive, ties",
+        )
+    y = rng.choice(3, size=4000, p=[0.7, 0.2, 0.1])
+    score_case(
+        slt, "scores_multiclass", y.tolist(), scores_for(rng, y == 2, 2.0).tolist(),
+        "three classes, class 2 against the rest", positive_class=2,
+    )
+
     # GROUP BY: many groups of different sizes and mixes.
     n, k = 20000, 3
     groups = rng.integers(0, 40, n)
     y = rng.choice(k, size=n, p=[0.8, 0.15, 0.05])
     p = noisy_predictions(rng, y, k, 0.75)
-    path = write_csv("grouped", {"g": groups.tolist(), "label": y.tolist(), "prediction": p.tolist()})
+    score = scores_for(rng, y == 1, 1.0)
+    path = write_csv(
+        "grouped",
+        {"g": groups.tolist(), "label": y.tolist(), "prediction": p.tolist(), "score": score.tolist()},
+    )
     slt.table("grouped", path)
     rows = []
     for g in sorted(set(groups.tolist())):
@@ -196,6 +256,8 @@ def main():
         for name, fn in WHOLE.items():
             rows.append(f"({g}, '{name}', {fn(y[mask], p[mask])!r})")
         rows.append(f"({g}, 'recall_of', {PER_CLASS['recall_of'](y[mask], p[mask], 2)!r})")
+        for name, fn in SCORED.items():
+            rows.append(f"({g}, '{name}', {fn(y[mask] == 1, score[mask])!r})")
     slt.statement(
         "CREATE TABLE grouped_expected (g BIGINT, metric VARCHAR, value DOUBLE) AS VALUES\n"
         + ",\n".join(rows)
@@ -204,7 +266,9 @@ def main():
     unions = "\nUNION ALL ".join(
         f"SELECT g, '{name}' AS metric, {name}(label, prediction) AS value FROM grouped GROUP BY g"
         for name in WHOLE
-    ) + "\nUNION ALL SELECT g, 'recall_of', recall_of(label, prediction, 2) FROM grouped GROUP BY g"
+    ) + "\nUNION ALL SELECT g, 'recall_of', recall_of(label, prediction, 2) FROM grouped GROUP BY g" + "".join(
+        f"\nUNION ALL SELECT g, '{name}', {name}(label, score) FROM grouped GROUP BY g" for name in SCORED
+    )
     slt.query(
         "GROUP BY: every group of every metric matches, and no group is missing",
         "II",
@@ -218,13 +282,20 @@ def main():
     n, k, width = 3000, 3, 100
     y = rng.choice(k, size=n, p=[0.9, 0.08, 0.02])
     p = noisy_predictions(rng, y, k, 0.8)
-    path = write_csv("windowed", {"seq": list(range(n)), "label": y.tolist(), "prediction": p.tolist()})
+    score = scores_for(rng, y == 1, 1.5)
+    path = write_csv(
+        "windowed",
+        {"seq": list(range(n)), "label": y.tolist(), "prediction": p.tolist(), "score": score.tolist()},
+    )
     slt.table("windowed", path)
     rows = []
     for i in range(0, n, 150):
         lo = max(0, i - width + 1)
         for name, fn in WHOLE.items():
             value = fn(y[lo : i + 1], p[lo : i + 1])
+            rows.append(f"({i}, '{name}', {'NULL' if np.isnan(value) else repr(value)})")
+        for name, fn in SCORED.items():
+            value = fn(y[lo : i + 1] == 1, score[lo : i + 1])
             rows.append(f"({i}, '{name}', {'NULL' if np.isnan(value) else repr(value)})")
     slt.statement(
         "CREATE TABLE windowed_expected (seq BIGINT, metric VARCHAR, value DOUBLE) AS VALUES\n"
@@ -233,8 +304,14 @@ def main():
     )
     frame = f"OVER (ORDER BY seq ROWS BETWEEN {width - 1} PRECEDING AND CURRENT ROW)"
     unions = "\nUNION ALL ".join(
-        f"SELECT seq, '{name}' AS metric, {name}(label, prediction) {frame} AS value FROM windowed"
-        for name in WHOLE
+        [
+            f"SELECT seq, '{name}' AS metric, {name}(label, prediction) {frame} AS value FROM windowed"
+            for name in WHOLE
+        ]
+        + [
+            f"SELECT seq, '{name}' AS metric, {name}(label, score) {frame} AS value FROM windowed"
+            for name in SCORED
+        ]
     )
     slt.query(
         f"sliding window of {width} rows: every checked row matches",

@@ -30,8 +30,11 @@ pub mod gmean;
 pub mod imbalance_ratio;
 pub mod macro_f1;
 pub mod mcc;
+pub mod pr_auc;
 pub mod precision_of;
 pub mod recall_of;
+pub mod roc_auc;
+pub mod score_curve;
 pub mod specificity_of;
 
 const DOC_SECTION: DocSection = DocSection {
@@ -53,6 +56,20 @@ fn class_doc(description: &str, syntax: &str) -> Documentation {
         .build()
 }
 
+fn score_doc(description: &str, syntax: &str) -> Documentation {
+    Documentation::builder(DOC_SECTION, description, syntax)
+        .with_argument("label", "True class: integer, boolean or string column.")
+        .with_argument(
+            "score",
+            "Numeric score, higher meaning more likely positive.",
+        )
+        .with_argument(
+            "positive_class",
+            "Optional constant: the positive class (default 1; required for strings).",
+        )
+        .build()
+}
+
 /// Every aggregate function of this crate.
 pub fn all_default_aggregate_functions() -> Vec<Arc<AggregateUDF>> {
     vec![
@@ -68,6 +85,8 @@ pub fn all_default_aggregate_functions() -> Vec<Arc<AggregateUDF>> {
         imbalance_ratio::imbalance_ratio_udaf(),
         class_counts::class_counts_udaf(),
         c2_imbalance::c2_imbalance_udaf(),
+        roc_auc::roc_auc_udaf(),
+        pr_auc::pr_auc_udaf(),
     ]
 }
 

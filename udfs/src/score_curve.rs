@@ -1,0 +1,580 @@
+//! The machinery shared by the score-based aggregates (`roc_auc`, `pr_auc`):
+//! (score, positive?) pairs per group, sorted at evaluation into the
+//! positive and negative counts at each distinct score, with a row
+//! [`Accumulator`] (retracting, for sliding windows) and a
+//! [`GroupsAccumulator`], and [`ScoreMetricUdf`], which turns a
+//! [`ScoreMetric`] into a DataFusion aggregate.
+//!
+//! Semantics shared by both:
+//! - `metric(label, score [, positive_class])`: a row is positive when its
+//!   label equals the positive class (default `1`, which is also `true`);
+//!   every other label is negative (one-vs-rest). String labels need the
+//!   positive class.
+//! - Rows with a NULL label or score are ignored; no rows give NULL.
+//! - A NaN score is an error (as in scikit-learn); infinite scores are
+//!   ordered like any other value (scikit-learn refuses them).
+//! - Equal scores are one threshold: ties count half in ROC AUC, and form
+//!   one step of the precision-recall curve, as in scikit-learn.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArray, Scalar, UInt64Array,
+};
+use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::compute::kernels::cmp::eq;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, UInt64Type};
+use datafusion::common::{Result, ScalarValue, exec_err, internal_err, plan_err};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::format_state_name;
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, EmitTo, GroupsAccumulator,
+    Signature, Volatility,
+};
+use datafusion::physical_expr::expressions::Literal;
+
+use crate::classes::class_type;
+
+/// Positive and negative rows at one distinct score.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Threshold {
+    pub score: f64,
+    pub positives: u64,
+    pub negatives: u64,
+}
+
+/// A score-based metric over the thresholds, in decreasing score order.
+pub trait ScoreMetric: fmt::Debug + Send + Sync + 'static {
+    const NAME: &'static str;
+    fn documentation() -> &'static Documentation;
+    /// The metric; `thresholds` is never empty.
+    fn evaluate(thresholds: &[Threshold], positives: u64, negatives: u64) -> f64;
+}
+
+/// A key that orders f64 totally and puts -0.0 and 0.0 together.
+fn order_key(score: f64) -> u64 {
+    let bits = (score + 0.0).to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    }
+}
+
+fn from_order_key(key: u64) -> f64 {
+    f64::from_bits(if key >> 63 == 1 {
+        key & !(1 << 63)
+    } else {
+        !key
+    })
+}
+
+/// The pairs of one group.
+#[derive(Debug, Clone, Default)]
+struct Pairs {
+    /// Appended rows: (order key, positives, negatives). Sorted lazily.
+    pending: Vec<(u64, u64, u64)>,
+    /// Once rows are retracted, or evaluated per frame, counts live here.
+    tree: Option<BTreeMap<u64, (u64, u64)>>,
+}
+
+impl Pairs {
+    fn add(&mut self, key: u64, positives: u64, negatives: u64) {
+        match &mut self.tree {
+            Some(tree) => {
+                let entry = tree.entry(key).or_default();
+                entry.0 += positives;
+                entry.1 += negatives;
+            }
+            None => self.pending.push((key, positives, negatives)),
+        }
+    }
+
+    fn tree(&mut self) -> &mut BTreeMap<u64, (u64, u64)> {
+        let pending = std::mem::take(&mut self.pending);
+        let tree = self.tree.get_or_insert_with(BTreeMap::new);
+        for (key, p, n) in pending {
+            let entry = tree.entry(key).or_default();
+            entry.0 += p;
+            entry.1 += n;
+        }
+        tree
+    }
+
+    fn remove(&mut self, key: u64, positive: bool) -> Result<()> {
+        let tree = self.tree();
+        let Some(entry) = tree.get_mut(&key) else {
+            return internal_err!("retracted a score that was never added");
+        };
+        let count = if positive { &mut entry.0 } else { &mut entry.1 };
+        if *count == 0 {
+            return internal_err!("retracted a score that was never added");
+        }
+        *count -= 1;
+        if *entry == (0, 0) {
+            tree.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// Distinct scores with their counts, in decreasing score order.
+    fn thresholds(&mut self) -> Vec<Threshold> {
+        let collect = |iter: &mut dyn Iterator<Item = (u64, u64, u64)>| {
+            iter.map(|(key, positives, negatives)| Threshold {
+                score: from_order_key(key),
+                positives,
+                negatives,
+            })
+            .collect()
+        };
+        match &self.tree {
+            Some(tree) => collect(&mut tree.iter().rev().map(|(k, (p, n))| (*k, *p, *n))),
+            None => {
+                self.pending
+                    .sort_unstable_by_key(|entry| std::cmp::Reverse(entry.0));
+                let mut merged: Vec<(u64, u64, u64)> = Vec::new();
+                for &(key, p, n) in &self.pending {
+                    match merged.last_mut() {
+                        Some(last) if last.0 == key => {
+                            last.1 += p;
+                            last.2 += n;
+                        }
+                        _ => merged.push((key, p, n)),
+                    }
+                }
+                // Keep the compacted form: later rows append to it.
+                self.pending.clone_from(&merged);
+                collect(&mut merged.into_iter())
+            }
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.pending.capacity() * 24 + self.tree.as_ref().map_or(0, |t| t.len() * 40)
+    }
+}
+
+fn evaluate<M: ScoreMetric>(pairs: &mut Pairs) -> Option<f64> {
+    let thresholds = pairs.thresholds();
+    if thresholds.is_empty() {
+        return None;
+    }
+    let positives = thresholds.iter().map(|t| t.positives).sum();
+    let negatives = thresholds.iter().map(|t| t.negatives).sum();
+    Some(M::evaluate(&thresholds, positives, negatives))
+}
+
+/// Order keys and positive flags of the rows with a label and a score.
+fn rows(
+    function: &str,
+    labels: &ArrayRef,
+    scores: &ArrayRef,
+    positive_class: &Scalar<ArrayRef>,
+) -> Result<Vec<Option<(u64, bool)>>> {
+    let positive = eq(labels, positive_class)?;
+    let scores = scores.as_primitive::<Float64Type>();
+    let mut out = Vec::with_capacity(scores.len());
+    for (p, s) in positive.iter().zip(scores.iter()) {
+        out.push(match (p, s) {
+            (Some(_), Some(s)) if s.is_nan() => {
+                return exec_err!("{function}: a score is NaN; filter it out or replace it");
+            }
+            (Some(p), Some(s)) => Some((order_key(s), p)),
+            _ => None,
+        });
+    }
+    Ok(out)
+}
+
+fn state_fields(name: &str) -> Vec<FieldRef> {
+    let list = |t: DataType| DataType::List(Arc::new(Field::new_list_field(t, true)));
+    vec![
+        Arc::new(Field::new(
+            format_state_name(name, "scores"),
+            list(DataType::Float64),
+            true,
+        )),
+        Arc::new(Field::new(
+            format_state_name(name, "positives"),
+            list(DataType::UInt64),
+            true,
+        )),
+        Arc::new(Field::new(
+            format_state_name(name, "negatives"),
+            list(DataType::UInt64),
+            true,
+        )),
+    ]
+}
+
+fn state_arrays(groups: &[Vec<Threshold>]) -> Result<Vec<ArrayRef>> {
+    let offsets = OffsetBuffer::from_lengths(groups.iter().map(Vec::len));
+    let flat = || groups.iter().flatten();
+    let columns: [ArrayRef; 3] = [
+        Arc::new(Float64Array::from_iter_values(flat().map(|t| t.score))),
+        Arc::new(UInt64Array::from_iter_values(flat().map(|t| t.positives))),
+        Arc::new(UInt64Array::from_iter_values(flat().map(|t| t.negatives))),
+    ];
+    columns
+        .into_iter()
+        .map(|values| -> Result<ArrayRef> {
+            let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
+            Ok(Arc::new(ListArray::try_new(
+                field,
+                offsets.clone(),
+                values,
+                None,
+            )?))
+        })
+        .collect()
+}
+
+fn merge_state_row(pairs: &mut Pairs, states: &[ArrayRef], row: usize) -> Result<()> {
+    let [scores, positives, negatives] = states else {
+        return internal_err!("score state has {} columns, expected 3", states.len());
+    };
+    let scores = scores.as_list::<i32>();
+    if scores.is_null(row) {
+        return Ok(());
+    }
+    let (s, p, n) = (
+        scores.value(row),
+        positives.as_list::<i32>().value(row),
+        negatives.as_list::<i32>().value(row),
+    );
+    let s = s.as_primitive::<Float64Type>();
+    let p = p.as_primitive::<UInt64Type>();
+    let n = n.as_primitive::<UInt64Type>();
+    for ((s, p), n) in s.values().iter().zip(p.values()).zip(n.values()) {
+        pairs.add(order_key(*s), *p, *n);
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+struct ScoreAccumulator<M> {
+    pairs: Pairs,
+    positive_class: Scalar<ArrayRef>,
+    metric: PhantomData<M>,
+}
+
+impl<M: ScoreMetric> Accumulator for ScoreAccumulator<M> {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        for (key, positive) in rows(M::NAME, &values[0], &values[1], &self.positive_class)?
+            .into_iter()
+            .flatten()
+        {
+            self.pairs
+                .add(key, u64::from(positive), u64::from(!positive));
+        }
+        Ok(())
+    }
+
+    fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        for (key, positive) in rows(M::NAME, &values[0], &values[1], &self.positive_class)?
+            .into_iter()
+            .flatten()
+        {
+            self.pairs.remove(key, positive)?;
+        }
+        Ok(())
+    }
+
+    fn supports_retract_batch(&self) -> bool {
+        true
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        for row in 0..states.first().map_or(0, |s| s.len()) {
+            merge_state_row(&mut self.pairs, states, row)?;
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        state_arrays(&[self.pairs.thresholds()])?
+            .iter()
+            .map(|a| ScalarValue::try_from_array(a, 0))
+            .collect()
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(ScalarValue::Float64(evaluate::<M>(&mut self.pairs)))
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>() + self.pairs.size()
+    }
+}
+
+#[derive(Debug)]
+struct ScoreGroupsAccumulator<M> {
+    groups: Vec<Pairs>,
+    positive_class: Scalar<ArrayRef>,
+    metric: PhantomData<M>,
+}
+
+impl<M: ScoreMetric> GroupsAccumulator for ScoreGroupsAccumulator<M> {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Pairs::default);
+        let rows = rows(M::NAME, &values[0], &values[1], &self.positive_class)?;
+        for (row, (pair, g)) in rows.into_iter().zip(group_indices).enumerate() {
+            if let Some((key, positive)) = pair
+                && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row))
+            {
+                self.groups[*g].add(key, u64::from(positive), u64::from(!positive));
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Pairs::default);
+        for (row, g) in group_indices.iter().enumerate() {
+            merge_state_row(&mut self.groups[*g], values, row)?;
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let mut groups = emit_to.take_needed(&mut self.groups);
+        Ok(Arc::new(Float64Array::from_iter(
+            groups.iter_mut().map(evaluate::<M>),
+        )))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let mut groups = emit_to.take_needed(&mut self.groups);
+        let thresholds: Vec<_> = groups.iter_mut().map(Pairs::thresholds).collect();
+        state_arrays(&thresholds)
+    }
+
+    fn convert_to_state(
+        &self,
+        _values: &[ArrayRef],
+        _opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        // supports_convert_to_state() is false: DataFusion never calls this.
+        internal_err!("{} does not convert rows to state", M::NAME)
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>()
+            + self.groups.iter().map(Pairs::size).sum::<usize>()
+            + self.groups.capacity() * size_of::<Pairs>()
+    }
+}
+
+/// Any [`ScoreMetric`] as a DataFusion aggregate.
+pub struct ScoreMetricUdf<M> {
+    signature: Signature,
+    metric: PhantomData<M>,
+}
+
+impl<M> fmt::Debug for ScoreMetricUdf<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScoreMetricUdf").finish_non_exhaustive()
+    }
+}
+
+impl<M> PartialEq for ScoreMetricUdf<M> {
+    fn eq(&self, other: &Self) -> bool {
+        self.signature == other.signature
+    }
+}
+
+impl<M> Eq for ScoreMetricUdf<M> {}
+
+impl<M> std::hash::Hash for ScoreMetricUdf<M> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.signature.hash(state);
+    }
+}
+
+impl<M: ScoreMetric> Default for ScoreMetricUdf<M> {
+    fn default() -> Self {
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+            metric: PhantomData,
+        }
+    }
+}
+
+impl<M: ScoreMetric> ScoreMetricUdf<M> {
+    pub fn udaf() -> Arc<AggregateUDF> {
+        Arc::new(AggregateUDF::from(Self::default()))
+    }
+
+    fn positive_class(args: &AccumulatorArgs) -> Result<Scalar<ArrayRef>> {
+        let label_type = args.expr_fields[0].data_type();
+        let value = match args.exprs.get(2) {
+            None if *label_type == DataType::Int64 => ScalarValue::Int64(Some(1)),
+            None => {
+                return plan_err!(
+                    "{}: string labels need the positive class, e.g. {}(label, score, 'fault')",
+                    M::NAME,
+                    M::NAME
+                );
+            }
+            Some(expr) => match expr.downcast_ref::<Literal>() {
+                Some(literal) if !literal.value().is_null() => {
+                    literal.value().cast_to(label_type)?
+                }
+                _ => {
+                    return plan_err!(
+                        "{}: the positive class must be a non-NULL constant",
+                        M::NAME
+                    );
+                }
+            },
+        };
+        Ok(Scalar::new(value.to_array_of_size(1)?))
+    }
+}
+
+impl<M: ScoreMetric> AggregateUDFImpl for ScoreMetricUdf<M> {
+    fn name(&self) -> &str {
+        M::NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        if !(2..=3).contains(&arg_types.len()) {
+            return plan_err!(
+                "{} expects (label, score [, positive_class]), got {} argument(s)",
+                M::NAME,
+                arg_types.len()
+            );
+        }
+        let score = &arg_types[1];
+        if !(score.is_numeric() || *score == DataType::Null) {
+            return plan_err!("{}: score must be numeric, got {score}", M::NAME);
+        }
+        let mut classes = vec![arg_types[0].clone()];
+        classes.extend(arg_types.get(2).cloned());
+        let class_type = class_type(M::NAME, &classes)?;
+        let mut coerced = vec![class_type.clone(), DataType::Float64];
+        if arg_types.len() == 3 {
+            coerced.push(class_type);
+        }
+        Ok(coerced)
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(state_fields(args.name))
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        if args.is_distinct {
+            return exec_err!("{}(DISTINCT ...) is not supported", M::NAME);
+        }
+        Ok(Box::new(ScoreAccumulator::<M> {
+            pairs: Pairs::default(),
+            positive_class: Self::positive_class(&args)?,
+            metric: PhantomData,
+        }))
+    }
+
+    fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
+        !args.is_distinct
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(ScoreGroupsAccumulator::<M> {
+            groups: Vec::new(),
+            positive_class: Self::positive_class(&args)?,
+            metric: PhantomData,
+        }))
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        Some(M::documentation())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+
+    /// Metric `M` of (label, score) pairs, positive class 1, with the row
+    /// accumulator.
+    pub fn score_metric_of<M: ScoreMetric>(labels: &[i64], scores: &[f64]) -> Result<Option<f64>> {
+        let mut acc = ScoreAccumulator::<M> {
+            pairs: Pairs::default(),
+            positive_class: Scalar::new(Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+            metric: PhantomData,
+        };
+        acc.update_batch(&[
+            Arc::new(Int64Array::from(labels.to_vec())),
+            Arc::new(Float64Array::from(scores.to_vec())),
+        ])?;
+        match acc.evaluate()? {
+            ScalarValue::Float64(v) => Ok(v),
+            other => internal_err!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_keys_sort_like_numbers_and_merge_signed_zeros() {
+        let values = [
+            f64::NEG_INFINITY,
+            -2.5,
+            -0.0,
+            0.0,
+            1e-300,
+            3.0,
+            f64::INFINITY,
+        ];
+        let keys: Vec<u64> = values.iter().map(|v| order_key(*v)).collect();
+        assert!(keys.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(order_key(-0.0), order_key(0.0));
+        for v in values {
+            assert_eq!(from_order_key(order_key(v)), v + 0.0);
+        }
+    }
+
+    #[test]
+    fn retraction_after_appends_keeps_counts() -> Result<()> {
+        let mut pairs = Pairs::default();
+        pairs.add(order_key(0.5), 1, 0);
+        pairs.add(order_key(0.5), 0, 1);
+        pairs.add(order_key(0.9), 1, 0);
+        pairs.remove(order_key(0.5), true)?;
+        let t = pairs.thresholds();
+        assert_eq!(t.len(), 2);
+        assert_eq!((t[0].score, t[0].positives, t[0].negatives), (0.9, 1, 0));
+        assert_eq!((t[1].score, t[1].positives, t[1].negatives), (0.5, 0, 1));
+        assert!(pairs.remove(order_key(0.5), true).is_err());
+        Ok(())
+    }
+}
