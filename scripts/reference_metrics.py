@@ -18,7 +18,11 @@ import sys
 import numpy as np
 import imblearn
 import sklearn
-from imblearn.metrics import geometric_mean_score, sensitivity_specificity_support
+from imblearn.metrics import (
+    classification_report_imbalanced,
+    geometric_mean_score,
+    sensitivity_specificity_support,
+)
 from sklearn.metrics import (
     average_precision_score,
     balanced_accuracy_score,
@@ -165,6 +169,35 @@ def scores_for(rng, positive, separation):
     return np.round(rng.normal(positive * separation, 1.0), 1)
 
 
+def report_case(slt, name, comment):
+    """imbalance_report over an existing (label, prediction) table."""
+    path = os.path.join(DATA, f"{name}.csv")
+    pairs = []
+    with open(path) as f:
+        next(f)
+        for line in f:
+            l, p = line.rstrip("\n").split(",")
+            if l and p:
+                pairs.append((l, p))
+    as_int = all(l.lstrip("-").isdigit() and p.lstrip("-").isdigit() for l, p in pairs)
+    convert = int if as_int else str
+    y = np.array([convert(l) for l, _ in pairs])
+    p = np.array([convert(q) for _, q in pairs])
+    report = classification_report_imbalanced(y, p, output_dict=True, zero_division=0)
+    classes = sorted(set(y.tolist()) | set(p.tolist()))
+    columns = [("precision", "pre"), ("recall", "rec"), ("specificity", "spe"), ("f1", "f1"),
+               ("geometric_mean", "geo"), ("iba", "iba")]
+    for c in classes:
+        values = report[str(c)]
+        checks = [check(column, float(values[key])) for column, key in columns]
+        checks.append(f"support = {int(values['sup'])}")
+        slt.all_true(
+            f"{comment}: class {c}",
+            f"FROM imbalance_report('{name}', 'label', 'prediction') WHERE class = '{c}'",
+            checks,
+        )
+
+
 def noisy_predictions(rng, y, k, accuracy):
     flip = rng.random(len(y)) > accuracy
     return np.where(flip, rng.integers(0, k, len(y)), y)
@@ -208,6 +241,11 @@ def main():
         y = rng.choice(k, size=n, p=priors)
         p = noisy_predictions(rng, y, k, accuracy)
         case(slt, f"random_{i}", y.tolist(), p.tolist(), f"random: {n} rows, {k} classes")
+
+    # The per-class report.
+    report_case(slt, "hand_strings", "imbalance_report, strings")
+    report_case(slt, "hand_only_predicted", "imbalance_report, a class only predicted")
+    report_case(slt, "random_2", "imbalance_report, five classes")
 
     # Scores: by hand, all tied, NULLs, strings, randomized with many ties.
     score_case(slt, "scores_hand", [0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], "scores, by hand")

@@ -50,6 +50,9 @@ pub fn register_all(ctx: &SessionContext) -> Result<Arc<JobRuntime>> {
         }
     };
     equipoise_udfs::register_all(&mut *state)?;
+    for (name, function) in equipoise_udfs::all_table_functions() {
+        state.register_udtf(name, function);
+    }
     state.register_udtf(
         connectors::generator::FUNCTION_NAME,
         Arc::new(connectors::GeneratorTableFunction),

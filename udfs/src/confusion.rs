@@ -296,19 +296,26 @@ fn merge_state_row(
     Ok(())
 }
 
-/// The row accumulator (plain aggregates and window frames).
+/// One confusion matrix with its own class dictionary.
 #[derive(Debug)]
-struct ConfusionAccumulator<M> {
+pub(crate) struct ConfusionCounts {
     index: ClassIndex,
     cells: Cells,
-    class: Option<u32>,
     scratch: (Vec<u32>, Vec<u32>),
-    metric: PhantomData<M>,
 }
 
-impl<M: ConfusionMetric> Accumulator for ConfusionAccumulator<M> {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        pairs(&mut self.index, &values[0], &values[1], &mut self.scratch)?;
+impl ConfusionCounts {
+    pub(crate) fn new(class_type: &DataType) -> Result<Self> {
+        Ok(Self {
+            index: ClassIndex::new(class_type)?,
+            cells: Cells::default(),
+            scratch: Default::default(),
+        })
+    }
+
+    /// Count the (label, prediction) rows where neither is NULL.
+    pub(crate) fn update(&mut self, label: &ArrayRef, prediction: &ArrayRef) -> Result<()> {
+        pairs(&mut self.index, label, prediction, &mut self.scratch)?;
         self.cells.fit(self.index.len());
         for (t, p) in self.scratch.0.iter().zip(&self.scratch.1) {
             if *t != NULL_CLASS && *p != NULL_CLASS {
@@ -318,12 +325,33 @@ impl<M: ConfusionMetric> Accumulator for ConfusionAccumulator<M> {
         Ok(())
     }
 
+    /// The matrix over the classes seen and their values, sorted by value.
+    pub(crate) fn confusion(&self) -> Option<(Confusion, ArrayRef)> {
+        let (matrix, classes) = self.cells.confusion(&self.index)?;
+        Some((matrix, self.index.values_of(&classes)))
+    }
+}
+
+/// The row accumulator (plain aggregates and window frames).
+#[derive(Debug)]
+struct ConfusionAccumulator<M> {
+    counts: ConfusionCounts,
+    class: Option<u32>,
+    metric: PhantomData<M>,
+}
+
+impl<M: ConfusionMetric> Accumulator for ConfusionAccumulator<M> {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.counts.update(&values[0], &values[1])
+    }
+
     fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        pairs(&mut self.index, &values[0], &values[1], &mut self.scratch)?;
-        self.cells.fit(self.index.len());
-        for (t, p) in self.scratch.0.iter().zip(&self.scratch.1) {
+        let c = &mut self.counts;
+        pairs(&mut c.index, &values[0], &values[1], &mut c.scratch)?;
+        c.cells.fit(c.index.len());
+        for (t, p) in c.scratch.0.iter().zip(&c.scratch.1) {
             if *t != NULL_CLASS && *p != NULL_CLASS {
-                self.cells.remove(*t, *p)?;
+                c.cells.remove(*t, *p)?;
             }
         }
         Ok(())
@@ -334,20 +362,15 @@ impl<M: ConfusionMetric> Accumulator for ConfusionAccumulator<M> {
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let c = &mut self.counts;
         for row in 0..states.first().map_or(0, |s| s.len()) {
-            merge_state_row(
-                &mut self.index,
-                &mut self.cells,
-                states,
-                row,
-                &mut self.scratch,
-            )?;
+            merge_state_row(&mut c.index, &mut c.cells, states, row, &mut c.scratch)?;
         }
         Ok(())
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let arrays = state_arrays(&self.index, &[self.cells.nonzero()])?;
+        let arrays = state_arrays(&self.counts.index, &[self.counts.cells.nonzero()])?;
         arrays
             .iter()
             .map(|a| ScalarValue::try_from_array(a, 0))
@@ -356,14 +379,14 @@ impl<M: ConfusionMetric> Accumulator for ConfusionAccumulator<M> {
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
         Ok(ScalarValue::Float64(evaluate_metric::<M>(
-            &self.cells,
-            &self.index,
+            &self.counts.cells,
+            &self.counts.index,
             self.class,
         )))
     }
 
     fn size(&self) -> usize {
-        size_of::<Self>() + self.index.size() + self.cells.size()
+        size_of::<Self>() + self.counts.index.size() + self.counts.cells.size()
     }
 }
 
@@ -574,10 +597,12 @@ impl<M: ConfusionMetric> AggregateUDFImpl for ConfusionMetricUdf<M> {
         }
         let (index, class) = Self::new_index(&args)?;
         Ok(Box::new(ConfusionAccumulator::<M> {
-            index,
-            cells: Cells::default(),
+            counts: ConfusionCounts {
+                index,
+                cells: Cells::default(),
+                scratch: Default::default(),
+            },
             class,
-            scratch: Default::default(),
             metric: PhantomData,
         }))
     }
@@ -641,10 +666,12 @@ pub(crate) mod test_util {
             None => None,
         };
         let mut acc = ConfusionAccumulator::<M> {
-            index,
-            cells: Cells::default(),
+            counts: ConfusionCounts {
+                index,
+                cells: Cells::default(),
+                scratch: Default::default(),
+            },
             class,
-            scratch: Default::default(),
             metric: PhantomData,
         };
         acc.update_batch(&[
@@ -681,10 +708,8 @@ mod tests {
 
     fn accumulator() -> Result<ConfusionAccumulator<Total>> {
         Ok(ConfusionAccumulator {
-            index: ClassIndex::new(&DataType::Int64)?,
-            cells: Cells::default(),
+            counts: ConfusionCounts::new(&DataType::Int64)?,
             class: None,
-            scratch: Default::default(),
             metric: PhantomData,
         })
     }
@@ -724,7 +749,7 @@ mod tests {
         let labels: Vec<i64> = (0..200).collect();
         acc.update_batch(&[ints(&labels[..10]), ints(&labels[..10])])?;
         acc.update_batch(&[ints(&labels), ints(&labels)])?;
-        assert!(matches!(acc.cells, Cells::Sparse(_)));
+        assert!(matches!(acc.counts.cells, Cells::Sparse(_)));
         assert_eq!(acc.evaluate()?, ScalarValue::Float64(Some(210_200.0)));
         Ok(())
     }

@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use datafusion::catalog::TableFunctionImpl;
 use datafusion::common::Result;
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::{AggregateUDF, DocSection, Documentation};
@@ -28,6 +29,7 @@ pub mod confusion;
 pub mod f1_of;
 pub mod gmean;
 pub mod imbalance_ratio;
+pub mod imbalance_report;
 pub mod macro_f1;
 pub mod mcc;
 pub mod pr_auc;
@@ -90,8 +92,18 @@ pub fn all_default_aggregate_functions() -> Vec<Arc<AggregateUDF>> {
     ]
 }
 
-/// Register every function of this crate in `registry`, replacing functions
-/// of the same name (logged, since a host application may not expect it).
+/// Every table function of this crate, by name.
+pub fn all_table_functions() -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
+    vec![(
+        imbalance_report::NAME,
+        Arc::new(imbalance_report::ImbalanceReportFunction),
+    )]
+}
+
+/// Register every aggregate function of this crate in `registry`, replacing
+/// functions of the same name (logged, since a host application may not
+/// expect it). Table functions are registered on the session; see
+/// [`all_table_functions`].
 pub fn register_all(registry: &mut dyn FunctionRegistry) -> Result<()> {
     for udaf in all_default_aggregate_functions() {
         if let Some(previous) = registry.register_udaf(udaf)? {
