@@ -35,6 +35,8 @@ from sklearn.metrics import (
 )
 import warnings
 
+from sklearn.utils.class_weight import compute_sample_weight
+
 warnings.filterwarnings("ignore")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -335,6 +337,8 @@ def main():
         for name, fn in SCORED.items():
             value = fn(y[lo : i + 1] == 1, score[lo : i + 1])
             rows.append(f"({i}, '{name}', {'NULL' if np.isnan(value) else repr(value)})")
+        weight = float(compute_sample_weight("balanced", y[lo : i + 1])[-1])
+        rows.append(f"({i}, 'balanced_weight', {weight!r})")
     slt.statement(
         "CREATE TABLE windowed_expected (seq BIGINT, metric VARCHAR, value DOUBLE) AS VALUES\n"
         + ",\n".join(rows)
@@ -350,6 +354,7 @@ def main():
             f"SELECT seq, '{name}' AS metric, {name}(label, score) {frame} AS value FROM windowed"
             for name in SCORED
         ]
+        + [f"SELECT seq, 'balanced_weight' AS metric, balanced_weight(label) {frame} AS value FROM windowed"]
     )
     slt.query(
         f"sliding window of {width} rows: every checked row matches",

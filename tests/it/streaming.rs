@@ -273,3 +273,51 @@ async fn sliding_metric_windows_stream_over_the_unbounded_generator() -> Result<
     assert!(recall.value(last.num_rows() - 1) > 0.5);
     Ok(())
 }
+
+#[tokio::test]
+async fn windowed_functions_stay_exact_across_many_small_batches() -> Result<()> {
+    let ctx = SessionContext::new();
+    equipoise::register_all(&ctx)?;
+    // Small batches make the bounded window operator prune its buffer often;
+    // incremental state must survive every prune.
+    let width = 250usize;
+    let sql = format!(
+        "SELECT label, balanced_weight(label) OVER w, imbalance_ratio(label) OVER w \
+         FROM equipoise_generator('batch_size=97, minority_share=0.1') \
+         WINDOW w AS (ORDER BY seq ROWS BETWEEN {} PRECEDING AND CURRENT ROW) LIMIT 5000",
+        width - 1
+    );
+    let batches = within(ctx.sql(&sql).await?.collect()).await?;
+    let mut labels = Vec::new();
+    let mut results = Vec::new();
+    for batch in &batches {
+        let label = batch.column(0).as_primitive::<Int64Type>();
+        let weight = batch
+            .column(1)
+            .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        let ratio = batch
+            .column(2)
+            .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        for i in 0..batch.num_rows() {
+            labels.push(label.value(i));
+            results.push((weight.value(i), ratio.value(i)));
+        }
+    }
+    assert_eq!(labels.len(), 5000);
+    for (i, (weight, ratio)) in results.iter().enumerate() {
+        let frame = &labels[(i + 1).saturating_sub(width)..=i];
+        let faults = frame.iter().filter(|l| **l == 1).count() as f64;
+        let normal = frame.len() as f64 - faults;
+        let classes = f64::from(u8::from(faults > 0.0) + u8::from(normal > 0.0));
+        let own = if labels[i] == 1 { faults } else { normal };
+        let expected_weight = frame.len() as f64 / (classes * own);
+        let expected_ratio = if classes < 2.0 {
+            1.0
+        } else {
+            faults.max(normal) / faults.min(normal)
+        };
+        assert!((weight - expected_weight).abs() < 1e-12, "row {i}");
+        assert!((ratio - expected_ratio).abs() < 1e-12, "row {i}");
+    }
+    Ok(())
+}

@@ -17,9 +17,10 @@ use std::sync::Arc;
 use datafusion::catalog::TableFunctionImpl;
 use datafusion::common::Result;
 use datafusion::execution::FunctionRegistry;
-use datafusion::logical_expr::{AggregateUDF, DocSection, Documentation};
+use datafusion::logical_expr::{AggregateUDF, DocSection, Documentation, WindowUDF};
 
 pub mod balanced_accuracy;
+pub mod balanced_weight;
 pub mod c2_imbalance;
 pub mod class_counts;
 pub mod class_tally;
@@ -92,6 +93,11 @@ pub fn all_default_aggregate_functions() -> Vec<Arc<AggregateUDF>> {
     ]
 }
 
+/// Every window function of this crate.
+pub fn all_default_window_functions() -> Vec<Arc<WindowUDF>> {
+    vec![balanced_weight::balanced_weight_udwf()]
+}
+
 /// Every table function of this crate, by name.
 pub fn all_table_functions() -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
     vec![(
@@ -100,7 +106,7 @@ pub fn all_table_functions() -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> 
     )]
 }
 
-/// Register every aggregate function of this crate in `registry`, replacing
+/// Register every aggregate and window function of this crate in `registry`, replacing
 /// functions of the same name (logged, since a host application may not
 /// expect it). Table functions are registered on the session; see
 /// [`all_table_functions`].
@@ -108,6 +114,11 @@ pub fn register_all(registry: &mut dyn FunctionRegistry) -> Result<()> {
     for udaf in all_default_aggregate_functions() {
         if let Some(previous) = registry.register_udaf(udaf)? {
             tracing::debug!(name = previous.name(), "replaced an aggregate function");
+        }
+    }
+    for udwf in all_default_window_functions() {
+        if let Some(previous) = registry.register_udwf(udwf)? {
+            tracing::debug!(name = previous.name(), "replaced a window function");
         }
     }
     Ok(())
