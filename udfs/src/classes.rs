@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
+use datafusion::arrow::compute::{max, min};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::{Result, ScalarValue, exec_err, internal_err, plan_err};
 
@@ -146,6 +147,36 @@ impl ClassIndex {
             return exec_err!("more than {} distinct classes", NULL_CLASS - 1);
         }
         Ok(())
+    }
+
+    /// For Int64 columns without NULLs whose values all lie in `0..64` (the
+    /// usual 0/1 or small-integer labels): a direct table from value to class
+    /// number, with every value present registered. `None` otherwise.
+    pub(crate) fn small_int_table(&mut self, columns: [&ArrayRef; 2]) -> Option<[u32; 64]> {
+        let Self::Int { values, lookup } = self else {
+            return None;
+        };
+        let mut present = 0u64;
+        for column in columns {
+            let ints = column.as_primitive_opt::<Int64Type>()?;
+            if ints.null_count() > 0 {
+                return None;
+            }
+            let (lo, hi) = (min(ints)?, max(ints)?);
+            if lo < 0 || hi >= 64 {
+                return None;
+            }
+            for &v in ints.values() {
+                present |= 1 << v;
+            }
+        }
+        let mut table = [NULL_CLASS; 64];
+        for (v, slot) in table.iter_mut().enumerate() {
+            if present & (1 << v) != 0 {
+                *slot = Self::int_index(values, lookup, v as i64);
+            }
+        }
+        Some(table)
     }
 
     /// The number of `scalar`'s class, adding it if new; `None` for NULL.

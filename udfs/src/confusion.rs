@@ -19,7 +19,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArray, UInt64Array,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, UInt64Type};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type, UInt64Type};
 use datafusion::common::{Result, ScalarValue, exec_err, internal_err, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
@@ -315,6 +315,21 @@ impl ConfusionCounts {
 
     /// Count the (label, prediction) rows where neither is NULL.
     pub(crate) fn update(&mut self, label: &ArrayRef, prediction: &ArrayRef) -> Result<()> {
+        if let Some(table) = self.index.small_int_table([label, prediction]) {
+            self.cells.fit(self.index.len());
+            if let Cells::Dense { dim, counts } = &mut self.cells
+                && *dim <= 8
+            {
+                count_small(
+                    &table,
+                    *dim,
+                    label.as_primitive::<Int64Type>().values(),
+                    prediction.as_primitive::<Int64Type>().values(),
+                    counts,
+                );
+                return Ok(());
+            }
+        }
         pairs(&mut self.index, label, prediction, &mut self.scratch)?;
         self.cells.fit(self.index.len());
         for (t, p) in self.scratch.0.iter().zip(&self.scratch.1) {
@@ -329,6 +344,29 @@ impl ConfusionCounts {
     pub(crate) fn confusion(&self) -> Option<(Confusion, ArrayRef)> {
         let (matrix, classes) = self.cells.confusion(&self.index)?;
         Some((matrix, self.index.values_of(&classes)))
+    }
+}
+
+/// The hot loop for small integer labels: values index the class table
+/// directly (they were checked to lie in `0..64`), and four interleaved
+/// partial counts keep consecutive rows from waiting on the same counter.
+fn count_small(
+    table: &[u32; 64],
+    dim: usize,
+    labels: &[i64],
+    predictions: &[i64],
+    counts: &mut [u64],
+) {
+    let mut partial = [[0u64; 64]; 4];
+    for (i, (l, p)) in labels.iter().zip(predictions).enumerate() {
+        let t = table[(*l as usize) & 63] as usize;
+        let q = table[(*p as usize) & 63] as usize;
+        partial[i & 3][(t * dim + q) & 63] += 1;
+    }
+    for part in partial {
+        for (count, n) in counts.iter_mut().zip(part) {
+            *count += n;
+        }
     }
 }
 
@@ -740,6 +778,27 @@ mod tests {
             .collect::<Result<_>>()?;
         a.merge_batch(&state)?;
         assert_eq!(a.evaluate()?, ScalarValue::Float64(Some(5003.0)));
+        Ok(())
+    }
+
+    #[test]
+    fn the_small_integer_path_counts_like_the_general_one() -> Result<()> {
+        let labels: Vec<i64> = (0..1000).map(|i| (i * 7 + i / 13) % 5).collect();
+        let predictions: Vec<i64> = (0..1000).map(|i| (i * 3 + i / 7) % 6).collect();
+        let mut fast = ConfusionCounts::new(&DataType::Int64)?;
+        fast.update(&ints(&labels), &ints(&predictions))?;
+        // A value outside 0..64 in the batch forces the general path.
+        let mut general = ConfusionCounts::new(&DataType::Int64)?;
+        let with = |extra: i64, values: &[i64]| [&[extra], values].concat();
+        general.update(&ints(&with(100, &labels)), &ints(&with(100, &predictions)))?;
+        let (a, classes_a) = fast.confusion().expect("rows");
+        let (b, classes_b) = general.confusion().expect("rows");
+        assert_eq!(classes_a.len() + 1, classes_b.len());
+        for t in 0..a.classes() {
+            for p in 0..a.classes() {
+                assert_eq!(a.count(t, p), b.count(t, p), "cell {t},{p}");
+            }
+        }
         Ok(())
     }
 
