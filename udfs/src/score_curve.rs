@@ -75,33 +75,120 @@ fn from_order_key(key: u64) -> f64 {
 /// The pairs of one group.
 #[derive(Debug, Clone, Default)]
 struct Pairs {
-    /// Appended rows: (order key, positives, negatives). Sorted lazily.
-    pending: Vec<(u64, u64, u64)>,
-    /// Once rows are retracted, or evaluated per frame, counts live here.
+    /// Order keys of single rows not yet sorted, by class.
+    positive_keys: Vec<u64>,
+    negative_keys: Vec<u64>,
+    /// (order key, positives, negatives) in ascending key order once
+    /// `compacted_sorted`: earlier evaluations and merged partial states.
+    compacted: Vec<(u64, u64, u64)>,
+    compacted_sorted: bool,
+    /// Once rows are retracted, counts live here.
     tree: Option<BTreeMap<u64, (u64, u64)>>,
+}
+
+/// Sort `keys` ascending: LSD radix sort on 16-bit digits, skipping digits
+/// that every key shares (scores in a narrow range share their high bits).
+fn radix_sort(keys: &mut Vec<u64>) {
+    if keys.len() < 1024 {
+        keys.sort_unstable();
+        return;
+    }
+    let mut scratch = vec![0u64; keys.len()];
+    for shift in (0..64).step_by(16) {
+        let mut counts = vec![0usize; 1 << 16];
+        for key in keys.iter() {
+            counts[((key >> shift) & 0xFFFF) as usize] += 1;
+        }
+        if counts.iter().any(|c| *c == keys.len()) {
+            continue;
+        }
+        let mut offset = 0;
+        for count in counts.iter_mut() {
+            let n = *count;
+            *count = offset;
+            offset += n;
+        }
+        for key in keys.iter() {
+            let digit = ((key >> shift) & 0xFFFF) as usize;
+            scratch[counts[digit]] = *key;
+            counts[digit] += 1;
+        }
+        std::mem::swap(keys, &mut scratch);
+    }
 }
 
 impl Pairs {
     fn add(&mut self, key: u64, positives: u64, negatives: u64) {
-        match &mut self.tree {
-            Some(tree) => {
+        match (&mut self.tree, positives, negatives) {
+            (Some(tree), _, _) => {
                 let entry = tree.entry(key).or_default();
                 entry.0 += positives;
                 entry.1 += negatives;
             }
-            None => self.pending.push((key, positives, negatives)),
+            (None, 1, 0) => self.positive_keys.push(key),
+            (None, 0, 1) => self.negative_keys.push(key),
+            (None, _, _) => {
+                self.compacted.push((key, positives, negatives));
+                self.compacted_sorted = false;
+            }
         }
     }
 
-    fn tree(&mut self) -> &mut BTreeMap<u64, (u64, u64)> {
-        let pending = std::mem::take(&mut self.pending);
-        let tree = self.tree.get_or_insert_with(BTreeMap::new);
-        for (key, p, n) in pending {
-            let entry = tree.entry(key).or_default();
-            entry.0 += p;
-            entry.1 += n;
+    /// Sort and merge everything appended into `compacted`.
+    fn compact(&mut self) {
+        radix_sort(&mut self.positive_keys);
+        radix_sort(&mut self.negative_keys);
+        if !self.compacted_sorted {
+            self.compacted.sort_unstable_by_key(|entry| entry.0);
         }
-        tree
+        let (positives, negatives) = (
+            std::mem::take(&mut self.positive_keys),
+            std::mem::take(&mut self.negative_keys),
+        );
+        let earlier = std::mem::take(&mut self.compacted);
+        let mut merged: Vec<(u64, u64, u64)> = Vec::with_capacity(earlier.len());
+        let mut push = |key: u64, p: u64, n: u64| match merged.last_mut() {
+            Some(last) if last.0 == key => {
+                last.1 += p;
+                last.2 += n;
+            }
+            _ => merged.push((key, p, n)),
+        };
+        let (mut i, mut j, mut k) = (0, 0, 0);
+        loop {
+            let next_p = positives.get(i).copied().unwrap_or(u64::MAX);
+            let next_n = negatives.get(j).copied().unwrap_or(u64::MAX);
+            let next_e = earlier.get(k).map_or(u64::MAX, |e| e.0);
+            if i == positives.len() && j == negatives.len() && k == earlier.len() {
+                break;
+            }
+            // Ties between sources go in any order: `push` merges equal keys.
+            if k < earlier.len() && next_e <= next_p && next_e <= next_n {
+                push(next_e, earlier[k].1, earlier[k].2);
+                k += 1;
+            } else if i < positives.len() && next_p <= next_n {
+                push(next_p, 1, 0);
+                i += 1;
+            } else {
+                push(next_n, 0, 1);
+                j += 1;
+            }
+        }
+        self.compacted = merged;
+        self.compacted_sorted = true;
+    }
+
+    fn tree(&mut self) -> &mut BTreeMap<u64, (u64, u64)> {
+        if self.tree.is_none() {
+            self.compact();
+            let tree = self
+                .compacted
+                .drain(..)
+                .map(|(key, p, n)| (key, (p, n)))
+                .collect();
+            self.tree = Some(tree);
+        }
+        self.tree.get_or_insert_with(BTreeMap::new)
     }
 
     fn remove(&mut self, key: u64, positive: bool) -> Result<()> {
@@ -122,38 +209,31 @@ impl Pairs {
 
     /// Distinct scores with their counts, in decreasing score order.
     fn thresholds(&mut self) -> Vec<Threshold> {
-        let collect = |iter: &mut dyn Iterator<Item = (u64, u64, u64)>| {
-            iter.map(|(key, positives, negatives)| Threshold {
-                score: from_order_key(key),
-                positives,
-                negatives,
-            })
-            .collect()
+        let threshold = |(key, positives, negatives): (u64, u64, u64)| Threshold {
+            score: from_order_key(key),
+            positives,
+            negatives,
         };
-        match &self.tree {
-            Some(tree) => collect(&mut tree.iter().rev().map(|(k, (p, n))| (*k, *p, *n))),
-            None => {
-                self.pending
-                    .sort_unstable_by_key(|entry| std::cmp::Reverse(entry.0));
-                let mut merged: Vec<(u64, u64, u64)> = Vec::new();
-                for &(key, p, n) in &self.pending {
-                    match merged.last_mut() {
-                        Some(last) if last.0 == key => {
-                            last.1 += p;
-                            last.2 += n;
-                        }
-                        _ => merged.push((key, p, n)),
-                    }
-                }
-                // Keep the compacted form: later rows append to it.
-                self.pending.clone_from(&merged);
-                collect(&mut merged.into_iter())
-            }
+        if let Some(tree) = &self.tree {
+            return tree
+                .iter()
+                .rev()
+                .map(|(k, (p, n))| threshold((*k, *p, *n)))
+                .collect();
         }
+        self.compact();
+        self.compacted
+            .iter()
+            .rev()
+            .copied()
+            .map(threshold)
+            .collect()
     }
 
     fn size(&self) -> usize {
-        self.pending.capacity() * 24 + self.tree.as_ref().map_or(0, |t| t.len() * 40)
+        (self.positive_keys.capacity() + self.negative_keys.capacity()) * 8
+            + self.compacted.capacity() * 24
+            + self.tree.as_ref().map_or(0, |t| t.len() * 40)
     }
 }
 
@@ -561,6 +641,41 @@ mod tests {
         for v in values {
             assert_eq!(from_order_key(order_key(v)), v + 0.0);
         }
+    }
+
+    #[test]
+    fn radix_sort_sorts() {
+        let mut state = 7u64;
+        let mut keys: Vec<u64> = (0..5000)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                order_key(((state >> 33) % 1000) as f64 / 7.0 - 50.0)
+            })
+            .collect();
+        let mut expected = keys.clone();
+        expected.sort_unstable();
+        radix_sort(&mut keys);
+        assert_eq!(keys, expected);
+    }
+
+    #[test]
+    fn appended_rows_and_merged_states_combine() {
+        let mut pairs = Pairs::default();
+        pairs.add(order_key(0.5), 1, 0);
+        pairs.add(order_key(0.7), 0, 1);
+        pairs.add(order_key(0.5), 2, 3);
+        let first = pairs.thresholds();
+        pairs.add(order_key(0.7), 1, 0);
+        pairs.add(order_key(0.1), 0, 1);
+        let second = pairs.thresholds();
+        assert_eq!(first.len(), 2);
+        let summary: Vec<(f64, u64, u64)> = second
+            .iter()
+            .map(|t| (t.score, t.positives, t.negatives))
+            .collect();
+        assert_eq!(summary, vec![(0.7, 1, 1), (0.5, 3, 3), (0.1, 0, 1)]);
     }
 
     #[test]
