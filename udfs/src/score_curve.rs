@@ -99,7 +99,7 @@ fn radix_sort(keys: &mut Vec<u64>) {
         for key in keys.iter() {
             counts[((key >> shift) & 0xFFFF) as usize] += 1;
         }
-        if counts.iter().any(|c| *c == keys.len()) {
+        if counts.contains(&keys.len()) {
             continue;
         }
         let mut offset = 0;
