@@ -320,13 +320,13 @@ impl ConfusionCounts {
             if let Cells::Dense { dim, counts } = &mut self.cells
                 && *dim <= 8
             {
-                count_small(
-                    &table,
-                    *dim,
-                    label.as_primitive::<Int64Type>().values(),
-                    prediction.as_primitive::<Int64Type>().values(),
-                    counts,
-                );
+                let labels = label.as_primitive::<Int64Type>().values();
+                let predictions = prediction.as_primitive::<Int64Type>().values();
+                if table[2] == NULL_CLASS {
+                    count_binary(&table, *dim, labels, predictions, counts);
+                    return Ok(());
+                }
+                count_small(&table, *dim, labels, predictions, counts);
                 return Ok(());
             }
         }
@@ -344,6 +344,37 @@ impl ConfusionCounts {
     pub(crate) fn confusion(&self) -> Option<(Confusion, ArrayRef)> {
         let (matrix, classes) = self.cells.confusion(&self.index)?;
         Some((matrix, self.index.values_of(&classes)))
+    }
+}
+
+/// 0/1 labels, the common case: three sums that vectorise give the four
+/// cells (n11 = sum(l & p), n1. = sum(l), n.1 = sum(p)).
+fn count_binary(
+    table: &[u32; 64],
+    dim: usize,
+    labels: &[i64],
+    predictions: &[i64],
+    counts: &mut [u64],
+) {
+    let (mut ones, mut predicted_ones, mut both) = (0i64, 0i64, 0i64);
+    for (l, p) in labels.iter().zip(predictions) {
+        ones += l;
+        predicted_ones += p;
+        both += l & p;
+    }
+    let n = labels.len() as i64;
+    let cells = [
+        (0, 0, n - ones - predicted_ones + both),
+        (0, 1, predicted_ones - both),
+        (1, 0, ones - both),
+        (1, 1, both),
+    ];
+    for (l, p, count) in cells {
+        // A value outside the batch's range has no class but also no rows.
+        if count > 0 {
+            let (t, q) = (table[l] as usize, table[p] as usize);
+            counts[t * dim + q] += count as u64;
+        }
     }
 }
 
@@ -782,21 +813,28 @@ mod tests {
     }
 
     #[test]
-    fn the_small_integer_path_counts_like_the_general_one() -> Result<()> {
-        let labels: Vec<i64> = (0..1000).map(|i| (i * 7 + i / 13) % 5).collect();
-        let predictions: Vec<i64> = (0..1000).map(|i| (i * 3 + i / 7) % 6).collect();
-        let mut fast = ConfusionCounts::new(&DataType::Int64)?;
-        fast.update(&ints(&labels), &ints(&predictions))?;
-        // A value outside 0..64 in the batch forces the general path.
-        let mut general = ConfusionCounts::new(&DataType::Int64)?;
-        let with = |extra: i64, values: &[i64]| [&[extra], values].concat();
-        general.update(&ints(&with(100, &labels)), &ints(&with(100, &predictions)))?;
-        let (a, classes_a) = fast.confusion().expect("rows");
-        let (b, classes_b) = general.confusion().expect("rows");
-        assert_eq!(classes_a.len() + 1, classes_b.len());
-        for t in 0..a.classes() {
-            for p in 0..a.classes() {
-                assert_eq!(a.count(t, p), b.count(t, p), "cell {t},{p}");
+    fn the_fast_integer_paths_count_like_the_general_one() -> Result<()> {
+        // 2 classes take the binary sums, 5 and 6 the direct table.
+        for (label_classes, predicted_classes) in [(2, 2), (5, 6), (1, 2)] {
+            let labels: Vec<i64> = (0..1000)
+                .map(|i| (i * 7 + i / 13) % label_classes)
+                .collect();
+            let predictions: Vec<i64> = (0..1000)
+                .map(|i| (i * 3 + i / 7) % predicted_classes)
+                .collect();
+            let mut fast = ConfusionCounts::new(&DataType::Int64)?;
+            fast.update(&ints(&labels), &ints(&predictions))?;
+            // A value outside 0..64 in the batch forces the general path.
+            let mut general = ConfusionCounts::new(&DataType::Int64)?;
+            let with = |extra: i64, values: &[i64]| [&[extra], values].concat();
+            general.update(&ints(&with(100, &labels)), &ints(&with(100, &predictions)))?;
+            let (a, classes_a) = fast.confusion().expect("rows");
+            let (b, classes_b) = general.confusion().expect("rows");
+            assert_eq!(classes_a.len() + 1, classes_b.len());
+            for t in 0..a.classes() {
+                for p in 0..a.classes() {
+                    assert_eq!(a.count(t, p), b.count(t, p), "cell {t},{p}");
+                }
             }
         }
         Ok(())

@@ -22,11 +22,11 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArray, Scalar, UInt64Array,
+    Array, ArrayRef, AsArray, BooleanArray, Datum, Float64Array, ListArray, Scalar, UInt64Array,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::kernels::cmp::eq;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, UInt64Type};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type, UInt64Type};
 use datafusion::common::{Result, ScalarValue, exec_err, internal_err, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
@@ -72,10 +72,80 @@ fn from_order_key(key: u64) -> f64 {
     })
 }
 
+/// Distinct scores counted in a hash table before the table spills to the
+/// sort path; scores with few distinct values (rounded probabilities, tree
+/// leaves) never need sorting per row.
+const HASHED_DISTINCT_MAX: usize = 1 << 16;
+
+/// Open-addressing counts per order key (`u64::MAX` marks an empty slot: no
+/// order key of a non-NaN score reaches it).
+#[derive(Debug, Clone)]
+struct ScoreTable {
+    keys: Vec<u64>,
+    counts: Vec<(u64, u64)>,
+    len: usize,
+}
+
+impl ScoreTable {
+    const EMPTY: u64 = u64::MAX;
+
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            keys: vec![Self::EMPTY; capacity],
+            counts: vec![(0, 0); capacity],
+            len: 0,
+        }
+    }
+
+    fn add(&mut self, key: u64, positives: u64, negatives: u64) {
+        if (self.len + 1) * 2 > self.keys.len() {
+            let mut grown = Self::with_capacity(self.keys.len() * 2);
+            for (k, (p, n)) in self.drain() {
+                grown.add(k, p, n);
+            }
+            *self = grown;
+        }
+        let mask = self.keys.len() - 1;
+        let shift = 64 - self.keys.len().trailing_zeros();
+        let mut slot = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize;
+        loop {
+            if self.keys[slot] == key {
+                break;
+            }
+            if self.keys[slot] == Self::EMPTY {
+                self.keys[slot] = key;
+                self.len += 1;
+                break;
+            }
+            slot = (slot + 1) & mask;
+        }
+        self.counts[slot].0 += positives;
+        self.counts[slot].1 += negatives;
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = (u64, (u64, u64))> + '_ {
+        self.len = 0;
+        self.keys
+            .iter_mut()
+            .zip(self.counts.iter_mut())
+            .filter(|(k, _)| **k != Self::EMPTY)
+            .map(|(k, c)| (std::mem::replace(k, Self::EMPTY), std::mem::take(c)))
+    }
+}
+
+impl Default for ScoreTable {
+    fn default() -> Self {
+        Self::with_capacity(1024)
+    }
+}
+
 /// The pairs of one group.
 #[derive(Debug, Clone, Default)]
 struct Pairs {
-    /// Order keys of single rows not yet sorted, by class.
+    /// Counts per distinct score while there are few; `None` once spilled.
+    hashed: Option<ScoreTable>,
+    spilled: bool,
+    /// Order keys of single rows not yet sorted, by class (after a spill).
     positive_keys: Vec<u64>,
     negative_keys: Vec<u64>,
     /// (order key, positives, negatives) in ascending key order once
@@ -119,6 +189,16 @@ fn radix_sort(keys: &mut Vec<u64>) {
 
 impl Pairs {
     fn add(&mut self, key: u64, positives: u64, negatives: u64) {
+        if self.tree.is_none() && !self.spilled {
+            let table = self.hashed.get_or_insert_with(ScoreTable::default);
+            table.add(key, positives, negatives);
+            if table.len > HASHED_DISTINCT_MAX {
+                // Many distinct scores: sorting wins from here on.
+                self.spilled = true;
+                self.drain_hashed();
+            }
+            return;
+        }
         match (&mut self.tree, positives, negatives) {
             (Some(tree), _, _) => {
                 let entry = tree.entry(key).or_default();
@@ -134,8 +214,20 @@ impl Pairs {
         }
     }
 
+    fn drain_hashed(&mut self) {
+        if let Some(table) = &mut self.hashed {
+            self.compacted
+                .extend(table.drain().map(|(key, (p, n))| (key, p, n)));
+            self.compacted_sorted = false;
+        }
+        if self.spilled {
+            self.hashed = None;
+        }
+    }
+
     /// Sort and merge everything appended into `compacted`.
     fn compact(&mut self) {
+        self.drain_hashed();
         radix_sort(&mut self.positive_keys);
         radix_sort(&mut self.negative_keys);
         if !self.compacted_sorted {
@@ -231,7 +323,8 @@ impl Pairs {
     }
 
     fn size(&self) -> usize {
-        (self.positive_keys.capacity() + self.negative_keys.capacity()) * 8
+        self.hashed.as_ref().map_or(0, |t| t.keys.len() * 24)
+            + (self.positive_keys.capacity() + self.negative_keys.capacity()) * 8
             + self.compacted.capacity() * 24
             + self.tree.as_ref().map_or(0, |t| t.len() * 40)
     }
@@ -247,26 +340,46 @@ fn evaluate<M: ScoreMetric>(pairs: &mut Pairs) -> Option<f64> {
     Some(M::evaluate(&thresholds, positives, negatives))
 }
 
-/// Order keys and positive flags of the rows with a label and a score.
-fn rows(
+fn nan_error<T>(function: &str) -> Result<T> {
+    exec_err!("{function}: a score is NaN; filter it out or replace it")
+}
+
+/// Call `each(row, order key, positive?)` for every row with a label and a
+/// score.
+fn for_each_row(
     function: &str,
     labels: &ArrayRef,
     scores: &ArrayRef,
     positive_class: &Scalar<ArrayRef>,
-) -> Result<Vec<Option<(u64, bool)>>> {
-    let positive = eq(labels, positive_class)?;
+    mut each: impl FnMut(usize, u64, bool) -> Result<()>,
+) -> Result<()> {
     let scores = scores.as_primitive::<Float64Type>();
-    let mut out = Vec::with_capacity(scores.len());
-    for (p, s) in positive.iter().zip(scores.iter()) {
-        out.push(match (p, s) {
-            (Some(_), Some(s)) if s.is_nan() => {
-                return exec_err!("{function}: a score is NaN; filter it out or replace it");
+    // The common shape, integer labels and no NULLs, without the kernel and
+    // its intermediate mask.
+    if let (Some(ints), Some(positive)) = (
+        labels.as_primitive_opt::<Int64Type>(),
+        positive_class.get().0.as_primitive_opt::<Int64Type>(),
+    ) && ints.null_count() == 0
+        && scores.null_count() == 0
+    {
+        let positive = positive.value(0);
+        for (row, (l, s)) in ints.values().iter().zip(scores.values()).enumerate() {
+            if s.is_nan() {
+                return nan_error(function);
             }
-            (Some(p), Some(s)) => Some((order_key(s), p)),
-            _ => None,
-        });
+            each(row, order_key(*s), *l == positive)?;
+        }
+        return Ok(());
     }
-    Ok(out)
+    let positive = eq(labels, positive_class)?;
+    for (row, (p, s)) in positive.iter().zip(scores.iter()).enumerate() {
+        match (p, s) {
+            (Some(_), Some(s)) if s.is_nan() => return nan_error(function),
+            (Some(p), Some(s)) => each(row, order_key(s), p)?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn state_fields(name: &str) -> Vec<FieldRef> {
@@ -343,24 +456,28 @@ struct ScoreAccumulator<M> {
 
 impl<M: ScoreMetric> Accumulator for ScoreAccumulator<M> {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        for (key, positive) in rows(M::NAME, &values[0], &values[1], &self.positive_class)?
-            .into_iter()
-            .flatten()
-        {
-            self.pairs
-                .add(key, u64::from(positive), u64::from(!positive));
-        }
-        Ok(())
+        let pairs = &mut self.pairs;
+        for_each_row(
+            M::NAME,
+            &values[0],
+            &values[1],
+            &self.positive_class,
+            |_, key, positive| {
+                pairs.add(key, u64::from(positive), u64::from(!positive));
+                Ok(())
+            },
+        )
     }
 
     fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        for (key, positive) in rows(M::NAME, &values[0], &values[1], &self.positive_class)?
-            .into_iter()
-            .flatten()
-        {
-            self.pairs.remove(key, positive)?;
-        }
-        Ok(())
+        let pairs = &mut self.pairs;
+        for_each_row(
+            M::NAME,
+            &values[0],
+            &values[1],
+            &self.positive_class,
+            |_, key, positive| pairs.remove(key, positive),
+        )
     }
 
     fn supports_retract_batch(&self) -> bool {
@@ -406,15 +523,19 @@ impl<M: ScoreMetric> GroupsAccumulator for ScoreGroupsAccumulator<M> {
         total_num_groups: usize,
     ) -> Result<()> {
         self.groups.resize_with(total_num_groups, Pairs::default);
-        let rows = rows(M::NAME, &values[0], &values[1], &self.positive_class)?;
-        for (row, (pair, g)) in rows.into_iter().zip(group_indices).enumerate() {
-            if let Some((key, positive)) = pair
-                && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row))
-            {
-                self.groups[*g].add(key, u64::from(positive), u64::from(!positive));
-            }
-        }
-        Ok(())
+        let groups = &mut self.groups;
+        for_each_row(
+            M::NAME,
+            &values[0],
+            &values[1],
+            &self.positive_class,
+            |row, key, positive| {
+                if opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row)) {
+                    groups[group_indices[row]].add(key, u64::from(positive), u64::from(!positive));
+                }
+                Ok(())
+            },
+        )
     }
 
     fn merge_batch(
@@ -658,6 +779,24 @@ mod tests {
         expected.sort_unstable();
         radix_sort(&mut keys);
         assert_eq!(keys, expected);
+    }
+
+    #[test]
+    fn many_distinct_scores_spill_from_the_table_to_sorting() {
+        let mut pairs = Pairs::default();
+        let n = HASHED_DISTINCT_MAX as u64 + 5000;
+        for i in 0..n {
+            pairs.add(order_key(i as f64), i % 2, 1 - i % 2);
+            pairs.add(order_key(7.0), 1, 0);
+        }
+        assert!(pairs.spilled);
+        let thresholds = pairs.thresholds();
+        assert_eq!(thresholds.len() as u64, n);
+        assert!(thresholds.windows(2).all(|w| w[0].score > w[1].score));
+        let seven = thresholds.iter().find(|t| t.score == 7.0).expect("7");
+        assert_eq!((seven.positives, seven.negatives), (n + 1, 0));
+        let total: u64 = thresholds.iter().map(|t| t.positives + t.negatives).sum();
+        assert_eq!(total, 2 * n);
     }
 
     #[test]
