@@ -35,12 +35,14 @@ fn uniform(state: &mut u64) -> f64 {
 }
 
 /// 5% positives; a detector that catches 70% of them with 3% false alarms;
-/// a score with 3 decimals (so many ties).
-fn columns() -> (Vec<i64>, Vec<i64>, Vec<f64>) {
+/// a score with 3 decimals (so many ties, few distinct values) and the same
+/// score unrounded (every value distinct).
+fn columns() -> (Vec<i64>, Vec<i64>, Vec<f64>, Vec<f64>) {
     let mut state = 20_261_126u64;
     let mut label = Vec::with_capacity(ROWS);
     let mut prediction = Vec::with_capacity(ROWS);
     let mut score = Vec::with_capacity(ROWS);
+    let mut fine = Vec::with_capacity(ROWS);
     for _ in 0..ROWS {
         let positive = uniform(&mut state) < 0.05;
         let alarm = uniform(&mut state) < if positive { 0.7 } else { 0.03 };
@@ -48,8 +50,9 @@ fn columns() -> (Vec<i64>, Vec<i64>, Vec<f64>) {
         label.push(i64::from(positive));
         prediction.push(i64::from(alarm));
         score.push((s * 1000.0).round() / 1000.0);
+        fine.push(s);
     }
-    (label, prediction, score)
+    (label, prediction, score, fine)
 }
 
 fn write_raw(dir: &Path, name: &str, bytes: impl Iterator<Item = [u8; 8]>) -> std::io::Result<()> {
@@ -77,7 +80,7 @@ async fn median_time(ctx: &SessionContext, sql: &str) -> Result<(Duration, Strin
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let (label, prediction, score) = columns();
+    let (label, prediction, score, fine) = columns();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-metrics");
     std::fs::create_dir_all(&dir)?;
     write_raw(&dir, "label.i64", label.iter().map(|v| v.to_le_bytes()))?;
@@ -87,11 +90,13 @@ async fn main() -> Result<()> {
         prediction.iter().map(|v| v.to_le_bytes()),
     )?;
     write_raw(&dir, "score.f64", score.iter().map(|v| v.to_le_bytes()))?;
+    write_raw(&dir, "score_fine.f64", fine.iter().map(|v| v.to_le_bytes()))?;
 
     let schema = Arc::new(Schema::new(vec![
         Field::new("label", DataType::Int64, false),
         Field::new("prediction", DataType::Int64, false),
         Field::new("score", DataType::Float64, false),
+        Field::new("score_fine", DataType::Float64, false),
     ]));
     let batches: Vec<RecordBatch> = (0..ROWS)
         .step_by(BATCH)
@@ -101,6 +106,7 @@ async fn main() -> Result<()> {
                 Arc::new(Int64Array::from(label[start..end].to_vec())),
                 Arc::new(Int64Array::from(prediction[start..end].to_vec())),
                 Arc::new(Float64Array::from(score[start..end].to_vec())),
+                Arc::new(Float64Array::from(fine[start..end].to_vec())),
             ];
             RecordBatch::try_new(Arc::clone(&schema), columns)
         })
@@ -130,6 +136,11 @@ async fn main() -> Result<()> {
         ),
         ("roc_auc", "SELECT roc_auc(label, score) FROM t"),
         ("pr_auc", "SELECT pr_auc(label, score) FROM t"),
+        (
+            "roc_auc distinct",
+            "SELECT roc_auc(label, score_fine) FROM t",
+        ),
+        ("pr_auc distinct", "SELECT pr_auc(label, score_fine) FROM t"),
     ] {
         let (time, value) = median_time(&ctx, sql).await?;
         println!(

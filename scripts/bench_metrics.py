@@ -18,12 +18,15 @@ root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 label = np.fromfile(os.path.join(root, "label.i64"), dtype="<i8")
 prediction = np.fromfile(os.path.join(root, "prediction.i64"), dtype="<i8")
 score = np.fromfile(os.path.join(root, "score.f64"), dtype="<f8")
+score_fine = np.fromfile(os.path.join(root, "score_fine.f64"), dtype="<f8")
 
 for name, fn in [
     ("macro_f1", lambda: f1_score(label, prediction, average="macro", zero_division=0)),
     ("gmean", lambda: geometric_mean_score(label, prediction)),
     ("roc_auc", lambda: roc_auc_score(label, score)),
     ("pr_auc", lambda: average_precision_score(label, score)),
+    ("roc_auc distinct", lambda: roc_auc_score(label, score_fine)),
+    ("pr_auc distinct", lambda: average_precision_score(label, score_fine)),
 ]:
     times = []
     for _ in range(RUNS):

@@ -152,39 +152,69 @@ struct Pairs {
     /// `compacted_sorted`: earlier evaluations and merged partial states.
     compacted: Vec<(u64, u64, u64)>,
     compacted_sorted: bool,
+    /// Partial states merged in: each already ascending by key.
+    runs: Vec<Vec<(u64, u64, u64)>>,
     /// Once rows are retracted, counts live here.
     tree: Option<BTreeMap<u64, (u64, u64)>>,
 }
 
-/// Sort `keys` ascending: LSD radix sort on 16-bit digits, skipping digits
-/// that every key shares (scores in a narrow range share their high bits).
+/// Sort `keys` ascending: LSD radix sort on bytes, all eight histograms
+/// counted in one pass, digits that every key shares skipped (scores in a
+/// narrow range share their high bytes).
 fn radix_sort(keys: &mut Vec<u64>) {
     if keys.len() < 1024 {
         keys.sort_unstable();
         return;
     }
-    let mut scratch = vec![0u64; keys.len()];
-    for shift in (0..64).step_by(16) {
-        let mut counts = vec![0usize; 1 << 16];
-        for key in keys.iter() {
-            counts[((key >> shift) & 0xFFFF) as usize] += 1;
+    let mut counts = vec![[0usize; 256]; 8];
+    for key in keys.iter() {
+        for (digit, histogram) in counts.iter_mut().enumerate() {
+            histogram[((key >> (8 * digit)) & 0xFF) as usize] += 1;
         }
-        if counts.contains(&keys.len()) {
+    }
+    let mut scratch = vec![0u64; keys.len()];
+    for (digit, histogram) in counts.iter_mut().enumerate() {
+        if histogram.contains(&keys.len()) {
             continue;
         }
         let mut offset = 0;
-        for count in counts.iter_mut() {
+        for count in histogram.iter_mut() {
             let n = *count;
             *count = offset;
             offset += n;
         }
+        let shift = 8 * digit;
         for key in keys.iter() {
-            let digit = ((key >> shift) & 0xFFFF) as usize;
-            scratch[counts[digit]] = *key;
-            counts[digit] += 1;
+            let bucket = ((key >> shift) & 0xFF) as usize;
+            scratch[histogram[bucket]] = *key;
+            histogram[bucket] += 1;
         }
         std::mem::swap(keys, &mut scratch);
     }
+}
+
+/// Merge two ascending runs of (key, positives, negatives), summing equal keys.
+fn merge_runs(a: Vec<(u64, u64, u64)>, b: Vec<(u64, u64, u64)>) -> Vec<(u64, u64, u64)> {
+    let mut merged: Vec<(u64, u64, u64)> = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.0 <= y.0 => a.next(),
+            (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, None) => break,
+        };
+        if let Some((key, p, n)) = next {
+            match merged.last_mut() {
+                Some(last) if last.0 == key => {
+                    last.1 += p;
+                    last.2 += n;
+                }
+                _ => merged.push((key, p, n)),
+            }
+        }
+    }
+    merged
 }
 
 impl Pairs {
@@ -225,14 +255,31 @@ impl Pairs {
         }
     }
 
+    /// Add a partial state (thresholds in ascending key order); long runs
+    /// are kept whole and merged, never re-sorted.
+    fn add_run(&mut self, run: Vec<(u64, u64, u64)>) {
+        if self.tree.is_some() || run.len() < 4096 {
+            for (key, p, n) in run {
+                self.add(key, p, n);
+            }
+        } else {
+            self.runs.push(run);
+        }
+    }
+
     /// Sort and merge everything appended into `compacted`.
     fn compact(&mut self) {
         self.drain_hashed();
-        radix_sort(&mut self.positive_keys);
-        radix_sort(&mut self.negative_keys);
         if !self.compacted_sorted {
             self.compacted.sort_unstable_by_key(|entry| entry.0);
+            self.compacted_sorted = true;
         }
+        for run in std::mem::take(&mut self.runs) {
+            let earlier = std::mem::take(&mut self.compacted);
+            self.compacted = merge_runs(earlier, run);
+        }
+        radix_sort(&mut self.positive_keys);
+        radix_sort(&mut self.negative_keys);
         let (positives, negatives) = (
             std::mem::take(&mut self.positive_keys),
             std::mem::take(&mut self.negative_keys),
@@ -326,6 +373,7 @@ impl Pairs {
         self.hashed.as_ref().map_or(0, |t| t.keys.len() * 24)
             + (self.positive_keys.capacity() + self.negative_keys.capacity()) * 8
             + self.compacted.capacity() * 24
+            + self.runs.iter().map(|r| r.capacity() * 24).sum::<usize>()
             + self.tree.as_ref().map_or(0, |t| t.len() * 40)
     }
 }
@@ -441,9 +489,16 @@ fn merge_state_row(pairs: &mut Pairs, states: &[ArrayRef], row: usize) -> Result
     let s = s.as_primitive::<Float64Type>();
     let p = p.as_primitive::<UInt64Type>();
     let n = n.as_primitive::<UInt64Type>();
-    for ((s, p), n) in s.values().iter().zip(p.values()).zip(n.values()) {
-        pairs.add(order_key(*s), *p, *n);
-    }
+    // States list thresholds in decreasing score order.
+    let run: Vec<(u64, u64, u64)> = s
+        .values()
+        .iter()
+        .zip(p.values())
+        .zip(n.values())
+        .rev()
+        .map(|((s, p), n)| (order_key(*s), *p, *n))
+        .collect();
+    pairs.add_run(run);
     Ok(())
 }
 
@@ -797,6 +852,30 @@ mod tests {
         assert_eq!((seven.positives, seven.negatives), (n + 1, 0));
         let total: u64 = thresholds.iter().map(|t| t.positives + t.negatives).sum();
         assert_eq!(total, 2 * n);
+    }
+
+    #[test]
+    fn long_partial_states_merge_as_runs() {
+        let run = |offset: u64| -> Vec<(u64, u64, u64)> {
+            (0..5000)
+                .map(|i| (order_key((i * 2 + offset) as f64), 1, 2))
+                .collect()
+        };
+        let mut pairs = Pairs::default();
+        pairs.add_run(run(0));
+        pairs.add_run(run(1));
+        pairs.add_run(run(0));
+        pairs.add(order_key(3.0), 1, 0);
+        assert_eq!(pairs.runs.len(), 3);
+        let thresholds = pairs.thresholds();
+        assert_eq!(thresholds.len(), 10_000);
+        assert!(thresholds.windows(2).all(|w| w[0].score > w[1].score));
+        let at = |score: f64| {
+            let t = thresholds.iter().find(|t| t.score == score).expect("score");
+            (t.positives, t.negatives)
+        };
+        assert_eq!(at(2.0), (2, 4));
+        assert_eq!(at(3.0), (2, 2));
     }
 
     #[test]
