@@ -123,6 +123,8 @@ async fn main() -> Result<()> {
     ctx.register_table("t", Arc::new(MemTable::try_new(schema, partitioned)?))?;
 
     println!("rows {ROWS}, partitions {partitions}, median of {RUNS} runs");
+    // `BENCH_FILTER=roc` runs only the queries whose name contains it.
+    let filter = std::env::var("BENCH_FILTER").unwrap_or_default();
     for (name, sql) in [
         (
             "sum(label), sum(prediction)",
@@ -142,6 +144,9 @@ async fn main() -> Result<()> {
         ),
         ("pr_auc distinct", "SELECT pr_auc(label, score_fine) FROM t"),
     ] {
+        if !name.contains(filter.as_str()) {
+            continue;
+        }
         let (time, value) = median_time(&ctx, sql).await?;
         println!(
             "equipoise\t{name}\t{:.6}\t{}",

