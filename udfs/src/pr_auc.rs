@@ -29,7 +29,11 @@ impl ScoreMetric for PrAuc {
         &DOC
     }
 
-    fn evaluate(thresholds: &[Threshold], positives: u64, _negatives: u64) -> f64 {
+    fn evaluate(
+        thresholds: impl Iterator<Item = Threshold>,
+        positives: u64,
+        _negatives: u64,
+    ) -> f64 {
         if positives == 0 {
             return 0.0;
         }

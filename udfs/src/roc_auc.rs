@@ -28,7 +28,11 @@ impl ScoreMetric for RocAuc {
         &DOC
     }
 
-    fn evaluate(thresholds: &[Threshold], positives: u64, negatives: u64) -> f64 {
+    fn evaluate(
+        thresholds: impl Iterator<Item = Threshold>,
+        positives: u64,
+        negatives: u64,
+    ) -> f64 {
         if positives == 0 || negatives == 0 {
             return f64::NAN;
         }

@@ -50,8 +50,10 @@ pub struct Threshold {
 pub trait ScoreMetric: fmt::Debug + Send + Sync + 'static {
     const NAME: &'static str;
     fn documentation() -> &'static Documentation;
-    /// The metric; `thresholds` is never empty.
-    fn evaluate(thresholds: &[Threshold], positives: u64, negatives: u64) -> f64;
+    /// The metric over the thresholds in decreasing score order (never
+    /// none), with the total positive and negative rows.
+    fn evaluate(thresholds: impl Iterator<Item = Threshold>, positives: u64, negatives: u64)
+    -> f64;
 }
 
 /// A key that orders f64 totally and puts -0.0 and 0.0 together.
@@ -246,6 +248,18 @@ impl Pairs {
         // pdqsort beat a hand-written byte radix sort by 2x on 5M keys here.
         self.positive_keys.sort_unstable();
         self.negative_keys.sort_unstable();
+        if self.positive_keys.is_empty() && self.negative_keys.is_empty() {
+            // Only counted entries: combine equal keys in place, no copy.
+            self.compacted.dedup_by(|later, kept| {
+                let same = later.0 == kept.0;
+                if same {
+                    kept.1 += later.1;
+                    kept.2 += later.2;
+                }
+                same
+            });
+            return;
+        }
         let (positives, negatives) = (
             std::mem::take(&mut self.positive_keys),
             std::mem::take(&mut self.negative_keys),
@@ -345,13 +359,25 @@ impl Pairs {
 }
 
 fn evaluate<M: ScoreMetric>(pairs: &mut Pairs) -> Option<f64> {
-    let thresholds = pairs.thresholds();
-    if thresholds.is_empty() {
-        return None;
+    // Walk the counts in place: no copy of what may be millions of scores.
+    let threshold = |(key, positives, negatives): (u64, u64, u64)| Threshold {
+        score: from_order_key(key),
+        positives,
+        negatives,
+    };
+    let totals = |entries: &mut dyn Iterator<Item = (u64, u64, u64)>| {
+        entries.fold((0, 0, 0usize), |(p, n, len), (_, ep, en)| {
+            (p + ep, n + en, len + 1)
+        })
+    };
+    if let Some(tree) = &pairs.tree {
+        let entries = || tree.iter().map(|(k, (p, n))| (*k, *p, *n));
+        let (p, n, len) = totals(&mut entries());
+        return (len > 0).then(|| M::evaluate(entries().rev().map(threshold), p, n));
     }
-    let positives = thresholds.iter().map(|t| t.positives).sum();
-    let negatives = thresholds.iter().map(|t| t.negatives).sum();
-    Some(M::evaluate(&thresholds, positives, negatives))
+    pairs.compact();
+    let (p, n, len) = totals(&mut pairs.compacted.iter().copied());
+    (len > 0).then(|| M::evaluate(pairs.compacted.iter().rev().copied().map(threshold), p, n))
 }
 
 fn nan_error<T>(function: &str) -> Result<T> {
