@@ -11,18 +11,18 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, ListArray, UInt64Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt64Array};
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, UInt64Type};
 use datafusion::common::{Result, ScalarValue, exec_err, internal_err, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, EmitTo, GroupsAccumulator,
-    Signature, Volatility,
+    Accumulator, AggregateUDFImpl, Documentation, EmitTo, GroupsAccumulator, Signature,
 };
 
 use crate::classes::{ClassIndex, NULL_CLASS, class_type};
+use crate::generic_udf::{generic_udf_boilerplate, list_state};
 
 /// A statistic of the class counts.
 pub trait ClassStatistic: fmt::Debug + Send + Sync + 'static {
@@ -99,19 +99,7 @@ fn state_arrays(index: &ClassIndex, groups: &[Vec<(u32, u64)>]) -> Result<Vec<Ar
     let offsets = OffsetBuffer::from_lengths(groups.iter().map(Vec::len));
     let classes: Vec<u32> = groups.iter().flatten().map(|(c, _)| *c).collect();
     let counts = UInt64Array::from_iter_values(groups.iter().flatten().map(|(_, n)| *n));
-    let list = |values: ArrayRef| -> Result<ArrayRef> {
-        let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
-        Ok(Arc::new(ListArray::try_new(
-            field,
-            offsets.clone(),
-            values,
-            None,
-        )?))
-    };
-    Ok(vec![
-        list(index.values_of(&classes))?,
-        list(Arc::new(counts))?,
-    ])
+    list_state(&offsets, vec![index.values_of(&classes), Arc::new(counts)])
 }
 
 fn merge_state_row(
@@ -287,43 +275,10 @@ impl<S: ClassStatistic> GroupsAccumulator for TallyGroupsAccumulator<S> {
 /// Any [`ClassStatistic`] as a DataFusion aggregate.
 pub struct ClassStatisticUdf<S> {
     signature: Signature,
-    statistic: PhantomData<S>,
+    marker: PhantomData<S>,
 }
 
-impl<S> fmt::Debug for ClassStatisticUdf<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClassStatisticUdf").finish_non_exhaustive()
-    }
-}
-
-impl<S> PartialEq for ClassStatisticUdf<S> {
-    fn eq(&self, other: &Self) -> bool {
-        self.signature == other.signature
-    }
-}
-
-impl<S> Eq for ClassStatisticUdf<S> {}
-
-impl<S> std::hash::Hash for ClassStatisticUdf<S> {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.signature.hash(state);
-    }
-}
-
-impl<S: ClassStatistic> Default for ClassStatisticUdf<S> {
-    fn default() -> Self {
-        Self {
-            signature: Signature::user_defined(Volatility::Immutable),
-            statistic: PhantomData,
-        }
-    }
-}
-
-impl<S: ClassStatistic> ClassStatisticUdf<S> {
-    pub fn udaf() -> Arc<AggregateUDF> {
-        Arc::new(AggregateUDF::from(Self::default()))
-    }
-}
+generic_udf_boilerplate!(ClassStatisticUdf, ClassStatistic);
 
 impl<S: ClassStatistic> AggregateUDFImpl for ClassStatisticUdf<S> {
     fn name(&self) -> &str {

@@ -15,21 +15,19 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArray, UInt64Array,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, UInt64Array};
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type, UInt64Type};
 use datafusion::common::{Result, ScalarValue, exec_err, internal_err, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, EmitTo, GroupsAccumulator,
-    Signature, Volatility,
+    Accumulator, AggregateUDFImpl, Documentation, EmitTo, GroupsAccumulator, Signature,
 };
 use datafusion::physical_expr::expressions::Literal;
 
 use crate::classes::{ClassIndex, NULL_CLASS, class_type};
+use crate::generic_udf::{generic_udf_boilerplate, list_state};
 
 /// Above this many classes the matrix is stored sparsely.
 const DENSE_MAX_CLASSES: usize = 64;
@@ -251,20 +249,14 @@ fn state_arrays(index: &ClassIndex, groups: &[Vec<(u32, u32, u64)>]) -> Result<V
     let labels: Vec<u32> = flat().map(|(t, _, _)| *t).collect();
     let predictions: Vec<u32> = flat().map(|(_, p, _)| *p).collect();
     let counts = UInt64Array::from_iter_values(flat().map(|(_, _, c)| *c));
-    let list = |values: ArrayRef| -> Result<ArrayRef> {
-        let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
-        Ok(Arc::new(ListArray::try_new(
-            field,
-            offsets.clone(),
-            values,
-            None,
-        )?))
-    };
-    Ok(vec![
-        list(index.values_of(&labels))?,
-        list(index.values_of(&predictions))?,
-        list(Arc::new(counts))?,
-    ])
+    list_state(
+        &offsets,
+        vec![
+            index.values_of(&labels),
+            index.values_of(&predictions),
+            Arc::new(counts),
+        ],
+    )
 }
 
 /// Fold state row `row` of `states` into `cells`.
@@ -553,43 +545,12 @@ impl<M: ConfusionMetric> GroupsAccumulator for ConfusionGroupsAccumulator<M> {
 /// Any [`ConfusionMetric`] as a DataFusion aggregate.
 pub struct ConfusionMetricUdf<M> {
     signature: Signature,
-    metric: PhantomData<M>,
+    marker: PhantomData<M>,
 }
 
-impl<M> fmt::Debug for ConfusionMetricUdf<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConfusionMetricUdf").finish_non_exhaustive()
-    }
-}
-
-impl<M> PartialEq for ConfusionMetricUdf<M> {
-    fn eq(&self, other: &Self) -> bool {
-        self.signature == other.signature
-    }
-}
-
-impl<M> Eq for ConfusionMetricUdf<M> {}
-
-impl<M> std::hash::Hash for ConfusionMetricUdf<M> {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.signature.hash(state);
-    }
-}
-
-impl<M: ConfusionMetric> Default for ConfusionMetricUdf<M> {
-    fn default() -> Self {
-        Self {
-            signature: Signature::user_defined(Volatility::Immutable),
-            metric: PhantomData,
-        }
-    }
-}
+generic_udf_boilerplate!(ConfusionMetricUdf, ConfusionMetric);
 
 impl<M: ConfusionMetric> ConfusionMetricUdf<M> {
-    pub fn udaf() -> Arc<AggregateUDF> {
-        Arc::new(AggregateUDF::from(Self::default()))
-    }
-
     fn expected_args() -> &'static str {
         if M::PER_CLASS {
             "(label, prediction, class)"

@@ -28,6 +28,7 @@ mod classes;
 pub mod cohen_kappa;
 pub mod confusion;
 pub mod f1_of;
+mod generic_udf;
 pub mod gmean;
 pub mod imbalance_ratio;
 pub mod imbalance_report;

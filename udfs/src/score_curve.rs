@@ -22,7 +22,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Datum, Float64Array, ListArray, Scalar, UInt64Array,
+    Array, ArrayRef, AsArray, BooleanArray, Datum, Float64Array, Scalar, UInt64Array,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::kernels::cmp::eq;
@@ -31,12 +31,12 @@ use datafusion::common::{Result, ScalarValue, exec_err, internal_err, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, EmitTo, GroupsAccumulator,
-    Signature, Volatility,
+    Accumulator, AggregateUDFImpl, Documentation, EmitTo, GroupsAccumulator, Signature,
 };
 use datafusion::physical_expr::expressions::Literal;
 
 use crate::classes::class_type;
+use crate::generic_udf::{generic_udf_boilerplate, list_state};
 
 /// Positive and negative rows at one distinct score.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -446,23 +446,14 @@ fn state_fields(name: &str) -> Vec<FieldRef> {
 fn state_arrays(groups: &[Vec<Threshold>]) -> Result<Vec<ArrayRef>> {
     let offsets = OffsetBuffer::from_lengths(groups.iter().map(Vec::len));
     let flat = || groups.iter().flatten();
-    let columns: [ArrayRef; 3] = [
-        Arc::new(Float64Array::from_iter_values(flat().map(|t| t.score))),
-        Arc::new(UInt64Array::from_iter_values(flat().map(|t| t.positives))),
-        Arc::new(UInt64Array::from_iter_values(flat().map(|t| t.negatives))),
-    ];
-    columns
-        .into_iter()
-        .map(|values| -> Result<ArrayRef> {
-            let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
-            Ok(Arc::new(ListArray::try_new(
-                field,
-                offsets.clone(),
-                values,
-                None,
-            )?))
-        })
-        .collect()
+    list_state(
+        &offsets,
+        vec![
+            Arc::new(Float64Array::from_iter_values(flat().map(|t| t.score))),
+            Arc::new(UInt64Array::from_iter_values(flat().map(|t| t.positives))),
+            Arc::new(UInt64Array::from_iter_values(flat().map(|t| t.negatives))),
+        ],
+    )
 }
 
 fn merge_state_row(pairs: &mut Pairs, states: &[ArrayRef], row: usize) -> Result<()> {
@@ -630,43 +621,12 @@ impl<M: ScoreMetric> GroupsAccumulator for ScoreGroupsAccumulator<M> {
 /// Any [`ScoreMetric`] as a DataFusion aggregate.
 pub struct ScoreMetricUdf<M> {
     signature: Signature,
-    metric: PhantomData<M>,
+    marker: PhantomData<M>,
 }
 
-impl<M> fmt::Debug for ScoreMetricUdf<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScoreMetricUdf").finish_non_exhaustive()
-    }
-}
-
-impl<M> PartialEq for ScoreMetricUdf<M> {
-    fn eq(&self, other: &Self) -> bool {
-        self.signature == other.signature
-    }
-}
-
-impl<M> Eq for ScoreMetricUdf<M> {}
-
-impl<M> std::hash::Hash for ScoreMetricUdf<M> {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.signature.hash(state);
-    }
-}
-
-impl<M: ScoreMetric> Default for ScoreMetricUdf<M> {
-    fn default() -> Self {
-        Self {
-            signature: Signature::user_defined(Volatility::Immutable),
-            metric: PhantomData,
-        }
-    }
-}
+generic_udf_boilerplate!(ScoreMetricUdf, ScoreMetric);
 
 impl<M: ScoreMetric> ScoreMetricUdf<M> {
-    pub fn udaf() -> Arc<AggregateUDF> {
-        Arc::new(AggregateUDF::from(Self::default()))
-    }
-
     fn positive_class(args: &AccumulatorArgs) -> Result<Scalar<ArrayRef>> {
         let label_type = args.expr_fields[0].data_type();
         let value = match args.exprs.get(2) {
