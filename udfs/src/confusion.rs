@@ -401,6 +401,20 @@ struct ConfusionAccumulator<M> {
     metric: PhantomData<M>,
 }
 
+impl<M> ConfusionAccumulator<M> {
+    fn new(index: ClassIndex, class: Option<u32>) -> Self {
+        Self {
+            counts: ConfusionCounts {
+                index,
+                cells: Cells::default(),
+                scratch: Default::default(),
+            },
+            class,
+            metric: PhantomData,
+        }
+    }
+}
+
 impl<M: ConfusionMetric> Accumulator for ConfusionAccumulator<M> {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         self.counts.update(&values[0], &values[1])
@@ -626,15 +640,7 @@ impl<M: ConfusionMetric> AggregateUDFImpl for ConfusionMetricUdf<M> {
             return exec_err!("{}(DISTINCT ...) is not supported", M::NAME);
         }
         let (index, class) = Self::new_index(&args)?;
-        Ok(Box::new(ConfusionAccumulator::<M> {
-            counts: ConfusionCounts {
-                index,
-                cells: Cells::default(),
-                scratch: Default::default(),
-            },
-            class,
-            metric: PhantomData,
-        }))
+        Ok(Box::new(ConfusionAccumulator::<M>::new(index, class)))
     }
 
     fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
@@ -695,15 +701,7 @@ pub(crate) mod test_util {
             Some(c) => index.index_scalar(&ScalarValue::Int64(Some(c)))?,
             None => None,
         };
-        let mut acc = ConfusionAccumulator::<M> {
-            counts: ConfusionCounts {
-                index,
-                cells: Cells::default(),
-                scratch: Default::default(),
-            },
-            class,
-            metric: PhantomData,
-        };
+        let mut acc = ConfusionAccumulator::<M>::new(index, class);
         acc.update_batch(&[
             Arc::new(Int64Array::from(labels.to_vec())),
             Arc::new(Int64Array::from(predictions.to_vec())),
