@@ -162,6 +162,9 @@ struct Pairs {
 
 /// Merge two ascending runs of (key, positives, negatives), summing equal keys.
 fn merge_runs(a: Vec<(u64, u64, u64)>, b: Vec<(u64, u64, u64)>) -> Vec<(u64, u64, u64)> {
+    if a.is_empty() {
+        return b;
+    }
     let mut merged: Vec<(u64, u64, u64)> = Vec::with_capacity(a.len() + b.len());
     let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
     loop {
@@ -326,7 +329,19 @@ impl Pairs {
         Ok(())
     }
 
+    /// Call `f` with (order key, positives, negatives) of every distinct
+    /// score, in increasing order, without copying the counts.
+    fn with_ascending<R>(&mut self, f: impl FnOnce(&[(u64, u64, u64)]) -> R) -> R {
+        if let Some(tree) = &self.tree {
+            let entries: Vec<_> = tree.iter().map(|(k, (p, n))| (*k, *p, *n)).collect();
+            return f(&entries);
+        }
+        self.compact();
+        f(&self.compacted)
+    }
+
     /// Distinct scores with their counts, in decreasing score order.
+    #[cfg(test)]
     fn thresholds(&mut self) -> Vec<Threshold> {
         let threshold = |(key, positives, negatives): (u64, u64, u64)| Threshold {
             score: from_order_key(key),
@@ -443,15 +458,25 @@ fn state_fields(name: &str) -> Vec<FieldRef> {
     ]
 }
 
-fn state_arrays(groups: &[Vec<Threshold>]) -> Result<Vec<ArrayRef>> {
-    let offsets = OffsetBuffer::from_lengths(groups.iter().map(Vec::len));
-    let flat = || groups.iter().flatten();
+/// Partial state: per group, the distinct scores in increasing order with
+/// their positive and negative counts.
+fn state_arrays<'a>(groups: impl Iterator<Item = &'a mut Pairs>) -> Result<Vec<ArrayRef>> {
+    let (mut lengths, mut scores, mut positives, mut negatives) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for pairs in groups {
+        pairs.with_ascending(|entries| {
+            lengths.push(entries.len());
+            scores.extend(entries.iter().map(|e| from_order_key(e.0)));
+            positives.extend(entries.iter().map(|e| e.1));
+            negatives.extend(entries.iter().map(|e| e.2));
+        });
+    }
     list_state(
-        &offsets,
+        &OffsetBuffer::from_lengths(lengths),
         vec![
-            Arc::new(Float64Array::from_iter_values(flat().map(|t| t.score))),
-            Arc::new(UInt64Array::from_iter_values(flat().map(|t| t.positives))),
-            Arc::new(UInt64Array::from_iter_values(flat().map(|t| t.negatives))),
+            Arc::new(Float64Array::from(scores)),
+            Arc::new(UInt64Array::from(positives)),
+            Arc::new(UInt64Array::from(negatives)),
         ],
     )
 }
@@ -472,13 +497,12 @@ fn merge_state_row(pairs: &mut Pairs, states: &[ArrayRef], row: usize) -> Result
     let s = s.as_primitive::<Float64Type>();
     let p = p.as_primitive::<UInt64Type>();
     let n = n.as_primitive::<UInt64Type>();
-    // States list thresholds in decreasing score order.
+    // States list scores in increasing order: each is a ready sorted run.
     let run: Vec<(u64, u64, u64)> = s
         .values()
         .iter()
         .zip(p.values())
         .zip(n.values())
-        .rev()
         .map(|((s, p), n)| (order_key(*s), *p, *n))
         .collect();
     pairs.add_run(run);
@@ -530,7 +554,7 @@ impl<M: ScoreMetric> Accumulator for ScoreAccumulator<M> {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        state_arrays(&[self.pairs.thresholds()])?
+        state_arrays(std::iter::once(&mut self.pairs))?
             .iter()
             .map(|a| ScalarValue::try_from_array(a, 0))
             .collect()
@@ -598,8 +622,7 @@ impl<M: ScoreMetric> GroupsAccumulator for ScoreGroupsAccumulator<M> {
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
         let mut groups = emit_to.take_needed(&mut self.groups);
-        let thresholds: Vec<_> = groups.iter_mut().map(Pairs::thresholds).collect();
-        state_arrays(&thresholds)
+        state_arrays(groups.iter_mut())
     }
 
     fn convert_to_state(
@@ -787,6 +810,70 @@ mod tests {
         assert_eq!((seven.positives, seven.negatives), (n + 1, 0));
         let total: u64 = thresholds.iter().map(|t| t.positives + t.negatives).sum();
         assert_eq!(total, 2 * n);
+    }
+
+    #[test]
+    fn partial_states_merge_to_the_single_accumulator_result() -> Result<()> {
+        use datafusion::arrow::array::Int64Array;
+        #[derive(Debug)]
+        struct Area;
+        impl ScoreMetric for Area {
+            const NAME: &'static str = "area";
+            fn documentation() -> &'static Documentation {
+                unimplemented!("not used in tests")
+            }
+            fn evaluate(t: impl Iterator<Item = Threshold>, p: u64, n: u64) -> f64 {
+                // Order-sensitive checksum of the thresholds.
+                t.enumerate().fold(0.0, |acc, (i, t)| {
+                    acc + (i as f64 + 1.0)
+                        * (t.score + 2.0 * t.positives as f64 + t.negatives as f64)
+                }) + (p * 1000 + n) as f64
+            }
+        }
+        let new = || ScoreAccumulator::<Area> {
+            pairs: Pairs::default(),
+            positive_class: Scalar::new(Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+            metric: PhantomData,
+        };
+        let rows = |range: std::ops::Range<i64>| -> Vec<ArrayRef> {
+            vec![
+                Arc::new(Int64Array::from_iter_values(
+                    range.clone().map(|i| i % 3 % 2),
+                )),
+                Arc::new(Float64Array::from_iter_values(
+                    range.map(|i| (i % 7000) as f64 / 7.0),
+                )),
+            ]
+        };
+        let (mut left, mut right, mut whole) = (new(), new(), new());
+        left.update_batch(&rows(0..9000))?;
+        right.update_batch(&rows(9000..20000))?;
+        whole.update_batch(&rows(0..20000))?;
+        for partial in [&mut left, &mut right] {
+            let state: Vec<ArrayRef> = partial
+                .state()?
+                .iter()
+                .map(|s| s.to_array())
+                .collect::<Result<_>>()?;
+            let mut merged = new();
+            merged.merge_batch(&state)?;
+            assert_eq!(merged.evaluate()?, partial.evaluate()?);
+        }
+        let states: Vec<Vec<ArrayRef>> = [&mut left, &mut right]
+            .into_iter()
+            .map(|p| {
+                p.state()?
+                    .iter()
+                    .map(|s| s.to_array())
+                    .collect::<Result<_>>()
+            })
+            .collect::<Result<_>>()?;
+        let mut final_acc = new();
+        for state in &states {
+            final_acc.merge_batch(state)?;
+        }
+        assert_eq!(final_acc.evaluate()?, whole.evaluate()?);
+        Ok(())
     }
 
     #[test]
