@@ -133,9 +133,16 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Errors are one line: DataFusion nests causes over several lines.
+/// Errors are one line: DataFusion nests causes over several lines, and some
+/// of its messages carry a whole plan; the cause comes first, so a long
+/// message is cut.
 fn one_line(message: &str) -> String {
-    message.split_whitespace().collect::<Vec<_>>().join(" ")
+    const MAX_CHARS: usize = 400;
+    let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => format!("{} ...", &line[..cut]),
+        None => line,
+    }
 }
 
 async fn sql(args: SqlArgs) -> Result<(), String> {

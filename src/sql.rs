@@ -14,6 +14,7 @@ use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
 use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::util::pretty::pretty_format_batches_with_schema;
 use datafusion::common::{DataFusionError, Result, plan_err};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion::sql::parser::DFParser;
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
 use futures::StreamExt;
@@ -52,6 +53,25 @@ impl std::str::FromStr for TableArg {
     }
 }
 
+/// Whether `plan` produces a finite result: its input is bounded, or a node
+/// on its single-input spine stops after a fixed number of rows (`LIMIT`).
+fn ends(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut node = Arc::clone(plan);
+    loop {
+        if !node.boundedness().is_unbounded() || node.fetch().is_some() {
+            return true;
+        }
+        let children = node.children();
+        match children.as_slice() {
+            [child] => {
+                let child = Arc::clone(child);
+                node = child;
+            }
+            _ => return false,
+        }
+    }
+}
+
 /// Register `tables`, run `sql`, write the last result to `out`.
 pub async fn run_sql(
     tables: &[TableArg],
@@ -81,6 +101,15 @@ pub async fn run_sql(
     let schema = Arc::new(df.schema().as_arrow().clone());
     match format {
         OutputFormat::Table => {
+            // A table is printed once every row is in: that never happens on
+            // an unbounded query, so say so instead of hanging.
+            let plan = df.clone().create_physical_plan().await?;
+            if !ends(&plan) {
+                return plan_err!(
+                    "the query reads an unbounded stream and would never finish as a table; \
+                     add a LIMIT or use --format csv or --format json to stream rows"
+                );
+            }
             let batches = df.collect().await?;
             let table = pretty_format_batches_with_schema(schema, &batches)?;
             writeln!(out, "{table}")?;

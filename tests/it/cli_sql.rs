@@ -134,6 +134,28 @@ fn table_format_is_the_default() {
 }
 
 #[test]
+fn a_limit_makes_an_unbounded_query_printable_as_a_table() {
+    let output = equipoise(&["sql", "SELECT seq FROM equipoise_generator() LIMIT 2"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        "+-----+\n| seq |\n+-----+\n| 0   |\n| 1   |\n+-----+\n"
+    );
+}
+
+#[test]
+fn csv_streams_rows_of_an_unbounded_query_with_a_limit() {
+    let output = equipoise(&[
+        "sql",
+        "--format",
+        "csv",
+        "SELECT seq, label FROM equipoise_generator('batch_size=10') LIMIT 3",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "seq,label\n0,0\n1,0\n2,0\n");
+}
+
+#[test]
 fn empty_results_keep_their_header() {
     let output = equipoise(&["sql", "--format", "csv", "SELECT 1 AS a WHERE false"]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -178,4 +200,20 @@ fn errors_are_one_line_with_a_non_zero_exit() {
     );
     assert_one_line_error(&["sql", "-f", "/nonexistent/q.sql"], "cannot read SQL file");
     assert_one_line_error(&["sql", "  ;  "], "no SQL statement");
+    assert_one_line_error(
+        &["sql", "SELECT * FROM equipoise_generator()"],
+        "unbounded stream and would never finish as a table",
+    );
+    // DataFusion's own message names the blocking operator; it stays short.
+    let output = equipoise(&[
+        "sql",
+        "SELECT label, count(*) FROM equipoise_generator() GROUP BY label",
+    ]);
+    let err = stderr(&output);
+    assert!(!output.status.success());
+    assert!(
+        err.contains("Cannot execute pipeline breaking queries"),
+        "{err}"
+    );
+    assert!(err.lines().count() == 1 && err.len() < 500, "{err}");
 }
