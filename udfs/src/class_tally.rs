@@ -22,7 +22,9 @@ use datafusion::logical_expr::{
 };
 
 use crate::classes::{ClassIndex, NULL_CLASS, class_type};
-use crate::generic_udf::{generic_udf_boilerplate, list_state};
+use crate::generic_udf::{
+    generic_udf_boilerplate, list_state, merge_groups, no_convert_to_state, row_selected,
+};
 
 /// A statistic of the class counts.
 pub trait ClassStatistic: fmt::Debug + Send + Sync + 'static {
@@ -210,7 +212,7 @@ impl<S: ClassStatistic> GroupsAccumulator for TallyGroupsAccumulator<S> {
         self.groups.resize_with(total_num_groups, Tally::default);
         self.index.index_rows(&values[0], &mut self.scratch)?;
         for (row, (c, g)) in self.scratch.iter().zip(group_indices).enumerate() {
-            if *c != NULL_CLASS && opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row)) {
+            if *c != NULL_CLASS && row_selected(opt_filter, row) {
                 self.groups[*g].add(*c, 1);
             }
         }
@@ -223,17 +225,13 @@ impl<S: ClassStatistic> GroupsAccumulator for TallyGroupsAccumulator<S> {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Tally::default);
-        for (row, g) in group_indices.iter().enumerate() {
-            merge_state_row(
-                &mut self.index,
-                &mut self.groups[*g],
-                values,
-                row,
-                &mut self.scratch,
-            )?;
-        }
-        Ok(())
+        let (index, scratch) = (&mut self.index, &mut self.scratch);
+        merge_groups(
+            &mut self.groups,
+            group_indices,
+            total_num_groups,
+            |tally, row| merge_state_row(index, tally, values, row, scratch),
+        )
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
@@ -256,8 +254,7 @@ impl<S: ClassStatistic> GroupsAccumulator for TallyGroupsAccumulator<S> {
         _values: &[ArrayRef],
         _opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        // supports_convert_to_state() is false: DataFusion never calls this.
-        internal_err!("{} does not convert rows to state", S::NAME)
+        no_convert_to_state(S::NAME)
     }
 
     fn size(&self) -> usize {

@@ -27,7 +27,9 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::expressions::Literal;
 
 use crate::classes::{ClassIndex, NULL_CLASS, class_type};
-use crate::generic_udf::{generic_udf_boilerplate, list_state};
+use crate::generic_udf::{
+    generic_udf_boilerplate, list_state, merge_groups, no_convert_to_state, row_selected,
+};
 
 /// Above this many classes the matrix is stored sparsely.
 const DENSE_MAX_CLASSES: usize = 64;
@@ -494,10 +496,7 @@ impl<M: ConfusionMetric> GroupsAccumulator for ConfusionGroupsAccumulator<M> {
             .zip(group_indices)
             .enumerate()
         {
-            if *t == NULL_CLASS
-                || *p == NULL_CLASS
-                || opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row))
-            {
+            if *t == NULL_CLASS || *p == NULL_CLASS || !row_selected(opt_filter, row) {
                 continue;
             }
             let cells = &mut self.groups[*g];
@@ -513,17 +512,13 @@ impl<M: ConfusionMetric> GroupsAccumulator for ConfusionGroupsAccumulator<M> {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Cells::default);
-        for (row, g) in group_indices.iter().enumerate() {
-            merge_state_row(
-                &mut self.index,
-                &mut self.groups[*g],
-                values,
-                row,
-                &mut self.scratch,
-            )?;
-        }
-        Ok(())
+        let (index, scratch) = (&mut self.index, &mut self.scratch);
+        merge_groups(
+            &mut self.groups,
+            group_indices,
+            total_num_groups,
+            |cells, row| merge_state_row(index, cells, values, row, scratch),
+        )
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
@@ -544,8 +539,7 @@ impl<M: ConfusionMetric> GroupsAccumulator for ConfusionGroupsAccumulator<M> {
         _values: &[ArrayRef],
         _opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        // supports_convert_to_state() is false: DataFusion never calls this.
-        internal_err!("{} does not convert rows to state", M::NAME)
+        no_convert_to_state(M::NAME)
     }
 
     fn size(&self) -> usize {

@@ -4,10 +4,37 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, ListArray};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, ListArray};
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::Field;
-use datafusion::common::Result;
+use datafusion::common::{Result, internal_err};
+
+/// Whether `row` passes an aggregate's `FILTER (WHERE ...)`.
+pub(crate) fn row_selected(filter: Option<&BooleanArray>, row: usize) -> bool {
+    filter.is_none_or(|f| f.is_valid(row) && f.value(row))
+}
+
+/// `GroupsAccumulator::merge_batch` for per-group states: grow `groups` to
+/// `total_num_groups`, then fold state row `row` into its group.
+pub(crate) fn merge_groups<G: Default>(
+    groups: &mut Vec<G>,
+    group_indices: &[usize],
+    total_num_groups: usize,
+    mut merge_row: impl FnMut(&mut G, usize) -> Result<()>,
+) -> Result<()> {
+    groups.resize_with(total_num_groups, G::default);
+    for (row, g) in group_indices.iter().enumerate() {
+        merge_row(&mut groups[*g], row)?;
+    }
+    Ok(())
+}
+
+/// `GroupsAccumulator::convert_to_state`, which these accumulators do not
+/// support (`supports_convert_to_state()` is false, so DataFusion never calls
+/// it).
+pub(crate) fn no_convert_to_state(name: &str) -> Result<Vec<ArrayRef>> {
+    internal_err!("{name} does not convert rows to state")
+}
 
 /// One list column per state column: group `g` owns the values between
 /// `offsets[g]` and `offsets[g + 1]` of every column.

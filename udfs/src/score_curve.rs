@@ -36,7 +36,9 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::expressions::Literal;
 
 use crate::classes::class_type;
-use crate::generic_udf::{generic_udf_boilerplate, list_state};
+use crate::generic_udf::{
+    generic_udf_boilerplate, list_state, merge_groups, no_convert_to_state, row_selected,
+};
 
 /// Positive and negative rows at one distinct score.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -592,7 +594,7 @@ impl<M: ScoreMetric> GroupsAccumulator for ScoreGroupsAccumulator<M> {
             &values[1],
             &self.positive_class,
             |row, key, positive| {
-                if opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row)) {
+                if row_selected(opt_filter, row) {
                     groups[group_indices[row]].add(key, u64::from(positive), u64::from(!positive));
                 }
                 Ok(())
@@ -606,11 +608,12 @@ impl<M: ScoreMetric> GroupsAccumulator for ScoreGroupsAccumulator<M> {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Pairs::default);
-        for (row, g) in group_indices.iter().enumerate() {
-            merge_state_row(&mut self.groups[*g], values, row)?;
-        }
-        Ok(())
+        merge_groups(
+            &mut self.groups,
+            group_indices,
+            total_num_groups,
+            |pairs, row| merge_state_row(pairs, values, row),
+        )
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
@@ -630,8 +633,7 @@ impl<M: ScoreMetric> GroupsAccumulator for ScoreGroupsAccumulator<M> {
         _values: &[ArrayRef],
         _opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        // supports_convert_to_state() is false: DataFusion never calls this.
-        internal_err!("{} does not convert rows to state", M::NAME)
+        no_convert_to_state(M::NAME)
     }
 
     fn size(&self) -> usize {
