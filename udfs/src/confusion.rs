@@ -55,11 +55,6 @@ pub struct Confusion {
 }
 
 impl Confusion {
-    /// A matrix from row-major counts (for tests and other crates' checks).
-    pub fn from_counts(n: usize, counts: Vec<f64>) -> Option<Self> {
-        (counts.len() == n * n).then_some(Self { n, counts })
-    }
-
     pub fn classes(&self) -> usize {
         self.n
     }
