@@ -53,6 +53,9 @@ pub fn register_all(ctx: &SessionContext) -> Result<Arc<JobRuntime>> {
     for (name, function) in equipoise_udfs::all_table_functions() {
         state.register_udtf(name, function);
     }
+    for (name, function) in equipoise_operators::oversample::sql::table_functions() {
+        state.register_udtf(name, function);
+    }
     state.register_udtf(
         connectors::generator::FUNCTION_NAME,
         Arc::new(connectors::GeneratorTableFunction),

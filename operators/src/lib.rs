@@ -7,13 +7,20 @@
 //! - [`class_monitor`]: per-class counts and the decayed class mix.
 //! - [`class_label`]: label columns as class values.
 //! - [`options`]: the `key=value, ...` option strings of table functions.
+//! - [`oversample`]: the SMOTE family and QC-SMOTE (`smote`, `qc_smote`, ...).
+//! - [`knn`]: the exact k-nearest-neighbour engine the operators share.
+//! - [`rng`]: the seeded generator behind "same seed, same output".
 
 pub mod class_label;
 pub mod class_monitor;
+pub mod knn;
 pub mod options;
+pub mod oversample;
+pub mod rng;
 pub mod runtime;
 pub mod stage;
 
 pub use class_monitor::{ClassMonitorOptions, ClassMonitorStage};
+pub use oversample::{Method, OversampleOptions, OversampleStage, SamplingStrategy};
 pub use runtime::{ControlSignal, JobRuntime, JobSnapshot, SignalTarget, StatefulOperator};
 pub use stage::{DataFrameStageExt, StageTable, StreamStage};

@@ -23,6 +23,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 
 use crate::class_monitor::{ClassMonitorOptions, ClassMonitorStage};
+use crate::oversample::{Method, OversampleOptions, OversampleStage};
 use crate::runtime::JobRuntime;
 
 /// A streaming operator, as the planner sees it.
@@ -111,6 +112,21 @@ pub trait DataFrameStageExt: Sized {
     /// [`crate::class_monitor`].
     fn class_monitor(self, options: ClassMonitorOptions) -> Result<DataFrame> {
         self.stage(Arc::new(ClassMonitorStage::try_new(options)?))
+    }
+
+    /// Over-sample with any method; see [`crate::oversample`].
+    fn oversample(self, method: Method, options: OversampleOptions) -> Result<DataFrame> {
+        self.stage(Arc::new(OversampleStage::try_new(method, options)?))
+    }
+
+    /// Quality-controlled SMOTE; see [`crate::oversample::qc_smote`].
+    fn qc_smote(self, options: OversampleOptions) -> Result<DataFrame> {
+        self.oversample(Method::QcSmote, options)
+    }
+
+    /// SMOTE as imbalanced-learn; see [`crate::oversample::smote`].
+    fn smote(self, options: OversampleOptions) -> Result<DataFrame> {
+        self.oversample(Method::Smote, options)
     }
 }
 

@@ -1,0 +1,645 @@
+//! The execution node shared by every oversampling method, its per-stream
+//! state, and how synthetic rows become Arrow columns.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::compute::{cast, interleave};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, internal_err, plan_err};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::EmissionType;
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
+};
+use futures::StreamExt;
+use prometheus::{IntCounterVec, Opts, Registry};
+
+use super::reservoir::{BatchFeatures, ClassIndex, ReferenceSet, Reservoirs, batch_features};
+use super::{
+    ColumnPlan, GenerateContext, Method, OversampleOptions, OversampleStage, SamplingStrategy,
+    Synthetic, generate,
+};
+use crate::rng::Rng;
+use crate::runtime::{ControlReceiver, ControlSignal, JobRuntime, MetricSet};
+
+/// Prometheus families of every oversampler in a runtime.
+#[derive(Debug)]
+pub struct OversampleMetrics {
+    synthetic_rows: IntCounterVec,
+    rejected: IntCounterVec,
+    unfilled: IntCounterVec,
+}
+
+impl MetricSet for OversampleMetrics {
+    const NAME: &'static str = "oversample";
+
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let opts = |name: &str, help: &str| Opts::new(name, help).namespace("equipoise");
+        let synthetic_rows = IntCounterVec::new(
+            opts(
+                "synthetic_rows_total",
+                "Synthetic rows emitted, by operator, class and kind (interpolated or duplicate).",
+            ),
+            &["operator", "class", "kind"],
+        )?;
+        let rejected = IntCounterVec::new(
+            opts(
+                "synthetic_candidates_rejected_total",
+                "Candidate synthetic rows scored and discarded by quality control.",
+            ),
+            &["operator"],
+        )?;
+        let unfilled = IntCounterVec::new(
+            opts(
+                "synthetic_rows_unfilled_total",
+                "Synthetic rows the sampling strategy asked for but the method could not make \
+                 (no eligible seeds).",
+            ),
+            &["operator"],
+        )?;
+        registry.register(Box::new(synthetic_rows.clone()))?;
+        registry.register(Box::new(rejected.clone()))?;
+        registry.register(Box::new(unfilled.clone()))?;
+        Ok(Self {
+            synthetic_rows,
+            rejected,
+            unfilled,
+        })
+    }
+}
+
+/// Physical node of an oversampling operator.
+#[derive(Debug)]
+pub struct OversampleExec {
+    stage: OversampleStage,
+    columns: ColumnPlan,
+    input: Arc<dyn ExecutionPlan>,
+    operator_id: String,
+    runtime: Arc<JobRuntime>,
+    prometheus: Arc<OversampleMetrics>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl OversampleExec {
+    pub fn try_new(
+        stage: OversampleStage,
+        input: Arc<dyn ExecutionPlan>,
+        runtime: &Arc<JobRuntime>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let columns = stage.columns(&input.schema())?;
+        let bounded = !input.properties().boundedness.is_unbounded();
+        if !bounded && matches!(stage.options().strategy, SamplingStrategy::Targets(_)) {
+            return plan_err!(
+                "{}: targets (class sizes to reach) need bounded input; on a stream use \
+                 strategy or ratio",
+                stage.method()
+            );
+        }
+        let operator_id = runtime.next_operator_id(stage.method().name())?;
+        Ok(Arc::new(Self {
+            properties: Self::properties_for(&columns, input.as_ref()),
+            columns,
+            input,
+            operator_id,
+            runtime: Arc::clone(runtime),
+            prometheus: runtime.metric_set::<OversampleMetrics>()?,
+            metrics: ExecutionPlanMetricsSet::new(),
+            stage,
+        }))
+    }
+
+    fn properties_for(columns: &ColumnPlan, input: &dyn ExecutionPlan) -> Arc<PlanProperties> {
+        Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&columns.output_schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            input.properties().boundedness,
+        ))
+    }
+
+    pub fn operator_id(&self) -> &str {
+        &self.operator_id
+    }
+}
+
+impl DisplayAs for OversampleExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let label = &self.stage.options().label_column;
+        let features = self.columns.feature_indices.len();
+        match t {
+            DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
+                f,
+                "OversampleExec: method={}, id={}, label={label}, features={features}",
+                self.stage.method(),
+                self.operator_id
+            ),
+            DisplayFormatType::TreeRender => {
+                writeln!(f, "method={}", self.stage.method())?;
+                write!(f, "label={label}")
+            }
+        }
+    }
+}
+
+impl ExecutionPlan for OversampleExec {
+    fn name(&self) -> &str {
+        "OversampleExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    /// Reservoirs and class weights are global to the operator.
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        vec![Distribution::SinglePartition]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return internal_err!("OversampleExec takes one child, got {}", children.len());
+        }
+        let input = children.swap_remove(0);
+        let columns = self.stage.columns(&input.schema())?;
+        // Same operator id: optimizer rewrites do not make a new operator.
+        Ok(Arc::new(Self {
+            properties: Self::properties_for(&columns, input.as_ref()),
+            columns,
+            input,
+            operator_id: self.operator_id.clone(),
+            runtime: Arc::clone(&self.runtime),
+            prometheus: Arc::clone(&self.prometheus),
+            metrics: ExecutionPlanMetricsSet::new(),
+            stage: self.stage.clone(),
+        }))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("OversampleExec has one partition, asked for {partition}");
+        }
+        let input = self.input.execute(0, Arc::clone(&context))?;
+        let bounded = !self.input.properties().boundedness.is_unbounded();
+        let counters = Counters {
+            baseline: BaselineMetrics::new(&self.metrics, partition),
+            input_rows: MetricBuilder::new(&self.metrics).counter("input_rows", partition),
+            synthetic_rows: MetricBuilder::new(&self.metrics).counter("synthetic_rows", partition),
+            duplicate_rows: MetricBuilder::new(&self.metrics).counter("duplicate_rows", partition),
+            candidates_rejected: MetricBuilder::new(&self.metrics)
+                .counter("candidates_rejected", partition),
+        };
+        let oversampler = Oversampler::new(
+            self.stage.method(),
+            self.stage.options().clone(),
+            self.columns.clone(),
+            bounded,
+            context.session_config().batch_size(),
+            self.operator_id.clone(),
+            Arc::clone(&self.prometheus),
+            counters,
+        );
+        let state = StreamState {
+            input,
+            oversampler,
+            control: self.runtime.control().subscribe(),
+            pending: VecDeque::new(),
+            finished: false,
+        };
+        let stream = futures::stream::unfold(state, |mut state| async move {
+            loop {
+                if let Some(batch) = state.pending.pop_front() {
+                    return Some((Ok(batch), state));
+                }
+                if state.finished {
+                    return None;
+                }
+                let step = match state.input.next().await {
+                    Some(Ok(batch)) => {
+                        let signals = state.control.drain();
+                        state.oversampler.process(&batch, &signals)
+                    }
+                    Some(Err(e)) => Err(e),
+                    None => {
+                        state.finished = true;
+                        state.oversampler.finish()
+                    }
+                };
+                match step {
+                    Ok(batches) => state.pending.extend(batches),
+                    Err(e) => {
+                        state.finished = true;
+                        state.pending.clear();
+                        return Some((Err(e), state));
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.columns.output_schema),
+            stream,
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+struct StreamState {
+    input: SendableRecordBatchStream,
+    oversampler: Oversampler,
+    control: ControlReceiver,
+    pending: VecDeque<RecordBatch>,
+    finished: bool,
+}
+
+struct Counters {
+    baseline: BaselineMetrics,
+    input_rows: Count,
+    synthetic_rows: Count,
+    duplicate_rows: Count,
+    candidates_rejected: Count,
+}
+
+/// The state of one oversampler over one stream.
+struct Oversampler {
+    method: Method,
+    options: OversampleOptions,
+    columns: ColumnPlan,
+    bounded: bool,
+    batch_size: usize,
+    operator_id: String,
+    prometheus: Arc<OversampleMetrics>,
+    counters: Counters,
+    classes: ClassIndex,
+    /// Labelled rows per class slot (bounded amounts).
+    totals: Vec<u64>,
+    /// Decayed class weights and owed synthetic rows (streams).
+    decayed: Vec<f64>,
+    owed: Vec<f64>,
+    decay_per_row: f64,
+    reservoirs: Reservoirs,
+    rng: Rng,
+}
+
+impl Oversampler {
+    #[expect(clippy::too_many_arguments, reason = "one constructor, called once")]
+    fn new(
+        method: Method,
+        options: OversampleOptions,
+        columns: ColumnPlan,
+        bounded: bool,
+        batch_size: usize,
+        operator_id: String,
+        prometheus: Arc<OversampleMetrics>,
+        counters: Counters,
+    ) -> Self {
+        let window = options.window.unwrap_or(if bounded {
+            OversampleOptions::BOUNDED_WINDOW
+        } else {
+            OversampleOptions::STREAM_WINDOW
+        });
+        Self {
+            reservoirs: Reservoirs::new(window, columns.feature_indices.len()),
+            rng: Rng::new(options.seed),
+            decay_per_row: 0.5f64.powf(1.0 / options.half_life_rows),
+            method,
+            options,
+            columns,
+            bounded,
+            batch_size: batch_size.max(1),
+            operator_id,
+            prometheus,
+            counters,
+            classes: ClassIndex::default(),
+            totals: Vec::new(),
+            decayed: Vec::new(),
+            owed: Vec::new(),
+        }
+    }
+
+    fn window(&self) -> usize {
+        self.options.window.unwrap_or(if self.bounded {
+            OversampleOptions::BOUNDED_WINDOW
+        } else {
+            OversampleOptions::STREAM_WINDOW
+        })
+    }
+
+    fn handle(&mut self, signal: &ControlSignal) {
+        if let ControlSignal::Reset { target, reason } = signal
+            && target.matches(self.method.name(), &self.operator_id)
+        {
+            let keep = (self.window() / 10).max(self.options.k + 1);
+            tracing::info!(operator = %self.operator_id, %reason, keep, "reservoirs shrunk");
+            self.reservoirs.shrink_to(keep);
+            self.decayed.iter_mut().for_each(|w| *w = 0.0);
+            self.owed.iter_mut().for_each(|o| *o = 0.0);
+        }
+    }
+
+    fn grow(&mut self) {
+        let n = self.classes.len();
+        self.totals.resize(n, 0);
+        self.decayed.resize(n, 0.0);
+        self.owed.resize(n, 0.0);
+    }
+
+    fn process(
+        &mut self,
+        batch: &RecordBatch,
+        signals: &[ControlSignal],
+    ) -> Result<Vec<RecordBatch>> {
+        let elapsed = self.counters.baseline.elapsed_compute().clone();
+        let _timer = elapsed.timer();
+        for signal in signals {
+            self.handle(signal);
+        }
+        let features = batch_features(
+            batch,
+            self.columns.label_index,
+            &self.columns.feature_indices,
+            &mut self.classes,
+        )?;
+        self.grow();
+        self.counters.input_rows.add(batch.num_rows());
+        let mut out = vec![self.with_marker_columns(batch)?];
+        for slot in features.labelled.iter().flatten() {
+            self.totals[*slot] += 1;
+        }
+        if !self.bounded {
+            let amounts = self.stream_amounts(&features);
+            if amounts.iter().any(|&a| a > 0) {
+                // From the reservoirs as they were before this batch.
+                if let Some(synthetic) = self.synthesize(&amounts)? {
+                    out.extend(synthetic);
+                }
+            }
+        }
+        self.reservoirs.insert(batch, &features)?;
+        self.record_output(&out);
+        Ok(out)
+    }
+
+    fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+        if !self.bounded {
+            return Ok(Vec::new());
+        }
+        let elapsed = self.counters.baseline.elapsed_compute().clone();
+        let _timer = elapsed.timer();
+        let counts: Vec<_> = self
+            .classes
+            .classes
+            .iter()
+            .cloned()
+            .zip(self.totals.iter().copied())
+            .collect();
+        if counts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let amounts = self
+            .options
+            .strategy
+            .bounded_amounts(self.method.name(), &counts)?;
+        let out = self.synthesize(&amounts)?.unwrap_or_default();
+        self.record_output(&out);
+        Ok(out)
+    }
+
+    fn record_output(&self, batches: &[RecordBatch]) {
+        for batch in batches {
+            self.counters.baseline.record_output(batch.num_rows());
+            self.counters.baseline.output_batches().add(1);
+        }
+    }
+
+    /// Fold the batch's labels into the decayed weights (per row, as the
+    /// class monitor does) and turn the owed fraction into whole rows.
+    fn stream_amounts(&mut self, features: &BatchFeatures) -> Vec<u64> {
+        let mut weight = 1.0;
+        let n = features.labelled.len();
+        let mut added = vec![0.0; self.decayed.len()];
+        for slot in features.labelled.iter().rev() {
+            if let Some(slot) = *slot {
+                added[slot] += weight;
+            }
+            weight *= self.decay_per_row;
+        }
+        let batch_decay = self
+            .decay_per_row
+            .powi(i32::try_from(n).unwrap_or(i32::MAX));
+        for (w, a) in self.decayed.iter_mut().zip(&added) {
+            *w = *w * batch_decay + a;
+        }
+        let labelled = features.labelled.iter().flatten().count() as f64;
+        let rates = self.options.strategy.stream_rates(&self.decayed);
+        let mut amounts = vec![0; self.decayed.len()];
+        for (slot, rate) in rates.iter().enumerate() {
+            if self.reservoirs.len_of(slot) == 0 {
+                // Nothing to draw from yet: the debt is forgiven, not
+                // saved up into a burst.
+                self.owed[slot] = 0.0;
+                continue;
+            }
+            self.owed[slot] += labelled * rate;
+            let whole = self.owed[slot].floor();
+            self.owed[slot] -= whole;
+            amounts[slot] = whole as u64;
+        }
+        amounts
+    }
+
+    /// Generate `amounts` rows per class from the reservoirs.
+    fn synthesize(&mut self, amounts: &[u64]) -> Result<Option<Vec<RecordBatch>>> {
+        let reference = self.reservoirs.reference();
+        if reference.is_empty() {
+            return Ok(None);
+        }
+        let scaled;
+        let space: &[f64] = if self.options.scale_for(self.method) {
+            scaled = reference.standardized();
+            &scaled
+        } else {
+            &reference.features
+        };
+        let mut ctx = GenerateContext {
+            reference: &reference,
+            space,
+            amounts,
+            classes: &self.classes.classes,
+            rng: &mut self.rng,
+            bounded: self.bounded,
+        };
+        let generated = generate(self.method, &self.options, &mut ctx)?;
+        self.counters
+            .candidates_rejected
+            .add(generated.candidates_rejected as usize);
+        let id = self.operator_id.as_str();
+        self.prometheus
+            .rejected
+            .with_label_values(&[id])
+            .inc_by(generated.candidates_rejected);
+        self.prometheus
+            .unfilled
+            .with_label_values(&[id])
+            .inc_by(generated.unfilled);
+        if generated.rows.is_empty() {
+            return Ok(None);
+        }
+        let mut per_kind = vec![[0u64; 2]; self.classes.len()];
+        for row in &generated.rows {
+            per_kind[reference.class_of[row.seed] as usize][usize::from(row.duplicate)] += 1;
+        }
+        for (slot, [interpolated, duplicate]) in per_kind.iter().enumerate() {
+            let class = self.classes.classes[slot].to_string();
+            for (kind, n) in [("interpolated", interpolated), ("duplicate", duplicate)] {
+                if *n > 0 {
+                    self.prometheus
+                        .synthetic_rows
+                        .with_label_values(&[id, class.as_str(), kind])
+                        .inc_by(*n);
+                }
+            }
+            self.counters.duplicate_rows.add(*duplicate as usize);
+        }
+        self.counters.synthetic_rows.add(generated.rows.len());
+        let batches = generated
+            .rows
+            .chunks(self.batch_size)
+            .map(|rows| synthetic_batch(&self.columns, &reference, rows))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(batches))
+    }
+
+    fn with_marker_columns(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let n = batch.num_rows();
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(BooleanArray::from(vec![false; n])));
+        columns.push(Arc::new(StringArray::new_null(n)));
+        Ok(RecordBatch::try_new(
+            Arc::clone(&self.columns.output_schema),
+            columns,
+        )?)
+    }
+}
+
+/// Materialize synthetic rows: every column copied from the seed, then the
+/// feature columns replaced by the interpolated values.
+pub fn synthetic_batch(
+    columns: &ColumnPlan,
+    reference: &ReferenceSet<'_>,
+    rows: &[Synthetic],
+) -> Result<RecordBatch> {
+    let schema: &SchemaRef = &columns.output_schema;
+    let input_width = schema.fields().len() - 2;
+    let seeds: Vec<(usize, usize)> = rows
+        .iter()
+        .map(|r| {
+            let (chunk, row) = reference.locator[r.seed];
+            (chunk as usize, row as usize)
+        })
+        .collect();
+    let mut out: Vec<ArrayRef> = Vec::with_capacity(input_width + 2);
+    for c in 0..input_width {
+        let arrays: Vec<&dyn Array> = reference
+            .chunks
+            .iter()
+            .map(|b| b.column(c).as_ref())
+            .collect();
+        out.push(interleave(&arrays, &seeds)?);
+    }
+    let dim = reference.dim;
+    let all_duplicates = rows.iter().all(|r| r.duplicate);
+    if !all_duplicates {
+        for (d, &c) in columns.feature_indices.iter().enumerate() {
+            let values: Float64Array = rows
+                .iter()
+                .map(|r| {
+                    let a = reference.features[r.seed * dim + d];
+                    let b = reference.features[r.neighbour * dim + d];
+                    Some(a + r.step * (b - a))
+                })
+                .collect();
+            let target = schema.field(c).data_type();
+            out[c] = to_column_type(&values, target, &out[c], rows)?;
+        }
+    }
+    out.push(Arc::new(BooleanArray::from(vec![true; rows.len()])));
+    out.push(Arc::new(
+        rows.iter()
+            .map(|r| {
+                Some(if r.duplicate {
+                    "duplicate"
+                } else {
+                    "interpolated"
+                })
+            })
+            .collect::<StringArray>(),
+    ));
+    Ok(RecordBatch::try_new(Arc::clone(schema), out)?)
+}
+
+/// Interpolated values in the column's own type: floats as computed,
+/// integers rounded to the nearest. Duplicates keep the seed's exact value
+/// (an `i64` beyond 2^53 does not survive a trip through `f64`).
+fn to_column_type(
+    values: &Float64Array,
+    target: &DataType,
+    copied: &ArrayRef,
+    rows: &[Synthetic],
+) -> Result<ArrayRef> {
+    if matches!(target, DataType::Float64) {
+        return Ok(Arc::new(values.clone()));
+    }
+    let values: Float64Array = if target.is_integer() {
+        values.iter().map(|v| v.map(f64::round)).collect()
+    } else {
+        values.clone()
+    };
+    let converted = cast(&values, target)?;
+    if rows.iter().any(|r| r.duplicate) {
+        let keep = BooleanArray::from(rows.iter().map(|r| r.duplicate).collect::<Vec<_>>());
+        return Ok(datafusion::arrow::compute::kernels::zip::zip(
+            &keep, copied, &converted,
+        )?);
+    }
+    Ok(converted)
+}

@@ -1,0 +1,434 @@
+//! Oversampling operators: `random_oversample`, `smote`, `borderline_smote`
+//! (kind 1), `adasyn` and `qc_smote`, one method per file over one shared
+//! execution node ([`exec::OversampleExec`]).
+//!
+//! Output: every input column unchanged, then `is_synthetic` (Boolean) and
+//! `synthetic_kind` (Utf8: NULL for original rows, `interpolated` or
+//! `duplicate`). Original rows pass through in input order; synthetic rows
+//! follow the originals of the batch that triggered them.
+//!
+//! Features are the numeric (integer and float) columns other than the
+//! label, or those named by `features=`, minus `exclude=`. Synthetic rows
+//! interpolate the feature columns (integers rounded to the nearest) and
+//! copy every other column from their seed. A row with a NULL label, or a
+//! NULL or non-finite feature, passes through but is never a seed or a
+//! neighbour; rows with a label count towards their class's size whatever
+//! their features.
+//!
+//! Bounded input (the node asks its input): rows pass through as they come
+//! and the synthetic rows are made after the last batch, from every row
+//! (up to `window` rows per class), in the numbers imbalanced-learn's
+//! `fit_resample` would make. Unbounded input: per-class ring buffers of the
+//! newest `window` rows; per-row time-decayed class weights decide how many
+//! rows each batch needs to move the output towards the target mix, and
+//! those rows are generated from the buffers as they stood *before* the
+//! batch (no look-ahead). A `Reset` control signal for the operator (a drift
+//! alarm) shrinks the buffers to their newest tenth and forgets the decayed
+//! mix. See `reservoir` for why ring buffers.
+
+pub mod adasyn;
+pub mod borderline_smote;
+pub mod exec;
+pub mod neighbourhood;
+pub mod qc_smote;
+pub mod random_oversample;
+pub mod reservoir;
+pub mod smote;
+pub mod sql;
+pub mod strategy;
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{Result, plan_err};
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::class_label::{ClassValue, check_label_type};
+use crate::options::Options;
+use crate::rng::Rng;
+use crate::runtime::JobRuntime;
+use crate::stage::StreamStage;
+use reservoir::ReferenceSet;
+pub use strategy::SamplingStrategy;
+
+pub const IS_SYNTHETIC: &str = "is_synthetic";
+pub const SYNTHETIC_KIND: &str = "synthetic_kind";
+
+/// The oversampling methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    RandomOversample,
+    Smote,
+    BorderlineSmote,
+    Adasyn,
+    QcSmote,
+}
+
+impl Method {
+    pub const ALL: [Method; 5] = [
+        Method::RandomOversample,
+        Method::Smote,
+        Method::BorderlineSmote,
+        Method::Adasyn,
+        Method::QcSmote,
+    ];
+
+    /// SQL name, operator kind and id prefix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RandomOversample => "random_oversample",
+            Self::Smote => "smote",
+            Self::BorderlineSmote => "borderline_smote",
+            Self::Adasyn => "adasyn",
+            Self::QcSmote => "qc_smote",
+        }
+    }
+
+    fn needs_features(self) -> bool {
+        self != Self::RandomOversample
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Options of an oversampling operator; `None` means "the default for the
+/// input's boundedness or the method".
+#[derive(Debug, Clone, PartialEq)]
+pub struct OversampleOptions {
+    pub label_column: String,
+    pub strategy: SamplingStrategy,
+    /// Same-class neighbours (SMOTE's k; ADASYN's and QC-SMOTE's k too).
+    pub k: usize,
+    /// Whole-set neighbours that decide DANGER (Borderline-SMOTE's m).
+    pub m: usize,
+    /// Candidates per synthetic row (QC-SMOTE's K).
+    pub candidates: usize,
+    pub seed: u64,
+    /// Rows kept per class; default 100,000 on bounded input, 2,000 on
+    /// streams.
+    pub window: Option<usize>,
+    /// Standardize features for distances; default on for `qc_smote` only
+    /// (the others match imbalanced-learn, which uses raw values).
+    pub scale: Option<bool>,
+    pub features: Option<Vec<String>>,
+    pub exclude: Vec<String>,
+    /// Half-life, in rows, of the decayed class weights on streams.
+    pub half_life_rows: f64,
+}
+
+impl OversampleOptions {
+    pub const DEFAULT_K: usize = 5;
+    pub const DEFAULT_M: usize = 10;
+    pub const DEFAULT_CANDIDATES: usize = 5;
+    pub const BOUNDED_WINDOW: usize = 100_000;
+    pub const STREAM_WINDOW: usize = 2_000;
+    pub const DEFAULT_HALF_LIFE_ROWS: f64 = 10_000.0;
+
+    pub fn new(label_column: impl Into<String>) -> Self {
+        Self {
+            label_column: label_column.into(),
+            strategy: SamplingStrategy::NotMajority,
+            k: Self::DEFAULT_K,
+            m: Self::DEFAULT_M,
+            candidates: Self::DEFAULT_CANDIDATES,
+            seed: 0,
+            window: None,
+            scale: None,
+            features: None,
+            exclude: Vec::new(),
+            half_life_rows: Self::DEFAULT_HALF_LIFE_ROWS,
+        }
+    }
+
+    /// Parse an option string (`'k=5, seed=7'`) for `method`; options the
+    /// method does not use are refused as unknown.
+    pub fn parse(method: Method, label_column: &str, text: &str) -> Result<Self> {
+        let name = method.name();
+        let mut options = Options::parse(name, text)?;
+        let mut parsed = Self::new(label_column);
+        let strategy = options.take::<String>("strategy")?;
+        let ratio = options.take::<f64>("ratio")?;
+        let targets = options.take::<String>("targets")?;
+        parsed.strategy = match targets {
+            Some(t) if strategy.is_none() && ratio.is_none() => {
+                SamplingStrategy::parse_targets(name, &t)?
+            }
+            Some(_) => return plan_err!("{name}: give one of strategy, ratio or targets"),
+            None => SamplingStrategy::parse(name, strategy, ratio)?,
+        };
+        if method != Method::RandomOversample
+            && let Some(k) = options.take::<usize>("k")?
+        {
+            parsed.k = k;
+        }
+        if method == Method::BorderlineSmote
+            && let Some(m) = options.take::<usize>("m")?
+        {
+            parsed.m = m;
+        }
+        if method == Method::QcSmote
+            && let Some(c) = options.take::<usize>("candidates")?
+        {
+            parsed.candidates = c;
+        }
+        if let Some(seed) = options.take::<u64>("seed")? {
+            parsed.seed = seed;
+        }
+        parsed.window = options.take::<usize>("window")?;
+        if method.needs_features() {
+            parsed.scale = options.take::<bool>("scale")?;
+        }
+        parsed.features = options
+            .take::<String>("features")?
+            .map(|f| f.split_whitespace().map(str::to_string).collect());
+        parsed.exclude = options
+            .take::<String>("exclude")?
+            .map(|f| f.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        if let Some(h) = options.take::<f64>("half_life")? {
+            parsed.half_life_rows = h;
+        }
+        options.finish()?;
+        parsed.validate(method)?;
+        Ok(parsed)
+    }
+
+    pub fn validate(&self, method: Method) -> Result<()> {
+        let name = method.name();
+        if self.k == 0 {
+            return plan_err!("{name}: k must be at least 1");
+        }
+        if self.m == 0 {
+            return plan_err!("{name}: m must be at least 1");
+        }
+        if self.candidates == 0 {
+            return plan_err!("{name}: candidates must be at least 1");
+        }
+        if self.window == Some(0) {
+            return plan_err!("{name}: window must be at least 1 row per class");
+        }
+        if !(self.half_life_rows.is_finite() && self.half_life_rows > 0.0) {
+            return plan_err!("{name}: half_life must be a positive number of rows");
+        }
+        if self.features.as_ref().is_some_and(Vec::is_empty) {
+            return plan_err!("{name}: features is empty");
+        }
+        Ok(())
+    }
+
+    fn scale_for(&self, method: Method) -> bool {
+        self.scale.unwrap_or(method == Method::QcSmote)
+    }
+}
+
+/// One synthetic row: `seed + step * (neighbour - seed)` in feature space,
+/// every other column copied from `seed` (reference-set rows).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Synthetic {
+    pub seed: usize,
+    pub neighbour: usize,
+    pub step: f64,
+    pub duplicate: bool,
+}
+
+impl Synthetic {
+    pub fn interpolated(seed: usize, neighbour: usize, step: f64) -> Self {
+        Self {
+            seed,
+            neighbour,
+            step,
+            duplicate: false,
+        }
+    }
+
+    pub fn duplicate(seed: usize) -> Self {
+        Self {
+            seed,
+            neighbour: seed,
+            step: 0.0,
+            duplicate: true,
+        }
+    }
+}
+
+/// What a method made.
+#[derive(Debug, Default)]
+pub struct Generated {
+    pub rows: Vec<Synthetic>,
+    /// Candidates scored but not emitted (QC-SMOTE).
+    pub candidates_rejected: u64,
+    /// Rows asked for but not made (no eligible rows, no DANGER rows, ...).
+    pub unfilled: u64,
+}
+
+/// What a method reads.
+pub struct GenerateContext<'r, 'a> {
+    pub reference: &'r ReferenceSet<'a>,
+    /// Features the distances are measured in (raw or standardized).
+    pub space: &'r [f64],
+    /// Rows to make per class slot.
+    pub amounts: &'r [u64],
+    pub classes: &'r [ClassValue],
+    pub rng: &'r mut Rng,
+    pub bounded: bool,
+}
+
+impl GenerateContext<'_, '_> {
+    fn class_name(&self, slot: usize) -> String {
+        self.classes
+            .get(slot)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+}
+
+/// Run `method` over `ctx`.
+pub fn generate(
+    method: Method,
+    options: &OversampleOptions,
+    ctx: &mut GenerateContext<'_, '_>,
+) -> Result<Generated> {
+    Ok(match method {
+        Method::RandomOversample => random_oversample::generate(ctx),
+        Method::Smote => smote::generate(ctx, options.k),
+        Method::BorderlineSmote => borderline_smote::generate(ctx, options.k, options.m),
+        Method::Adasyn => adasyn::generate(ctx, options.k)?,
+        Method::QcSmote => qc_smote::generate(ctx, options.k, options.candidates),
+    })
+}
+
+/// The planning side of an oversampling operator.
+#[derive(Debug, Clone)]
+pub struct OversampleStage {
+    method: Method,
+    options: OversampleOptions,
+}
+
+/// Where the operator's columns are, resolved against an input schema.
+#[derive(Debug, Clone)]
+pub struct ColumnPlan {
+    pub label_index: usize,
+    pub feature_indices: Vec<usize>,
+    pub output_schema: SchemaRef,
+}
+
+impl OversampleStage {
+    pub fn try_new(method: Method, options: OversampleOptions) -> Result<Self> {
+        options.validate(method)?;
+        Ok(Self { method, options })
+    }
+
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    pub fn options(&self) -> &OversampleOptions {
+        &self.options
+    }
+
+    pub fn columns(&self, input: &SchemaRef) -> Result<ColumnPlan> {
+        let name = self.method.name();
+        let names = || {
+            input
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let label = &self.options.label_column;
+        let Ok(label_index) = input.index_of(label) else {
+            return plan_err!(
+                "{name}: label column '{label}' not found; columns are: {}",
+                names()
+            );
+        };
+        check_label_type(label, input.field(label_index).data_type())?;
+        for reserved in [IS_SYNTHETIC, SYNTHETIC_KIND] {
+            if input.index_of(reserved).is_ok() {
+                return plan_err!(
+                    "{name}: the input already has a '{reserved}' column (oversampled twice?)"
+                );
+            }
+        }
+        let numeric = |t: &DataType| t.is_integer() || t.is_floating();
+        for excluded in &self.options.exclude {
+            if input.index_of(excluded).is_err() {
+                return plan_err!(
+                    "{name}: excluded column '{excluded}' not found; columns are: {}",
+                    names()
+                );
+            }
+        }
+        let feature_indices: Vec<usize> = match &self.options.features {
+            Some(features) => {
+                let mut indices = Vec::new();
+                for feature in features {
+                    let Ok(i) = input.index_of(feature) else {
+                        return plan_err!(
+                            "{name}: feature column '{feature}' not found; columns are: {}",
+                            names()
+                        );
+                    };
+                    if i == label_index || !numeric(input.field(i).data_type()) {
+                        return plan_err!(
+                            "{name}: feature column '{feature}' must be a numeric column other \
+                             than the label"
+                        );
+                    }
+                    if !self.options.exclude.contains(feature) {
+                        indices.push(i);
+                    }
+                }
+                indices
+            }
+            None => (0..input.fields().len())
+                .filter(|&i| {
+                    let field = input.field(i);
+                    i != label_index
+                        && numeric(field.data_type())
+                        && !self.options.exclude.contains(field.name())
+                })
+                .collect(),
+        };
+        if self.method.needs_features() && feature_indices.is_empty() {
+            return plan_err!(
+                "{name}: no numeric feature columns to interpolate (columns are: {}); \
+                 random_oversample needs none",
+                names()
+            );
+        }
+        let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(IS_SYNTHETIC, DataType::Boolean, false)));
+        fields.push(Arc::new(Field::new(SYNTHETIC_KIND, DataType::Utf8, true)));
+        let output_schema = Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()));
+        Ok(ColumnPlan {
+            label_index,
+            feature_indices,
+            output_schema,
+        })
+    }
+}
+
+impl StreamStage for OversampleStage {
+    fn kind(&self) -> &'static str {
+        self.method.name()
+    }
+
+    fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
+        Ok(self.columns(input)?.output_schema)
+    }
+
+    fn plan(
+        &self,
+        input: Arc<dyn ExecutionPlan>,
+        runtime: &Arc<JobRuntime>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        exec::OversampleExec::try_new(self.clone(), input, runtime)
+    }
+}

@@ -1,0 +1,327 @@
+//! `qc_smote`: quality-controlled SMOTE (Upman and Gowda, 2026).
+//!
+//! The paper's abstract names the parts; the weights and thresholds are
+//! ours, each documented here and in `docs/oversampling.md`. Per class `c`
+//! (one-vs-rest: every other class is "majority"), in standardized feature
+//! space unless `scale=false`:
+//!
+//! 1. **Neighbourhoods.** For each class row `i`: its `2k` nearest rows of
+//!    the whole set (self excluded by index) and its `k` nearest same-class
+//!    rows. `sl_i` = same-class rows among the first `k` of the whole-set
+//!    list (Safe-Level-SMOTE's safe level); `d_f` = mean distance to the `k`
+//!    same-class neighbours; `d_e` = distance to the nearest other-class row
+//!    in the `2k` list, or, when there is none, the distance to the `2k`-th
+//!    row (a lower bound: such a row is at least that isolated).
+//! 2. **Trustworthiness** `T = (D + S + I) / 3` with `D` = inverse-`d_f`
+//!    rank in `[0, 1]` (densest 1), `S = sl/k`, `I = d_e / (d_e + d_f)`;
+//!    noise (`sl = 0`) gets `T = 0`.
+//! 3. **Boundary informativeness** `B = 1 - |2(1 - S) - 1|`, 1 at a
+//!    half-enemy neighbourhood, 0 for safe rows and for noise.
+//! 4. **Allocation.** Row `i` gets a share `T (B + eps)` of the class's
+//!    synthetic rows (largest-remainder rounding, so the total is exactly the
+//!    sampling strategy's); `eps` = 0.5 keeps safe regions supplied. If every
+//!    weight is 0 (all noise), seeds are uniform: random-oversampling-like.
+//! 5. **Regime.** Overlap = mean minority kDN = `1 - mean(S)`; high overlap
+//!    at 0.3 or more (algorithms.md §1). Low overlap: `lambda ~ U[0, 1)`,
+//!    candidates scored by midpoint purity only. High overlap: `lambda ~
+//!    U[0, 0.5)` (stay near the seed) and majority clearance is enforced.
+//! 6. **Best of K** (`candidates`, 5): each candidate is a (same-class
+//!    neighbour `j`, `lambda`) pair; its score is the midpoint purity of
+//!    `(x_i + x_j) / 2` (share of class `c` among its `k` nearest rows,
+//!    searched in the union of `i`'s and `j`'s `2k` lists plus `i` and `j`:
+//!    a local search, exact whenever the midpoint's neighbours lie in those
+//!    neighbourhoods, and what keeps the method near SMOTE's cost), minus
+//!    0.5 when clearance fails: the nearest other-class row of that pool is
+//!    closer to the candidate than the seed is.
+//! 7. **Fallback.** When the best score is below `tau = min(0.5, 25th
+//!    percentile of S over non-noise class rows)`, the seed is duplicated
+//!    instead (`synthetic_kind = 'duplicate'`), which degrades gracefully to
+//!    random over-sampling in noisy regions.
+
+use std::collections::HashMap;
+
+use super::neighbourhood::{class_neighbours, whole_neighbours};
+use super::{GenerateContext, Generated, Synthetic};
+use crate::knn::PointSet;
+
+/// Weight of the allocation floor against boundary informativeness.
+pub const ALLOCATION_FLOOR: f64 = 0.5;
+/// Mean minority kDN at and above which the regime is high-overlap.
+pub const HIGH_OVERLAP: f64 = 0.3;
+/// Score penalty of a candidate failing majority clearance.
+pub const CLEARANCE_PENALTY: f64 = 0.5;
+/// Upper bound of the adaptive purity threshold.
+pub const MAX_PURITY_THRESHOLD: f64 = 0.5;
+
+/// What one class's generation decided, for tests and the docs' tables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassRegime {
+    pub overlap: f64,
+    pub high_overlap: bool,
+    pub purity_threshold: f64,
+}
+
+pub fn generate(ctx: &mut GenerateContext<'_, '_>, k: usize, candidates: usize) -> Generated {
+    let mut out = Generated::default();
+    let dim = ctx.reference.dim;
+    let mut whole: Option<PointSet> = None;
+    for (slot, &amount) in ctx.amounts.iter().enumerate() {
+        let members = &ctx.reference.members[slot];
+        if amount == 0 {
+            continue;
+        }
+        if members.is_empty() {
+            out.unfilled += amount;
+            continue;
+        }
+        let whole = whole.get_or_insert_with(|| PointSet::from_rows(ctx.space, dim));
+        generate_class(ctx, whole, slot, amount, k, candidates.max(1), &mut out);
+    }
+    out
+}
+
+fn distance(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f64>()
+        .sqrt()
+}
+
+fn generate_class(
+    ctx: &mut GenerateContext<'_, '_>,
+    whole: &PointSet,
+    slot: usize,
+    amount: u64,
+    k: usize,
+    candidates: usize,
+    out: &mut Generated,
+) {
+    let dim = ctx.reference.dim;
+    let space = ctx.space;
+    let class_of = &ctx.reference.class_of;
+    let members = &ctx.reference.members[slot];
+    let n = members.len();
+    let row = |r: usize| &space[r * dim..(r + 1) * dim];
+    let around = whole_neighbours(whole, space, members, 2 * k);
+    let same = class_neighbours(space, dim, members, k);
+    let mut position = HashMap::with_capacity(n);
+    for (i, &r) in members.iter().enumerate() {
+        position.insert(r, i);
+    }
+
+    // 1-3: safe level, density, isolation, trust and informativeness.
+    let near = k.min(around.k).max(1);
+    let mut safe = vec![0.0; n];
+    let mut spread = vec![0.0; n];
+    let mut isolation = vec![0.5; n];
+    for i in 0..n {
+        let list = around.of(i);
+        let same_class = list
+            .iter()
+            .take(near)
+            .filter(|&&r| class_of[r] as usize == slot)
+            .count();
+        safe[i] = same_class as f64 / near as f64;
+        let d_f = if same.k == 0 {
+            0.0
+        } else {
+            same.of(i)
+                .iter()
+                .map(|&j| distance(row(members[i]), row(j)))
+                .sum::<f64>()
+                / same.k as f64
+        };
+        spread[i] = d_f;
+        let enemy = list
+            .iter()
+            .zip(around.distances_of(i))
+            .find(|(r, _)| class_of[**r] as usize != slot)
+            .map(|(_, d2)| d2.sqrt())
+            .or_else(|| around.distances_of(i).last().map(|d2| d2.sqrt()));
+        if let Some(d_e) = enemy
+            && d_e + d_f > 0.0
+        {
+            isolation[i] = d_e / (d_e + d_f);
+        }
+    }
+    let mut by_spread: Vec<usize> = (0..n).collect();
+    by_spread.sort_by(|&a, &b| spread[a].total_cmp(&spread[b]).then(a.cmp(&b)));
+    let mut density = vec![1.0; n];
+    if n > 1 {
+        for (rank, &i) in by_spread.iter().enumerate() {
+            density[i] = 1.0 - rank as f64 / (n - 1) as f64;
+        }
+    }
+    let weights: Vec<f64> = (0..n)
+        .map(|i| {
+            if safe[i] == 0.0 {
+                return 0.0;
+            }
+            let trust = (density[i] + safe[i] + isolation[i]) / 3.0;
+            let informativeness = 1.0 - (2.0 * (1.0 - safe[i]) - 1.0).abs();
+            trust * (informativeness + ALLOCATION_FLOOR)
+        })
+        .collect();
+    let allocation = allocate(&weights, amount);
+
+    // 5: regime and the adaptive threshold.
+    let regime = regime(&safe);
+    let (low, high) = if regime.high_overlap {
+        (0.0, 0.5)
+    } else {
+        (0.0, 1.0)
+    };
+
+    // 6-7: best of K per synthetic row, with duplicate fallback.
+    let mut purity_cache: HashMap<(usize, usize), f64> = HashMap::new();
+    let mut midpoint = vec![0.0; dim];
+    let mut candidate = vec![0.0; dim];
+    let mut pool: Vec<usize> = Vec::with_capacity(4 * k + 2);
+    let mut ranked: Vec<(f64, usize)> = Vec::with_capacity(4 * k + 2);
+    for (i, &count) in allocation.iter().enumerate() {
+        let seed = members[i];
+        for _ in 0..count {
+            if same.k == 0 {
+                out.rows.push(Synthetic::duplicate(seed));
+                continue;
+            }
+            let mut best: Option<(f64, usize, f64)> = None;
+            for _ in 0..candidates {
+                let neighbour = same.of(i)[ctx.rng.below(same.k)];
+                let step = low + (high - low) * ctx.rng.uniform();
+                let Some(&j) = position.get(&neighbour) else {
+                    continue;
+                };
+                pool.clear();
+                pool.extend_from_slice(around.of(i));
+                pool.extend_from_slice(around.of(j));
+                pool.push(seed);
+                pool.push(neighbour);
+                pool.sort_unstable();
+                pool.dedup();
+                let purity = *purity_cache.entry((i, j)).or_insert_with(|| {
+                    for (m, (a, b)) in midpoint
+                        .iter_mut()
+                        .zip(row(seed).iter().zip(row(neighbour)))
+                    {
+                        *m = 0.5 * (a + b);
+                    }
+                    ranked.clear();
+                    ranked.extend(pool.iter().map(|&r| (distance(&midpoint, row(r)), r)));
+                    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                    let take = k.min(ranked.len()).max(1);
+                    ranked
+                        .iter()
+                        .take(take)
+                        .filter(|(_, r)| class_of[*r] as usize == slot)
+                        .count() as f64
+                        / take as f64
+                });
+                let mut score = purity;
+                if regime.high_overlap {
+                    for ((c, a), b) in candidate.iter_mut().zip(row(seed)).zip(row(neighbour)) {
+                        *c = a + step * (b - a);
+                    }
+                    let to_seed = distance(&candidate, row(seed));
+                    let to_enemy = pool
+                        .iter()
+                        .filter(|&&r| class_of[r] as usize != slot)
+                        .map(|&r| distance(&candidate, row(r)))
+                        .fold(f64::INFINITY, f64::min);
+                    if to_enemy < to_seed {
+                        score -= CLEARANCE_PENALTY;
+                    }
+                }
+                if best.is_none_or(|(s, _, _)| score > s) {
+                    best = Some((score, neighbour, step));
+                }
+            }
+            match best {
+                Some((score, neighbour, step)) if score >= regime.purity_threshold => {
+                    out.rows
+                        .push(Synthetic::interpolated(seed, neighbour, step));
+                    out.candidates_rejected += candidates as u64 - 1;
+                }
+                _ => {
+                    out.rows.push(Synthetic::duplicate(seed));
+                    out.candidates_rejected += candidates as u64;
+                }
+            }
+        }
+    }
+}
+
+/// Overlap regime and purity threshold from the class rows' safe levels.
+pub fn regime(safe: &[f64]) -> ClassRegime {
+    let n = safe.len().max(1) as f64;
+    let overlap = safe.iter().map(|s| 1.0 - s).sum::<f64>() / n;
+    let mut trusted: Vec<f64> = safe.iter().copied().filter(|s| *s > 0.0).collect();
+    trusted.sort_by(f64::total_cmp);
+    let quartile = trusted
+        .get(trusted.len() / 4)
+        .copied()
+        .unwrap_or(MAX_PURITY_THRESHOLD);
+    ClassRegime {
+        overlap,
+        high_overlap: overlap >= HIGH_OVERLAP,
+        purity_threshold: quartile.min(MAX_PURITY_THRESHOLD),
+    }
+}
+
+/// Split `amount` in proportion to `weights` with largest-remainder
+/// rounding (ties to the lower index), so the parts sum to `amount`;
+/// uniform when every weight is 0.
+pub fn allocate(weights: &[f64], amount: u64) -> Vec<u64> {
+    let n = weights.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let total: f64 = weights.iter().sum();
+    let shares: Vec<f64> = if total > 0.0 {
+        weights.iter().map(|w| w / total * amount as f64).collect()
+    } else {
+        vec![amount as f64 / n as f64; n]
+    };
+    let mut parts: Vec<u64> = shares.iter().map(|s| s.floor() as u64).collect();
+    let given: u64 = parts.iter().sum();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| {
+        let fa = shares[a] - shares[a].floor();
+        let fb = shares[b] - shares[b].floor();
+        fb.total_cmp(&fa).then(a.cmp(&b))
+    });
+    for &i in order
+        .iter()
+        .cycle()
+        .take(amount.saturating_sub(given) as usize)
+    {
+        parts[i] += 1;
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocation_sums_to_the_amount_and_follows_weights() {
+        let parts = allocate(&[3.0, 1.0, 0.0, 1.0], 10);
+        assert_eq!(parts.iter().sum::<u64>(), 10);
+        assert_eq!(parts[2], 0);
+        assert!(parts[0] > parts[1]);
+        assert_eq!(allocate(&[0.0, 0.0, 0.0], 7).iter().sum::<u64>(), 7);
+        assert_eq!(allocate(&[1.0, 1.0, 1.0], 2), [1, 1, 0]);
+    }
+
+    #[test]
+    fn regime_thresholds() {
+        let clean = regime(&[1.0, 1.0, 0.8, 1.0]);
+        assert!(!clean.high_overlap);
+        assert_eq!(clean.purity_threshold, 0.5);
+        let noisy = regime(&[0.2, 0.4, 0.0, 0.6, 0.8]);
+        assert!(noisy.high_overlap);
+        assert!((noisy.purity_threshold - 0.4).abs() < 1e-12);
+    }
+}

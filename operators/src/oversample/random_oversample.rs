@@ -1,0 +1,25 @@
+//! `random_oversample`: duplicates of seeds drawn uniformly with replacement
+//! from their class (imbalanced-learn's `RandomOverSampler` without
+//! shrinkage). Needs no features: the one method that also works on rows
+//! without numeric columns.
+
+use super::{GenerateContext, Generated, Synthetic};
+
+pub fn generate(ctx: &mut GenerateContext<'_, '_>) -> Generated {
+    let mut out = Generated::default();
+    for (slot, &amount) in ctx.amounts.iter().enumerate() {
+        let members = &ctx.reference.members[slot];
+        if amount == 0 {
+            continue;
+        }
+        if members.is_empty() {
+            out.unfilled += amount;
+            continue;
+        }
+        for _ in 0..amount {
+            let seed = members[ctx.rng.below(members.len())];
+            out.rows.push(Synthetic::duplicate(seed));
+        }
+    }
+    out
+}

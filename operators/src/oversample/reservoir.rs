@@ -1,0 +1,296 @@
+//! Per-class row reservoirs and the reference set the methods read.
+//!
+//! A reservoir is a **ring buffer** of the most recent `capacity` eligible
+//! rows of one class (eligible: label and every feature non-NULL and
+//! finite). Recent rather than uniformly sampled, because on a drifting
+//! stream old minority rows describe a concept that may be gone; on bounded
+//! input that fits the window it simply holds every row.
+//!
+//! Rows are kept as compact per-batch chunks (the class's rows `take`n out of
+//! the input batch, every column) plus their features as `f64`, so a
+//! synthetic row can copy its seed's non-feature columns and memory is
+//! bounded by `capacity` rows per class plus one partly evicted chunk.
+
+use std::collections::{HashMap, VecDeque};
+
+use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{cast, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Float64Type};
+use datafusion::common::Result;
+
+use crate::class_label::{ClassValue, for_each_class};
+
+/// Features of a batch, row-major, and which rows may seed or neighbour.
+#[derive(Debug)]
+pub struct BatchFeatures {
+    pub dim: usize,
+    pub values: Vec<f64>,
+    /// Class slot of each row, `None` for an ineligible row.
+    pub slots: Vec<Option<usize>>,
+    /// Class slot of each labelled row (eligible or not), for class counts.
+    pub labelled: Vec<Option<usize>>,
+}
+
+/// Classes in order of first appearance, with a lookup.
+#[derive(Debug, Default, Clone)]
+pub struct ClassIndex {
+    pub classes: Vec<ClassValue>,
+    lookup: HashMap<ClassValue, usize>,
+}
+
+impl ClassIndex {
+    pub fn slot(&mut self, class: ClassValue) -> usize {
+        if let Some(&i) = self.lookup.get(&class) {
+            return i;
+        }
+        self.classes.push(class.clone());
+        self.lookup.insert(class, self.classes.len() - 1);
+        self.classes.len() - 1
+    }
+
+    pub fn len(&self) -> usize {
+        self.classes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.classes.is_empty()
+    }
+}
+
+/// Read the label and feature columns of `batch`.
+pub fn batch_features(
+    batch: &RecordBatch,
+    label_index: usize,
+    feature_indices: &[usize],
+    classes: &mut ClassIndex,
+) -> Result<BatchFeatures> {
+    let rows = batch.num_rows();
+    let dim = feature_indices.len();
+    let mut values = vec![0.0; rows * dim];
+    let mut complete = vec![true; rows];
+    for (d, &column) in feature_indices.iter().enumerate() {
+        let as_f64: ArrayRef = cast(batch.column(column), &DataType::Float64)?;
+        let array = as_f64.as_primitive::<Float64Type>();
+        for (row, value) in array.iter().enumerate() {
+            match value {
+                Some(v) if v.is_finite() => values[row * dim + d] = v,
+                _ => complete[row] = false,
+            }
+        }
+    }
+    let mut labelled = Vec::with_capacity(rows);
+    for_each_class(batch.column(label_index), |_, class| {
+        labelled.push(class.map(|c| classes.slot(c)));
+    })?;
+    let slots = labelled
+        .iter()
+        .zip(&complete)
+        .map(|(slot, ok)| if *ok { *slot } else { None })
+        .collect();
+    Ok(BatchFeatures {
+        dim,
+        values,
+        slots,
+        labelled,
+    })
+}
+
+#[derive(Debug)]
+struct Chunk {
+    rows: RecordBatch,
+    features: Vec<f64>,
+    /// Rows before `start` have been evicted.
+    start: usize,
+}
+
+#[derive(Debug, Default)]
+struct ClassReservoir {
+    chunks: VecDeque<Chunk>,
+    len: usize,
+}
+
+/// The ring buffers of every class.
+#[derive(Debug)]
+pub struct Reservoirs {
+    capacity: usize,
+    dim: usize,
+    per_class: Vec<ClassReservoir>,
+}
+
+impl Reservoirs {
+    pub fn new(capacity: usize, dim: usize) -> Self {
+        Self {
+            capacity,
+            dim,
+            per_class: Vec::new(),
+        }
+    }
+
+    /// Rows held for class `slot`.
+    pub fn len_of(&self, slot: usize) -> usize {
+        self.per_class.get(slot).map_or(0, |r| r.len)
+    }
+
+    pub fn total_len(&self) -> usize {
+        self.per_class.iter().map(|r| r.len).sum()
+    }
+
+    /// Add the eligible rows of `batch`, evicting the oldest beyond capacity.
+    pub fn insert(&mut self, batch: &RecordBatch, features: &BatchFeatures) -> Result<()> {
+        let dim = self.dim;
+        let mut rows_of: Vec<Vec<u32>> = Vec::new();
+        for (row, slot) in features.slots.iter().enumerate() {
+            if let Some(slot) = *slot {
+                if rows_of.len() <= slot {
+                    rows_of.resize_with(slot + 1, Vec::new);
+                }
+                rows_of[slot].push(row as u32);
+            }
+        }
+        for (slot, rows) in rows_of.into_iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            // Only the newest `capacity` rows of a large batch can survive.
+            let keep_from = rows.len().saturating_sub(self.capacity);
+            let rows = &rows[keep_from..];
+            let mut chunk_features = Vec::with_capacity(rows.len() * dim);
+            for &r in rows {
+                let r = r as usize;
+                chunk_features.extend_from_slice(&features.values[r * dim..(r + 1) * dim]);
+            }
+            let indices = UInt32Array::from(rows.to_vec());
+            let chunk = Chunk {
+                rows: take_record_batch(batch, &indices)?,
+                features: chunk_features,
+                start: 0,
+            };
+            if self.per_class.len() <= slot {
+                self.per_class
+                    .resize_with(slot + 1, ClassReservoir::default);
+            }
+            let reservoir = &mut self.per_class[slot];
+            reservoir.len += rows.len();
+            reservoir.chunks.push_back(chunk);
+            Self::evict(reservoir, self.capacity);
+        }
+        Ok(())
+    }
+
+    fn evict(reservoir: &mut ClassReservoir, keep: usize) {
+        while reservoir.len > keep {
+            let Some(front) = reservoir.chunks.front_mut() else {
+                break;
+            };
+            let held = front.rows.num_rows() - front.start;
+            let drop = (reservoir.len - keep).min(held);
+            front.start += drop;
+            reservoir.len -= drop;
+            if front.start == front.rows.num_rows() {
+                reservoir.chunks.pop_front();
+            }
+        }
+    }
+
+    /// Keep only the newest `keep` rows of every class (drift response).
+    pub fn shrink_to(&mut self, keep: usize) {
+        for reservoir in &mut self.per_class {
+            Self::evict(reservoir, keep);
+        }
+    }
+
+    /// Everything held, as one reference set.
+    pub fn reference(&self) -> ReferenceSet<'_> {
+        let dim = self.dim;
+        let total = self.total_len();
+        let mut features = Vec::with_capacity(total * dim);
+        let mut class_of = Vec::with_capacity(total);
+        let mut locator = Vec::with_capacity(total);
+        let mut members = vec![Vec::new(); self.per_class.len()];
+        let mut chunks = Vec::new();
+        for (slot, reservoir) in self.per_class.iter().enumerate() {
+            for chunk in &reservoir.chunks {
+                let chunk_id = chunks.len() as u32;
+                chunks.push(&chunk.rows);
+                for row in chunk.start..chunk.rows.num_rows() {
+                    members[slot].push(class_of.len());
+                    class_of.push(slot as u32);
+                    locator.push((chunk_id, row as u32));
+                    features.extend_from_slice(&chunk.features[row * dim..(row + 1) * dim]);
+                }
+            }
+        }
+        ReferenceSet {
+            dim,
+            features,
+            class_of,
+            locator,
+            members,
+            chunks,
+        }
+    }
+}
+
+/// The rows methods draw seeds and neighbours from: features row-major, the
+/// class of each row, and where each row's full data lives.
+#[derive(Debug)]
+pub struct ReferenceSet<'a> {
+    pub dim: usize,
+    pub features: Vec<f64>,
+    pub class_of: Vec<u32>,
+    /// (chunk, row in chunk) of each reference row.
+    pub locator: Vec<(u32, u32)>,
+    /// Reference rows of each class slot.
+    pub members: Vec<Vec<usize>>,
+    pub chunks: Vec<&'a RecordBatch>,
+}
+
+impl ReferenceSet<'_> {
+    pub fn len(&self) -> usize {
+        self.class_of.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.class_of.is_empty()
+    }
+
+    pub fn row(&self, i: usize) -> &[f64] {
+        &self.features[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// Features z-scored per dimension over the whole set (a constant
+    /// dimension is only centred), for distance-based scoring.
+    pub fn standardized(&self) -> Vec<f64> {
+        let n = self.len().max(1) as f64;
+        let dim = self.dim;
+        let mut mean = vec![0.0; dim];
+        for row in self.features.chunks_exact(dim.max(1)) {
+            for (m, v) in mean.iter_mut().zip(row) {
+                *m += v;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n);
+        let mut var = vec![0.0; dim];
+        for row in self.features.chunks_exact(dim.max(1)) {
+            for ((s, v), m) in var.iter_mut().zip(row).zip(&mean) {
+                *s += (v - m) * (v - m);
+            }
+        }
+        let scale: Vec<f64> = var
+            .iter()
+            .map(|s| {
+                let sd = (s / n).sqrt();
+                if sd > 0.0 { 1.0 / sd } else { 1.0 }
+            })
+            .collect();
+        self.features
+            .chunks_exact(dim.max(1))
+            .flat_map(|row| {
+                row.iter()
+                    .zip(&mean)
+                    .zip(&scale)
+                    .map(|((v, m), s)| (v - m) * s)
+            })
+            .collect()
+    }
+}
