@@ -15,13 +15,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{Result, exec_datafusion_err};
 use datafusion::prelude::SessionConfig;
 use equipoise_connectors::{GeneratorConfig, GeneratorTable};
 use equipoise_operators::class_label::{ClassValue, for_each_class};
 use equipoise_operators::{
-    ClassMonitorOptions, ControlSignal, DataFrameStageExt, JobRuntime, JobSnapshot,
+    ClassMonitorOptions, ControlSignal, DataFrameStageExt, JobRuntime, JobSnapshot, Method,
+    OversampleOptions,
 };
 use futures::StreamExt;
 
@@ -38,11 +40,15 @@ pub struct JobSpec {
     pub query: String,
     pub label_column: String,
     pub half_life_rows: f64,
+    /// The oversampling stage after the class monitor, if any.
+    pub oversampler: Option<(Method, OversampleOptions)>,
 }
 
 impl JobSpec {
     /// The embedded default: generated telemetry, a projection that adds a
-    /// derived feature, and the class monitor.
+    /// derived feature, the class monitor (which sees the stream as it
+    /// arrives), and QC-SMOTE over the sensor readings (`seq` and
+    /// `machine_id` are identifiers, copied from the seed, not features).
     pub fn embedded_default(source: GeneratorConfig) -> Self {
         Self {
             source,
@@ -54,6 +60,13 @@ impl JobSpec {
             ),
             label_column: "label".to_string(),
             half_life_rows: ClassMonitorOptions::DEFAULT_HALF_LIFE_ROWS,
+            oversampler: Some((
+                Method::QcSmote,
+                OversampleOptions {
+                    exclude: vec!["seq".to_string(), "machine_id".to_string()],
+                    ..OversampleOptions::new("label")
+                },
+            )),
         }
     }
 }
@@ -66,15 +79,26 @@ pub struct ClassTally {
 }
 
 impl ClassTally {
-    fn add(&mut self, batch: &RecordBatch, label_index: usize) -> Result<()> {
+    /// Count the rows of `batch` for which `select(row)` holds.
+    fn add(
+        &mut self,
+        batch: &RecordBatch,
+        label_index: usize,
+        select: impl Fn(usize) -> bool,
+    ) -> Result<()> {
         let mut unlabelled = 0;
         let classes = &mut self.classes;
-        for_each_class(batch.column(label_index), |_, class| match class {
-            None => unlabelled += 1,
-            Some(class) => match classes.iter_mut().find(|(c, _)| *c == class) {
-                Some((_, n)) => *n += 1,
-                None => classes.push((class, 1)),
-            },
+        for_each_class(batch.column(label_index), |row, class| {
+            if !select(row) {
+                return;
+            }
+            match class {
+                None => unlabelled += 1,
+                Some(class) => match classes.iter_mut().find(|(c, _)| *c == class) {
+                    Some((_, n)) => *n += 1,
+                    None => classes.push((class, 1)),
+                },
+            }
         })?;
         self.unlabelled += unlabelled;
         Ok(())
@@ -107,7 +131,10 @@ impl ClassTally {
 /// What a finished job reports.
 #[derive(Debug, Clone)]
 pub struct JobSummary {
+    /// Rows of the source, as the sink received them.
     pub tally: ClassTally,
+    /// Synthetic rows the oversampler added, by class.
+    pub synthetic: ClassTally,
     pub batches: u64,
     pub elapsed: Duration,
     /// True when the job ended on a stop request rather than at the end of
@@ -131,6 +158,9 @@ impl fmt::Display for JobSummary {
         )?;
         for (class, n) in self.tally.per_class() {
             writeln!(f, "  class {class}: {n} rows")?;
+        }
+        for (class, n) in self.synthetic.per_class() {
+            writeln!(f, "  class {class}: {n} synthetic rows")?;
         }
         if self.tally.unlabelled() > 0 {
             writeln!(f, "  unlabelled: {} rows", self.tally.unlabelled())?;
@@ -158,17 +188,24 @@ pub async fn run_job(
         SOURCE_TABLE,
         Arc::new(GeneratorTable::try_new(spec.source.clone())?),
     )?;
-    let pipeline = ctx.sql(&spec.query).await?.class_monitor(
+    let mut pipeline = ctx.sql(&spec.query).await?.class_monitor(
         ClassMonitorOptions::new(&spec.label_column).with_half_life_rows(spec.half_life_rows),
     )?;
+    if let Some((method, options)) = &spec.oversampler {
+        pipeline = pipeline.oversample(*method, options.clone())?;
+    }
     let label_index = pipeline
         .schema()
         .index_of_column_by_name(None, &spec.label_column)
         .ok_or_else(|| exec_datafusion_err!("label column '{}' vanished", spec.label_column))?;
+    let synthetic_index = pipeline
+        .schema()
+        .index_of_column_by_name(None, equipoise_operators::oversample::IS_SYNTHETIC);
     let mut stream = pipeline.execute_stream().await?;
 
     let started = Instant::now();
     let mut tally = ClassTally::default();
+    let mut synthetic = ClassTally::default();
     let mut batches = 0u64;
     let mut stopping = false;
     tokio::pin!(shutdown);
@@ -182,8 +219,20 @@ pub async fn run_job(
             next = stream.next() => match next {
                 Some(batch) => {
                     let batch = batch?;
-                    tally.add(&batch, label_index)?;
-                    batches += 1;
+                    // Source batches: an oversampler's batches of synthetic
+                    // rows are not counted as batches of the stream.
+                    match synthetic_index {
+                        None => {
+                            tally.add(&batch, label_index, |_| true)?;
+                            batches += 1;
+                        }
+                        Some(i) => {
+                            let marks = batch.column(i).as_boolean();
+                            tally.add(&batch, label_index, |r| !marks.value(r))?;
+                            synthetic.add(&batch, label_index, |r| marks.value(r))?;
+                            batches += u64::from(marks.false_count() > 0);
+                        }
+                    }
                     progress.update(&tally, started.elapsed());
                 }
                 None => break,
@@ -195,6 +244,7 @@ pub async fn run_job(
     let final_state = runtime.state().snapshot_all()?;
     Ok(JobSummary {
         tally,
+        synthetic,
         batches,
         elapsed,
         stopped: stopping,

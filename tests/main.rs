@@ -2,12 +2,15 @@
 //!
 //! - `cli_sql`: `equipoise sql` end to end (spawning the built binary).
 //! - `cli_run`: `equipoise run` end to end: summary, metrics, SIGTERM.
+//! - `oversampling`: the oversampling operators (segment property,
+//!   determinism, metrics, the streaming path).
 //! - `streaming`: the unbounded execution path through the library API.
 
 mod it {
     pub mod cli_run;
     pub mod cli_sql;
     pub mod common;
+    pub mod oversampling;
     pub mod slt;
     pub mod streaming;
 }

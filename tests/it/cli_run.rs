@@ -49,6 +49,11 @@ fn bounded_run_prints_a_summary_that_adds_up() {
     assert_eq!(total, 30_000);
     assert_eq!(classes.iter().map(|(_, n)| n).sum::<u64>(), 30_000);
     assert_eq!(classes.len(), 2, "{text}");
+    // The default job balances the stream with QC-SMOTE.
+    assert!(
+        text.contains("  class 1: ") && text.contains(" synthetic rows\n"),
+        "{text}"
+    );
     // About 2% faults before the documented shift at row 60,000.
     let faults = classes
         .iter()
