@@ -294,3 +294,71 @@ impl ReferenceSet<'_> {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Float64Array, Int64Array};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use std::sync::Arc;
+
+    fn batch(xs: &[Option<f64>], labels: &[Option<i64>]) -> Result<RecordBatch> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("x", DataType::Float64, true),
+            Field::new("label", DataType::Int64, true),
+        ]));
+        Ok(RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Float64Array::from(xs.to_vec())),
+                Arc::new(Int64Array::from(labels.to_vec())),
+            ],
+        )?)
+    }
+
+    #[test]
+    fn ring_buffers_keep_the_newest_eligible_rows_per_class() -> Result<()> {
+        let mut classes = ClassIndex::default();
+        let mut reservoirs = Reservoirs::new(3, 1);
+        for start in 0..4 {
+            let xs: Vec<Option<f64>> = (0..4).map(|i| Some(f64::from(start * 4 + i))).collect();
+            let b = batch(&xs, &[Some(0), Some(1), Some(0), Some(0)])?;
+            let features = batch_features(&b, 1, &[0], &mut classes)?;
+            reservoirs.insert(&b, &features)?;
+        }
+        assert_eq!(reservoirs.len_of(0), 3);
+        assert_eq!(reservoirs.len_of(1), 3);
+        let reference = reservoirs.reference();
+        let class0: Vec<f64> = reference.members[0]
+            .iter()
+            .map(|&r| reference.row(r)[0])
+            .collect();
+        let class1: Vec<f64> = reference.members[1]
+            .iter()
+            .map(|&r| reference.row(r)[0])
+            .collect();
+        assert_eq!(class0, [12.0, 14.0, 15.0]);
+        assert_eq!(class1, [5.0, 9.0, 13.0]);
+        // The locator points at the row's full data.
+        let (chunk, row) = reference.locator[reference.members[1][0]];
+        let x = reference.chunks[chunk as usize].column(0);
+        assert_eq!(x.as_primitive::<Float64Type>().value(row as usize), 5.0);
+        drop(reference);
+        reservoirs.shrink_to(1);
+        assert_eq!(reservoirs.total_len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn null_labels_and_features_are_never_eligible() -> Result<()> {
+        let mut classes = ClassIndex::default();
+        let b = batch(
+            &[Some(1.0), None, Some(f64::NAN), Some(2.0)],
+            &[Some(1), Some(1), Some(1), None],
+        )?;
+        let features = batch_features(&b, 1, &[0], &mut classes)?;
+        assert_eq!(features.slots, [Some(0), None, None, None]);
+        assert_eq!(features.labelled, [Some(0), Some(0), Some(0), None]);
+        Ok(())
+    }
+}
