@@ -217,3 +217,37 @@ fn errors_are_one_line_with_a_non_zero_exit() {
     );
     assert!(err.lines().count() == 1 && err.len() < 500, "{err}");
 }
+
+#[test]
+fn oversampling_table_functions_work_on_csv_files() {
+    let table = "t=tests/data/oversampling/binary_overlap.csv";
+    let output = equipoise(&[
+        "sql",
+        "--table",
+        table,
+        "--format",
+        "csv",
+        "CREATE VIEW b AS SELECT * FROM qc_smote('t', 'label', 'seed=3'); \
+         SELECT label, is_synthetic, count(*) AS n FROM b GROUP BY 1, 2 ORDER BY 1, 2",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        "label,is_synthetic,n\n0,false,540\n1,false,60\n1,true,480\n"
+    );
+    for (options, cause) in [
+        ("k=0", "qc_smote: k must be at least 1"),
+        ("colour=red", "qc_smote: unknown option 'colour'"),
+        (
+            "ratio=2, strategy=all",
+            "qc_smote: give either strategy or ratio",
+        ),
+    ] {
+        let sql = format!("SELECT * FROM qc_smote('t', 'label', '{options}')");
+        assert_one_line_error(&["sql", "--table", table, &sql], cause);
+    }
+    assert_one_line_error(
+        &["sql", "--table", table, "SELECT * FROM smote('t', 'class')"],
+        "smote: label column 'class' not found",
+    );
+}
