@@ -14,8 +14,15 @@ the training fold's medians before anything else, for every method alike.
 Writes docs/benchmarks/oversampling.md: mean ranks (1 = best; per data set
 and classifier, averaged) and per-data-set means over classifiers.
 
-Usage: scripts/eval-oversampling [--datasets a,b] [--binary PATH]
+Usage: scripts/eval-oversampling [--datasets a,b] [--qc-options 'k=5, ...']
+       [--only SAMPLER]
+
+Scores are cached per data set and sampler in
+target/eval-oversampling-cache.json; `--only "equipoise qc_smote"` recomputes
+that sampler and takes the others from the cache (for tuning runs).
 """
+
+import json
 
 import argparse
 import csv
@@ -89,10 +96,11 @@ def write_csv(path, header, x, y):
             f.write(",".join(repr(float(v)) for v in row) + f",{int(label)}\n")
 
 
-def equipoise_resample(binary, method, header, x, y, workdir):
+def equipoise_resample(binary, method, header, x, y, workdir, extra=""):
     train = os.path.join(workdir, "train.csv")
     write_csv(train, header, x, y)
-    query = f"SELECT * FROM {method}('t', 'label', 'seed={SEED}')"
+    options = f"seed={SEED}" + (f", {extra}" if extra else "")
+    query = f"SELECT * FROM {method}('t', 'label', '{options}')"
     out = subprocess.run(
         [binary, "sql", "--table", f"t={train}", "--format", "csv", query],
         capture_output=True, text=True,
@@ -127,7 +135,14 @@ def main():
     parser.add_argument("--datasets", default="")
     parser.add_argument("--binary", default=os.path.join(ROOT, "target/release/equipoise"))
     parser.add_argument("--out", default=os.path.join(ROOT, "docs/benchmarks/oversampling.md"))
+    parser.add_argument("--qc-options", default="")
+    parser.add_argument("--only", default="")
+    parser.add_argument("--cache", default=os.path.join(ROOT, "target/eval-oversampling-cache.json"))
     args = parser.parse_args()
+    cache = {}
+    if os.path.exists(args.cache):
+        with open(args.cache) as f:
+            cache = json.load(f)
     if not os.path.isdir(DATA):
         print(f"skipped: shared data folder {DATA} is absent")
         return 0
@@ -150,6 +165,8 @@ def main():
                 x_train = np.where(np.isnan(x_train), medians, x_train)
                 x_test = np.where(np.isnan(x_test), medians, x_test)
                 for sampler in SAMPLERS:
+                    if args.only and sampler != args.only and f"{name}|{sampler}" in cache:
+                        continue
                     try:
                         if sampler == "none":
                             xr, yr = x_train, y_train
@@ -157,8 +174,9 @@ def main():
                             xr, yr = IMBLEARN[sampler]().fit_resample(x_train, y_train)
                         else:
                             method = sampler.split(" ", 1)[1]
+                            extra = args.qc_options if method == "qc_smote" else ""
                             xr, yr = equipoise_resample(
-                                args.binary, method, header, x_train, y_train, workdir
+                                args.binary, method, header, x_train, y_train, workdir, extra
                             )
                     except Exception as e:  # recorded, then trained without resampling
                         failures.append(f"{name}: {sampler}: {str(e).splitlines()[0][:160]}")
@@ -171,10 +189,18 @@ def main():
                             f1_score(y_test, pred, average="macro", zero_division=0))
                         per[cname][sampler]["ROC-AUC"].append(roc_auc_score(y_test, proba))
                         per[cname][sampler]["G-mean"].append(geometric_mean_score(y_test, pred))
-            scores[name] = {
-                c: {s: {m: float(np.mean(v)) for m, v in ms.items()} for s, ms in ss.items()}
-                for c, ss in per.items()
-            }
+            scores[name] = {c: {} for c in CLASSIFIERS}
+            for sampler in SAMPLERS:
+                key = f"{name}|{sampler}"
+                if per[next(iter(CLASSIFIERS))][sampler]["Macro-F1"]:
+                    cache[key] = {
+                        c: {m: float(np.mean(v)) for m, v in per[c][sampler].items()}
+                        for c in CLASSIFIERS
+                    }
+                for c in CLASSIFIERS:
+                    scores[name][c][sampler] = cache[key][c]
+            with open(args.cache, "w") as f:
+                json.dump(cache, f)
             print(f"{name}: {time.time() - t0:.1f} s", file=sys.stderr)
 
     lines = [
@@ -186,7 +212,8 @@ def main():
         "under `../shared/data`; training folds median-imputed, then over-sampled (default "
         "options, seed 0, `sampling_strategy='auto'`); classifiers: LR (standardized logistic "
         "regression), DT (decision tree), RF (random forest, 100 trees), fixed seeds; the test "
-        "folds are never resampled.",
+        "folds are never resampled."
+        + (f" QC-SMOTE options: `{args.qc_options}`." if args.qc_options else ""),
         "",
         "## Mean rank (1 = best)",
         "",

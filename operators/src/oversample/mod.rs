@@ -108,6 +108,8 @@ pub struct OversampleOptions {
     pub m: usize,
     /// Candidates per synthetic row (QC-SMOTE's K).
     pub candidates: usize,
+    /// QC-SMOTE's tuning; see [`qc_smote::QcParams`].
+    pub qc: qc_smote::QcParams,
     pub seed: u64,
     /// Rows kept per class; default 100,000 on bounded input, 2,000 on
     /// streams.
@@ -136,6 +138,7 @@ impl OversampleOptions {
             k: Self::DEFAULT_K,
             m: Self::DEFAULT_M,
             candidates: Self::DEFAULT_CANDIDATES,
+            qc: qc_smote::QcParams::default(),
             seed: 0,
             window: None,
             scale: None,
@@ -171,10 +174,19 @@ impl OversampleOptions {
         {
             parsed.m = m;
         }
-        if method == Method::QcSmote
-            && let Some(c) = options.take::<usize>("candidates")?
-        {
-            parsed.candidates = c;
+        if method == Method::QcSmote {
+            if let Some(c) = options.take::<usize>("candidates")? {
+                parsed.candidates = c;
+            }
+            if let Some(v) = options.take::<f64>("floor")? {
+                parsed.qc.allocation_floor = v;
+            }
+            if let Some(v) = options.take::<f64>("overlap_threshold")? {
+                parsed.qc.high_overlap = v;
+            }
+            if let Some(v) = options.take::<f64>("purity_cap")? {
+                parsed.qc.max_purity_threshold = v;
+            }
         }
         if let Some(seed) = options.take::<u64>("seed")? {
             parsed.seed = seed;
@@ -208,6 +220,15 @@ impl OversampleOptions {
         }
         if self.candidates == 0 {
             return plan_err!("{name}: candidates must be at least 1");
+        }
+        let qc = &self.qc;
+        if !(qc.allocation_floor.is_finite() && qc.allocation_floor >= 0.0) {
+            return plan_err!("{name}: floor must be a number of 0 or more");
+        }
+        if !(0.0..=1.0).contains(&qc.high_overlap)
+            || !(0.0..=1.0).contains(&qc.max_purity_threshold)
+        {
+            return plan_err!("{name}: overlap_threshold and purity_cap must lie in [0, 1]");
         }
         if self.window == Some(0) {
             return plan_err!("{name}: window must be at least 1 row per class");
@@ -298,7 +319,7 @@ pub fn generate(
         Method::Smote => smote::generate(ctx, options.k),
         Method::BorderlineSmote => borderline_smote::generate(ctx, options.k, options.m),
         Method::Adasyn => adasyn::generate(ctx, options.k)?,
-        Method::QcSmote => qc_smote::generate(ctx, options.k, options.candidates),
+        Method::QcSmote => qc_smote::generate(ctx, options.k, options.candidates, &options.qc),
     })
 }
 

@@ -44,14 +44,30 @@ use super::neighbourhood::{class_neighbours, whole_neighbours};
 use super::{GenerateContext, Generated, Synthetic};
 use crate::knn::PointSet;
 
-/// Weight of the allocation floor against boundary informativeness.
-pub const ALLOCATION_FLOOR: f64 = 0.5;
-/// Mean minority kDN at and above which the regime is high-overlap.
-pub const HIGH_OVERLAP: f64 = 0.3;
 /// Score penalty of a candidate failing majority clearance.
 pub const CLEARANCE_PENALTY: f64 = 0.5;
-/// Upper bound of the adaptive purity threshold.
-pub const MAX_PURITY_THRESHOLD: f64 = 0.5;
+
+/// The tunable thresholds (options `floor`, `overlap_threshold`,
+/// `purity_cap`); the defaults are the documented choices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QcParams {
+    /// Weight of the allocation floor against boundary informativeness.
+    pub allocation_floor: f64,
+    /// Mean minority kDN at and above which the regime is high-overlap.
+    pub high_overlap: f64,
+    /// Upper bound of the adaptive purity threshold.
+    pub max_purity_threshold: f64,
+}
+
+impl Default for QcParams {
+    fn default() -> Self {
+        Self {
+            allocation_floor: 0.5,
+            high_overlap: 0.3,
+            max_purity_threshold: 0.5,
+        }
+    }
+}
 
 /// What one class's generation decided, for tests and the docs' tables.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,7 +77,12 @@ pub struct ClassRegime {
     pub purity_threshold: f64,
 }
 
-pub fn generate(ctx: &mut GenerateContext<'_, '_>, k: usize, candidates: usize) -> Generated {
+pub fn generate(
+    ctx: &mut GenerateContext<'_, '_>,
+    k: usize,
+    candidates: usize,
+    params: &QcParams,
+) -> Generated {
     let mut out = Generated::default();
     let dim = ctx.reference.dim;
     let mut whole: Option<PointSet> = None;
@@ -75,7 +96,16 @@ pub fn generate(ctx: &mut GenerateContext<'_, '_>, k: usize, candidates: usize) 
             continue;
         }
         let whole = whole.get_or_insert_with(|| PointSet::from_rows(ctx.space, dim));
-        generate_class(ctx, whole, slot, amount, k, candidates.max(1), &mut out);
+        generate_class(
+            ctx,
+            whole,
+            slot,
+            amount,
+            k,
+            candidates.max(1),
+            params,
+            &mut out,
+        );
     }
     out
 }
@@ -95,6 +125,7 @@ fn generate_class(
     amount: u64,
     k: usize,
     candidates: usize,
+    params: &QcParams,
     out: &mut Generated,
 ) {
     let dim = ctx.reference.dim;
@@ -160,13 +191,13 @@ fn generate_class(
             }
             let trust = (density[i] + safe[i] + isolation[i]) / 3.0;
             let informativeness = 1.0 - (2.0 * (1.0 - safe[i]) - 1.0).abs();
-            trust * (informativeness + ALLOCATION_FLOOR)
+            trust * (informativeness + params.allocation_floor)
         })
         .collect();
     let allocation = allocate(&weights, amount);
 
     // 5: regime and the adaptive threshold.
-    let regime = regime(&safe);
+    let regime = regime(&safe, params);
     let (low, high) = if regime.high_overlap {
         (0.0, 0.5)
     } else {
@@ -253,7 +284,7 @@ fn generate_class(
 }
 
 /// Overlap regime and purity threshold from the class rows' safe levels.
-pub fn regime(safe: &[f64]) -> ClassRegime {
+pub fn regime(safe: &[f64], params: &QcParams) -> ClassRegime {
     let n = safe.len().max(1) as f64;
     let overlap = safe.iter().map(|s| 1.0 - s).sum::<f64>() / n;
     let mut trusted: Vec<f64> = safe.iter().copied().filter(|s| *s > 0.0).collect();
@@ -261,11 +292,11 @@ pub fn regime(safe: &[f64]) -> ClassRegime {
     let quartile = trusted
         .get(trusted.len() / 4)
         .copied()
-        .unwrap_or(MAX_PURITY_THRESHOLD);
+        .unwrap_or(params.max_purity_threshold);
     ClassRegime {
         overlap,
-        high_overlap: overlap >= HIGH_OVERLAP,
-        purity_threshold: quartile.min(MAX_PURITY_THRESHOLD),
+        high_overlap: overlap >= params.high_overlap,
+        purity_threshold: quartile.min(params.max_purity_threshold),
     }
 }
 
@@ -317,10 +348,11 @@ mod tests {
 
     #[test]
     fn regime_thresholds() {
-        let clean = regime(&[1.0, 1.0, 0.8, 1.0]);
+        let params = QcParams::default();
+        let clean = regime(&[1.0, 1.0, 0.8, 1.0], &params);
         assert!(!clean.high_overlap);
         assert_eq!(clean.purity_threshold, 0.5);
-        let noisy = regime(&[0.2, 0.4, 0.0, 0.6, 0.8]);
+        let noisy = regime(&[0.2, 0.4, 0.0, 0.6, 0.8], &params);
         assert!(noisy.high_overlap);
         assert!((noisy.purity_threshold - 0.4).abs() < 1e-12);
     }
