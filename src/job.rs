@@ -21,6 +21,7 @@ use datafusion::common::{Result, exec_datafusion_err};
 use datafusion::prelude::SessionConfig;
 use equipoise_connectors::{GeneratorConfig, GeneratorTable};
 use equipoise_operators::class_label::{ClassValue, for_each_class};
+use equipoise_operators::oversample::Mode;
 use equipoise_operators::{
     ClassMonitorOptions, ControlSignal, DataFrameStageExt, JobRuntime, JobSnapshot, Method,
     OversampleOptions,
@@ -64,6 +65,8 @@ impl JobSpec {
                 Method::QcSmote,
                 OversampleOptions {
                     exclude: vec!["seq".to_string(), "machine_id".to_string()],
+                    // A job bounded by --rows is still a stream.
+                    mode: Mode::Stream,
                     ..OversampleOptions::new("label")
                 },
             )),

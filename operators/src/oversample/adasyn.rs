@@ -15,7 +15,7 @@ use super::neighbourhood::{class_neighbours, whole_neighbours};
 use super::{GenerateContext, Generated, Synthetic};
 use crate::knn::PointSet;
 
-pub fn generate(ctx: &mut GenerateContext<'_, '_>, k: usize) -> Result<Generated> {
+pub fn generate(ctx: &mut GenerateContext<'_>, k: usize) -> Result<Generated> {
     let mut out = Generated::default();
     let dim = ctx.reference.dim;
     let mut whole: Option<PointSet> = None;

@@ -10,7 +10,7 @@ use super::smote::sample_segments;
 use super::{GenerateContext, Generated};
 use crate::knn::PointSet;
 
-pub fn generate(ctx: &mut GenerateContext<'_, '_>, k: usize, m: usize) -> Generated {
+pub fn generate(ctx: &mut GenerateContext<'_>, k: usize, m: usize) -> Generated {
     let mut out = Generated::default();
     let dim = ctx.reference.dim;
     let mut whole: Option<PointSet> = None;

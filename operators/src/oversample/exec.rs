@@ -27,8 +27,8 @@ use prometheus::{IntCounterVec, Opts, Registry};
 
 use super::reservoir::{BatchFeatures, ClassIndex, ReferenceSet, Reservoirs, batch_features};
 use super::{
-    ColumnPlan, GenerateContext, Method, OversampleOptions, OversampleStage, SamplingStrategy,
-    Synthetic, generate,
+    ColumnPlan, GenerateContext, Method, Mode, OversampleOptions, OversampleStage,
+    SamplingStrategy, Synthetic, generate,
 };
 use crate::rng::Rng;
 use crate::runtime::{ControlReceiver, ControlSignal, JobRuntime, MetricSet};
@@ -99,7 +99,7 @@ impl OversampleExec {
         runtime: &Arc<JobRuntime>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let columns = stage.columns(&input.schema())?;
-        let bounded = !input.properties().boundedness.is_unbounded();
+        let bounded = Self::whole_table(&stage, input.as_ref())?;
         if !bounded && matches!(stage.options().strategy, SamplingStrategy::Targets(_)) {
             return plan_err!(
                 "{}: targets (class sizes to reach) need bounded input; on a stream use \
@@ -118,6 +118,20 @@ impl OversampleExec {
             metrics: ExecutionPlanMetricsSet::new(),
             stage,
         }))
+    }
+
+    /// Whether the whole-table semantics apply (else streaming).
+    fn whole_table(stage: &OversampleStage, input: &dyn ExecutionPlan) -> Result<bool> {
+        let unbounded = input.properties().boundedness.is_unbounded();
+        match stage.options().mode {
+            Mode::Auto => Ok(!unbounded),
+            Mode::Stream => Ok(false),
+            Mode::Batch if unbounded => plan_err!(
+                "{}: mode=batch needs bounded input; this input is unbounded",
+                stage.method()
+            ),
+            Mode::Batch => Ok(true),
+        }
     }
 
     fn properties_for(columns: &ColumnPlan, input: &dyn ExecutionPlan) -> Arc<PlanProperties> {
@@ -217,7 +231,7 @@ impl ExecutionPlan for OversampleExec {
             return internal_err!("OversampleExec has one partition, asked for {partition}");
         }
         let input = self.input.execute(0, Arc::clone(&context))?;
-        let bounded = !self.input.properties().boundedness.is_unbounded();
+        let bounded = Self::whole_table(&self.stage, self.input.as_ref())?;
         let counters = Counters {
             baseline: BaselineMetrics::new(&self.metrics, partition),
             input_rows: MetricBuilder::new(&self.metrics).counter("input_rows", partition),
@@ -249,7 +263,15 @@ impl ExecutionPlan for OversampleExec {
                     return Some((Ok(batch), state));
                 }
                 if state.finished {
-                    return None;
+                    // The end-of-input synthetic rows, one batch per poll.
+                    return match state.oversampler.next_deferred() {
+                        Ok(Some(batch)) => Some((Ok(batch), state)),
+                        Ok(None) => None,
+                        Err(e) => {
+                            state.oversampler.deferred = None;
+                            Some((Err(e), state))
+                        }
+                    };
                 }
                 let step = match state.input.next().await {
                     Some(Ok(batch)) => {
@@ -318,6 +340,15 @@ struct Oversampler {
     decay_per_row: f64,
     reservoirs: Reservoirs,
     rng: Rng,
+    /// Synthetic rows made at the end of bounded input, materialized one
+    /// batch per poll so memory holds one batch of them, not all.
+    deferred: Option<Deferred>,
+}
+
+struct Deferred {
+    reference: ReferenceSet,
+    rows: Vec<Synthetic>,
+    next: usize,
 }
 
 impl Oversampler {
@@ -353,6 +384,7 @@ impl Oversampler {
             totals: Vec::new(),
             decayed: Vec::new(),
             owed: Vec::new(),
+            deferred: None,
         }
     }
 
@@ -409,8 +441,10 @@ impl Oversampler {
             let amounts = self.stream_amounts(&features);
             if amounts.iter().any(|&a| a > 0) {
                 // From the reservoirs as they were before this batch.
-                if let Some(synthetic) = self.synthesize(&amounts)? {
-                    out.extend(synthetic);
+                if let Some(made) = self.synthesize(&amounts)? {
+                    for rows in made.rows.chunks(self.batch_size) {
+                        out.push(synthetic_batch(&self.columns, &made.reference, rows)?);
+                    }
                 }
             }
         }
@@ -439,9 +473,30 @@ impl Oversampler {
             .options
             .strategy
             .bounded_amounts(self.method.name(), &counts)?;
-        let out = self.synthesize(&amounts)?.unwrap_or_default();
-        self.record_output(&out);
-        Ok(out)
+        self.deferred = self.synthesize(&amounts)?;
+        Ok(Vec::new())
+    }
+
+    /// The next batch of end-of-input synthetic rows.
+    fn next_deferred(&mut self) -> Result<Option<RecordBatch>> {
+        let Some(deferred) = self.deferred.as_mut() else {
+            return Ok(None);
+        };
+        let end = (deferred.next + self.batch_size).min(deferred.rows.len());
+        if deferred.next >= end {
+            self.deferred = None;
+            return Ok(None);
+        }
+        let elapsed = self.counters.baseline.elapsed_compute().clone();
+        let _timer = elapsed.timer();
+        let batch = synthetic_batch(
+            &self.columns,
+            &deferred.reference,
+            &deferred.rows[deferred.next..end],
+        )?;
+        deferred.next = end;
+        self.record_output(std::slice::from_ref(&batch));
+        Ok(Some(batch))
     }
 
     fn record_output(&self, batches: &[RecordBatch]) {
@@ -487,8 +542,9 @@ impl Oversampler {
         amounts
     }
 
-    /// Generate `amounts` rows per class from the reservoirs.
-    fn synthesize(&mut self, amounts: &[u64]) -> Result<Option<Vec<RecordBatch>>> {
+    /// Generate `amounts` rows per class from the reservoirs (counted in
+    /// the metrics now; materialized by the caller).
+    fn synthesize(&mut self, amounts: &[u64]) -> Result<Option<Deferred>> {
         let reference = self.reservoirs.reference();
         if reference.is_empty() {
             return Ok(None);
@@ -541,12 +597,11 @@ impl Oversampler {
             self.counters.duplicate_rows.add(*duplicate as usize);
         }
         self.counters.synthetic_rows.add(generated.rows.len());
-        let batches = generated
-            .rows
-            .chunks(self.batch_size)
-            .map(|rows| synthetic_batch(&self.columns, &reference, rows))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Some(batches))
+        Ok(Some(Deferred {
+            reference,
+            rows: generated.rows,
+            next: 0,
+        }))
     }
 
     fn with_marker_columns(&self, batch: &RecordBatch) -> Result<RecordBatch> {
@@ -565,7 +620,7 @@ impl Oversampler {
 /// feature columns replaced by the interpolated values.
 pub fn synthetic_batch(
     columns: &ColumnPlan,
-    reference: &ReferenceSet<'_>,
+    reference: &ReferenceSet,
     rows: &[Synthetic],
 ) -> Result<RecordBatch> {
     let schema: &SchemaRef = &columns.output_schema;

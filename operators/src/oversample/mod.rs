@@ -121,6 +121,21 @@ pub struct OversampleOptions {
     pub exclude: Vec<String>,
     /// Half-life, in rows, of the decayed class weights on streams.
     pub half_life_rows: f64,
+    /// Bounded or streaming semantics; by default the input's boundedness.
+    pub mode: Mode,
+}
+
+/// Which semantics an oversampler applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Streaming on unbounded input, whole-table on bounded input.
+    #[default]
+    Auto,
+    /// Streaming semantics even on bounded input (replaying a file as the
+    /// stream it was, or a job bounded only by `--rows`).
+    Stream,
+    /// Whole-table semantics; refused on unbounded input.
+    Batch,
 }
 
 impl OversampleOptions {
@@ -145,6 +160,7 @@ impl OversampleOptions {
             features: None,
             exclude: Vec::new(),
             half_life_rows: Self::DEFAULT_HALF_LIFE_ROWS,
+            mode: Mode::Auto,
         }
     }
 
@@ -205,6 +221,14 @@ impl OversampleOptions {
         if let Some(h) = options.take::<f64>("half_life")? {
             parsed.half_life_rows = h;
         }
+        parsed.mode = match options.take::<String>("mode")?.as_deref() {
+            None | Some("auto") => Mode::Auto,
+            Some("stream") => Mode::Stream,
+            Some("batch") => Mode::Batch,
+            Some(other) => {
+                return plan_err!("{name}: unknown mode '{other}'; use auto, stream or batch");
+            }
+        };
         options.finish()?;
         parsed.validate(method)?;
         Ok(parsed)
@@ -288,8 +312,8 @@ pub struct Generated {
 }
 
 /// What a method reads.
-pub struct GenerateContext<'r, 'a> {
-    pub reference: &'r ReferenceSet<'a>,
+pub struct GenerateContext<'r> {
+    pub reference: &'r ReferenceSet,
     /// Features the distances are measured in (raw or standardized).
     pub space: &'r [f64],
     /// Rows to make per class slot.
@@ -299,7 +323,7 @@ pub struct GenerateContext<'r, 'a> {
     pub bounded: bool,
 }
 
-impl GenerateContext<'_, '_> {
+impl GenerateContext<'_> {
     fn class_name(&self, slot: usize) -> String {
         self.classes
             .get(slot)
@@ -312,7 +336,7 @@ impl GenerateContext<'_, '_> {
 pub fn generate(
     method: Method,
     options: &OversampleOptions,
-    ctx: &mut GenerateContext<'_, '_>,
+    ctx: &mut GenerateContext<'_>,
 ) -> Result<Generated> {
     Ok(match method {
         Method::RandomOversample => random_oversample::generate(ctx),

@@ -78,7 +78,7 @@ pub struct ClassRegime {
 }
 
 pub fn generate(
-    ctx: &mut GenerateContext<'_, '_>,
+    ctx: &mut GenerateContext<'_>,
     k: usize,
     candidates: usize,
     params: &QcParams,
@@ -119,7 +119,7 @@ fn distance(a: &[f64], b: &[f64]) -> f64 {
 }
 
 fn generate_class(
-    ctx: &mut GenerateContext<'_, '_>,
+    ctx: &mut GenerateContext<'_>,
     whole: &PointSet,
     slot: usize,
     amount: u64,

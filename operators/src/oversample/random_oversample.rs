@@ -5,7 +5,7 @@
 
 use super::{GenerateContext, Generated, Synthetic};
 
-pub fn generate(ctx: &mut GenerateContext<'_, '_>) -> Generated {
+pub fn generate(ctx: &mut GenerateContext<'_>) -> Generated {
     let mut out = Generated::default();
     for (slot, &amount) in ctx.amounts.iter().enumerate() {
         let members = &ctx.reference.members[slot];

@@ -200,7 +200,7 @@ impl Reservoirs {
     }
 
     /// Everything held, as one reference set.
-    pub fn reference(&self) -> ReferenceSet<'_> {
+    pub fn reference(&self) -> ReferenceSet {
         let dim = self.dim;
         let total = self.total_len();
         let mut features = Vec::with_capacity(total * dim);
@@ -211,7 +211,7 @@ impl Reservoirs {
         for (slot, reservoir) in self.per_class.iter().enumerate() {
             for chunk in &reservoir.chunks {
                 let chunk_id = chunks.len() as u32;
-                chunks.push(&chunk.rows);
+                chunks.push(chunk.rows.clone());
                 for row in chunk.start..chunk.rows.num_rows() {
                     members[slot].push(class_of.len());
                     class_of.push(slot as u32);
@@ -234,7 +234,7 @@ impl Reservoirs {
 /// The rows methods draw seeds and neighbours from: features row-major, the
 /// class of each row, and where each row's full data lives.
 #[derive(Debug)]
-pub struct ReferenceSet<'a> {
+pub struct ReferenceSet {
     pub dim: usize,
     pub features: Vec<f64>,
     pub class_of: Vec<u32>,
@@ -242,10 +242,12 @@ pub struct ReferenceSet<'a> {
     pub locator: Vec<(u32, u32)>,
     /// Reference rows of each class slot.
     pub members: Vec<Vec<usize>>,
-    pub chunks: Vec<&'a RecordBatch>,
+    /// Row chunks (shared with the reservoirs: cloning a batch clones
+    /// `Arc`s, not data).
+    pub chunks: Vec<RecordBatch>,
 }
 
-impl ReferenceSet<'_> {
+impl ReferenceSet {
     pub fn len(&self) -> usize {
         self.class_of.len()
     }
@@ -343,7 +345,6 @@ mod tests {
         let (chunk, row) = reference.locator[reference.members[1][0]];
         let x = reference.chunks[chunk as usize].column(0);
         assert_eq!(x.as_primitive::<Float64Type>().value(row as usize), 5.0);
-        drop(reference);
         reservoirs.shrink_to(1);
         assert_eq!(reservoirs.total_len(), 2);
         Ok(())

@@ -10,7 +10,7 @@ use super::neighbourhood::class_neighbours;
 use super::{GenerateContext, Generated, Synthetic};
 use crate::rng::Rng;
 
-pub fn generate(ctx: &mut GenerateContext<'_, '_>, k: usize) -> Generated {
+pub fn generate(ctx: &mut GenerateContext<'_>, k: usize) -> Generated {
     let mut out = Generated::default();
     let dim = ctx.reference.dim;
     for (slot, &amount) in ctx.amounts.iter().enumerate() {
