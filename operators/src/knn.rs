@@ -209,20 +209,44 @@ impl TopK<'_> {
     }
 }
 
+/// Dimensions summed between two checks of the early exit.
+const CHECK_EVERY: usize = 4;
+
 /// Squared distances of two queries to the eight points of one tile. Two
 /// queries per pass halve the loads per distance; the sixteen running sums
-/// stay in registers.
+/// stay in registers. Partial distance search: every few dimensions, if all
+/// sixteen partial sums already reach their query's current k-th best
+/// (`limit_a`, `limit_b`), the rest is skipped: a partial sum only grows, so
+/// none of these points could enter either answer (entry needs strictly
+/// less), and the early exit changes no result.
 #[inline]
-fn tile_distances(tile: &[f64], a: &[f64], b: &[f64]) -> ([f64; TILE], [f64; TILE]) {
+fn tile_distances(
+    tile: &[f64],
+    a: &[f64],
+    b: &[f64],
+    limit_a: f64,
+    limit_b: f64,
+) -> ([f64; TILE], [f64; TILE]) {
     let mut da = [0.0; TILE];
     let mut db = [0.0; TILE];
-    for ((column, &qa), &qb) in tile.chunks_exact(TILE).zip(a).zip(b) {
-        for lane in 0..TILE {
-            let x = column[lane];
-            let u = x - qa;
-            let v = x - qb;
-            da[lane] += u * u;
-            db[lane] += v * v;
+    let dim = a.len();
+    let mut d = 0;
+    while d < dim {
+        let end = (d + CHECK_EVERY).min(dim);
+        for dd in d..end {
+            let column = &tile[dd * TILE..(dd + 1) * TILE];
+            let (qa, qb) = (a[dd], b[dd]);
+            for lane in 0..TILE {
+                let x = column[lane];
+                let u = x - qa;
+                let v = x - qb;
+                da[lane] += u * u;
+                db[lane] += v * v;
+            }
+        }
+        d = end;
+        if d < dim && da.iter().all(|&x| x >= limit_a) && db.iter().all(|&x| x >= limit_b) {
+            break;
         }
     }
     (da, db)
@@ -275,7 +299,20 @@ fn search_range(
                 };
                 for t in block_start..block_end {
                     let tile = &set.tiles[t * tile_width..(t + 1) * tile_width];
-                    let (da, db) = tile_distances(tile, query(qa), query(qb));
+                    let limit_a = if qb != qa && top_a.filled == k {
+                        top_a.distances[k - 1]
+                    } else if qb != qa {
+                        f64::INFINITY
+                    } else {
+                        // A query paired with itself: only `b` counts.
+                        f64::NEG_INFINITY
+                    };
+                    let limit_b = if top_b.filled == k {
+                        top_b.distances[k - 1]
+                    } else {
+                        f64::INFINITY
+                    };
+                    let (da, db) = tile_distances(tile, query(qa), query(qb), limit_a, limit_b);
                     if qb != qa {
                         top_a.offer(&da, t * TILE, set.len);
                     }
@@ -357,6 +394,29 @@ mod tests {
         for q in (0..200).step_by(7) {
             let expected = naive(&rows, dim, &queries[q * dim..(q + 1) * dim], k, None);
             assert_eq!(found.indices(q), expected.as_slice());
+        }
+    }
+
+    #[test]
+    fn early_exit_keeps_exact_answers_on_gaussian_data() {
+        // Approximately normal coordinates (sum of uniforms), many blocks,
+        // queries from the set itself with self exclusion, odd query count.
+        let mut rng = Rng::new(17);
+        let (n, dim, k) = (20_000, 20, 10);
+        let rows: Vec<f64> = (0..n * dim)
+            .map(|_| (0..4).map(|_| rng.uniform()).sum::<f64>() - 2.0)
+            .collect();
+        let set = PointSet::from_rows(&rows, dim);
+        let picked: Vec<usize> = (0..n).step_by(211).collect();
+        let queries: Vec<f64> = picked
+            .iter()
+            .flat_map(|&q| rows[q * dim..(q + 1) * dim].to_vec())
+            .collect();
+        let own: Vec<u32> = picked.iter().map(|&q| q as u32).collect();
+        let found = search(&set, &queries, k, Exclude::SelfIndex(&own));
+        for (i, &q) in picked.iter().enumerate() {
+            let expected = naive(&rows, dim, &rows[q * dim..(q + 1) * dim], k, Some(q));
+            assert_eq!(found.indices(i), expected.as_slice(), "query {q}");
         }
     }
 

@@ -19,7 +19,7 @@ pub fn generate(ctx: &mut GenerateContext<'_>, k: usize) -> Result<Generated> {
     let mut out = Generated::default();
     let dim = ctx.reference.dim;
     let mut whole: Option<PointSet> = None;
-    for (slot, &amount) in ctx.amounts.iter().enumerate() {
+    for (slot, amount) in ctx.class_order() {
         let members = &ctx.reference.members[slot];
         if amount == 0 {
             continue;

@@ -545,9 +545,13 @@ impl Oversampler {
     /// Generate `amounts` rows per class from the reservoirs (counted in
     /// the metrics now; materialized by the caller).
     fn synthesize(&mut self, amounts: &[u64]) -> Result<Option<Deferred>> {
-        let reference = self.reservoirs.reference();
+        let mut reference = self.reservoirs.reference();
         if reference.is_empty() {
             return Ok(None);
+        }
+        if self.bounded {
+            // A table's rows may arrive in any order (parallel scans merged).
+            reference.canonicalize(&self.classes.classes);
         }
         let scaled;
         let space: &[f64] = if self.options.scale_for(self.method) {

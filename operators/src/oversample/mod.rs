@@ -324,6 +324,14 @@ pub struct GenerateContext<'r> {
 }
 
 impl GenerateContext<'_> {
+    /// (slot, amount) in ascending class order, so the draws a class gets do
+    /// not depend on which class happened to arrive first.
+    fn class_order(&self) -> Vec<(usize, u64)> {
+        let mut slots: Vec<usize> = (0..self.amounts.len()).collect();
+        slots.sort_by(|&a, &b| self.classes.get(a).cmp(&self.classes.get(b)));
+        slots.into_iter().map(|s| (s, self.amounts[s])).collect()
+    }
+
     fn class_name(&self, slot: usize) -> String {
         self.classes
             .get(slot)

@@ -7,7 +7,7 @@ use super::{GenerateContext, Generated, Synthetic};
 
 pub fn generate(ctx: &mut GenerateContext<'_>) -> Generated {
     let mut out = Generated::default();
-    for (slot, &amount) in ctx.amounts.iter().enumerate() {
+    for (slot, amount) in ctx.class_order() {
         let members = &ctx.reference.members[slot];
         if amount == 0 {
             continue;

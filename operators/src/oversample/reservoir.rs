@@ -260,6 +260,44 @@ impl ReferenceSet {
         &self.features[i * self.dim..(i + 1) * self.dim]
     }
 
+    /// Reorder the rows by (class, features), stable: the generation then
+    /// depends on the rows, not on the order a multi-partition input
+    /// happened to deliver them in (only rows with identical class and
+    /// features keep their arrival order among themselves).
+    pub fn canonicalize(&mut self, classes: &[ClassValue]) {
+        let dim = self.dim;
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.sort_by(|&a, &b| {
+            classes[self.class_of[a] as usize]
+                .cmp(&classes[self.class_of[b] as usize])
+                .then_with(|| {
+                    let (ra, rb) = (
+                        &self.features[a * dim..(a + 1) * dim],
+                        &self.features[b * dim..(b + 1) * dim],
+                    );
+                    ra.iter()
+                        .zip(rb)
+                        .map(|(x, y)| x.total_cmp(y))
+                        .find(|o| o.is_ne())
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                })
+        });
+        let mut features = Vec::with_capacity(self.features.len());
+        let mut class_of = Vec::with_capacity(order.len());
+        let mut locator = Vec::with_capacity(order.len());
+        let mut members = vec![Vec::new(); self.members.len()];
+        for &old in &order {
+            features.extend_from_slice(&self.features[old * dim..(old + 1) * dim]);
+            members[self.class_of[old] as usize].push(class_of.len());
+            class_of.push(self.class_of[old]);
+            locator.push(self.locator[old]);
+        }
+        self.features = features;
+        self.class_of = class_of;
+        self.locator = locator;
+        self.members = members;
+    }
+
     /// Features z-scored per dimension over the whole set (a constant
     /// dimension is only centred), for distance-based scoring.
     pub fn standardized(&self) -> Vec<f64> {

@@ -13,7 +13,7 @@ use crate::rng::Rng;
 pub fn generate(ctx: &mut GenerateContext<'_>, k: usize) -> Generated {
     let mut out = Generated::default();
     let dim = ctx.reference.dim;
-    for (slot, &amount) in ctx.amounts.iter().enumerate() {
+    for (slot, amount) in ctx.class_order() {
         let members = &ctx.reference.members[slot];
         if amount == 0 {
             continue;
