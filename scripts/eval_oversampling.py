@@ -19,7 +19,8 @@ Usage: scripts/eval-oversampling [--datasets a,b] [--qc-options 'k=5, ...']
 
 Scores are cached per data set and sampler in
 target/eval-oversampling-cache.json; `--only "equipoise qc_smote"` recomputes
-that sampler and takes the others from the cache (for tuning runs).
+that sampler (a comma-separated list of name prefixes, e.g. "equipoise",
+also works) and takes the others from the cache (for tuning runs).
 """
 
 import json
@@ -165,7 +166,10 @@ def main():
                 x_train = np.where(np.isnan(x_train), medians, x_train)
                 x_test = np.where(np.isnan(x_test), medians, x_test)
                 for sampler in SAMPLERS:
-                    if args.only and sampler != args.only and f"{name}|{sampler}" in cache:
+                    recompute = not args.only or any(
+                        sampler.startswith(o.strip()) for o in args.only.split(",")
+                    )
+                    if not recompute and f"{name}|{sampler}" in cache:
                         continue
                     try:
                         if sampler == "none":

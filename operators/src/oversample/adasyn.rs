@@ -5,6 +5,10 @@
 //! target exactly as imbalanced-learn's does. Each row is interpolated
 //! towards a uniformly drawn one of its `k` nearest same-class rows.
 //!
+//! The normalizing sum is NumPy's pairwise summation over the rows in
+//! arrival order, so the per-row rounding (and with it the total) is the
+//! same as imbalanced-learn's even where a share lands on exactly .5.
+//!
 //! When no class row has an other-class neighbour, imbalanced-learn raises;
 //! on bounded input we raise the same complaint, on a stream the batch
 //! simply gets no ADASYN rows for that class.
@@ -41,7 +45,13 @@ pub fn generate(ctx: &mut GenerateContext<'_>, k: usize) -> Result<Generated> {
                 others as f64 / k as f64
             })
             .collect();
-        let sum: f64 = ratios.iter().sum();
+        // imbalanced-learn's rounding depends on NumPy's float sum, so the
+        // sum is NumPy's pairwise sum over the rows in arrival order: equal
+        // per-row counts even where a share lands exactly on .5.
+        let mut in_arrival: Vec<usize> = (0..members.len()).collect();
+        in_arrival.sort_by_key(|&i| ctx.reference.arrival[members[i]]);
+        let ordered: Vec<f64> = in_arrival.iter().map(|&i| ratios[i]).collect();
+        let sum = numpy_sum(&ordered);
         let class = ctx.class_name(slot);
         if sum == 0.0 {
             if ctx.bounded {
@@ -88,4 +98,48 @@ pub fn generate(ctx: &mut GenerateContext<'_>, k: usize) -> Result<Generated> {
         }
     }
     Ok(out)
+}
+
+/// `numpy.sum` of a contiguous float64 array: pairwise summation with
+/// eight accumulators over blocks of at most 128 values.
+pub fn numpy_sum(values: &[f64]) -> f64 {
+    let n = values.len();
+    if n < 8 {
+        return values.iter().fold(0.0, |acc, v| acc + v);
+    }
+    if n <= 128 {
+        let mut r = [0.0; 8];
+        r.copy_from_slice(&values[..8]);
+        let whole = n - n % 8;
+        for block in values[8..whole].chunks_exact(8) {
+            for (acc, v) in r.iter_mut().zip(block) {
+                *acc += v;
+            }
+        }
+        let mut total = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for v in &values[whole..] {
+            total += v;
+        }
+        return total;
+    }
+    let half = n / 2;
+    let half = half - half % 8;
+    numpy_sum(&values[..half]) + numpy_sum(&values[half..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numpy_sum;
+
+    #[test]
+    fn pairwise_sum_differs_from_a_running_sum_like_numpy() {
+        // numpy 2.4: np.sum(np.arange(777) % 7 / 5) == 466.20000000000005,
+        // where a running sum gives 466.19999999999914.
+        let values: Vec<f64> = (0..777).map(|i| f64::from(i % 7) / 5.0).collect();
+        assert_eq!(numpy_sum(&values), 466.200_000_000_000_05);
+        let running = values.iter().fold(0.0, |acc, v| acc + v);
+        assert_eq!(running, 466.199_999_999_999_14);
+        assert_eq!(numpy_sum(&[0.2, 0.4]), 0.2 + 0.4);
+        assert_eq!(numpy_sum(&[]), 0.0);
+    }
 }

@@ -99,6 +99,8 @@ pub fn batch_features(
 struct Chunk {
     rows: RecordBatch,
     features: Vec<f64>,
+    /// Arrival number of each row (position in the operator's input).
+    arrivals: Vec<u64>,
     /// Rows before `start` have been evicted.
     start: usize,
 }
@@ -115,6 +117,8 @@ pub struct Reservoirs {
     capacity: usize,
     dim: usize,
     per_class: Vec<ClassReservoir>,
+    /// Input rows seen so far (the next arrival number).
+    arrived: u64,
 }
 
 impl Reservoirs {
@@ -123,6 +127,7 @@ impl Reservoirs {
             capacity,
             dim,
             per_class: Vec::new(),
+            arrived: 0,
         }
     }
 
@@ -163,6 +168,7 @@ impl Reservoirs {
             let chunk = Chunk {
                 rows: take_record_batch(batch, &indices)?,
                 features: chunk_features,
+                arrivals: rows.iter().map(|&r| self.arrived + u64::from(r)).collect(),
                 start: 0,
             };
             if self.per_class.len() <= slot {
@@ -174,6 +180,7 @@ impl Reservoirs {
             reservoir.chunks.push_back(chunk);
             Self::evict(reservoir, self.capacity);
         }
+        self.arrived += batch.num_rows() as u64;
         Ok(())
     }
 
@@ -206,6 +213,7 @@ impl Reservoirs {
         let mut features = Vec::with_capacity(total * dim);
         let mut class_of = Vec::with_capacity(total);
         let mut locator = Vec::with_capacity(total);
+        let mut arrival = Vec::with_capacity(total);
         let mut members = vec![Vec::new(); self.per_class.len()];
         let mut chunks = Vec::new();
         for (slot, reservoir) in self.per_class.iter().enumerate() {
@@ -216,6 +224,7 @@ impl Reservoirs {
                     members[slot].push(class_of.len());
                     class_of.push(slot as u32);
                     locator.push((chunk_id, row as u32));
+                    arrival.push(chunk.arrivals[row]);
                     features.extend_from_slice(&chunk.features[row * dim..(row + 1) * dim]);
                 }
             }
@@ -225,6 +234,7 @@ impl Reservoirs {
             features,
             class_of,
             locator,
+            arrival,
             members,
             chunks,
         }
@@ -240,6 +250,8 @@ pub struct ReferenceSet {
     pub class_of: Vec<u32>,
     /// (chunk, row in chunk) of each reference row.
     pub locator: Vec<(u32, u32)>,
+    /// Arrival number of each reference row.
+    pub arrival: Vec<u64>,
     /// Reference rows of each class slot.
     pub members: Vec<Vec<usize>>,
     /// Row chunks (shared with the reservoirs: cloning a batch clones
@@ -260,33 +272,51 @@ impl ReferenceSet {
         &self.features[i * self.dim..(i + 1) * self.dim]
     }
 
-    /// Reorder the rows by (class, features), stable: the generation then
+    /// Reorder the rows canonically by class and features: the generation then
     /// depends on the rows, not on the order a multi-partition input
     /// happened to deliver them in (only rows with identical class and
     /// features keep their arrival order among themselves).
     pub fn canonicalize(&mut self, classes: &[ClassValue]) {
         let dim = self.dim;
+        // Sort by (class rank, hash of the feature bits): a canonical order
+        // that costs one u64 comparison per step; equal hashes fall back to
+        // the features themselves, then to arrival order.
+        let mut rank_of = vec![0u32; classes.len()];
+        let mut by_value: Vec<usize> = (0..classes.len()).collect();
+        by_value.sort_by(|&a, &b| classes[a].cmp(&classes[b]));
+        for (rank, &slot) in by_value.iter().enumerate() {
+            rank_of[slot] = rank as u32;
+        }
+        let keys: Vec<(u32, u64)> = (0..self.len())
+            .map(|i| {
+                let mut h = 0xCBF2_9CE4_8422_2325u64;
+                for v in &self.features[i * dim..(i + 1) * dim] {
+                    h = (h ^ v.to_bits()).wrapping_mul(0x0000_0100_0000_01B3);
+                    h ^= h >> 29;
+                }
+                (rank_of[self.class_of[i] as usize], h)
+            })
+            .collect();
         let mut order: Vec<usize> = (0..self.len()).collect();
-        order.sort_by(|&a, &b| {
-            classes[self.class_of[a] as usize]
-                .cmp(&classes[self.class_of[b] as usize])
-                .then_with(|| {
-                    let (ra, rb) = (
-                        &self.features[a * dim..(a + 1) * dim],
-                        &self.features[b * dim..(b + 1) * dim],
-                    );
-                    ra.iter()
-                        .zip(rb)
-                        .map(|(x, y)| x.total_cmp(y))
-                        .find(|o| o.is_ne())
-                        .unwrap_or(std::cmp::Ordering::Equal)
-                })
+        order.sort_unstable_by(|&a, &b| {
+            keys[a].cmp(&keys[b]).then_with(|| {
+                let ra = &self.features[a * dim..(a + 1) * dim];
+                let rb = &self.features[b * dim..(b + 1) * dim];
+                ra.iter()
+                    .zip(rb)
+                    .map(|(x, y)| x.total_cmp(y))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(std::cmp::Ordering::Equal)
+                    .then(a.cmp(&b))
+            })
         });
         let mut features = Vec::with_capacity(self.features.len());
         let mut class_of = Vec::with_capacity(order.len());
         let mut locator = Vec::with_capacity(order.len());
+        let mut arrival = Vec::with_capacity(order.len());
         let mut members = vec![Vec::new(); self.members.len()];
         for &old in &order {
+            arrival.push(self.arrival[old]);
             features.extend_from_slice(&self.features[old * dim..(old + 1) * dim]);
             members[self.class_of[old] as usize].push(class_of.len());
             class_of.push(self.class_of[old]);
@@ -295,6 +325,7 @@ impl ReferenceSet {
         self.features = features;
         self.class_of = class_of;
         self.locator = locator;
+        self.arrival = arrival;
         self.members = members;
     }
 
