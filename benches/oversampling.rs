@@ -70,7 +70,7 @@ async fn main() -> Result<()> {
         "adasyn",
         "qc_smote",
     ] {
-        if !operator.contains(&filter) {
+        if !filter.is_empty() && operator != filter {
             continue;
         }
         let sql = format!("SELECT count(*) FROM {operator}('t', 'label')");

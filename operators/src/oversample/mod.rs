@@ -178,7 +178,7 @@ impl OversampleOptions {
                 SamplingStrategy::parse_targets(name, &t)?
             }
             Some(_) => return plan_err!("{name}: give one of strategy, ratio or targets"),
-            None => SamplingStrategy::parse(name, strategy, ratio)?,
+            None => SamplingStrategy::parse(name, strategy.as_deref(), ratio)?,
         };
         if method != Method::RandomOversample
             && let Some(k) = options.take::<usize>("k")?

@@ -99,18 +99,22 @@ pub fn generate(
             continue;
         }
         let whole = whole.get_or_insert_with(|| PointSet::from_rows(ctx.space, dim));
-        generate_class(
-            ctx,
-            whole,
-            slot,
-            amount,
+        let settings = Settings {
             k,
-            candidates.max(1),
+            candidates: candidates.max(1),
             params,
-            &mut out,
-        );
+        };
+        generate_class(ctx, whole, slot, amount, &settings, &mut out);
     }
     out
+}
+
+/// One class's run: neighbourhood size, candidates and thresholds.
+#[derive(Clone, Copy)]
+struct Settings<'a> {
+    k: usize,
+    candidates: usize,
+    params: &'a QcParams,
 }
 
 fn distance(a: &[f64], b: &[f64]) -> f64 {
@@ -126,11 +130,14 @@ fn generate_class(
     whole: &PointSet,
     slot: usize,
     amount: u64,
-    k: usize,
-    candidates: usize,
-    params: &QcParams,
+    settings: &Settings<'_>,
     out: &mut Generated,
 ) {
+    let Settings {
+        k,
+        candidates,
+        params,
+    } = *settings;
     let dim = ctx.reference.dim;
     let space = ctx.space;
     let class_of = &ctx.reference.class_of;

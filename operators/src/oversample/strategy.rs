@@ -25,8 +25,8 @@ pub enum SamplingStrategy {
 }
 
 impl SamplingStrategy {
-    pub fn parse(function: &str, strategy: Option<String>, ratio: Option<f64>) -> Result<Self> {
-        match (strategy.as_deref(), ratio) {
+    pub fn parse(function: &str, strategy: Option<&str>, ratio: Option<f64>) -> Result<Self> {
+        match (strategy, ratio) {
             (Some(_), Some(_)) => {
                 plan_err!("{function}: give either strategy or ratio, not both")
             }
@@ -275,7 +275,7 @@ mod tests {
 
     #[test]
     fn strategy_names() -> Result<()> {
-        let p = |s: &str| SamplingStrategy::parse("f", Some(s.into()), None);
+        let p = |s: &str| SamplingStrategy::parse("f", Some(s), None);
         assert_eq!(p("not_majority")?, SamplingStrategy::NotMajority);
         assert_eq!(p("Not Minority")?, SamplingStrategy::NotMinority);
         assert!(p("majority").is_err());
