@@ -14,15 +14,8 @@ pub fn generate(ctx: &mut GenerateContext<'_>, k: usize, m: usize) -> Generated 
     let mut out = Generated::default();
     let dim = ctx.reference.dim;
     let mut whole: Option<PointSet> = None;
-    for (slot, amount) in ctx.class_order() {
+    for (slot, amount) in ctx.classes_to_fill(&mut out) {
         let members = &ctx.reference.members[slot];
-        if amount == 0 {
-            continue;
-        }
-        if members.is_empty() {
-            out.unfilled += amount;
-            continue;
-        }
         let whole = whole.get_or_insert_with(|| PointSet::from_rows(ctx.space, dim));
         let around = whole_neighbours(whole, ctx.space, members, m);
         let class_of = &ctx.reference.class_of;

@@ -363,11 +363,7 @@ impl Oversampler {
         prometheus: Arc<OversampleMetrics>,
         counters: Counters,
     ) -> Self {
-        let window = options.window.unwrap_or(if bounded {
-            OversampleOptions::BOUNDED_WINDOW
-        } else {
-            OversampleOptions::STREAM_WINDOW
-        });
+        let window = window_of(&options, bounded);
         Self {
             reservoirs: Reservoirs::new(window, columns.feature_indices.len()),
             rng: Rng::new(options.seed),
@@ -389,11 +385,7 @@ impl Oversampler {
     }
 
     fn window(&self) -> usize {
-        self.options.window.unwrap_or(if self.bounded {
-            OversampleOptions::BOUNDED_WINDOW
-        } else {
-            OversampleOptions::STREAM_WINDOW
-        })
+        window_of(&self.options, self.bounded)
     }
 
     fn handle(&mut self, signal: &ControlSignal) {
@@ -618,6 +610,15 @@ impl Oversampler {
             columns,
         )?)
     }
+}
+
+/// Rows kept per class: the option, or the default for the semantics.
+fn window_of(options: &OversampleOptions, bounded: bool) -> usize {
+    options.window.unwrap_or(if bounded {
+        OversampleOptions::BOUNDED_WINDOW
+    } else {
+        OversampleOptions::STREAM_WINDOW
+    })
 }
 
 /// Materialize synthetic rows: every column copied from the seed, then the

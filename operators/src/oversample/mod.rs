@@ -332,6 +332,24 @@ impl GenerateContext<'_> {
         slots.into_iter().map(|s| (s, self.amounts[s])).collect()
     }
 
+    /// The classes with rows to make and eligible rows to make them from,
+    /// in ascending class order; a class with rows to make but none to draw
+    /// from adds them to `out.unfilled`.
+    fn classes_to_fill(&self, out: &mut Generated) -> Vec<(usize, u64)> {
+        let mut fill = Vec::new();
+        for (slot, amount) in self.class_order() {
+            if amount == 0 {
+                continue;
+            }
+            if self.reference.members[slot].is_empty() {
+                out.unfilled += amount;
+                continue;
+            }
+            fill.push((slot, amount));
+        }
+        fill
+    }
+
     fn class_name(&self, slot: usize) -> String {
         self.classes
             .get(slot)

@@ -89,15 +89,7 @@ pub fn generate(
     let mut out = Generated::default();
     let dim = ctx.reference.dim;
     let mut whole: Option<PointSet> = None;
-    for (slot, amount) in ctx.class_order() {
-        let members = &ctx.reference.members[slot];
-        if amount == 0 {
-            continue;
-        }
-        if members.is_empty() {
-            out.unfilled += amount;
-            continue;
-        }
+    for (slot, amount) in ctx.classes_to_fill(&mut out) {
         let whole = whole.get_or_insert_with(|| PointSet::from_rows(ctx.space, dim));
         let settings = Settings {
             k,

@@ -7,15 +7,8 @@ use super::{GenerateContext, Generated, Synthetic};
 
 pub fn generate(ctx: &mut GenerateContext<'_>) -> Generated {
     let mut out = Generated::default();
-    for (slot, amount) in ctx.class_order() {
+    for (slot, amount) in ctx.classes_to_fill(&mut out) {
         let members = &ctx.reference.members[slot];
-        if amount == 0 {
-            continue;
-        }
-        if members.is_empty() {
-            out.unfilled += amount;
-            continue;
-        }
         for _ in 0..amount {
             let seed = members[ctx.rng.below(members.len())];
             out.rows.push(Synthetic::duplicate(seed));

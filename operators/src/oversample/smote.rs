@@ -13,15 +13,8 @@ use crate::rng::Rng;
 pub fn generate(ctx: &mut GenerateContext<'_>, k: usize) -> Generated {
     let mut out = Generated::default();
     let dim = ctx.reference.dim;
-    for (slot, amount) in ctx.class_order() {
+    for (slot, amount) in ctx.classes_to_fill(&mut out) {
         let members = &ctx.reference.members[slot];
-        if amount == 0 {
-            continue;
-        }
-        if members.is_empty() {
-            out.unfilled += amount;
-            continue;
-        }
         let neighbours = class_neighbours(ctx.space, dim, members, k);
         sample_segments(
             ctx.rng,
