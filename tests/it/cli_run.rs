@@ -108,12 +108,15 @@ fn metrics_are_served_while_the_job_runs_and_sigterm_stops_it_cleanly() {
         .spawn()
         .expect("spawn equipoise run");
 
-    // Wait until both classes have been counted.
+    // Wait until both classes have been counted and QC-SMOTE has made rows.
     let deadline = Instant::now() + Duration::from_secs(30);
     let fault_series = "equipoise_rows_processed_total{class=\"1\",operator=\"class_monitor-0\"}";
+    let synthetic_series =
+        "equipoise_synthetic_rows_total{class=\"1\",kind=\"interpolated\",operator=\"qc_smote-0\"}";
     let exposition = loop {
         if let Some(body) = http_get(port, "/metrics")
             && sample(&body, fault_series).is_some()
+            && sample(&body, synthetic_series).is_some_and(|n| n > 0.0)
         {
             break body;
         }
@@ -137,6 +140,7 @@ fn metrics_are_served_while_the_job_runs_and_sigterm_stops_it_cleanly() {
     assert!(share > 0.0 && share < 0.2, "fault share {share}");
     assert!(exposition.contains("# TYPE equipoise_batches_processed_total counter"));
     assert!(exposition.contains("# TYPE equipoise_imbalance_ratio gauge"));
+    assert!(exposition.contains("# TYPE equipoise_synthetic_candidates_rejected_total counter"));
     assert_eq!(http_get(port, "/healthz").as_deref(), Some("ok\n"));
     check_exposition_with_promtool(&exposition);
 
