@@ -244,3 +244,65 @@ async fn bounded_output_does_not_depend_on_the_order_rows_arrive_in() -> Result<
     }
     Ok(())
 }
+
+/// The buffered rows of `class` as the operator reports them.
+fn buffered(runtime: &equipoise::JobRuntime, class: &str) -> Option<f64> {
+    runtime
+        .registry()
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "equipoise_oversampler_buffered_rows")
+        .flat_map(|f| f.get_metric().iter())
+        .find(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.name() == "class" && l.value() == class)
+        })
+        .map(|m| m.get_gauge().get_value())
+}
+
+#[tokio::test]
+async fn a_reset_signal_shrinks_the_buffers_of_a_streaming_oversampler() -> Result<()> {
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+    let runtime = equipoise::register_all(&ctx)?;
+    let df = ctx
+        .sql(
+            "SELECT temperature_c, vibration_mm_s, label \
+             FROM equipoise_generator('batch_size=500')",
+        )
+        .await?
+        .smote(OversampleOptions {
+            window: Some(1_000),
+            ..OversampleOptions::new("label")
+        })?;
+    let mut stream = df.execute_stream().await?;
+    let mut next_original_batch = async || -> Result<()> {
+        loop {
+            let batch = tokio::time::timeout(Duration::from_secs(60), stream.next())
+                .await
+                .expect("the stream keeps flowing")
+                .expect("an unbounded stream does not end")?;
+            if batch.column(3).as_boolean().false_count() > 0 {
+                return Ok(());
+            }
+        }
+    };
+    for _ in 0..4 {
+        next_original_batch().await?;
+    }
+    assert_eq!(buffered(&runtime, "0"), Some(1_000.0), "the window is full");
+    runtime
+        .control()
+        .publish(equipoise::operators::ControlSignal::Reset {
+            target: equipoise::operators::SignalTarget::Kind("smote".into()),
+            reason: "test drift".into(),
+        });
+    next_original_batch().await?;
+    // Shrunk to the newest 100, then one batch of about 490 normal rows.
+    let after = buffered(&runtime, "0").unwrap_or(f64::NAN);
+    assert!(
+        (550.0..=650.0).contains(&after),
+        "{after} rows after the reset"
+    );
+    Ok(())
+}

@@ -23,7 +23,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
 };
 use futures::StreamExt;
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::reservoir::{BatchFeatures, ClassIndex, ReferenceSet, Reservoirs, batch_features};
 use super::{
@@ -39,6 +39,7 @@ pub struct OversampleMetrics {
     synthetic_rows: IntCounterVec,
     rejected: IntCounterVec,
     unfilled: IntCounterVec,
+    buffered: IntGaugeVec,
 }
 
 impl MetricSet for OversampleMetrics {
@@ -68,13 +69,22 @@ impl MetricSet for OversampleMetrics {
             ),
             &["operator"],
         )?;
+        let buffered = IntGaugeVec::new(
+            opts(
+                "oversampler_buffered_rows",
+                "Rows an oversampler holds per class as seeds and neighbours (at most its window).",
+            ),
+            &["operator", "class"],
+        )?;
         registry.register(Box::new(synthetic_rows.clone()))?;
         registry.register(Box::new(rejected.clone()))?;
         registry.register(Box::new(unfilled.clone()))?;
+        registry.register(Box::new(buffered.clone()))?;
         Ok(Self {
             synthetic_rows,
             rejected,
             unfilled,
+            buffered,
         })
     }
 }
@@ -397,6 +407,17 @@ impl Oversampler {
             self.reservoirs.shrink_to(keep);
             self.decayed.iter_mut().for_each(|w| *w = 0.0);
             self.owed.iter_mut().for_each(|o| *o = 0.0);
+            self.publish_buffered();
+        }
+    }
+
+    fn publish_buffered(&self) {
+        for (slot, class) in self.classes.classes.iter().enumerate() {
+            let held = i64::try_from(self.reservoirs.len_of(slot)).unwrap_or(i64::MAX);
+            self.prometheus
+                .buffered
+                .with_label_values(&[self.operator_id.as_str(), class.to_string().as_str()])
+                .set(held);
         }
     }
 
@@ -441,6 +462,7 @@ impl Oversampler {
             }
         }
         self.reservoirs.insert(batch, &features)?;
+        self.publish_buffered();
         self.record_output(&out);
         Ok(out)
     }
