@@ -7,7 +7,10 @@
 //!
 //! The normalizing sum is NumPy's pairwise summation over the rows in
 //! arrival order, so the per-row rounding (and with it the total) is the
-//! same as imbalanced-learn's even where a share lands on exactly .5.
+//! same as imbalanced-learn's even where a share lands on exactly .5. When
+//! the input is a merge of several partitions its arrival order changes
+//! from run to run; then the sum runs in the canonical row order instead,
+//! so the output stays the same for the same rows.
 //!
 //! When no class row has an other-class neighbour, imbalanced-learn raises;
 //! on bounded input we raise the same complaint, on a stream the batch
@@ -41,8 +44,12 @@ pub fn generate(ctx: &mut GenerateContext<'_>, k: usize) -> Result<Generated> {
         // imbalanced-learn's rounding depends on NumPy's float sum, so the
         // sum is NumPy's pairwise sum over the rows in arrival order: equal
         // per-row counts even where a share lands exactly on .5.
+        // A merged multi-partition input has no order of its own: then the
+        // canonical order keeps the result the same from run to run.
         let mut in_arrival: Vec<usize> = (0..members.len()).collect();
-        in_arrival.sort_by_key(|&i| ctx.reference.arrival[members[i]]);
+        if ctx.arrival_order_is_stable {
+            in_arrival.sort_by_key(|&i| ctx.reference.arrival[members[i]]);
+        }
         let ordered: Vec<f64> = in_arrival.iter().map(|&i| ratios[i]).collect();
         let sum = numpy_sum(&ordered);
         let class = ctx.class_name(slot);

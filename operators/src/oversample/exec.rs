@@ -20,7 +20,8 @@ use datafusion::physical_plan::metrics::{
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
+    Partitioning, PlanProperties,
 };
 use futures::StreamExt;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
@@ -250,7 +251,8 @@ impl ExecutionPlan for OversampleExec {
             candidates_rejected: MetricBuilder::new(&self.metrics)
                 .counter("candidates_rejected", partition),
         };
-        let oversampler = Oversampler::new(
+        let merged = merges_partitions(self.input.as_ref());
+        let mut oversampler = Oversampler::new(
             self.stage.method(),
             self.stage.options().clone(),
             self.columns.clone(),
@@ -260,6 +262,7 @@ impl ExecutionPlan for OversampleExec {
             Arc::clone(&self.prometheus),
             counters,
         );
+        oversampler.arrival_order_is_stable = !merged;
         let state = StreamState {
             input,
             oversampler,
@@ -350,6 +353,9 @@ struct Oversampler {
     decay_per_row: f64,
     reservoirs: Reservoirs,
     rng: Rng,
+    /// False when the input merges partitions, so that rows arrive in an
+    /// order that varies from run to run.
+    arrival_order_is_stable: bool,
     /// Synthetic rows made at the end of bounded input, materialized one
     /// batch per poll so memory holds one batch of them, not all.
     deferred: Option<Deferred>,
@@ -390,6 +396,7 @@ impl Oversampler {
             totals: Vec::new(),
             decayed: Vec::new(),
             owed: Vec::new(),
+            arrival_order_is_stable: true,
             deferred: None,
         }
     }
@@ -581,6 +588,7 @@ impl Oversampler {
             classes: &self.classes.classes,
             rng: &mut self.rng,
             bounded: self.bounded,
+            arrival_order_is_stable: self.arrival_order_is_stable,
         };
         let generated = generate(self.method, &self.options, &mut ctx)?;
         self.counters
@@ -632,6 +640,19 @@ impl Oversampler {
             columns,
         )?)
     }
+}
+
+/// Whether `input` merges several partitions into one stream (the
+/// distribution the optimizer inserts below a single-partition operator),
+/// which makes the arrival order vary between runs.
+fn merges_partitions(input: &dyn ExecutionPlan) -> bool {
+    matches!(
+        input.name(),
+        "CoalescePartitionsExec" | "SortPreservingMergeExec"
+    ) && input
+        .children()
+        .first()
+        .is_some_and(|child| child.output_partitioning().partition_count() > 1)
 }
 
 /// Rows kept per class: the option, or the default for the semantics.

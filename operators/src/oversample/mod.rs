@@ -321,6 +321,9 @@ pub struct GenerateContext<'r> {
     pub classes: &'r [ClassValue],
     pub rng: &'r mut Rng,
     pub bounded: bool,
+    /// Whether the rows' arrival order is the input's own (one partition),
+    /// rather than a merge of partitions that varies between runs.
+    pub arrival_order_is_stable: bool,
 }
 
 impl GenerateContext<'_> {
