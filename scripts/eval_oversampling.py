@@ -217,7 +217,9 @@ def main():
         "options, seed 0, `sampling_strategy='auto'`); classifiers: LR (standardized logistic "
         "regression), DT (decision tree), RF (random forest, 100 trees), fixed seeds; the test "
         "folds are never resampled."
-        + (f" QC-SMOTE options: `{args.qc_options}`." if args.qc_options else ""),
+        + (f" QC-SMOTE options: `{args.qc_options}`." if args.qc_options else "")
+        + (f" Recomputed in this run: `{args.only}`; the other samplers' scores come from the "
+           "cache of an earlier run on the same data and folds." if args.only else ""),
         "",
         "## Mean rank (1 = best)",
         "",
