@@ -251,18 +251,12 @@ impl ExecutionPlan for OversampleExec {
             candidates_rejected: MetricBuilder::new(&self.metrics)
                 .counter("candidates_rejected", partition),
         };
-        let merged = merges_partitions(self.input.as_ref());
-        let mut oversampler = Oversampler::new(
-            self.stage.method(),
-            self.stage.options().clone(),
-            self.columns.clone(),
+        let oversampler = Oversampler::new(
+            self,
             bounded,
             context.session_config().batch_size(),
-            self.operator_id.clone(),
-            Arc::clone(&self.prometheus),
             counters,
         );
-        oversampler.arrival_order_is_stable = !merged;
         let state = StreamState {
             input,
             oversampler,
@@ -368,35 +362,26 @@ struct Deferred {
 }
 
 impl Oversampler {
-    #[expect(clippy::too_many_arguments, reason = "one constructor, called once")]
-    fn new(
-        method: Method,
-        options: OversampleOptions,
-        columns: ColumnPlan,
-        bounded: bool,
-        batch_size: usize,
-        operator_id: String,
-        prometheus: Arc<OversampleMetrics>,
-        counters: Counters,
-    ) -> Self {
+    fn new(exec: &OversampleExec, bounded: bool, batch_size: usize, counters: Counters) -> Self {
+        let options = exec.stage.options().clone();
         let window = window_of(&options, bounded);
         Self {
-            reservoirs: Reservoirs::new(window, columns.feature_indices.len()),
+            reservoirs: Reservoirs::new(window, exec.columns.feature_indices.len()),
             rng: Rng::new(options.seed),
             decay_per_row: 0.5f64.powf(1.0 / options.half_life_rows),
-            method,
+            method: exec.stage.method(),
             options,
-            columns,
+            columns: exec.columns.clone(),
             bounded,
             batch_size: batch_size.max(1),
-            operator_id,
-            prometheus,
+            operator_id: exec.operator_id.clone(),
+            prometheus: Arc::clone(&exec.prometheus),
             counters,
             classes: ClassIndex::default(),
             totals: Vec::new(),
             decayed: Vec::new(),
             owed: Vec::new(),
-            arrival_order_is_stable: true,
+            arrival_order_is_stable: !merges_partitions(exec.input.as_ref()),
             deferred: None,
         }
     }
