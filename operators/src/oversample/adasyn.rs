@@ -32,14 +32,7 @@ pub fn generate(ctx: &mut GenerateContext<'_>, k: usize) -> Result<Generated> {
         let around = whole_neighbours(whole, ctx.space, members, k);
         let class_of = &ctx.reference.class_of;
         let mut ratios: Vec<f64> = (0..members.len())
-            .map(|i| {
-                let others = around
-                    .of(i)
-                    .iter()
-                    .filter(|&&r| class_of[r] as usize != slot)
-                    .count();
-                others as f64 / k as f64
-            })
+            .map(|i| around.others_of(i, class_of, slot) as f64 / k as f64)
             .collect();
         // imbalanced-learn's rounding depends on NumPy's float sum, so the
         // sum is NumPy's pairwise sum over the rows in arrival order: equal

@@ -21,11 +21,7 @@ pub fn generate(ctx: &mut GenerateContext<'_>, k: usize, m: usize) -> Generated 
         let class_of = &ctx.reference.class_of;
         let danger: Vec<usize> = (0..members.len())
             .filter(|&i| {
-                let others = around
-                    .of(i)
-                    .iter()
-                    .filter(|&&r| class_of[r] as usize != slot)
-                    .count();
+                let others = around.others_of(i, class_of, slot);
                 2 * others >= around.k && others < around.k
             })
             .collect();

@@ -45,6 +45,15 @@ impl WholeNeighbours {
         &self.table[member * self.k..(member + 1) * self.k]
     }
 
+    /// How many of `member`'s neighbours belong to a class other than
+    /// `slot` (`class_of` gives each reference row's class slot).
+    pub fn others_of(&self, member: usize, class_of: &[u32], slot: usize) -> usize {
+        self.of(member)
+            .iter()
+            .filter(|&&r| class_of[r] as usize != slot)
+            .count()
+    }
+
     pub fn distances_of(&self, member: usize) -> &[f64] {
         &self.squared_distances[member * self.k..(member + 1) * self.k]
     }

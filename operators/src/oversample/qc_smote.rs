@@ -138,9 +138,11 @@ fn generate_class(
     let row = |r: usize| &space[r * dim..(r + 1) * dim];
     let around = whole_neighbours(whole, space, members, 2 * k);
     let same = class_neighbours(space, dim, members, k);
-    let mut position = HashMap::with_capacity(n);
+    // Member index of each reference row of the class (same-class
+    // neighbours are members, so every lookup below finds one).
+    let mut position = vec![usize::MAX; class_of.len()];
     for (i, &r) in members.iter().enumerate() {
-        position.insert(r, i);
+        position[r] = i;
     }
 
     // 1-3: safe level, density, isolation, trust and informativeness.
@@ -223,9 +225,7 @@ fn generate_class(
             for _ in 0..candidates {
                 let neighbour = same.of(i)[ctx.rng.below(same.k)];
                 let step = low + (high - low) * ctx.rng.uniform();
-                let Some(&j) = position.get(&neighbour) else {
-                    continue;
-                };
+                let j = position[neighbour];
                 pool.clear();
                 pool.extend_from_slice(around.of(i));
                 pool.extend_from_slice(around.of(j));
