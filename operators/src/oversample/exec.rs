@@ -26,7 +26,8 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
-use super::reservoir::{BatchFeatures, ClassIndex, ReferenceSet, Reservoirs, batch_features};
+use super::reservoir::{ReferenceSet, Reservoirs};
+use crate::features::{BatchFeatures, ClassIndex, batch_features};
 use super::{
     ColumnPlan, GenerateContext, Method, Mode, OversampleOptions, OversampleStage,
     SamplingStrategy, Synthetic, generate,

@@ -44,7 +44,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{Result, plan_err};
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::class_label::{ClassValue, check_label_type};
+use crate::class_label::ClassValue;
+use crate::features::{FeatureSelection, LabelAndFeatures};
 use crate::options::Options;
 use crate::rng::Rng;
 use crate::runtime::JobRuntime;
@@ -211,13 +212,9 @@ impl OversampleOptions {
         if method.needs_features() {
             parsed.scale = options.take::<bool>("scale")?;
         }
-        parsed.features = options
-            .take::<String>("features")?
-            .map(|f| f.split_whitespace().map(str::to_string).collect());
-        parsed.exclude = options
-            .take::<String>("exclude")?
-            .map(|f| f.split_whitespace().map(str::to_string).collect())
-            .unwrap_or_default();
+        let selection = FeatureSelection::take(&mut options)?;
+        parsed.features = selection.features;
+        parsed.exclude = selection.exclude;
         if let Some(h) = options.take::<f64>("half_life")? {
             parsed.half_life_rows = h;
         }
@@ -407,6 +404,19 @@ impl OversampleStage {
 
     pub fn columns(&self, input: &SchemaRef) -> Result<ColumnPlan> {
         let name = self.method.name();
+        let selection = FeatureSelection {
+            features: self.options.features.clone(),
+            exclude: self.options.exclude.clone(),
+        };
+        let LabelAndFeatures {
+            label_index,
+            feature_indices,
+        } = selection.resolve(
+            name,
+            input,
+            &self.options.label_column,
+            &[IS_SYNTHETIC, SYNTHETIC_KIND],
+        )?;
         let names = || {
             input
                 .fields()
@@ -414,61 +424,6 @@ impl OversampleStage {
                 .map(|f| f.name().as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
-        };
-        let label = &self.options.label_column;
-        let Ok(label_index) = input.index_of(label) else {
-            return plan_err!(
-                "{name}: label column '{label}' not found; columns are: {}",
-                names()
-            );
-        };
-        check_label_type(label, input.field(label_index).data_type())?;
-        for reserved in [IS_SYNTHETIC, SYNTHETIC_KIND] {
-            if input.index_of(reserved).is_ok() {
-                return plan_err!(
-                    "{name}: the input already has a '{reserved}' column (oversampled twice?)"
-                );
-            }
-        }
-        let numeric = |t: &DataType| t.is_integer() || t.is_floating();
-        for excluded in &self.options.exclude {
-            if input.index_of(excluded).is_err() {
-                return plan_err!(
-                    "{name}: excluded column '{excluded}' not found; columns are: {}",
-                    names()
-                );
-            }
-        }
-        let feature_indices: Vec<usize> = match &self.options.features {
-            Some(features) => {
-                let mut indices = Vec::new();
-                for feature in features {
-                    let Ok(i) = input.index_of(feature) else {
-                        return plan_err!(
-                            "{name}: feature column '{feature}' not found; columns are: {}",
-                            names()
-                        );
-                    };
-                    if i == label_index || !numeric(input.field(i).data_type()) {
-                        return plan_err!(
-                            "{name}: feature column '{feature}' must be a numeric column other \
-                             than the label"
-                        );
-                    }
-                    if !self.options.exclude.contains(feature) {
-                        indices.push(i);
-                    }
-                }
-                indices
-            }
-            None => (0..input.fields().len())
-                .filter(|&i| {
-                    let field = input.field(i);
-                    i != label_index
-                        && numeric(field.data_type())
-                        && !self.options.exclude.contains(field.name())
-                })
-                .collect(),
         };
         if self.method.needs_features() && feature_indices.is_empty() {
             return plan_err!(

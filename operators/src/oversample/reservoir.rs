@@ -11,89 +11,14 @@
 //! synthetic row can copy its seed's non-feature columns and memory is
 //! bounded by `capacity` rows per class plus one partly evicted chunk.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{cast, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, Float64Type};
+use datafusion::arrow::array::{RecordBatch, UInt32Array};
+use datafusion::arrow::compute::take_record_batch;
 use datafusion::common::Result;
 
-use crate::class_label::{ClassValue, for_each_class};
-
-/// Features of a batch, row-major, and which rows may seed or neighbour.
-#[derive(Debug)]
-pub struct BatchFeatures {
-    pub dim: usize,
-    pub values: Vec<f64>,
-    /// Class slot of each row, `None` for an ineligible row.
-    pub slots: Vec<Option<usize>>,
-    /// Class slot of each labelled row (eligible or not), for class counts.
-    pub labelled: Vec<Option<usize>>,
-}
-
-/// Classes in order of first appearance, with a lookup.
-#[derive(Debug, Default, Clone)]
-pub struct ClassIndex {
-    pub classes: Vec<ClassValue>,
-    lookup: HashMap<ClassValue, usize>,
-}
-
-impl ClassIndex {
-    pub fn slot(&mut self, class: ClassValue) -> usize {
-        if let Some(&i) = self.lookup.get(&class) {
-            return i;
-        }
-        self.classes.push(class.clone());
-        self.lookup.insert(class, self.classes.len() - 1);
-        self.classes.len() - 1
-    }
-
-    pub fn len(&self) -> usize {
-        self.classes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.classes.is_empty()
-    }
-}
-
-/// Read the label and feature columns of `batch`.
-pub fn batch_features(
-    batch: &RecordBatch,
-    label_index: usize,
-    feature_indices: &[usize],
-    classes: &mut ClassIndex,
-) -> Result<BatchFeatures> {
-    let rows = batch.num_rows();
-    let dim = feature_indices.len();
-    let mut values = vec![0.0; rows * dim];
-    let mut complete = vec![true; rows];
-    for (d, &column) in feature_indices.iter().enumerate() {
-        let as_f64: ArrayRef = cast(batch.column(column), &DataType::Float64)?;
-        let array = as_f64.as_primitive::<Float64Type>();
-        for (row, value) in array.iter().enumerate() {
-            match value {
-                Some(v) if v.is_finite() => values[row * dim + d] = v,
-                _ => complete[row] = false,
-            }
-        }
-    }
-    let mut labelled = Vec::with_capacity(rows);
-    for_each_class(batch.column(label_index), |_, class| {
-        labelled.push(class.map(|c| classes.slot(c)));
-    })?;
-    let slots = labelled
-        .iter()
-        .zip(&complete)
-        .map(|(slot, ok)| if *ok { *slot } else { None })
-        .collect();
-    Ok(BatchFeatures {
-        dim,
-        values,
-        slots,
-        labelled,
-    })
-}
+use crate::class_label::ClassValue;
+use crate::features::BatchFeatures;
 
 #[derive(Debug)]
 struct Chunk {

@@ -1,0 +1,170 @@
+//! Instance hardness and data complexity: how many of a row's nearest
+//! neighbours disagree with its label, and what that says about the row
+//! and the data set.
+//!
+//! - k-disagreeing neighbours (kDN, Smith et al. 2014): the share of a row's
+//!   k nearest neighbours (itself excluded, by index) of another class.
+//! - N3: leave-one-out 1-NN error, the mean kDN at k = 1.
+//! - The Napierała–Stefanowski typology at k = 5, simplified to the
+//!   neighbour count (as most libraries do): 0–1 of 5 neighbours of another
+//!   class is `safe`, 2–3 `borderline`, 4 `rare`, 5 `outlier`. The original
+//!   also re-checks a `rare` row's lone same-class neighbour; we do not.
+//! - iCost's categories of a minority row are in [`crate::icost`].
+//!
+//! The SQL side: aggregates [`kdn_mean`] and [`n3`] (and their per-class
+//! forms) and the table function [`complexity_report`].
+
+pub mod complexity_report;
+pub mod kdn_mean;
+mod measure_udf;
+pub mod n3;
+mod rows;
+
+use std::cmp::Ordering;
+
+use crate::knn::{Exclude, Neighbours, PointSet, search};
+
+pub use measure_udf::{NeighbourMeasure, NeighbourMeasureUdf};
+pub use rows::{ClassedRows, LabelledRows, eligible_rows};
+
+/// Neighbours that decide kDN and the typology.
+pub const DEFAULT_K: usize = 5;
+
+/// The Napierała–Stefanowski type of a row, from its other-class
+/// neighbours among `k`. Defined for k = 5; for another k the bands scale
+/// (safe below 2/5 of k, borderline up to 3/5, rare below k, outlier at k).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Typology {
+    Safe,
+    Borderline,
+    Rare,
+    Outlier,
+}
+
+impl Typology {
+    pub const ALL: [Self; 4] = [Self::Safe, Self::Borderline, Self::Rare, Self::Outlier];
+
+    pub fn of(disagreeing: usize, k: usize) -> Self {
+        // Scaled to k: 5 * m compared with 2k and 4k keeps k = 5 exact.
+        let scaled = 5 * disagreeing;
+        if disagreeing >= k {
+            Self::Outlier
+        } else if scaled < 2 * k {
+            Self::Safe
+        } else if scaled < 4 * k {
+            Self::Borderline
+        } else {
+            Self::Rare
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Safe => "safe",
+            Self::Borderline => "borderline",
+            Self::Rare => "rare",
+            Self::Outlier => "outlier",
+        }
+    }
+}
+
+/// The order rows take before a neighbour search when their arrival order
+/// is not reproducible (a merge of parallel partitions): by `rank`, then
+/// by feature values (a hash first, for speed), then by position. Ties in
+/// the search go to the lower index, so this makes them independent of
+/// arrival order; only rows identical in rank and features keep their
+/// relative arrival order, and those are interchangeable.
+pub fn canonical_order(features: &[f64], dim: usize, rank: &[u32]) -> Vec<usize> {
+    let n = rank.len();
+    let row = |i: usize| &features[i * dim..(i + 1) * dim];
+    let keys: Vec<(u32, u64)> = (0..n)
+        .map(|i| {
+            let mut h = 0xCBF2_9CE4_8422_2325u64;
+            for v in row(i) {
+                h = (h ^ v.to_bits()).wrapping_mul(0x0000_0100_0000_01B3);
+                h ^= h >> 29;
+            }
+            (rank[i], h)
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_unstable_by(|&a, &b| {
+        keys[a].cmp(&keys[b]).then_with(|| {
+            row(a)
+                .iter()
+                .zip(row(b))
+                .map(|(x, y)| x.total_cmp(y))
+                .find(|o| o.is_ne())
+                .unwrap_or(Ordering::Equal)
+                .then(a.cmp(&b))
+        })
+    });
+    order
+}
+
+/// For each query row (indices into `rows`), its other-class neighbours
+/// among its `k` nearest rows of `rows`, itself excluded by index.
+/// Returns the counts and the `k` actually used (below `k` when `rows` is
+/// smaller than `k + 1`).
+pub fn disagreeing_counts(rows: &ClassedRows, queries: &[usize], k: usize) -> (Vec<usize>, usize) {
+    let dim = rows.dim;
+    let set = PointSet::from_rows(&rows.features, dim);
+    let mut query_features = Vec::with_capacity(queries.len() * dim);
+    let mut self_index = Vec::with_capacity(queries.len());
+    for &q in queries {
+        query_features.extend_from_slice(rows.row(q));
+        self_index.push(q as u32);
+    }
+    let found: Neighbours = search(&set, &query_features, k, Exclude::SelfIndex(&self_index));
+    let counts = queries
+        .iter()
+        .enumerate()
+        .map(|(i, &q)| {
+            let own = rows.class_of[q];
+            found
+                .indices(i)
+                .iter()
+                .filter(|&&j| rows.class_of[j as usize] != own)
+                .count()
+        })
+        .collect();
+    (counts, found.k())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typology_bands_at_k_5() {
+        let types: Vec<_> = (0..=5).map(|m| Typology::of(m, 5)).collect();
+        assert_eq!(
+            types,
+            [
+                Typology::Safe,
+                Typology::Safe,
+                Typology::Borderline,
+                Typology::Borderline,
+                Typology::Rare,
+                Typology::Outlier
+            ]
+        );
+    }
+
+    #[test]
+    fn canonical_order_ignores_arrival_order() {
+        let features = [3.0, 1.0, 2.0, 1.0, 0.5, 9.0];
+        let rank = [0, 1, 0, 1, 0, 1];
+        let order = canonical_order(&features, 1, &rank);
+        let permuted_features = [9.0, 0.5, 1.0, 2.0, 1.0, 3.0];
+        let permuted_rank = [1, 0, 1, 0, 1, 0];
+        let permuted = canonical_order(&permuted_features, 1, &permuted_rank);
+        let values = |o: &[usize], f: &[f64], r: &[u32]| {
+            o.iter().map(|&i| (r[i], f[i].to_bits())).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            values(&order, &features, &rank),
+            values(&permuted, &permuted_features, &permuted_rank)
+        );
+    }
+}

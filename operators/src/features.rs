@@ -1,0 +1,201 @@
+//! Which columns an operator reads as its label and its numeric features.
+//!
+//! By default every integer or float column other than the label is a
+//! feature; `features=a b c` names them, `exclude=id seq` removes some.
+
+use std::collections::HashMap;
+
+use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Schema};
+use datafusion::common::{Result, plan_err};
+
+use crate::class_label::{ClassValue, check_label_type, for_each_class};
+use crate::options::Options;
+
+/// The `features` and `exclude` options.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeatureSelection {
+    pub features: Option<Vec<String>>,
+    pub exclude: Vec<String>,
+}
+
+/// Label and feature columns resolved against a schema.
+#[derive(Debug, Clone)]
+pub struct LabelAndFeatures {
+    pub label_index: usize,
+    pub feature_indices: Vec<usize>,
+}
+
+fn is_numeric(t: &DataType) -> bool {
+    t.is_integer() || t.is_floating()
+}
+
+impl FeatureSelection {
+    /// Take `features` and `exclude` (space-separated column names).
+    pub fn take(options: &mut Options) -> Result<Self> {
+        let names = |s: String| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+        let selection = Self {
+            features: options.take::<String>("features")?.map(names),
+            exclude: options
+                .take::<String>("exclude")?
+                .map(names)
+                .unwrap_or_default(),
+        };
+        if selection.features.as_ref().is_some_and(Vec::is_empty) {
+            return plan_err!("features is empty");
+        }
+        Ok(selection)
+    }
+
+    /// Find the label and features of `function` in `input`, refusing an
+    /// input that already has one of the `reserved` output columns.
+    pub fn resolve(
+        &self,
+        function: &str,
+        input: &Schema,
+        label: &str,
+        reserved: &[&str],
+    ) -> Result<LabelAndFeatures> {
+        let names = || {
+            input
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let Ok(label_index) = input.index_of(label) else {
+            return plan_err!(
+                "{function}: label column '{label}' not found; columns are: {}",
+                names()
+            );
+        };
+        check_label_type(label, input.field(label_index).data_type())?;
+        for column in reserved {
+            if input.index_of(column).is_ok() {
+                return plan_err!(
+                    "{function}: the input already has a '{column}' column (applied twice?)"
+                );
+            }
+        }
+        for excluded in &self.exclude {
+            if input.index_of(excluded).is_err() {
+                return plan_err!(
+                    "{function}: excluded column '{excluded}' not found; columns are: {}",
+                    names()
+                );
+            }
+        }
+        let feature_indices = match &self.features {
+            Some(features) => {
+                let mut indices = Vec::new();
+                for feature in features {
+                    let Ok(i) = input.index_of(feature) else {
+                        return plan_err!(
+                            "{function}: feature column '{feature}' not found; columns are: {}",
+                            names()
+                        );
+                    };
+                    if i == label_index || !is_numeric(input.field(i).data_type()) {
+                        return plan_err!(
+                            "{function}: feature column '{feature}' must be a numeric column \
+                             other than the label"
+                        );
+                    }
+                    if !self.exclude.contains(feature) {
+                        indices.push(i);
+                    }
+                }
+                indices
+            }
+            None => (0..input.fields().len())
+                .filter(|&i| {
+                    let field = input.field(i);
+                    i != label_index
+                        && is_numeric(field.data_type())
+                        && !self.exclude.contains(field.name())
+                })
+                .collect(),
+        };
+        Ok(LabelAndFeatures {
+            label_index,
+            feature_indices,
+        })
+    }
+}
+
+/// Features of a batch, row-major, and which rows may seed or neighbour.
+#[derive(Debug)]
+pub struct BatchFeatures {
+    pub dim: usize,
+    pub values: Vec<f64>,
+    /// Class slot of each row, `None` for an ineligible row.
+    pub slots: Vec<Option<usize>>,
+    /// Class slot of each labelled row (eligible or not), for class counts.
+    pub labelled: Vec<Option<usize>>,
+}
+
+/// Classes in order of first appearance, with a lookup.
+#[derive(Debug, Default, Clone)]
+pub struct ClassIndex {
+    pub classes: Vec<ClassValue>,
+    lookup: HashMap<ClassValue, usize>,
+}
+
+impl ClassIndex {
+    pub fn slot(&mut self, class: ClassValue) -> usize {
+        if let Some(&i) = self.lookup.get(&class) {
+            return i;
+        }
+        self.classes.push(class.clone());
+        self.lookup.insert(class, self.classes.len() - 1);
+        self.classes.len() - 1
+    }
+
+    pub fn len(&self) -> usize {
+        self.classes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.classes.is_empty()
+    }
+}
+
+/// Read the label and feature columns of `batch`.
+pub fn batch_features(
+    batch: &RecordBatch,
+    label_index: usize,
+    feature_indices: &[usize],
+    classes: &mut ClassIndex,
+) -> Result<BatchFeatures> {
+    let rows = batch.num_rows();
+    let dim = feature_indices.len();
+    let mut values = vec![0.0; rows * dim];
+    let mut complete = vec![true; rows];
+    for (d, &column) in feature_indices.iter().enumerate() {
+        let as_f64: ArrayRef = cast(batch.column(column), &DataType::Float64)?;
+        let array = as_f64.as_primitive::<Float64Type>();
+        for (row, value) in array.iter().enumerate() {
+            match value {
+                Some(v) if v.is_finite() => values[row * dim + d] = v,
+                _ => complete[row] = false,
+            }
+        }
+    }
+    let mut labelled = Vec::with_capacity(rows);
+    for_each_class(batch.column(label_index), |_, class| {
+        labelled.push(class.map(|c| classes.slot(c)));
+    })?;
+    let slots = labelled
+        .iter()
+        .zip(&complete)
+        .map(|(slot, ok)| if *ok { *slot } else { None })
+        .collect();
+    Ok(BatchFeatures {
+        dim,
+        values,
+        slots,
+        labelled,
+    })
+}
