@@ -22,6 +22,7 @@
 use std::sync::Arc;
 
 use datafusion::common::Result;
+use datafusion::execution::FunctionRegistry;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use equipoise_connectors as connectors;
@@ -53,8 +54,11 @@ pub fn register_all(ctx: &SessionContext) -> Result<Arc<JobRuntime>> {
     for (name, function) in equipoise_udfs::all_table_functions() {
         state.register_udtf(name, function);
     }
-    for (name, function) in equipoise_operators::oversample::sql::table_functions() {
+    for (name, function) in equipoise_operators::table_functions() {
         state.register_udtf(name, function);
+    }
+    for udaf in equipoise_operators::aggregate_functions() {
+        state.register_udaf(udaf)?;
     }
     state.register_udtf(
         connectors::generator::FUNCTION_NAME,

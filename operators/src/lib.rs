@@ -12,6 +12,7 @@
 //!   `complexity_report`).
 //! - [`features`]: which columns are label and features.
 //! - [`table_function`]: arguments of the SQL table functions.
+//! - [`icost`]: per-row cost weights from instance complexity (`icost`).
 //! - [`knn`]: the exact k-nearest-neighbour engine the operators share.
 //! - [`rng`]: the seeded generator behind "same seed, same output".
 
@@ -19,6 +20,7 @@ pub mod class_label;
 pub mod class_monitor;
 pub mod complexity;
 pub mod features;
+pub mod icost;
 pub mod knn;
 pub mod options;
 pub mod oversample;
@@ -28,6 +30,33 @@ pub mod stage;
 pub mod table_function;
 
 pub use class_monitor::{ClassMonitorOptions, ClassMonitorStage};
+pub use icost::{IcostMode, IcostOptions, IcostStage};
 pub use oversample::{Method, OversampleOptions, OversampleStage, SamplingStrategy};
 pub use runtime::{ControlSignal, JobRuntime, JobSnapshot, SignalTarget, StatefulOperator};
 pub use stage::{DataFrameStageExt, StageTable, StreamStage};
+
+use std::sync::Arc;
+
+use datafusion::catalog::TableFunctionImpl;
+use datafusion::logical_expr::AggregateUDF;
+
+/// Every operator's SQL table function, by name.
+pub fn table_functions() -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
+    let mut functions = oversample::sql::table_functions();
+    functions.push(("icost", Arc::new(icost::sql::IcostFunction)));
+    functions.push((
+        "complexity_report",
+        Arc::new(complexity::complexity_report::ComplexityReportFunction),
+    ));
+    functions
+}
+
+/// The aggregates backed by the neighbour engine (`kdn_mean`, `n3`, ...).
+pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
+    vec![
+        complexity::kdn_mean::kdn_mean_udaf(),
+        complexity::kdn_mean::kdn_mean_of_udaf(),
+        complexity::n3::n3_udaf(),
+        complexity::n3::n3_of_udaf(),
+    ]
+}

@@ -23,6 +23,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 
 use crate::class_monitor::{ClassMonitorOptions, ClassMonitorStage};
+use crate::icost::{IcostOptions, IcostStage};
 use crate::oversample::{Method, OversampleOptions, OversampleStage};
 use crate::runtime::JobRuntime;
 
@@ -122,6 +123,11 @@ pub trait DataFrameStageExt: Sized {
     /// Quality-controlled SMOTE; see [`crate::oversample::qc_smote`].
     fn qc_smote(self, options: OversampleOptions) -> Result<DataFrame> {
         self.oversample(Method::QcSmote, options)
+    }
+
+    /// iCost weights; see [`crate::icost`].
+    fn icost(self, options: IcostOptions) -> Result<DataFrame> {
+        self.stage(Arc::new(IcostStage::try_new(options)?))
     }
 
     /// SMOTE as imbalanced-learn; see [`crate::oversample::smote`].

@@ -97,9 +97,9 @@ fn label_type(name: &str, t: &DataType) -> Result<DataType> {
         DataType::Boolean => Ok(DataType::Boolean),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(DataType::Utf8),
         DataType::Null => Ok(DataType::Int64),
-        other => plan_err!(
-            "{name}: the label must be an integer, boolean or string column, not {other}"
-        ),
+        other => {
+            plan_err!("{name}: the label must be an integer, boolean or string column, not {other}")
+        }
     }
 }
 
@@ -173,9 +173,7 @@ impl<M: NeighbourMeasure> AggregateUDFImpl for NeighbourMeasureUdf<M> {
                     Self::usage()
                 );
             };
-            let value = literal
-                .value()
-                .cast_to(args.expr_fields[0].data_type())?;
+            let value = literal.value().cast_to(args.expr_fields[0].data_type())?;
             match scalar_class(&value) {
                 Some(class) => Some(class),
                 None => return plan_err!("{}: the class argument must not be NULL", M::NAME),

@@ -160,7 +160,9 @@ mod tests {
         let permuted_rank = [1, 0, 1, 0, 1, 0];
         let permuted = canonical_order(&permuted_features, 1, &permuted_rank);
         let values = |o: &[usize], f: &[f64], r: &[u32]| {
-            o.iter().map(|&i| (r[i], f[i].to_bits())).collect::<Vec<_>>()
+            o.iter()
+                .map(|&i| (r[i], f[i].to_bits()))
+                .collect::<Vec<_>>()
         };
         assert_eq!(
             values(&order, &features, &rank),

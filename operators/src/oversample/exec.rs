@@ -27,11 +27,11 @@ use futures::StreamExt;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::reservoir::{ReferenceSet, Reservoirs};
-use crate::features::{BatchFeatures, ClassIndex, batch_features};
 use super::{
     ColumnPlan, GenerateContext, Method, Mode, OversampleOptions, OversampleStage,
     SamplingStrategy, Synthetic, generate,
 };
+use crate::features::{BatchFeatures, ClassIndex, batch_features};
 use crate::rng::Rng;
 use crate::runtime::{ControlReceiver, ControlSignal, JobRuntime, MetricSet};
 
@@ -631,7 +631,7 @@ impl Oversampler {
 /// Whether `input` merges several partitions into one stream (the
 /// distribution the optimizer inserts below a single-partition operator),
 /// which makes the arrival order vary between runs.
-fn merges_partitions(input: &dyn ExecutionPlan) -> bool {
+pub(crate) fn merges_partitions(input: &dyn ExecutionPlan) -> bool {
     matches!(
         input.name(),
         "CoalescePartitionsExec" | "SortPreservingMergeExec"

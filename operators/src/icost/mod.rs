@@ -1,0 +1,394 @@
+//! iCost: per-row cost weights from instance complexity (Newaz, Adib and
+//! Jabid, arXiv 2409.13007), as the `icost` operator.
+//!
+//! Every input row passes through with two more columns: `sample_weight`
+//! (Float64) and `complexity` (Utf8: `pure`, `safe`, `border`, `outlier` for
+//! a weighed minority row, NULL otherwise).
+//!
+//! Which rows are weighed: without `minority`, every class but the largest
+//! (one-vs-rest: a row of class c is weighed in c's own subproblem, with
+//! IR_c = rows not of c / rows of c, and its neighbours count as "majority"
+//! when their class is not c); rows of the largest class weigh 1.0. The
+//! largest class is the one with the most rows, ties going to the greatest
+//! class value (so a tied binary problem weighs the lower class, as the
+//! reference does). With `minority=v` only class `v` is weighed, against all
+//! other rows. A row with a NULL label weighs NULL (nothing can learn from
+//! it); a weighed row whose features are incomplete (NULL, NaN, infinite)
+//! has no neighbourhood, so it gets the class-level weight IR and NULL
+//! complexity.
+//!
+//! Synthetic rows (an upstream oversampler's `is_synthetic` rows) are not
+//! observations: they stay out of the window and the class counts, weigh
+//! 1.0 and have NULL complexity. The oversampler already raised their
+//! class's share; weighing them by IR as well would count the imbalance
+//! twice.
+//!
+//! Modes:
+//! - `neighbor` (default): Neighbor-iCost of the PyPI package `icost` 0.3.0.
+//!   The k nearest rows (Euclidean on raw values, the row itself excluded
+//!   by index), m of them of another class: m = 0 `pure`, m/k < 0.5 `safe`,
+//!   m < k `border`, m = k `outlier`; weight = multiplier x IR with
+//!   multipliers pure 0.30, safe 0.50, border 0.70, outlier 0.10.
+//! - `cs`: class-level weights, IR for every weighed row; no complexity.
+//! - `gini`: Gini-iCost. A probe tree (CART, Gini, depth 3, at least 5 rows
+//!   a leaf) separates the class from the rest; p is the class's share of
+//!   the row's leaf: p >= 0.8 `pure` (pure multiplier), p <= 0.2 `outlier`
+//!   (outlier multiplier), otherwise safe + (border - safe) x 4p(1 - p),
+//!   times IR, labelled `safe` when p >= 0.5 and `border` below. On a table
+//!   the tree is cross-fitted (3 stratified folds, seeded: a row is scored
+//!   by a tree that did not see it); on a stream it is fitted on the window
+//!   before the batch.
+//!
+//! Tables (bounded input, `semantics=auto` or `batch`): every row is read
+//! first, then weighed against all rows, which matches the reference row
+//! for row. Ties at the k-th neighbour go to the row that came first (in
+//! input order; in a canonical order of class and features when the input
+//! merges parallel partitions). scikit-learn's trees break such ties by
+//! traversal order instead, so on data where a tie at the k-th distance
+//! mixes classes the two can differ; docs/icost.md shows how often.
+//!
+//! Streams: a sliding window of the most recent `window` labelled rows
+//! with complete features (default 10,000) is the reference set; a row is
+//! weighed against the window as it stood before its batch (no look-ahead),
+//! and the class counts are per-row decayed weights (half-life `half_life`
+//! rows, default 10,000) updated causally, up to and including the row.
+//! Until the window holds k rows, weighed rows get the class-level weight.
+//! A `Reset` control signal keeps the newest tenth of the window and a
+//! tenth of the decayed weights (the class mix is kept, its inertia cut).
+
+pub mod exec;
+pub mod probe_tree;
+pub mod sql;
+pub mod weights;
+pub mod window;
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{Result, plan_err};
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::features::{FeatureSelection, LabelAndFeatures};
+use crate::options::Options;
+use crate::oversample::{IS_SYNTHETIC, Mode};
+use crate::runtime::JobRuntime;
+use crate::stage::StreamStage;
+
+/// Output column with the row's weight.
+pub const SAMPLE_WEIGHT: &str = "sample_weight";
+/// Output column with the row's category.
+pub const COMPLEXITY: &str = "complexity";
+
+/// How weights are derived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IcostMode {
+    Neighbor,
+    Cs,
+    Gini,
+}
+
+impl IcostMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Neighbor => "neighbor",
+            Self::Cs => "cs",
+            Self::Gini => "gini",
+        }
+    }
+}
+
+/// Relative costs of the four categories, multiplied by IR.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Costs {
+    pub pure: f64,
+    pub safe: f64,
+    pub border: f64,
+    pub outlier: f64,
+}
+
+impl Default for Costs {
+    /// The `icost` 0.3.0 defaults.
+    fn default() -> Self {
+        Self {
+            pure: 0.30,
+            safe: 0.50,
+            border: 0.70,
+            outlier: 0.10,
+        }
+    }
+}
+
+impl Costs {
+    pub fn of(&self, category: Category) -> f64 {
+        match category {
+            Category::Pure => self.pure,
+            Category::Safe => self.safe,
+            Category::Border => self.border,
+            Category::Outlier => self.outlier,
+        }
+    }
+}
+
+/// Complexity category of a weighed row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Category {
+    Pure,
+    Safe,
+    Border,
+    Outlier,
+}
+
+impl Category {
+    pub const ALL: [Self; 4] = [Self::Pure, Self::Safe, Self::Border, Self::Outlier];
+
+    /// From `m` other-class rows among `k` neighbours (the reference's
+    /// bands: the share is compared as a float, as it does).
+    pub fn of_neighbours(m: usize, k: usize) -> Self {
+        let share = m as f64 / k as f64;
+        if m == 0 {
+            Self::Pure
+        } else if share < 0.5 {
+            Self::Safe
+        } else if m < k {
+            Self::Border
+        } else {
+            Self::Outlier
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pure => "pure",
+            Self::Safe => "safe",
+            Self::Border => "border",
+            Self::Outlier => "outlier",
+        }
+    }
+}
+
+/// Options of the `icost` operator; see the module documentation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IcostOptions {
+    pub label_column: String,
+    pub mode: IcostMode,
+    pub k: usize,
+    pub costs: Costs,
+    /// Labelled rows in the reference window; default 1,000,000 on tables
+    /// (more is an error: the table does not fit), 10,000 on streams.
+    pub window: Option<usize>,
+    /// The one class to weigh, by its value as text.
+    pub minority: Option<String>,
+    pub seed: u64,
+    pub half_life_rows: f64,
+    pub semantics: Mode,
+    pub selection: FeatureSelection,
+}
+
+impl IcostOptions {
+    pub const DEFAULT_K: usize = 5;
+    pub const TABLE_WINDOW: usize = 1_000_000;
+    pub const STREAM_WINDOW: usize = 10_000;
+    pub const DEFAULT_HALF_LIFE_ROWS: f64 = 10_000.0;
+
+    pub fn new(label_column: impl Into<String>) -> Self {
+        Self {
+            label_column: label_column.into(),
+            mode: IcostMode::Neighbor,
+            k: Self::DEFAULT_K,
+            costs: Costs::default(),
+            window: None,
+            minority: None,
+            seed: 0,
+            half_life_rows: Self::DEFAULT_HALF_LIFE_ROWS,
+            semantics: Mode::Auto,
+            selection: FeatureSelection::default(),
+        }
+    }
+
+    /// Parse an option string such as `'mode=gini, k=7, minority=1'`.
+    pub fn parse(label_column: &str, text: &str) -> Result<Self> {
+        let mut options = Options::parse("icost", text)?;
+        let mut parsed = Self::new(label_column);
+        parsed.mode = match options.take::<String>("mode")?.as_deref() {
+            None | Some("neighbor") => IcostMode::Neighbor,
+            Some("cs") => IcostMode::Cs,
+            Some("gini") => IcostMode::Gini,
+            Some(other) => {
+                return plan_err!("icost: unknown mode '{other}'; use neighbor, cs or gini");
+            }
+        };
+        if let Some(k) = options.take::<usize>("k")? {
+            parsed.k = k;
+        }
+        for (key, slot) in [
+            ("pure", &mut parsed.costs.pure),
+            ("safe", &mut parsed.costs.safe),
+            ("border", &mut parsed.costs.border),
+            ("outlier", &mut parsed.costs.outlier),
+        ] {
+            if let Some(v) = options.take::<f64>(key)? {
+                *slot = v;
+            }
+        }
+        parsed.window = options.take::<usize>("window")?;
+        parsed.minority = options.take::<String>("minority")?;
+        if let Some(seed) = options.take::<u64>("seed")? {
+            parsed.seed = seed;
+        }
+        if let Some(h) = options.take::<f64>("half_life")? {
+            parsed.half_life_rows = h;
+        }
+        parsed.semantics = match options.take::<String>("semantics")?.as_deref() {
+            None | Some("auto") => Mode::Auto,
+            Some("stream") => Mode::Stream,
+            Some("batch") => Mode::Batch,
+            Some(other) => {
+                return plan_err!("icost: unknown semantics '{other}'; use auto, stream or batch");
+            }
+        };
+        parsed.selection = FeatureSelection::take(&mut options)?;
+        options.finish()?;
+        parsed.validate()?;
+        Ok(parsed)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.k == 0 {
+            return plan_err!("icost: k must be at least 1");
+        }
+        let c = &self.costs;
+        for (name, v) in [
+            ("pure", c.pure),
+            ("safe", c.safe),
+            ("border", c.border),
+            ("outlier", c.outlier),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return plan_err!("icost: {name} must be a finite number of 0 or more, got {v}");
+            }
+        }
+        if self.window.is_some_and(|w| w <= self.k) {
+            return plan_err!("icost: window must hold more than k={} rows", self.k);
+        }
+        if !(self.half_life_rows.is_finite() && self.half_life_rows > 0.0) {
+            return plan_err!("icost: half_life must be a positive number of rows");
+        }
+        if self.minority.as_deref().is_some_and(str::is_empty) {
+            return plan_err!("icost: minority is empty");
+        }
+        Ok(())
+    }
+
+    /// Whether the features take part (not in `cs` mode).
+    pub fn needs_features(&self) -> bool {
+        self.mode != IcostMode::Cs
+    }
+}
+
+/// The planning side of the `icost` operator.
+#[derive(Debug, Clone)]
+pub struct IcostStage {
+    options: IcostOptions,
+}
+
+/// Label, features and output schema, resolved against an input schema.
+#[derive(Debug, Clone)]
+pub struct IcostColumns {
+    pub label_index: usize,
+    pub feature_indices: Vec<usize>,
+    /// An oversampler's `is_synthetic` marker, when the input has one.
+    pub synthetic_index: Option<usize>,
+    pub output_schema: SchemaRef,
+}
+
+impl IcostStage {
+    pub fn try_new(options: IcostOptions) -> Result<Self> {
+        options.validate()?;
+        Ok(Self { options })
+    }
+
+    pub fn options(&self) -> &IcostOptions {
+        &self.options
+    }
+
+    pub fn columns(&self, input: &SchemaRef) -> Result<IcostColumns> {
+        let LabelAndFeatures {
+            label_index,
+            feature_indices,
+        } = self.options.selection.resolve(
+            "icost",
+            input,
+            &self.options.label_column,
+            &[SAMPLE_WEIGHT, COMPLEXITY],
+        )?;
+        if self.options.needs_features() && feature_indices.is_empty() {
+            return plan_err!(
+                "icost: no numeric feature columns for mode={}; mode=cs needs none",
+                self.options.mode.name()
+            );
+        }
+        let synthetic_index = input
+            .index_of(IS_SYNTHETIC)
+            .ok()
+            .filter(|&i| input.field(i).data_type() == &DataType::Boolean);
+        let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(SAMPLE_WEIGHT, DataType::Float64, true)));
+        fields.push(Arc::new(Field::new(COMPLEXITY, DataType::Utf8, true)));
+        Ok(IcostColumns {
+            label_index,
+            feature_indices,
+            synthetic_index,
+            output_schema: Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())),
+        })
+    }
+}
+
+impl StreamStage for IcostStage {
+    fn kind(&self) -> &'static str {
+        "icost"
+    }
+
+    fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
+        Ok(self.columns(input)?.output_schema)
+    }
+
+    fn plan(
+        &self,
+        input: Arc<dyn ExecutionPlan>,
+        runtime: &Arc<JobRuntime>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        exec::IcostExec::try_new(self.clone(), input, runtime)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neighbour_bands_follow_the_reference() {
+        let cats: Vec<_> = (0..=5).map(|m| Category::of_neighbours(m, 5)).collect();
+        use Category::*;
+        assert_eq!(cats, [Pure, Safe, Safe, Border, Border, Outlier]);
+        // k = 4: 2 of 4 is a share of 0.5, which is border, not safe.
+        assert_eq!(Category::of_neighbours(2, 4), Border);
+    }
+
+    #[test]
+    fn bad_options_are_plan_errors() {
+        for (text, needle) in [
+            ("mode=tree", "unknown mode"),
+            ("k=0", "k must be"),
+            ("pure=-1", "pure must be"),
+            ("window=3", "window must hold"),
+            ("colour=red", "unknown option"),
+            ("semantics=later", "unknown semantics"),
+        ] {
+            let err = IcostOptions::parse("y", text)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+}
