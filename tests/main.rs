@@ -2,6 +2,8 @@
 //!
 //! - `cli_sql`: `equipoise sql` end to end (spawning the built binary).
 //! - `cli_run`: `equipoise run` end to end: summary, metrics, SIGTERM.
+//! - `icost`: the iCost operator's streaming semantics, Prometheus families
+//!   and arrival-order independence.
 //! - `oversampling`: the oversampling operators (segment property,
 //!   determinism, metrics, the streaming path).
 //! - `streaming`: the unbounded execution path through the library API.
@@ -10,6 +12,7 @@ mod it {
     pub mod cli_run;
     pub mod cli_sql;
     pub mod common;
+    pub mod icost;
     pub mod oversampling;
     pub mod slt;
     pub mod streaming;
