@@ -21,10 +21,11 @@ use datafusion::common::{Result, exec_datafusion_err};
 use datafusion::prelude::SessionConfig;
 use equipoise_connectors::{GeneratorConfig, GeneratorTable};
 use equipoise_operators::class_label::{ClassValue, for_each_class};
+use equipoise_operators::features::FeatureSelection;
 use equipoise_operators::oversample::Mode;
 use equipoise_operators::{
-    ClassMonitorOptions, ControlSignal, DataFrameStageExt, JobRuntime, JobSnapshot, Method,
-    OversampleOptions,
+    ClassMonitorOptions, ControlSignal, DataFrameStageExt, IcostOptions, JobRuntime, JobSnapshot,
+    Method, OversampleOptions,
 };
 use futures::StreamExt;
 
@@ -43,13 +44,17 @@ pub struct JobSpec {
     pub half_life_rows: f64,
     /// The oversampling stage after the class monitor, if any.
     pub oversampler: Option<(Method, OversampleOptions)>,
+    /// The iCost stage after the oversampler, if any.
+    pub icost: Option<IcostOptions>,
 }
 
 impl JobSpec {
     /// The embedded default: generated telemetry, a projection that adds a
     /// derived feature, the class monitor (which sees the stream as it
-    /// arrives), and QC-SMOTE over the sensor readings (`seq` and
-    /// `machine_id` are identifiers, copied from the seed, not features).
+    /// arrives), QC-SMOTE over the sensor readings (`seq` and `machine_id`
+    /// are identifiers, copied from the seed, not features), then iCost
+    /// weights on the same readings (synthetic rows weigh 1.0; see
+    /// [`equipoise_operators::icost`]).
     pub fn embedded_default(source: GeneratorConfig) -> Self {
         Self {
             source,
@@ -70,6 +75,14 @@ impl JobSpec {
                     ..OversampleOptions::new("label")
                 },
             )),
+            icost: Some(IcostOptions {
+                selection: FeatureSelection {
+                    features: None,
+                    exclude: vec!["seq".to_string(), "machine_id".to_string()],
+                },
+                semantics: Mode::Stream,
+                ..IcostOptions::new("label")
+            }),
         }
     }
 }
@@ -196,6 +209,9 @@ pub async fn run_job(
     )?;
     if let Some((method, options)) = &spec.oversampler {
         pipeline = pipeline.oversample(*method, options.clone())?;
+    }
+    if let Some(options) = &spec.icost {
+        pipeline = pipeline.icost(options.clone())?;
     }
     let label_index = pipeline
         .schema()

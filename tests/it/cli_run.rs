@@ -113,10 +113,13 @@ fn metrics_are_served_while_the_job_runs_and_sigterm_stops_it_cleanly() {
     let fault_series = "equipoise_rows_processed_total{class=\"1\",operator=\"class_monitor-0\"}";
     let synthetic_series =
         "equipoise_synthetic_rows_total{class=\"1\",kind=\"interpolated\",operator=\"qc_smote-0\"}";
+    let weighed_series =
+        "equipoise_complexity_rows_total{category=\"pure\",class=\"1\",operator=\"icost-0\"}";
     let exposition = loop {
         if let Some(body) = http_get(port, "/metrics")
             && sample(&body, fault_series).is_some()
             && sample(&body, synthetic_series).is_some_and(|n| n > 0.0)
+            && sample(&body, weighed_series).is_some()
         {
             break body;
         }
@@ -141,6 +144,12 @@ fn metrics_are_served_while_the_job_runs_and_sigterm_stops_it_cleanly() {
     assert!(exposition.contains("# TYPE equipoise_batches_processed_total counter"));
     assert!(exposition.contains("# TYPE equipoise_imbalance_ratio gauge"));
     assert!(exposition.contains("# TYPE equipoise_synthetic_candidates_rejected_total counter"));
+    let overlap = sample(
+        &exposition,
+        "equipoise_minority_overlap{operator=\"icost-0\"}",
+    )
+    .expect("the overlap gauge is exported");
+    assert!((0.0..=1.0).contains(&overlap), "overlap {overlap}");
     assert_eq!(http_get(port, "/healthz").as_deref(), Some("ok\n"));
     check_exposition_with_promtool(&exposition);
 
