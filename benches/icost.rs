@@ -105,7 +105,8 @@ async fn main() -> Result<()> {
         for (name, features) in [("d20", 20), ("d6", 6)] {
             let x = read_le(&root.join(format!("{name}.x.f64")), f64::from_le_bytes)?;
             let y = read_le(&root.join(format!("{name}.y.i64")), i64::from_le_bytes)?;
-            let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+            let ctx =
+                SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
             equipoise::register_all(&ctx)?;
             ctx.register_table("t", Arc::new(table_of(&x, &y, features)?))?;
             let (seconds, sum) =
@@ -124,17 +125,15 @@ async fn main() -> Result<()> {
             (10_000, 40),
         ] {
             let (x, y) = generated(rows, features, 11);
-            let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+            let ctx =
+                SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
             equipoise::register_all(&ctx)?;
             ctx.register_table("t", Arc::new(table_of(&x, &y, features)?))?;
             let sql = format!(
                 "SELECT sum(sample_weight) FROM icost('t', 'label', 'semantics=stream, window={window}')"
             );
             let (seconds, _) = time_query(&ctx, &sql).await?;
-            println!(
-                "stream\t{window}\t{features}\t{:.0}",
-                rows as f64 / seconds
-            );
+            println!("stream\t{window}\t{features}\t{:.0}", rows as f64 / seconds);
         }
     }
     Ok(())

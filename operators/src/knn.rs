@@ -18,12 +18,17 @@
 //! - ties are broken by the lower reference index;
 //! - every query gets `min(k, available)` neighbours, nearest first.
 //!
-//! A kd-tree was not added: the operators' data (20 to 60 metrics per row,
-//! standardized) is where trees degrade to brute force, and a tree would have
-//! to be rebuilt for every streaming batch.
+//! Sets of few dimensions (up to [`TREE_MAX_DIM`]) and enough points are
+//! searched with a k-d tree instead ([`kd_tree`]), under the same contract;
+//! in more dimensions a tree prunes too little to pay for itself (the
+//! operators' metrics data has 20 and more), so brute force it is.
 
 use std::num::NonZeroUsize;
 use std::thread;
+
+mod kd_tree;
+
+use kd_tree::KdTree;
 
 /// Reference points in tiles of [`TILE`] points: within a tile, coordinate
 /// `d` of its points is contiguous, so the kernel reads one short vector per
@@ -34,8 +39,15 @@ pub struct PointSet {
     len: usize,
     /// `tiles[(i / TILE) * dim * TILE + d * TILE + i % TILE]` is coordinate
     /// `d` of point `i`; lanes past `len` are padding, never reported.
+    /// Empty when the set is searched through `tree`.
     tiles: Vec<f64>,
+    tree: Option<KdTree>,
 }
+
+/// Most dimensions a set is searched with a k-d tree in.
+pub const TREE_MAX_DIM: usize = 8;
+/// Fewest points a set is searched with a k-d tree for.
+const TREE_MIN_POINTS: usize = 256;
 
 /// Points per tile: one 64-byte cache line of `f64` per dimension.
 pub const TILE: usize = 8;
@@ -50,6 +62,14 @@ impl PointSet {
 
     /// From the rows of `rows` (row-major, `dim` wide) listed in `subset`.
     pub fn from_subset(rows: &[f64], dim: usize, subset: &[usize]) -> Self {
+        if (1..=TREE_MAX_DIM).contains(&dim) && subset.len() >= TREE_MIN_POINTS {
+            return Self::tree_from_subset(rows, dim, subset);
+        }
+        Self::tiles_from_subset(rows, dim, subset)
+    }
+
+    /// Searched by brute force, whatever the dimension.
+    pub fn tiles_from_subset(rows: &[f64], dim: usize, subset: &[usize]) -> Self {
         let len = subset.len();
         let mut tiles = vec![0.0; len.div_ceil(TILE) * dim * TILE];
         for (i, &r) in subset.iter().enumerate() {
@@ -58,7 +78,22 @@ impl PointSet {
                 tiles[base + d * TILE] = rows[r * dim + d];
             }
         }
-        Self { dim, len, tiles }
+        Self {
+            dim,
+            len,
+            tiles,
+            tree: None,
+        }
+    }
+
+    /// Searched through a k-d tree, whatever the dimension.
+    pub fn tree_from_subset(rows: &[f64], dim: usize, subset: &[usize]) -> Self {
+        Self {
+            dim,
+            len: subset.len(),
+            tiles: Vec::new(),
+            tree: Some(KdTree::build(rows, dim, subset)),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -122,6 +157,8 @@ const BLOCK_TILES: usize = 32;
 const QUERY_GROUP: usize = 64;
 /// Below this many coordinate differences, threads cost more than they save.
 const PARALLEL_WORK: usize = 4_000_000;
+/// Below this many queries a tree search is not split across threads.
+const TREE_PARALLEL_QUERIES: usize = 1_024;
 
 /// The `k` nearest points of `set` to each query (`queries` row-major, as
 /// wide as the set).
@@ -146,8 +183,13 @@ pub fn search(set: &PointSet, queries: &[f64], k: usize, exclude: Exclude<'_>) -
         .map(NonZeroUsize::get)
         .unwrap_or(1);
     let work = n_queries.saturating_mul(set.len).saturating_mul(dim.max(1));
-    if threads == 1 || work < PARALLEL_WORK || n_queries < 2 * QUERY_GROUP {
-        search_range(
+    let parallel = threads > 1
+        && match set.tree {
+            Some(_) => n_queries >= TREE_PARALLEL_QUERIES,
+            None => work >= PARALLEL_WORK && n_queries >= 2 * QUERY_GROUP,
+        };
+    if !parallel {
+        search_range_dispatched(
             set,
             queries,
             0,
@@ -163,7 +205,9 @@ pub fn search(set: &PointSet, queries: &[f64], k: usize, exclude: Exclude<'_>) -
             let distance_chunks = squared_distances.chunks_mut(per_thread * k);
             for (t, (idx, dist)) in index_chunks.zip(distance_chunks).enumerate() {
                 let first = t * per_thread;
-                scope.spawn(move || search_range(set, queries, first, k, exclude, idx, dist));
+                scope.spawn(move || {
+                    search_range_dispatched(set, queries, first, k, exclude, idx, dist)
+                });
             }
         });
     }
@@ -183,7 +227,7 @@ struct TopK<'a> {
 }
 
 impl TopK<'_> {
-    #[inline]
+    #[inline(always)]
     fn offer(&mut self, distances: &[f64; TILE], first: usize, len: usize) {
         let k = self.distances.len();
         for (lane, &d2) in distances.iter().enumerate() {
@@ -212,47 +256,115 @@ impl TopK<'_> {
 /// Dimensions summed between two checks of the early exit.
 const CHECK_EVERY: usize = 4;
 
-/// Squared distances of two queries to the eight points of one tile. Two
-/// queries per pass halve the loads per distance; the sixteen running sums
-/// stay in registers. Partial distance search: every few dimensions, if all
-/// sixteen partial sums already reach their query's current k-th best
-/// (`limit_a`, `limit_b`), the rest is skipped: a partial sum only grows, so
-/// none of these points could enter either answer (entry needs strictly
-/// less), and the early exit changes no result.
-#[inline]
+/// Queries sharing one pass over a tile: four independent running sums
+/// per lane hide the latency of the additions (one query alone would wait
+/// on its own previous addition every dimension).
+const QUAD: usize = 4;
+
+/// Squared distances of four queries to the eight points of one tile, the
+/// 32 running sums in registers. Each sum adds the dimensions in order, so
+/// every distance is the one the definition (and the k-d tree) computes.
+/// Partial distance search: every few dimensions, if every partial sum
+/// already reaches its query's current k-th best (`limits`), the rest is
+/// skipped: a partial sum only grows, so none of these points could enter
+/// any answer (entry needs strictly less), and the early exit changes no
+/// result.
+#[inline(always)]
 fn tile_distances(
     tile: &[f64],
-    a: &[f64],
-    b: &[f64],
-    limit_a: f64,
-    limit_b: f64,
-) -> ([f64; TILE], [f64; TILE]) {
-    let mut da = [0.0; TILE];
-    let mut db = [0.0; TILE];
-    let dim = a.len();
+    queries: &[&[f64]; QUAD],
+    limits: &[f64; QUAD],
+) -> [[f64; TILE]; QUAD] {
+    let mut sums = [[0.0; TILE]; QUAD];
+    let dim = queries[0].len();
     let mut d = 0;
     while d < dim {
         let end = (d + CHECK_EVERY).min(dim);
         for dd in d..end {
             let column = &tile[dd * TILE..(dd + 1) * TILE];
-            let (qa, qb) = (a[dd], b[dd]);
-            for lane in 0..TILE {
-                let x = column[lane];
-                let u = x - qa;
-                let v = x - qb;
-                da[lane] += u * u;
-                db[lane] += v * v;
+            for (sum, query) in sums.iter_mut().zip(queries) {
+                let q = query[dd];
+                for lane in 0..TILE {
+                    let u = column[lane] - q;
+                    sum[lane] += u * u;
+                }
             }
         }
         d = end;
-        if d < dim && da.iter().all(|&x| x >= limit_a) && db.iter().all(|&x| x >= limit_b) {
+        // Branch-free over the lanes (a short-circuiting `all` would be a
+        // data-dependent branch per lane), one branch on the result.
+        let mut beyond = true;
+        for (sum, &limit) in sums.iter().zip(limits) {
+            for &s in sum {
+                beyond &= s >= limit;
+            }
+        }
+        if d < dim && beyond {
             break;
         }
     }
-    (da, db)
+    sums
+}
+
+/// One thread's share of a search, as a unit that `pulp` compiles once per
+/// instruction set (monomorphized per `Simd` type and inlined into a
+/// function with those target features) and picks from at run time.
+struct SearchKernel<'a, 'o> {
+    set: &'a PointSet,
+    queries: &'a [f64],
+    first: usize,
+    k: usize,
+    exclude: Exclude<'a>,
+    out_indices: &'o mut [u32],
+    out_distances: &'o mut [f64],
+}
+
+impl pulp::WithSimd for SearchKernel<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Self {
+            set,
+            queries,
+            first,
+            k,
+            exclude,
+            out_indices,
+            out_distances,
+        } = self;
+        match &set.tree {
+            Some(tree) => tree.search_range(queries, first, k, exclude, out_indices, out_distances),
+            None => search_range(set, queries, first, k, exclude, out_indices, out_distances),
+        }
+    }
+}
+
+/// [`search_range`] compiled for the widest vector instructions this CPU
+/// has (AVX-512 or AVX2 with FMA, else the baseline), chosen at run time:
+/// a tile's eight lanes then fit one or two registers.
+fn search_range_dispatched(
+    set: &PointSet,
+    queries: &[f64],
+    first: usize,
+    k: usize,
+    exclude: Exclude<'_>,
+    out_indices: &mut [u32],
+    out_distances: &mut [f64],
+) {
+    pulp::Arch::new().dispatch(SearchKernel {
+        set,
+        queries,
+        first,
+        k,
+        exclude,
+        out_indices,
+        out_distances,
+    });
 }
 
 /// Answer queries `first..first + out_indices.len() / k`.
+#[inline(always)]
 fn search_range(
     set: &PointSet,
     queries: &[f64],
@@ -269,60 +381,52 @@ fn search_range(
     let n_tiles = set.len.div_ceil(TILE);
     let tile_width = dim * TILE;
     let mut filled = vec![0usize; count];
+    let query = |q: usize| &queries[(first + q) * dim..(first + q + 1) * dim];
+    let skip = |q: usize| match exclude {
+        Exclude::Nothing => usize::MAX,
+        Exclude::SelfIndex(own) => own[first + q] as usize,
+    };
     for group_start in (0..count).step_by(QUERY_GROUP) {
         let group_len = QUERY_GROUP.min(count - group_start);
         for block_start in (0..n_tiles).step_by(BLOCK_TILES) {
             let block_end = (block_start + BLOCK_TILES).min(n_tiles);
-            for pair in (0..group_len).step_by(2) {
-                let qa = group_start + pair;
-                // An odd group's last query is paired with itself.
-                let qb = if pair + 1 < group_len { qa + 1 } else { qa };
-                let query = |q: usize| &queries[(first + q) * dim..(first + q + 1) * dim];
-                let skip = |q: usize| match exclude {
-                    Exclude::Nothing => usize::MAX,
-                    Exclude::SelfIndex(own) => own[first + q] as usize,
-                };
-                let (head, tail) = out_distances.split_at_mut(qb * k);
-                let (ihead, itail) = out_indices.split_at_mut(qb * k);
-                let a_slots = if qb != qa { qa * k..qb * k } else { 0..0 };
-                let mut top_a = TopK {
-                    distances: &mut head[a_slots.clone()],
-                    indices: &mut ihead[a_slots],
-                    filled: filled[qa],
-                    skip: skip(qa),
-                };
-                let mut top_b = TopK {
-                    distances: &mut tail[..k],
-                    indices: &mut itail[..k],
-                    filled: filled[qb],
-                    skip: skip(qb),
-                };
+            for quad_start in (group_start..group_start + group_len).step_by(QUAD) {
+                let n = QUAD.min(group_start + group_len - quad_start);
+                // A short quad repeats its last query; those sums are unused.
+                let points: [&[f64]; QUAD] =
+                    std::array::from_fn(|j| query(quad_start + j.min(n - 1)));
+                let range = quad_start * k..(quad_start + n) * k;
+                let mut distance_rows = out_distances[range.clone()].chunks_mut(k);
+                let mut index_rows = out_indices[range].chunks_mut(k);
+                let mut tops: [Option<TopK<'_>>; QUAD] = std::array::from_fn(|j| {
+                    let (distances, indices) = (distance_rows.next()?, index_rows.next()?);
+                    Some(TopK {
+                        distances,
+                        indices,
+                        filled: filled[quad_start + j],
+                        skip: skip(quad_start + j),
+                    })
+                });
                 for t in block_start..block_end {
                     let tile = &set.tiles[t * tile_width..(t + 1) * tile_width];
-                    let limit_a = if qb != qa && top_a.filled == k {
-                        top_a.distances[k - 1]
-                    } else if qb != qa {
-                        f64::INFINITY
-                    } else {
-                        // A query paired with itself: only `b` counts.
-                        f64::NEG_INFINITY
-                    };
-                    let limit_b = if top_b.filled == k {
-                        top_b.distances[k - 1]
-                    } else {
-                        f64::INFINITY
-                    };
-                    let (da, db) = tile_distances(tile, query(qa), query(qb), limit_a, limit_b);
-                    if qb != qa {
-                        top_a.offer(&da, t * TILE, set.len);
+                    let limits: [f64; QUAD] = std::array::from_fn(|j| match &tops[j] {
+                        Some(top) if top.filled == k => top.distances[k - 1],
+                        Some(_) => f64::INFINITY,
+                        // An unused slot never holds the early exit back.
+                        None => f64::NEG_INFINITY,
+                    });
+                    let sums = tile_distances(tile, &points, &limits);
+                    for (top, sum) in tops.iter_mut().zip(&sums) {
+                        if let Some(top) = top {
+                            top.offer(sum, t * TILE, set.len);
+                        }
                     }
-                    top_b.offer(&db, t * TILE, set.len);
                 }
-                let (fa, fb) = (top_a.filled, top_b.filled);
-                if qb != qa {
-                    filled[qa] = fa;
+                for (j, top) in tops.iter().enumerate() {
+                    if let Some(top) = top {
+                        filled[quad_start + j] = top.filled;
+                    }
                 }
-                filled[qb] = fb;
             }
         }
     }
@@ -380,6 +484,42 @@ mod tests {
                 assert!(d.windows(2).all(|w| w[0] <= w[1]));
             }
         }
+    }
+
+    #[test]
+    fn tree_and_tiles_give_identical_answers() {
+        // Grid data (ties everywhere, duplicates) in 1 to 12 dimensions,
+        // both layouts, both exclusions, serial and parallel.
+        let mut rng = Rng::new(23);
+        for &(n, dim, levels, k, n_queries) in &[
+            (2_000, 2, 5, 5, 300),
+            (3_000, 6, 3, 7, 1_500),
+            (1_000, 12, 2, 5, 200),
+            (600, 1, 50, 9, 600),
+        ] {
+            let rows = random_rows(&mut rng, n, dim, levels);
+            let all: Vec<usize> = (0..n).collect();
+            let tiles = PointSet::tiles_from_subset(&rows, dim, &all);
+            let tree = PointSet::tree_from_subset(&rows, dim, &all);
+            let queries = random_rows(&mut rng, n_queries, dim, levels + 1);
+            let a = search(&tiles, &queries, k, Exclude::Nothing);
+            let b = search(&tree, &queries, k, Exclude::Nothing);
+            assert_eq!(a, b, "n={n} dim={dim}");
+            let own: Vec<u32> = (0..n as u32).collect();
+            let a = search(&tiles, &rows, k, Exclude::SelfIndex(&own));
+            let b = search(&tree, &rows, k, Exclude::SelfIndex(&own));
+            assert_eq!(a, b, "n={n} dim={dim}, self excluded");
+            for q in (0..n).step_by(97) {
+                let expected = naive(&rows, dim, &rows[q * dim..(q + 1) * dim], k, Some(q));
+                assert_eq!(b.indices(q), expected.as_slice());
+            }
+        }
+        // A subset keeps the subset's numbering.
+        let rows: Vec<f64> = (0..1_000).map(f64::from).collect();
+        let subset: Vec<usize> = (0..1_000).rev().collect();
+        let tree = PointSet::tree_from_subset(&rows, 1, &subset);
+        let found = search(&tree, &[3.2], 2, Exclude::Nothing);
+        assert_eq!(found.indices(0), &[996, 995]);
     }
 
     #[test]

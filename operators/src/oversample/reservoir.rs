@@ -294,8 +294,10 @@ impl ReferenceSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Float64Array, Int64Array};
-    use datafusion::arrow::datatypes::{Field, Schema};
+    use crate::features::{ClassIndex, batch_features};
+    use datafusion::arrow::array::{AsArray, Float64Array, Int64Array};
+    use datafusion::arrow::datatypes::Float64Type;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
 
     fn batch(xs: &[Option<f64>], labels: &[Option<i64>]) -> Result<RecordBatch> {

@@ -1,0 +1,223 @@
+//! A k-d tree for the low-dimensional sets, where it beats brute force by
+//! pruning whole boxes of points.
+//!
+//! It keeps the engine's contract exactly: distances are summed by
+//! differences in dimension order, as the brute-force kernel sums them, so
+//! both give bit-identical distances; a box is skipped only when its lower
+//! bound is strictly above the current k-th distance (the bound is computed
+//! with the same rounding steps, so it never exceeds the computed distance
+//! of a point inside); and candidates are ranked by (distance, index), so a
+//! tie goes to the lower index whatever order the tree visits points in.
+
+use super::Exclude;
+
+/// Points per leaf.
+const LEAF: usize = 32;
+
+#[derive(Debug, Clone)]
+struct Node {
+    start: usize,
+    end: usize,
+    /// Children, or `None` for a leaf.
+    children: Option<(usize, usize)>,
+}
+
+/// The tree: points reordered so that every node is a contiguous range.
+#[derive(Debug, Clone)]
+pub(super) struct KdTree {
+    dim: usize,
+    /// Row-major, in tree order.
+    points: Vec<f64>,
+    /// Index (in the caller's order) of each point in tree order.
+    index: Vec<u32>,
+    nodes: Vec<Node>,
+    /// Per node: `dim` lower bounds, then `dim` upper bounds.
+    bounds: Vec<f64>,
+}
+
+impl KdTree {
+    /// Build over `rows` (row-major, `dim` wide) listed in `subset`; point
+    /// `i` of the tree's answers is `subset[i]`'s position `i`.
+    pub(super) fn build(rows: &[f64], dim: usize, subset: &[usize]) -> Self {
+        let mut order: Vec<u32> = (0..subset.len() as u32).collect();
+        let mut tree = Self {
+            dim,
+            points: Vec::new(),
+            index: Vec::new(),
+            nodes: Vec::new(),
+            bounds: Vec::new(),
+        };
+        let coordinate = |i: u32, d: usize| rows[subset[i as usize] * dim + d];
+        tree.split(&mut order, 0, &coordinate);
+        tree.points = Vec::with_capacity(order.len() * dim);
+        for &i in &order {
+            let r = subset[i as usize];
+            tree.points.extend_from_slice(&rows[r * dim..(r + 1) * dim]);
+        }
+        tree.index = order;
+        tree
+    }
+
+    fn split(
+        &mut self,
+        order: &mut [u32],
+        start: usize,
+        coordinate: &impl Fn(u32, usize) -> f64,
+    ) -> usize {
+        let dim = self.dim;
+        let id = self.nodes.len();
+        self.nodes.push(Node {
+            start,
+            end: start + order.len(),
+            children: None,
+        });
+        let mut lo = vec![f64::INFINITY; dim];
+        let mut hi = vec![f64::NEG_INFINITY; dim];
+        for &i in order.iter() {
+            for d in 0..dim {
+                let v = coordinate(i, d);
+                lo[d] = lo[d].min(v);
+                hi[d] = hi[d].max(v);
+            }
+        }
+        self.bounds.extend_from_slice(&lo);
+        self.bounds.extend_from_slice(&hi);
+        let widest = (0..dim).max_by(|&a, &b| (hi[a] - lo[a]).total_cmp(&(hi[b] - lo[b])));
+        let Some(axis) = widest else { return id };
+        if order.len() <= LEAF || hi[axis] <= lo[axis] {
+            return id;
+        }
+        let mid = order.len() / 2;
+        order.select_nth_unstable_by(mid, |&a, &b| {
+            coordinate(a, axis).total_cmp(&coordinate(b, axis))
+        });
+        let (left_half, right_half) = order.split_at_mut(mid);
+        let left = self.split(left_half, start, coordinate);
+        let right = self.split(right_half, start + mid, coordinate);
+        self.nodes[id].children = Some((left, right));
+        id
+    }
+
+    /// Squared distance from `q` to node `node`'s box, rounded as a point's
+    /// distance is, so never above the distance of a point inside.
+    #[inline(always)]
+    fn box_distance(&self, node: usize, q: &[f64]) -> f64 {
+        let dim = self.dim;
+        let base = node * 2 * dim;
+        let (lo, hi) = (
+            &self.bounds[base..base + dim],
+            &self.bounds[base + dim..base + 2 * dim],
+        );
+        let mut sum = 0.0;
+        for d in 0..dim {
+            let gap = if q[d] < lo[d] {
+                lo[d] - q[d]
+            } else if q[d] > hi[d] {
+                q[d] - hi[d]
+            } else {
+                0.0
+            };
+            sum += gap * gap;
+        }
+        sum
+    }
+
+    /// The `k` nearest points to each query `first..` into the output rows
+    /// (`k` slots per query), nearest first.
+    #[inline(always)]
+    pub(super) fn search_range(
+        &self,
+        queries: &[f64],
+        first: usize,
+        k: usize,
+        exclude: Exclude<'_>,
+        out_indices: &mut [u32],
+        out_distances: &mut [f64],
+    ) {
+        let dim = self.dim;
+        let count = out_indices.len() / k;
+        let mut stack: Vec<(usize, f64)> = Vec::with_capacity(64);
+        for q in 0..count {
+            let query = &queries[(first + q) * dim..(first + q + 1) * dim];
+            let skip = match exclude {
+                Exclude::Nothing => u32::MAX,
+                Exclude::SelfIndex(own) => own[first + q],
+            };
+            let best_d = &mut out_distances[q * k..(q + 1) * k];
+            let best_i = &mut out_indices[q * k..(q + 1) * k];
+            best_d.fill(f64::INFINITY);
+            best_i.fill(u32::MAX);
+            let mut filled = 0;
+            stack.clear();
+            stack.push((0, self.box_distance(0, query)));
+            while let Some((node, bound)) = stack.pop() {
+                if filled == k && bound > best_d[k - 1] {
+                    continue;
+                }
+                let n = &self.nodes[node];
+                match n.children {
+                    Some((left, right)) => {
+                        let (bl, br) = (
+                            self.box_distance(left, query),
+                            self.box_distance(right, query),
+                        );
+                        // Nearer box on top of the stack, visited first.
+                        if bl <= br {
+                            stack.push((right, br));
+                            stack.push((left, bl));
+                        } else {
+                            stack.push((left, bl));
+                            stack.push((right, br));
+                        }
+                    }
+                    None => {
+                        for p in n.start..n.end {
+                            let index = self.index[p];
+                            if index == skip {
+                                continue;
+                            }
+                            let point = &self.points[p * dim..(p + 1) * dim];
+                            let limit = if filled == k {
+                                best_d[k - 1]
+                            } else {
+                                f64::INFINITY
+                            };
+                            let mut d2 = 0.0;
+                            let mut beyond = false;
+                            for d in 0..dim {
+                                let u = point[d] - query[d];
+                                d2 += u * u;
+                                if d2 > limit {
+                                    beyond = true;
+                                    break;
+                                }
+                            }
+                            if beyond {
+                                continue;
+                            }
+                            // Rank by (distance, index): ties to the lower index.
+                            if filled == k
+                                && (d2 > best_d[k - 1]
+                                    || (d2 == best_d[k - 1] && index > best_i[k - 1]))
+                            {
+                                continue;
+                            }
+                            let mut pos = filled.min(k - 1);
+                            while pos > 0
+                                && (best_d[pos - 1] > d2
+                                    || (best_d[pos - 1] == d2 && best_i[pos - 1] > index))
+                            {
+                                best_d[pos] = best_d[pos - 1];
+                                best_i[pos] = best_i[pos - 1];
+                                pos -= 1;
+                            }
+                            best_d[pos] = d2;
+                            best_i[pos] = index;
+                            filled = (filled + 1).min(k);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
