@@ -1,13 +1,14 @@
-//! Exact k-nearest-neighbour search, the hot path of the oversamplers (and
-//! of the instance-complexity operators).
+//! Exact k-nearest-neighbour search, the hot path of the oversamplers, of
+//! iCost and of the complexity measures.
 //!
 //! Blocked brute force: the reference points are stored in tiles of eight,
-//! dimension-major within a tile, so the kernel computes the distances of two
-//! queries to eight points with sixteen running sums in registers, reading
-//! one cache line per dimension (the compiler vectorizes the lanes); a block
-//! of tiles is reused from cache by a group of queries before the next block
-//! is touched. Queries are split across threads when the work is large
-//! enough.
+//! dimension-major within a tile, so the kernel computes the distances of
+//! four queries to eight points with 32 running sums in registers, reading
+//! one cache line per dimension; a block of tiles is reused from cache by a
+//! group of queries before the next block is touched. The kernel is
+//! compiled for AVX-512, AVX2 and the baseline, and the widest the CPU has
+//! is picked at run time (`pulp`, so without `unsafe` here). Queries are
+//! split across threads when the work is large enough.
 //!
 //! Contract, relied on by the reference tests:
 //! - distances are squared Euclidean, computed by differences (never by the

@@ -4,6 +4,7 @@
 //!   is planned (metrics registry, control bus, state registry).
 //! - [`stage`]: how an operator enters a plan ([`stage::StreamStage`],
 //!   [`stage::StageTable`], [`stage::DataFrameStageExt`]).
+//! - [`batch_stream`]: the output stream of batch-at-a-time operators.
 //! - [`class_monitor`]: per-class counts and the decayed class mix.
 //! - [`class_label`]: label columns as class values.
 //! - [`options`]: the `key=value, ...` option strings of table functions.
@@ -16,6 +17,7 @@
 //! - [`knn`]: the exact k-nearest-neighbour engine the operators share.
 //! - [`rng`]: the seeded generator behind "same seed, same output".
 
+pub mod batch_stream;
 pub mod class_label;
 pub mod class_monitor;
 pub mod complexity;

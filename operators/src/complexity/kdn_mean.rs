@@ -11,9 +11,11 @@
 
 use std::sync::{Arc, LazyLock};
 
-use datafusion::logical_expr::{AggregateUDF, Documentation, DocumentationBuilder};
+use datafusion::logical_expr::{AggregateUDF, Documentation};
 
-use super::{ClassedRows, DEFAULT_K, NeighbourMeasure, NeighbourMeasureUdf, disagreeing_counts};
+use super::{
+    ClassedRows, DEFAULT_K, NeighbourMeasure, NeighbourMeasureUdf, disagreeing_counts, doc,
+};
 use crate::class_label::ClassValue;
 
 /// Mean kDN of the rows of class `class` (a rank in `rows`).
@@ -41,19 +43,6 @@ pub fn minority_rank(rows: &ClassedRows, classes: usize) -> Option<u32> {
     (0..classes as u32)
         .filter(|&c| counts[c as usize] > 0)
         .min_by_key(|&c| (counts[c as usize], c))
-}
-
-fn doc(description: &str, syntax: &str) -> Documentation {
-    DocumentationBuilder::new_with_details(
-        datafusion::logical_expr::DocSection {
-            include: true,
-            label: "Equipoise complexity measures",
-            description: None,
-        },
-        description,
-        syntax,
-    )
-    .build()
 }
 
 #[derive(Debug)]

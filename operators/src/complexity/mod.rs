@@ -22,6 +22,8 @@ mod rows;
 
 use std::cmp::Ordering;
 
+use datafusion::logical_expr::{DocSection, Documentation, DocumentationBuilder};
+
 use crate::knn::{Exclude, Neighbours, PointSet, search};
 
 pub use measure_udf::{NeighbourMeasure, NeighbourMeasureUdf};
@@ -100,6 +102,20 @@ pub fn canonical_order(features: &[f64], dim: usize, rank: &[u32]) -> Vec<usize>
         })
     });
     order
+}
+
+/// Documentation of a complexity function, in its own section.
+fn doc(description: &str, syntax: &str) -> Documentation {
+    DocumentationBuilder::new_with_details(
+        DocSection {
+            include: true,
+            label: "Equipoise complexity measures",
+            description: None,
+        },
+        description,
+        syntax,
+    )
+    .build()
 }
 
 /// For each query row (indices into `rows`), its other-class neighbours

@@ -9,10 +9,10 @@
 
 use std::sync::{Arc, LazyLock};
 
-use datafusion::logical_expr::{AggregateUDF, Documentation, DocumentationBuilder};
+use datafusion::logical_expr::{AggregateUDF, Documentation};
 
 use super::kdn_mean::kdn_of_class;
-use super::{ClassedRows, NeighbourMeasure, NeighbourMeasureUdf, disagreeing_counts};
+use super::{ClassedRows, NeighbourMeasure, NeighbourMeasureUdf, disagreeing_counts, doc};
 use crate::class_label::ClassValue;
 
 /// Leave-one-out 1-NN error over all rows.
@@ -23,19 +23,6 @@ pub fn n3_all(rows: &ClassedRows) -> Option<f64> {
         return None;
     }
     Some(errors.iter().sum::<usize>() as f64 / rows.len() as f64)
-}
-
-fn doc(description: &str, syntax: &str) -> Documentation {
-    DocumentationBuilder::new_with_details(
-        datafusion::logical_expr::DocSection {
-            include: true,
-            label: "Equipoise complexity measures",
-            description: None,
-        },
-        description,
-        syntax,
-    )
-    .build()
 }
 
 #[derive(Debug)]

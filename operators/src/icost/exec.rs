@@ -13,11 +13,9 @@ use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
 };
-use futures::StreamExt;
 use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
 
 use super::probe_tree::{ProbeTree, TreeParams};
@@ -26,13 +24,14 @@ use super::weights::{
 };
 use super::window::SlidingWindow;
 use super::{Category, IcostColumns, IcostMode, IcostOptions, IcostStage};
+use crate::batch_stream::{BatchProcessor, processed_stream};
 use crate::complexity::{ClassedRows, canonical_order};
 use crate::features::{BatchFeatures, ClassIndex, batch_features};
 use crate::knn::{Exclude, PointSet, search};
 use crate::oversample::Mode;
 use crate::oversample::exec::merges_partitions;
 use crate::rng::Rng;
-use crate::runtime::{ControlReceiver, ControlSignal, JobRuntime, MetricSet};
+use crate::runtime::{ControlSignal, JobRuntime, MetricSet};
 
 /// Prometheus families of every `icost` operator in a runtime.
 #[derive(Debug)]
@@ -227,59 +226,17 @@ impl ExecutionPlan for IcostExec {
                 .counter("class_level_rows", partition),
         };
         let weigher = Weigher::new(self, table, counters);
-        let state = StreamState {
+        Ok(processed_stream(
             input,
+            self.runtime.control().subscribe(),
             weigher,
-            control: self.runtime.control().subscribe(),
-            pending: VecDeque::new(),
-            finished: false,
-        };
-        let stream = futures::stream::unfold(state, |mut state| async move {
-            loop {
-                if let Some(batch) = state.pending.pop_front() {
-                    return Some((Ok(batch), state));
-                }
-                if state.finished {
-                    return None;
-                }
-                let step = match state.input.next().await {
-                    Some(Ok(batch)) => {
-                        let signals = state.control.drain();
-                        state.weigher.process(batch, &signals)
-                    }
-                    Some(Err(e)) => Err(e),
-                    None => {
-                        state.finished = true;
-                        state.weigher.finish()
-                    }
-                };
-                match step {
-                    Ok(batches) => state.pending.extend(batches),
-                    Err(e) => {
-                        state.finished = true;
-                        state.pending.clear();
-                        return Some((Err(e), state));
-                    }
-                }
-            }
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.columns.output_schema),
-            stream,
-        )))
+        ))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
-}
-
-struct StreamState {
-    input: SendableRecordBatchStream,
-    weigher: Weigher,
-    control: ControlReceiver,
-    pending: VecDeque<RecordBatch>,
-    finished: bool,
 }
 
 struct Counters {
@@ -335,6 +292,20 @@ struct Weigher {
     /// (arrival, kDN) of recent weighed rows, for the overlap gauge.
     overlap: VecDeque<(u64, f64)>,
     overlap_sum: f64,
+}
+
+impl BatchProcessor for Weigher {
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        signals: &[ControlSignal],
+    ) -> Result<Vec<RecordBatch>> {
+        self.process_batch(batch, signals)
+    }
+
+    fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+        self.finish_input()
+    }
 }
 
 impl Weigher {
@@ -412,7 +383,7 @@ impl Weigher {
         Ok((features, synthetic))
     }
 
-    fn process(
+    fn process_batch(
         &mut self,
         batch: RecordBatch,
         signals: &[ControlSignal],
@@ -443,7 +414,7 @@ impl Weigher {
         Ok(vec![out])
     }
 
-    fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+    fn finish_input(&mut self) -> Result<Vec<RecordBatch>> {
         if !self.table || self.buffered.is_empty() {
             return Ok(Vec::new());
         }

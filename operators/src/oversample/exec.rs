@@ -1,7 +1,6 @@
 //! The execution node shared by every oversampling method, its per-stream
 //! state, and how synthetic rows become Arrow columns.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
@@ -18,12 +17,10 @@ use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
     Partitioning, PlanProperties,
 };
-use futures::StreamExt;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::reservoir::{ReferenceSet, Reservoirs};
@@ -31,9 +28,10 @@ use super::{
     ColumnPlan, GenerateContext, Method, Mode, OversampleOptions, OversampleStage,
     SamplingStrategy, Synthetic, generate,
 };
+use crate::batch_stream::{BatchProcessor, processed_stream};
 use crate::features::{BatchFeatures, ClassIndex, batch_features};
 use crate::rng::Rng;
-use crate::runtime::{ControlReceiver, ControlSignal, JobRuntime, MetricSet};
+use crate::runtime::{ControlSignal, JobRuntime, MetricSet};
 
 /// Prometheus families of every oversampler in a runtime.
 #[derive(Debug)]
@@ -258,67 +256,17 @@ impl ExecutionPlan for OversampleExec {
             context.session_config().batch_size(),
             counters,
         );
-        let state = StreamState {
+        Ok(processed_stream(
             input,
+            self.runtime.control().subscribe(),
             oversampler,
-            control: self.runtime.control().subscribe(),
-            pending: VecDeque::new(),
-            finished: false,
-        };
-        let stream = futures::stream::unfold(state, |mut state| async move {
-            loop {
-                if let Some(batch) = state.pending.pop_front() {
-                    return Some((Ok(batch), state));
-                }
-                if state.finished {
-                    // The end-of-input synthetic rows, one batch per poll.
-                    return match state.oversampler.next_deferred() {
-                        Ok(Some(batch)) => Some((Ok(batch), state)),
-                        Ok(None) => None,
-                        Err(e) => {
-                            state.oversampler.deferred = None;
-                            Some((Err(e), state))
-                        }
-                    };
-                }
-                let step = match state.input.next().await {
-                    Some(Ok(batch)) => {
-                        let signals = state.control.drain();
-                        state.oversampler.process(&batch, &signals)
-                    }
-                    Some(Err(e)) => Err(e),
-                    None => {
-                        state.finished = true;
-                        state.oversampler.finish()
-                    }
-                };
-                match step {
-                    Ok(batches) => state.pending.extend(batches),
-                    Err(e) => {
-                        state.finished = true;
-                        state.pending.clear();
-                        return Some((Err(e), state));
-                    }
-                }
-            }
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.columns.output_schema),
-            stream,
-        )))
+        ))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
-}
-
-struct StreamState {
-    input: SendableRecordBatchStream,
-    oversampler: Oversampler,
-    control: ControlReceiver,
-    pending: VecDeque<RecordBatch>,
-    finished: bool,
 }
 
 struct Counters {
@@ -360,6 +308,24 @@ struct Deferred {
     reference: ReferenceSet,
     rows: Vec<Synthetic>,
     next: usize,
+}
+
+impl BatchProcessor for Oversampler {
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        signals: &[ControlSignal],
+    ) -> Result<Vec<RecordBatch>> {
+        self.process_batch(&batch, signals)
+    }
+
+    fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+        self.finish_input()
+    }
+
+    fn next_deferred(&mut self) -> Result<Option<RecordBatch>> {
+        self.next_deferred_batch()
+    }
 }
 
 impl Oversampler {
@@ -421,7 +387,7 @@ impl Oversampler {
         self.owed.resize(n, 0.0);
     }
 
-    fn process(
+    fn process_batch(
         &mut self,
         batch: &RecordBatch,
         signals: &[ControlSignal],
@@ -460,7 +426,7 @@ impl Oversampler {
         Ok(out)
     }
 
-    fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+    fn finish_input(&mut self) -> Result<Vec<RecordBatch>> {
         if !self.bounded {
             return Ok(Vec::new());
         }
@@ -485,7 +451,7 @@ impl Oversampler {
     }
 
     /// The next batch of end-of-input synthetic rows.
-    fn next_deferred(&mut self) -> Result<Option<RecordBatch>> {
+    fn next_deferred_batch(&mut self) -> Result<Option<RecordBatch>> {
         let Some(deferred) = self.deferred.as_mut() else {
             return Ok(None);
         };

@@ -1,0 +1,100 @@
+//! The output stream every batch-at-a-time operator shares: pull a batch,
+//! hand it (with the control signals that arrived meanwhile) to the
+//! operator's processor, emit what it returns; at the end of input, emit
+//! what `finish` returns and then any deferred batches one per poll. An
+//! error ends the stream after it is reported.
+
+use std::collections::VecDeque;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::Result;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
+
+use crate::runtime::{ControlReceiver, ControlSignal};
+
+/// What an operator does with its input, batch by batch.
+pub trait BatchProcessor: Send + 'static {
+    /// The output for one input batch.
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        signals: &[ControlSignal],
+    ) -> Result<Vec<RecordBatch>>;
+
+    /// The output at the end of input.
+    fn finish(&mut self) -> Result<Vec<RecordBatch>>;
+
+    /// After `finish`, further output materialized one batch per poll (so
+    /// memory holds one of them at a time); `None` when done.
+    fn next_deferred(&mut self) -> Result<Option<RecordBatch>> {
+        Ok(None)
+    }
+}
+
+struct State<P> {
+    input: SendableRecordBatchStream,
+    processor: P,
+    control: ControlReceiver,
+    pending: VecDeque<RecordBatch>,
+    finished: bool,
+    failed: bool,
+}
+
+/// `input` through `processor`, as a stream of `schema`.
+pub fn processed_stream<P: BatchProcessor>(
+    input: SendableRecordBatchStream,
+    control: ControlReceiver,
+    processor: P,
+    schema: SchemaRef,
+) -> SendableRecordBatchStream {
+    let state = State {
+        input,
+        processor,
+        control,
+        pending: VecDeque::new(),
+        finished: false,
+        failed: false,
+    };
+    let stream = futures::stream::unfold(state, |mut state| async move {
+        loop {
+            if state.failed {
+                return None;
+            }
+            if let Some(batch) = state.pending.pop_front() {
+                return Some((Ok(batch), state));
+            }
+            if state.finished {
+                return match state.processor.next_deferred() {
+                    Ok(Some(batch)) => Some((Ok(batch), state)),
+                    Ok(None) => None,
+                    Err(e) => {
+                        state.failed = true;
+                        Some((Err(e), state))
+                    }
+                };
+            }
+            let step = match state.input.next().await {
+                Some(Ok(batch)) => {
+                    let signals = state.control.drain();
+                    state.processor.process(batch, &signals)
+                }
+                Some(Err(e)) => Err(e),
+                None => {
+                    state.finished = true;
+                    state.processor.finish()
+                }
+            };
+            match step {
+                Ok(batches) => state.pending.extend(batches),
+                Err(e) => {
+                    state.failed = true;
+                    return Some((Err(e), state));
+                }
+            }
+        }
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+}
