@@ -11,6 +11,8 @@
 //! - [`oversample`]: the SMOTE family and QC-SMOTE (`smote`, `qc_smote`, ...).
 //! - [`complexity`]: kDN, N3 and the typology of rows (`kdn_mean`, `n3`,
 //!   `complexity_report`).
+//! - [`drift`]: drift detectors matching River (DDM, EDDM, HDDM_A,
+//!   Page-Hinkley so far).
 //! - [`features`]: which columns are label and features.
 //! - [`table_function`]: arguments of the SQL table functions.
 //! - [`icost`]: per-row cost weights from instance complexity (`icost`).
@@ -21,6 +23,7 @@ pub mod batch_stream;
 pub mod class_label;
 pub mod class_monitor;
 pub mod complexity;
+pub mod drift;
 pub mod features;
 pub mod icost;
 pub mod knn;
