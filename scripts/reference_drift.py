@@ -2,7 +2,7 @@
 """Regenerate the expected states of the drift detectors from River 0.26.1.
 
 Writes tests/data/drift/binary_stream.csv (a 0/1 error stream whose error
-rate changes at several points, with the state River's DDM, EDDM and HDDM_A
+rate changes at several points, with the state River's DDM, EDDM, HDDM_A and HDDM_W
 report after each row) and tests/data/drift/value_stream.csv (a real-valued
 stream whose mean shifts up and down, with Page-Hinkley's state). Default
 parameters throughout (listed in the algorithms reference). A state is
@@ -18,7 +18,7 @@ import os
 import numpy as np
 import river
 from river.drift import PageHinkley
-from river.drift.binary import DDM, EDDM, HDDMA
+from river.drift.binary import DDM, EDDM, HDDMA, HDDMW
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 DATA = os.path.join(ROOT, "tests", "data", "drift")
@@ -36,7 +36,7 @@ def main():
     rng = np.random.default_rng(20261126)
     rates = [(4000, 0.10), (3000, 0.35), (5000, 0.05), (2000, 0.50), (6000, 0.15), (4000, 0.02)]
     errors = np.concatenate([(rng.random(n) < p).astype(int) for n, p in rates])
-    detectors = {"ddm": DDM(), "eddm": EDDM(), "hddm_a": HDDMA()}
+    detectors = {"ddm": DDM(), "eddm": EDDM(), "hddm_a": HDDMA(), "hddm_w": HDDMW()}
     with open(os.path.join(DATA, "binary_stream.csv"), "w") as f:
         f.write("x," + ",".join(detectors) + "\n")
         for x in errors:

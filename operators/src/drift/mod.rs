@@ -8,18 +8,20 @@
 //! (Page-Hinkley) never report `Warning`. As in River, a detector that
 //! reported drift starts afresh on its next update.
 //!
-//! Still to come in this module: ADWIN, HDDM_W, KSWIN and the
+//! Still to come in this module: ADWIN, KSWIN and the
 //! imbalance-aware monitors (DDM-OCI, per-class recall, PerfSim, class
 //! prior), the SQL window functions and `drift_monitor`.
 
 pub mod ddm;
 pub mod eddm;
 pub mod hddm_a;
+pub mod hddm_w;
 pub mod page_hinkley;
 
 pub use ddm::Ddm;
 pub use eddm::Eddm;
 pub use hddm_a::HddmA;
+pub use hddm_w::HddmW;
 pub use page_hinkley::PageHinkley;
 
 /// A detector's state after a row.
@@ -153,6 +155,7 @@ mod tests {
                 "ddm" => Box::new(Ddm::default()),
                 "eddm" => Box::new(Eddm::default()),
                 "hddm_a" => Box::new(HddmA::default()),
+                "hddm_w" => Box::new(HddmW::default()),
                 other => panic!("unexpected column {other}"),
             };
             check(detector.as_mut(), &xs, expected, name);
