@@ -11,8 +11,8 @@
 //! - [`oversample`]: the SMOTE family and QC-SMOTE (`smote`, `qc_smote`, ...).
 //! - [`complexity`]: kDN, N3 and the typology of rows (`kdn_mean`, `n3`,
 //!   `complexity_report`).
-//! - [`drift`]: drift detectors matching River (DDM, EDDM, HDDM_A,
-//!   Page-Hinkley so far).
+//! - [`drift`]: drift detectors matching River (ADWIN, DDM, EDDM, HDDM_A,
+//!   HDDM_W, Page-Hinkley so far).
 //! - [`features`]: which columns are label and features.
 //! - [`table_function`]: arguments of the SQL table functions.
 //! - [`icost`]: per-row cost weights from instance complexity (`icost`).

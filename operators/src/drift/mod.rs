@@ -8,16 +8,18 @@
 //! (Page-Hinkley) never report `Warning`. As in River, a detector that
 //! reported drift starts afresh on its next update.
 //!
-//! Still to come in this module: ADWIN, KSWIN and the
+//! Still to come in this module: KSWIN and the
 //! imbalance-aware monitors (DDM-OCI, per-class recall, PerfSim, class
 //! prior), the SQL window functions and `drift_monitor`.
 
+pub mod adwin;
 pub mod ddm;
 pub mod eddm;
 pub mod hddm_a;
 pub mod hddm_w;
 pub mod page_hinkley;
 
+pub use adwin::Adwin;
 pub use ddm::Ddm;
 pub use eddm::Eddm;
 pub use hddm_a::HddmA;
@@ -152,6 +154,7 @@ mod tests {
         let (xs, names, states) = reference("binary_stream.csv");
         for (name, expected) in names.iter().zip(&states) {
             let mut detector: Box<dyn DriftDetector> = match name.as_str() {
+                "adwin" => Box::new(Adwin::default()),
                 "ddm" => Box::new(Ddm::default()),
                 "eddm" => Box::new(Eddm::default()),
                 "hddm_a" => Box::new(HddmA::default()),
@@ -163,8 +166,15 @@ mod tests {
     }
 
     #[test]
-    fn page_hinkley_flags_the_rows_river_flags() {
-        let (xs, _, states) = reference("value_stream.csv");
-        check(&mut PageHinkley::default(), &xs, &states[0], "page_hinkley");
+    fn value_detectors_flag_the_rows_river_flags() {
+        let (xs, names, states) = reference("value_stream.csv");
+        for (name, expected) in names.iter().zip(&states) {
+            let mut detector: Box<dyn DriftDetector> = match name.as_str() {
+                "page_hinkley" => Box::new(PageHinkley::default()),
+                "adwin" => Box::new(Adwin::default()),
+                other => panic!("unexpected column {other}"),
+            };
+            check(detector.as_mut(), &xs, expected, name);
+        }
     }
 }
