@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Regenerate the expected states of the drift detectors from River 0.26.1.
 
-Writes tests/data/drift/binary_stream.csv (a 0/1 error stream whose error
+Writes tests/data/drift/binary_stream.csv (columns: row number t, input x, then
+one state column per detector) (a 0/1 error stream whose error
 rate changes at several points, with the state River's ADWIN, DDM, EDDM, HDDM_A and HDDM_W
 report after each row) and tests/data/drift/value_stream.csv (a real-valued
 stream whose mean shifts up and down, with Page-Hinkley's and ADWIN's states). Default
@@ -40,24 +41,24 @@ def main():
         "adwin": ADWIN(), "ddm": DDM(), "eddm": EDDM(), "hddm_a": HDDMA(), "hddm_w": HDDMW()
     }
     with open(os.path.join(DATA, "binary_stream.csv"), "w") as f:
-        f.write("x," + ",".join(detectors) + "\n")
-        for x in errors:
+        f.write("t,x," + ",".join(detectors) + "\n")
+        for t, x in enumerate(errors):
             states = []
             for d in detectors.values():
                 d.update(int(x))
                 states.append(state(d))
-            f.write(f"{int(x)}," + ",".join(states) + "\n")
+            f.write(f"{t},{int(x)}," + ",".join(states) + "\n")
     means = [(3000, 0.0), (3000, 2.0), (4000, -1.0), (3000, 1.5), (5000, 1.5)]
     values = np.concatenate([rng.normal(m, 1.0, n) for n, m in means])
     value_detectors = {"page_hinkley": PageHinkley(), "adwin": ADWIN()}
     with open(os.path.join(DATA, "value_stream.csv"), "w") as f:
-        f.write("x," + ",".join(value_detectors) + "\n")
-        for x in values:
+        f.write("t,x," + ",".join(value_detectors) + "\n")
+        for t, x in enumerate(values):
             states = []
             for d in value_detectors.values():
                 d.update(float(x))
                 states.append(state(d))
-            f.write(f"{float(x)!r}," + ",".join(states) + "\n")
+            f.write(f"{t},{float(x)!r}," + ",".join(states) + "\n")
     print(f"river {river.__version__}: {len(errors)} binary rows, {len(values)} value rows")
 
 

@@ -60,6 +60,9 @@ pub fn register_all(ctx: &SessionContext) -> Result<Arc<JobRuntime>> {
     for udaf in equipoise_operators::aggregate_functions() {
         state.register_udaf(udaf)?;
     }
+    for udwf in equipoise_operators::window_functions() {
+        state.register_udwf(udwf)?;
+    }
     state.register_udtf(
         connectors::generator::FUNCTION_NAME,
         Arc::new(connectors::GeneratorTableFunction),

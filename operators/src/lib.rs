@@ -56,6 +56,11 @@ pub fn table_functions() -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
     functions
 }
 
+/// The drift detectors as window functions (`adwin`, `ddm`, ...).
+pub fn window_functions() -> Vec<Arc<datafusion::logical_expr::WindowUDF>> {
+    drift::sql::window_functions()
+}
+
 /// The aggregates backed by the neighbour engine (`kdn_mean`, `n3`, ...).
 pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
     vec![

@@ -321,3 +321,42 @@ async fn windowed_functions_stay_exact_across_many_small_batches() -> Result<()>
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn drift_detectors_stream_over_the_unbounded_generator_and_see_the_concept_shift()
+-> Result<()> {
+    let ctx = SessionContext::new();
+    equipoise::register_all(&ctx)?;
+    // "Hot means faulty" stops working at row 120,000 (faults then show as
+    // a pressure drop instead): its errors jump, and DDM must say so.
+    let sql = "SELECT seq, ddm(error) OVER w AS ddm, hddm_a(error) OVER w AS hddm_a \
+               FROM (SELECT seq, CAST((temperature_c > 72) <> (label = 1) AS BIGINT) AS error \
+                     FROM equipoise_generator('batch_size=8192')) \
+               WINDOW w AS (ORDER BY seq) \
+               LIMIT 150000";
+    let df = ctx.sql(sql).await?;
+    let plan = df.clone().create_physical_plan().await?;
+    let text = datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(false)
+        .to_string();
+    assert!(text.contains("BoundedWindowAggExec"), "{text}");
+    assert!(!text.contains("SortExec"), "{text}");
+    let batches = within(df.collect()).await?;
+    let mut first_drift_after_shift = None;
+    let mut rows = 0;
+    for batch in &batches {
+        let seq = batch.column(0).as_primitive::<Int64Type>();
+        let ddm = batch.column(1).as_string::<i32>();
+        for i in 0..batch.num_rows() {
+            assert!(["none", "warning", "drift"].contains(&ddm.value(i)));
+            if seq.value(i) >= 120_000 && ddm.value(i) == "drift" {
+                first_drift_after_shift.get_or_insert(seq.value(i));
+            }
+        }
+        rows += batch.num_rows();
+    }
+    assert_eq!(rows, 150_000);
+    let at = first_drift_after_shift.expect("DDM flags the concept shift");
+    assert!(at < 130_000, "flagged only at row {at}");
+    Ok(())
+}

@@ -8,9 +8,10 @@
 //! (Page-Hinkley) never report `Warning`. As in River, a detector that
 //! reported drift starts afresh on its next update.
 //!
-//! Still to come in this module: KSWIN and the
-//! imbalance-aware monitors (DDM-OCI, per-class recall, PerfSim, class
-//! prior), the SQL window functions and `drift_monitor`.
+//! SQL: [`sql`] (window functions `adwin(value) OVER (ORDER BY t)` etc.).
+//!
+//! Still to come in this module: KSWIN and the imbalance-aware monitors
+//! (DDM-OCI, per-class recall, PerfSim, class prior) and `drift_monitor`.
 
 pub mod adwin;
 pub mod ddm;
@@ -18,6 +19,7 @@ pub mod eddm;
 pub mod hddm_a;
 pub mod hddm_w;
 pub mod page_hinkley;
+pub mod sql;
 
 pub use adwin::Adwin;
 pub use ddm::Ddm;
@@ -108,8 +110,9 @@ impl RunningVariance {
 mod tests {
     use super::*;
 
-    /// (inputs, expected state names per detector column) of a reference
-    /// file written by scripts/reference-drift from River.
+    /// (inputs, detector names, expected states per detector) of a reference
+    /// file written by scripts/reference-drift from River (columns: t, x,
+    /// one state per detector).
     fn reference(file: &str) -> (Vec<f64>, Vec<String>, Vec<Vec<String>>) {
         let path = format!("{}/../tests/data/drift/{file}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -118,13 +121,13 @@ mod tests {
             .next()
             .unwrap_or_default()
             .split(',')
-            .skip(1)
+            .skip(2)
             .map(str::to_string)
             .collect();
         let mut xs = Vec::new();
         let mut states = vec![Vec::new(); header.len()];
         for line in lines {
-            let mut fields = line.split(',');
+            let mut fields = line.split(',').skip(1);
             xs.push(
                 fields
                     .next()

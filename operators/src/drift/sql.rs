@@ -1,0 +1,279 @@
+//! The detectors as SQL window functions, evaluated row by row in the
+//! window's order: `adwin(value [, delta]) OVER (ORDER BY t)`,
+//! `page_hinkley(value)`, `hddm_a(value)`, `hddm_w(value)`, `ddm(error)`,
+//! `eddm(error)`. Each returns the detector's state after the row: `none`,
+//! `warning` or `drift`.
+//!
+//! Value inputs take any numeric column; error inputs a Boolean or an
+//! integer column of 0 and 1 (another integer is an error naming it). A
+//! NULL input leaves the detector as it is and gives NULL. The functions are
+//! causal and need only the current row, so they run on unbounded input
+//! (`BoundedWindowAggExec`), one detector per window partition.
+
+use std::ops::Range;
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::array::{ArrayRef, AsArray, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
+use datafusion::logical_expr::{
+    DocSection, Documentation, PartitionEvaluator, Signature, Volatility, WindowUDF, WindowUDFImpl,
+};
+use datafusion::physical_expr::expressions::Literal;
+
+use super::{Adwin, Ddm, DriftDetector, Eddm, HddmA, HddmW, PageHinkley};
+
+/// The detectors SQL knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DetectorKind {
+    Adwin,
+    PageHinkley,
+    HddmA,
+    HddmW,
+    Ddm,
+    Eddm,
+}
+
+impl DetectorKind {
+    pub const ALL: [Self; 6] = [
+        Self::Adwin,
+        Self::PageHinkley,
+        Self::HddmA,
+        Self::HddmW,
+        Self::Ddm,
+        Self::Eddm,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Adwin => "adwin",
+            Self::PageHinkley => "page_hinkley",
+            Self::HddmA => "hddm_a",
+            Self::HddmW => "hddm_w",
+            Self::Ddm => "ddm",
+            Self::Eddm => "eddm",
+        }
+    }
+
+    /// Whether the input is an error indicator (0/1) rather than a value.
+    fn takes_errors(self) -> bool {
+        matches!(self, Self::Ddm | Self::Eddm)
+    }
+
+    fn usage(self) -> String {
+        match self {
+            Self::Adwin => "adwin(value [, delta])".to_string(),
+            k if k.takes_errors() => format!("{}(error)", k.name()),
+            k => format!("{}(value)", k.name()),
+        }
+    }
+
+    fn detector(self, delta: Option<f64>) -> Box<dyn DriftDetector> {
+        match self {
+            Self::Adwin => {
+                let mut adwin = Adwin::default();
+                if let Some(delta) = delta {
+                    adwin.delta = delta;
+                }
+                Box::new(adwin)
+            }
+            Self::PageHinkley => Box::new(PageHinkley::default()),
+            Self::HddmA => Box::new(HddmA::default()),
+            Self::HddmW => Box::new(HddmW::default()),
+            Self::Ddm => Box::new(Ddm::default()),
+            Self::Eddm => Box::new(Eddm::default()),
+        }
+    }
+}
+
+/// A detector as a window function.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct DetectorWindow {
+    kind: DetectorKind,
+    signature: Signature,
+}
+
+impl DetectorWindow {
+    pub fn udwf(kind: DetectorKind) -> Arc<WindowUDF> {
+        Arc::new(WindowUDF::from(Self {
+            kind,
+            signature: Signature::user_defined(Volatility::Immutable),
+        }))
+    }
+}
+
+/// Every detector's window function.
+pub fn window_functions() -> Vec<Arc<WindowUDF>> {
+    DetectorKind::ALL
+        .iter()
+        .map(|&k| DetectorWindow::udwf(k))
+        .collect()
+}
+
+impl WindowUDFImpl for DetectorWindow {
+    fn name(&self) -> &str {
+        self.kind.name()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        let name = self.kind.name();
+        let arity_ok = match self.kind {
+            DetectorKind::Adwin => (1..=2).contains(&arg_types.len()),
+            _ => arg_types.len() == 1,
+        };
+        if !arity_ok {
+            return plan_err!(
+                "{name} expects {}, got {} argument(s)",
+                self.kind.usage(),
+                arg_types.len()
+            );
+        }
+        let input = &arg_types[0];
+        let accepted = if self.kind.takes_errors() {
+            input.is_integer() || matches!(input, DataType::Boolean | DataType::Null)
+        } else {
+            input.is_integer() || input.is_floating() || matches!(input, DataType::Null)
+        };
+        if !accepted {
+            let what = if self.kind.takes_errors() {
+                "a Boolean or 0/1 integer error column"
+            } else {
+                "a numeric column"
+            };
+            return plan_err!("{name}: the input must be {what}, not {input}");
+        }
+        let first = if self.kind.takes_errors() && !matches!(input, DataType::Boolean) {
+            DataType::Int64
+        } else if self.kind.takes_errors() {
+            DataType::Boolean
+        } else {
+            DataType::Float64
+        };
+        let mut coerced = vec![first];
+        if arg_types.len() == 2 {
+            coerced.push(DataType::Float64);
+        }
+        Ok(coerced)
+    }
+
+    fn partition_evaluator(
+        &self,
+        args: PartitionEvaluatorArgs,
+    ) -> Result<Box<dyn PartitionEvaluator>> {
+        let name = self.kind.name();
+        let delta = match args.input_exprs().get(1) {
+            None => None,
+            Some(expr) => {
+                let Some(literal) = expr.downcast_ref::<Literal>() else {
+                    return plan_err!("{name}: delta must be a constant");
+                };
+                match literal.value().cast_to(&DataType::Float64)? {
+                    ScalarValue::Float64(Some(d)) if d > 0.0 && d < 1.0 => Some(d),
+                    other => return plan_err!("{name}: delta must lie in (0, 1), got {other}"),
+                }
+            }
+        };
+        Ok(Box::new(DetectorEvaluator {
+            kind: self.kind,
+            detector: self.kind.detector(delta),
+        }))
+    }
+
+    fn field(&self, field_args: WindowUDFFieldArgs) -> Result<FieldRef> {
+        Ok(Arc::new(Field::new(
+            field_args.name(),
+            DataType::Utf8,
+            true,
+        )))
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        static DOCS: LazyLock<Vec<(DetectorKind, Documentation)>> = LazyLock::new(|| {
+            DetectorKind::ALL
+                .iter()
+                .map(|&kind| {
+                    let doc = Documentation::builder(
+                        DocSection {
+                            include: true,
+                            label: "Equipoise drift detectors",
+                            description: None,
+                        },
+                        format!(
+                            "State of River's {} detector after the row: none, warning or drift.",
+                            kind.name()
+                        ),
+                        format!("{} OVER (ORDER BY ...)", kind.usage()),
+                    )
+                    .build();
+                    (kind, doc)
+                })
+                .collect()
+        });
+        DOCS.iter().find(|(k, _)| *k == self.kind).map(|(_, d)| d)
+    }
+}
+
+struct DetectorEvaluator {
+    kind: DetectorKind,
+    detector: Box<dyn DriftDetector>,
+}
+
+impl std::fmt::Debug for DetectorEvaluator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DetectorEvaluator")
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl DetectorEvaluator {
+    /// The input of rows `range` as numbers (NULL kept), checked.
+    fn inputs(&self, values: &[ArrayRef], range: Range<usize>) -> Result<Vec<Option<f64>>> {
+        let column = values[0].slice(range.start, range.len());
+        let as_f64 = cast(&column, &DataType::Float64)?;
+        let numbers: Vec<Option<f64>> = as_f64.as_primitive::<Float64Type>().iter().collect();
+        if self.kind.takes_errors() {
+            if let Some(bad) = numbers.iter().flatten().find(|&&x| x != 0.0 && x != 1.0) {
+                return exec_err!(
+                    "{}: an error input must be 0 or 1 (or a Boolean), got {bad}",
+                    self.kind.name()
+                );
+            }
+        }
+        Ok(numbers)
+    }
+
+    fn step(&mut self, x: Option<f64>) -> Option<&'static str> {
+        x.map(|x| self.detector.update(x).name())
+    }
+}
+
+impl PartitionEvaluator for DetectorEvaluator {
+    fn is_causal(&self) -> bool {
+        true
+    }
+
+    fn supports_bounded_execution(&self) -> bool {
+        true
+    }
+
+    fn evaluate(&mut self, values: &[ArrayRef], range: &Range<usize>) -> Result<ScalarValue> {
+        // Called once per row, in order: the range is the current row.
+        let x = self.inputs(values, range.start..range.start + 1)?;
+        Ok(ScalarValue::Utf8(
+            self.step(x.first().copied().flatten()).map(str::to_string),
+        ))
+    }
+
+    fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
+        let inputs = self.inputs(values, 0..num_rows)?;
+        let states: StringArray = inputs.into_iter().map(|x| self.step(x)).collect();
+        Ok(Arc::new(states))
+    }
+}
