@@ -350,7 +350,7 @@ async fn drift_detectors_stream_over_the_unbounded_generator_and_see_the_concept
         for i in 0..batch.num_rows() {
             assert!(["none", "warning", "drift"].contains(&ddm.value(i)));
             if seq.value(i) >= 120_000 && ddm.value(i) == "drift" {
-                first_drift_after_shift.get_or_insert(seq.value(i));
+                first_drift_after_shift.get_or_insert_with(|| seq.value(i));
             }
         }
         rows += batch.num_rows();

@@ -238,13 +238,13 @@ impl DetectorEvaluator {
         let column = values[0].slice(range.start, range.len());
         let as_f64 = cast(&column, &DataType::Float64)?;
         let numbers: Vec<Option<f64>> = as_f64.as_primitive::<Float64Type>().iter().collect();
-        if self.kind.takes_errors() {
-            if let Some(bad) = numbers.iter().flatten().find(|&&x| x != 0.0 && x != 1.0) {
-                return exec_err!(
-                    "{}: an error input must be 0 or 1 (or a Boolean), got {bad}",
-                    self.kind.name()
-                );
-            }
+        if self.kind.takes_errors()
+            && let Some(bad) = numbers.iter().flatten().find(|&&x| x != 0.0 && x != 1.0)
+        {
+            return exec_err!(
+                "{}: an error input must be 0 or 1 (or a Boolean), got {bad}",
+                self.kind.name()
+            );
         }
         Ok(numbers)
     }
