@@ -10,10 +10,13 @@
 //!
 //! SQL: [`sql`] (window functions `adwin(value) OVER (ORDER BY t)` etc.).
 //!
-//! Still to come in this module: KSWIN and the imbalance-aware monitors
-//! (DDM-OCI, per-class recall, PerfSim, class prior) and `drift_monitor`.
+//! Imbalance-aware: [`ClassPrior`] (the class mix).
+//!
+//! Still to come: DDM-OCI and per-class recall monitors, KSWIN, PerfSim
+//! and the `drift_monitor` operator.
 
 pub mod adwin;
+pub mod class_prior;
 pub mod ddm;
 pub mod eddm;
 pub mod hddm_a;
@@ -22,6 +25,7 @@ pub mod page_hinkley;
 pub mod sql;
 
 pub use adwin::Adwin;
+pub use class_prior::ClassPrior;
 pub use ddm::Ddm;
 pub use eddm::Eddm;
 pub use hddm_a::HddmA;
