@@ -15,50 +15,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema};
-use datafusion::common::{DataFusionError, Result};
-use datafusion::datasource::MemTable;
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Float64Type;
+use datafusion::common::Result;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use equipoise::operators::rng::Rng;
 
-const BATCH: usize = 8192;
+#[path = "support.rs"]
+mod support;
+
+const WRITER: &str = "scripts/bench-icost";
 const RUNS: usize = 3;
-
-fn read_le<T, const N: usize>(path: &PathBuf, decode: fn([u8; N]) -> T) -> Result<Vec<T>> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        DataFusionError::Execution(format!(
-            "{}: {e}; run scripts/bench-icost, which writes it",
-            path.display()
-        ))
-    })?;
-    Ok(bytes
-        .chunks_exact(N)
-        .map(|c| decode(c.try_into().unwrap_or([0; N])))
-        .collect())
-}
-
-fn table_of(x: &[f64], y: &[i64], features: usize) -> Result<MemTable> {
-    let mut fields: Vec<Field> = (0..features)
-        .map(|i| Field::new(format!("f{i}"), DataType::Float64, false))
-        .collect();
-    fields.push(Field::new("label", DataType::Int64, false));
-    let schema = Arc::new(Schema::new(fields));
-    let mut batches = Vec::new();
-    for start in (0..y.len()).step_by(BATCH) {
-        let end = (start + BATCH).min(y.len());
-        let mut columns: Vec<ArrayRef> = (0..features)
-            .map(|f| {
-                Arc::new(Float64Array::from_iter_values(
-                    (start..end).map(|r| x[r * features + f]),
-                )) as ArrayRef
-            })
-            .collect();
-        columns.push(Arc::new(Int64Array::from(y[start..end].to_vec())));
-        batches.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
-    }
-    MemTable::try_new(schema, vec![batches])
-}
 
 async fn time_query(ctx: &SessionContext, sql: &str) -> Result<(f64, f64)> {
     let mut times = Vec::new();
@@ -103,12 +70,20 @@ async fn main() -> Result<()> {
     if filter.is_empty() || filter == "table" {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-icost");
         for (name, features) in [("d20", 20), ("d6", 6)] {
-            let x = read_le(&root.join(format!("{name}.x.f64")), f64::from_le_bytes)?;
-            let y = read_le(&root.join(format!("{name}.y.i64")), i64::from_le_bytes)?;
+            let x = support::read_le(
+                &root.join(format!("{name}.x.f64")),
+                WRITER,
+                f64::from_le_bytes,
+            )?;
+            let y = support::read_le(
+                &root.join(format!("{name}.y.i64")),
+                WRITER,
+                i64::from_le_bytes,
+            )?;
             let ctx =
                 SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
             equipoise::register_all(&ctx)?;
-            ctx.register_table("t", Arc::new(table_of(&x, &y, features)?))?;
+            ctx.register_table("t", Arc::new(support::table_of(&x, &y, features)?))?;
             let (seconds, sum) =
                 time_query(&ctx, "SELECT sum(sample_weight) FROM icost('t', 'label')").await?;
             println!("equipoise\t{name}\t{seconds:.6}\t{sum:.6}");
@@ -128,7 +103,7 @@ async fn main() -> Result<()> {
             let ctx =
                 SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
             equipoise::register_all(&ctx)?;
-            ctx.register_table("t", Arc::new(table_of(&x, &y, features)?))?;
+            ctx.register_table("t", Arc::new(support::table_of(&x, &y, features)?))?;
             let sql = format!(
                 "SELECT sum(sample_weight) FROM icost('t', 'label', 'semantics=stream, window={window}')"
             );

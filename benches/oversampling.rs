@@ -11,52 +11,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::Result;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
 const FEATURES: usize = 20;
-const BATCH: usize = 8192;
-const RUNS: usize = 3;
+#[path = "support.rs"]
+mod support;
 
-fn read_le<T, const N: usize>(path: &PathBuf, decode: fn([u8; N]) -> T) -> Result<Vec<T>> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        DataFusionError::Execution(format!(
-            "{}: {e}; run scripts/bench-oversampling, which writes it",
-            path.display()
-        ))
-    })?;
-    Ok(bytes
-        .chunks_exact(N)
-        .map(|c| decode(c.try_into().unwrap_or([0; N])))
-        .collect())
-}
+const WRITER: &str = "scripts/bench-oversampling";
+const RUNS: usize = 3;
 
 fn table() -> Result<MemTable> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-oversampling");
-    let x = read_le(&root.join("x.f64"), f64::from_le_bytes)?;
-    let y = read_le(&root.join("y.i64"), i64::from_le_bytes)?;
-    let mut fields: Vec<Field> = (0..FEATURES)
-        .map(|i| Field::new(format!("f{i}"), DataType::Float64, false))
-        .collect();
-    fields.push(Field::new("label", DataType::Int64, false));
-    let schema = Arc::new(Schema::new(fields));
-    let mut batches = Vec::new();
-    for start in (0..y.len()).step_by(BATCH) {
-        let end = (start + BATCH).min(y.len());
-        let mut columns: Vec<ArrayRef> = (0..FEATURES)
-            .map(|f| {
-                Arc::new(Float64Array::from_iter_values(
-                    (start..end).map(|r| x[r * FEATURES + f]),
-                )) as ArrayRef
-            })
-            .collect();
-        columns.push(Arc::new(Int64Array::from(y[start..end].to_vec())));
-        batches.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
-    }
-    MemTable::try_new(schema, vec![batches])
+    let x = support::read_le(&root.join("x.f64"), WRITER, f64::from_le_bytes)?;
+    let y = support::read_le(&root.join("y.i64"), WRITER, i64::from_le_bytes)?;
+    support::table_of(&x, &y, FEATURES)
 }
 
 #[tokio::main]

@@ -157,6 +157,18 @@ impl ClassIndex {
         self.classes.len()
     }
 
+    /// Rank of each slot's class among all classes by value: the class
+    /// order that does not depend on arrival.
+    pub fn ranks(&self) -> Vec<u32> {
+        let mut by_value: Vec<usize> = (0..self.classes.len()).collect();
+        by_value.sort_by(|&a, &b| self.classes[a].cmp(&self.classes[b]));
+        let mut rank_of = vec![0u32; self.classes.len()];
+        for (rank, &slot) in by_value.iter().enumerate() {
+            rank_of[slot] = rank as u32;
+        }
+        rank_of
+    }
+
     pub fn is_empty(&self) -> bool {
         self.classes.is_empty()
     }

@@ -311,11 +311,7 @@ impl BatchProcessor for Weigher {
 impl Weigher {
     fn new(exec: &IcostExec, table: bool, counters: Counters) -> Self {
         let options = exec.stage.options().clone();
-        let window = options.window.unwrap_or(if table {
-            IcostOptions::TABLE_WINDOW
-        } else {
-            IcostOptions::STREAM_WINDOW
-        });
+        let window = window_of(&options, table);
         Self {
             window: SlidingWindow::new(window, exec.columns.feature_indices.len()),
             decay_per_row: 0.5f64.powf(1.0 / options.half_life_rows),
@@ -339,11 +335,7 @@ impl Weigher {
     }
 
     fn window_rows(&self) -> usize {
-        self.options.window.unwrap_or(if self.table {
-            IcostOptions::TABLE_WINDOW
-        } else {
-            IcostOptions::STREAM_WINDOW
-        })
+        window_of(&self.options, self.table)
     }
 
     fn handle(&mut self, signal: &ControlSignal) {
@@ -560,13 +552,7 @@ impl Weigher {
         rows: &ClassedRows,
         origin: &[(usize, usize)],
     ) -> (ClassedRows, Vec<(usize, usize)>) {
-        let classes = &self.classes.classes;
-        let mut by_value: Vec<usize> = (0..classes.len()).collect();
-        by_value.sort_by(|&a, &b| classes[a].cmp(&classes[b]));
-        let mut rank_of = vec![0u32; classes.len()];
-        for (rank, &slot) in by_value.iter().enumerate() {
-            rank_of[slot] = rank as u32;
-        }
+        let rank_of = self.classes.ranks();
         let rank: Vec<u32> = rows.class_of.iter().map(|&s| rank_of[s as usize]).collect();
         let order = canonical_order(&rows.features, rows.dim, &rank);
         let mut sorted = ClassedRows {
@@ -756,4 +742,14 @@ impl Weigher {
             columns,
         )?)
     }
+}
+
+/// Labelled rows the reference window holds: the option, or the default
+/// for the semantics.
+fn window_of(options: &IcostOptions, table: bool) -> usize {
+    options.window.unwrap_or(if table {
+        IcostOptions::TABLE_WINDOW
+    } else {
+        IcostOptions::STREAM_WINDOW
+    })
 }

@@ -524,7 +524,7 @@ impl Oversampler {
         }
         if self.bounded {
             // A table's rows may arrive in any order (parallel scans merged).
-            reference.canonicalize(&self.classes.classes);
+            reference.canonicalize(&self.classes);
         }
         let scaled;
         let space: &[f64] = if self.options.scale_for(self.method) {

@@ -17,8 +17,8 @@ use datafusion::arrow::array::{RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::common::Result;
 
-use crate::class_label::ClassValue;
-use crate::features::BatchFeatures;
+use crate::complexity::canonical_order;
+use crate::features::{BatchFeatures, ClassIndex};
 
 #[derive(Debug)]
 struct Chunk {
@@ -201,40 +201,11 @@ impl ReferenceSet {
     /// depends on the rows, not on the order a multi-partition input
     /// happened to deliver them in (only rows with identical class and
     /// features keep their arrival order among themselves).
-    pub fn canonicalize(&mut self, classes: &[ClassValue]) {
+    pub fn canonicalize(&mut self, classes: &ClassIndex) {
         let dim = self.dim;
-        // Sort by (class rank, hash of the feature bits): a canonical order
-        // that costs one u64 comparison per step; equal hashes fall back to
-        // the features themselves, then to arrival order.
-        let mut rank_of = vec![0u32; classes.len()];
-        let mut by_value: Vec<usize> = (0..classes.len()).collect();
-        by_value.sort_by(|&a, &b| classes[a].cmp(&classes[b]));
-        for (rank, &slot) in by_value.iter().enumerate() {
-            rank_of[slot] = rank as u32;
-        }
-        let keys: Vec<(u32, u64)> = (0..self.len())
-            .map(|i| {
-                let mut h = 0xCBF2_9CE4_8422_2325u64;
-                for v in &self.features[i * dim..(i + 1) * dim] {
-                    h = (h ^ v.to_bits()).wrapping_mul(0x0000_0100_0000_01B3);
-                    h ^= h >> 29;
-                }
-                (rank_of[self.class_of[i] as usize], h)
-            })
-            .collect();
-        let mut order: Vec<usize> = (0..self.len()).collect();
-        order.sort_unstable_by(|&a, &b| {
-            keys[a].cmp(&keys[b]).then_with(|| {
-                let ra = &self.features[a * dim..(a + 1) * dim];
-                let rb = &self.features[b * dim..(b + 1) * dim];
-                ra.iter()
-                    .zip(rb)
-                    .map(|(x, y)| x.total_cmp(y))
-                    .find(|o| o.is_ne())
-                    .unwrap_or(std::cmp::Ordering::Equal)
-                    .then(a.cmp(&b))
-            })
-        });
+        let rank_of = classes.ranks();
+        let rank: Vec<u32> = self.class_of.iter().map(|&c| rank_of[c as usize]).collect();
+        let order = canonical_order(&self.features, dim, &rank);
         let mut features = Vec::with_capacity(self.features.len());
         let mut class_of = Vec::with_capacity(order.len());
         let mut locator = Vec::with_capacity(order.len());
