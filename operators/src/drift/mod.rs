@@ -18,22 +18,31 @@
 pub mod adwin;
 pub mod class_prior;
 pub mod ddm;
+pub mod ddm_oci;
 pub mod eddm;
 pub mod hddm_a;
 pub mod hddm_w;
+pub mod kswin;
 pub mod page_hinkley;
+pub mod perfsim;
 pub mod sql;
+
+use serde::{Deserialize, Serialize};
 
 pub use adwin::Adwin;
 pub use class_prior::ClassPrior;
 pub use ddm::Ddm;
+pub use ddm_oci::{DdmOci, RecallMonitor};
 pub use eddm::Eddm;
 pub use hddm_a::HddmA;
 pub use hddm_w::HddmW;
+pub use kswin::Kswin;
 pub use page_hinkley::PageHinkley;
+pub use perfsim::PerfSim;
 
 /// A detector's state after a row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DriftState {
     #[default]
     None,
