@@ -12,6 +12,7 @@ use datafusion::common::Result;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
+use prometheus::Histogram;
 
 use crate::runtime::{ControlReceiver, ControlSignal};
 
@@ -38,22 +39,27 @@ struct State<P> {
     input: SendableRecordBatchStream,
     processor: P,
     control: ControlReceiver,
+    latency: Histogram,
     pending: VecDeque<RecordBatch>,
     finished: bool,
     failed: bool,
 }
 
-/// `input` through `processor`, as a stream of `schema`.
+/// `input` through `processor`, as a stream of `schema`; the time of each
+/// `process` call is observed in `latency` (the operator's series of
+/// `equipoise_batch_duration_seconds`).
 pub fn processed_stream<P: BatchProcessor>(
     input: SendableRecordBatchStream,
     control: ControlReceiver,
     processor: P,
     schema: SchemaRef,
+    latency: Histogram,
 ) -> SendableRecordBatchStream {
     let state = State {
         input,
         processor,
         control,
+        latency,
         pending: VecDeque::new(),
         finished: false,
         failed: false,
@@ -79,6 +85,7 @@ pub fn processed_stream<P: BatchProcessor>(
             let step = match state.input.next().await {
                 Some(Ok(batch)) => {
                     let signals = state.control.drain();
+                    let _timer = state.latency.start_timer();
                     state.processor.process(batch, &signals)
                 }
                 Some(Err(e)) => Err(e),

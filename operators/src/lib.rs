@@ -11,8 +11,11 @@
 //! - [`oversample`]: the SMOTE family and QC-SMOTE (`smote`, `qc_smote`, ...).
 //! - [`complexity`]: kDN, N3 and the typology of rows (`kdn_mean`, `n3`,
 //!   `complexity_report`).
-//! - [`drift`]: drift detectors matching River (ADWIN, DDM, EDDM, HDDM_A,
-//!   HDDM_W, Page-Hinkley so far).
+//! - [`drift`]: drift detectors (ADWIN, DDM, EDDM, HDDM_A, HDDM_W and
+//!   Page-Hinkley matching River; KSWIN, DDM-OCI, PerfSim, class prior) and
+//!   the `drift_monitor` operator.
+//! - [`metrics`]: the shared Prometheus families and the class-label cap.
+//! - [`prequential`]: test-then-train per-class quality.
 //! - [`features`]: which columns are label and features.
 //! - [`table_function`]: arguments of the SQL table functions.
 //! - [`icost`]: per-row cost weights from instance complexity (`icost`).
@@ -27,17 +30,22 @@ pub mod drift;
 pub mod features;
 pub mod icost;
 pub mod knn;
+pub mod metrics;
 pub mod options;
 pub mod oversample;
+pub mod prequential;
 pub mod rng;
 pub mod runtime;
 pub mod stage;
 pub mod table_function;
 
 pub use class_monitor::{ClassMonitorOptions, ClassMonitorStage};
+pub use drift::DriftMonitorOptions;
 pub use icost::{IcostMode, IcostOptions, IcostStage};
 pub use oversample::{Method, OversampleOptions, OversampleStage, SamplingStrategy};
-pub use runtime::{ControlSignal, JobRuntime, JobSnapshot, SignalTarget, StatefulOperator};
+pub use runtime::{
+    ControlSignal, DriftEvent, JobRuntime, JobSnapshot, SignalTarget, StatefulOperator,
+};
 pub use stage::{DataFrameStageExt, StageTable, StreamStage};
 
 use std::sync::Arc;
@@ -49,6 +57,10 @@ use datafusion::logical_expr::AggregateUDF;
 pub fn table_functions() -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
     let mut functions = oversample::sql::table_functions();
     functions.push(("icost", Arc::new(icost::sql::IcostFunction)));
+    functions.push((
+        "drift_monitor",
+        Arc::new(drift::table_function::DriftMonitorFunction),
+    ));
     functions.push((
         "complexity_report",
         Arc::new(complexity::complexity_report::ComplexityReportFunction),

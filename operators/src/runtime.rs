@@ -26,6 +26,9 @@ use prometheus::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use crate::drift::DriftState;
+use crate::metrics::ClassLabels;
+
 /// How many control signals a slow subscriber may fall behind before it
 /// misses some. Signals are rare (drift, stop), so this is generous.
 const CONTROL_CHANNEL_CAPACITY: usize = 256;
@@ -36,6 +39,7 @@ pub struct JobRuntime {
     registry: Registry,
     control: ControlBus,
     state: StateRegistry,
+    class_labels: ClassLabels,
     metric_sets: Mutex<HashMap<&'static str, Arc<dyn Any + Send + Sync>>>,
     operator_ids: Mutex<HashMap<&'static str, usize>>,
 }
@@ -53,6 +57,7 @@ impl JobRuntime {
             registry,
             control: ControlBus::new(),
             state: StateRegistry::default(),
+            class_labels: ClassLabels::default(),
             metric_sets: Mutex::new(HashMap::new()),
             operator_ids: Mutex::new(HashMap::new()),
         }
@@ -78,6 +83,11 @@ impl JobRuntime {
 
     pub fn state(&self) -> &StateRegistry {
         &self.state
+    }
+
+    /// The `class` label of metric series (capped; see [`crate::metrics`]).
+    pub fn class_labels(&self) -> &ClassLabels {
+        &self.class_labels
     }
 
     /// The metric set `M`, registered in this runtime's registry on first use
@@ -150,6 +160,61 @@ pub enum ControlSignal {
         target: SignalTarget,
         reason: String,
     },
+    /// A drift monitor's detector entered its warning zone or signalled
+    /// drift. Subscribers decide what it means to them: the oversamplers and
+    /// iCost shrink their windows on `Drift` (as on a `Reset`), a trainer
+    /// starts a background model on `Warning` and promotes it on `Drift`.
+    Drift(DriftEvent),
+}
+
+impl ControlSignal {
+    /// Whether this signal tells the operator `kind`/`operator_id` to forget
+    /// adaptive state: a `Reset` addressed to it, or any drift (not a
+    /// warning) from a monitor.
+    pub fn resets(&self, kind: &str, operator_id: &str) -> bool {
+        match self {
+            Self::Reset { target, .. } => target.matches(kind, operator_id),
+            Self::Drift(event) => event.state == DriftState::Drift,
+            Self::Stop => false,
+        }
+    }
+
+    /// Why, for logs.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Stop => "stop".to_string(),
+            Self::Reset { reason, .. } => reason.clone(),
+            Self::Drift(event) => event.to_string(),
+        }
+    }
+}
+
+/// One warning or drift of one detector of a drift monitor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftEvent {
+    /// Id of the monitor operator that published it.
+    pub monitor: String,
+    /// `adwin`, `ddm_oci`, `ddm` or `perfsim`.
+    pub detector: String,
+    /// What was watched: `class_prior`, `recall`, `error` or `confusion`.
+    pub signal: String,
+    /// The class the signal is about (its metric label), if any.
+    pub class: Option<String>,
+    /// `Warning` or `Drift`.
+    pub state: DriftState,
+    /// Position of the row that raised it among the original (not
+    /// synthetic) rows the monitor has seen, from 0.
+    pub row: u64,
+}
+
+impl std::fmt::Display for DriftEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.signal, self.state.name())?;
+        if let Some(class) = &self.class {
+            write!(f, " (class {class})")?;
+        }
+        write!(f, " at row {} [{}]", self.row, self.detector)
+    }
 }
 
 /// Publish/subscribe channel for [`ControlSignal`]s.

@@ -23,6 +23,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 
 use crate::class_monitor::{ClassMonitorOptions, ClassMonitorStage};
+use crate::drift::DriftMonitorOptions;
+use crate::drift::exec::DriftMonitorStage;
 use crate::icost::{IcostOptions, IcostStage};
 use crate::oversample::{Method, OversampleOptions, OversampleStage};
 use crate::runtime::JobRuntime;
@@ -128,6 +130,12 @@ pub trait DataFrameStageExt: Sized {
     /// iCost weights; see [`crate::icost`].
     fn icost(self, options: IcostOptions) -> Result<DataFrame> {
         self.stage(Arc::new(IcostStage::try_new(options)?))
+    }
+
+    /// Watch the class mix (and, with a prediction column, per-class recall,
+    /// error and confusion) for drift; see [`crate::drift::monitor`].
+    fn drift_monitor(self, options: DriftMonitorOptions) -> Result<DataFrame> {
+        self.stage(Arc::new(DriftMonitorStage::try_new(options)?))
     }
 
     /// SMOTE as imbalanced-learn; see [`crate::oversample::smote`].

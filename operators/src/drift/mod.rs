@@ -8,24 +8,30 @@
 //! (Page-Hinkley) never report `Warning`. As in River, a detector that
 //! reported drift starts afresh on its next update.
 //!
-//! SQL: [`sql`] (window functions `adwin(value) OVER (ORDER BY t)` etc.).
+//! Also: [`Kswin`] (River's rule, our sampler), and the imbalance-aware
+//! [`ClassPrior`] (the class mix), [`RecallMonitor`] / [`DdmOci`] (recall of
+//! each class, of the minority) and [`PerfSim`] (confusion matrices of
+//! consecutive chunks), whose choices are documented in their files.
 //!
-//! Imbalance-aware: [`ClassPrior`] (the class mix).
-//!
-//! Still to come: DDM-OCI and per-class recall monitors, KSWIN, PerfSim
-//! and the `drift_monitor` operator.
+//! SQL: [`sql`] (window functions `adwin(value) OVER (ORDER BY t)` etc.)
+//! and [`table_function`] (`drift_monitor`, the operator of [`monitor`] and
+//! [`exec`] that watches a labelled, predicted stream and tells the rest of
+//! the job).
 
 pub mod adwin;
 pub mod class_prior;
 pub mod ddm;
 pub mod ddm_oci;
 pub mod eddm;
+pub mod exec;
 pub mod hddm_a;
 pub mod hddm_w;
 pub mod kswin;
+pub mod monitor;
 pub mod page_hinkley;
 pub mod perfsim;
 pub mod sql;
+pub mod table_function;
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +43,7 @@ pub use eddm::Eddm;
 pub use hddm_a::HddmA;
 pub use hddm_w::HddmW;
 pub use kswin::Kswin;
+pub use monitor::DriftMonitorOptions;
 pub use page_hinkley::PageHinkley;
 pub use perfsim::PerfSim;
 

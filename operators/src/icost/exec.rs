@@ -28,6 +28,7 @@ use crate::batch_stream::{BatchProcessor, processed_stream};
 use crate::complexity::{ClassedRows, canonical_order};
 use crate::features::{BatchFeatures, ClassIndex, batch_features};
 use crate::knn::{Exclude, PointSet, search};
+use crate::metrics::SharedMetrics;
 use crate::oversample::Mode;
 use crate::oversample::exec::merges_partitions;
 use crate::rng::Rng;
@@ -231,6 +232,10 @@ impl ExecutionPlan for IcostExec {
             self.runtime.control().subscribe(),
             weigher,
             Arc::clone(&self.columns.output_schema),
+            self.runtime
+                .metric_set::<SharedMetrics>()?
+                .batch_duration
+                .with_label_values(&[self.operator_id.as_str()]),
         ))
     }
 
@@ -339,11 +344,9 @@ impl Weigher {
     }
 
     fn handle(&mut self, signal: &ControlSignal) {
-        if let ControlSignal::Reset { target, reason } = signal
-            && target.matches("icost", &self.operator_id)
-            && !self.table
-        {
+        if signal.resets("icost", &self.operator_id) && !self.table {
             let keep = (self.window_rows() / 10).max(self.options.k + 1);
+            let reason = signal.reason();
             tracing::info!(operator = %self.operator_id, %reason, keep, "icost window shrunk");
             self.window.shrink_to(keep);
             self.decayed.iter_mut().for_each(|w| *w *= 0.1);

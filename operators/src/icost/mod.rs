@@ -53,7 +53,8 @@
 //! and the class counts are per-row decayed weights (half-life `half_life`
 //! rows, default 10,000) updated causally, up to and including the row.
 //! Until the window holds k rows, weighed rows get the class-level weight.
-//! A `Reset` control signal keeps the newest tenth of the window and a
+//! A `Reset` control signal for the operator, or a drift (not a warning)
+//! from any `drift_monitor` of the job, keeps the newest tenth of the window and a
 //! tenth of the decayed weights (the class mix is kept, its inertia cut).
 
 pub mod exec;

@@ -30,6 +30,7 @@ use super::{
 };
 use crate::batch_stream::{BatchProcessor, processed_stream};
 use crate::features::{BatchFeatures, ClassIndex, batch_features};
+use crate::metrics::SharedMetrics;
 use crate::rng::Rng;
 use crate::runtime::{ControlSignal, JobRuntime, MetricSet};
 
@@ -261,6 +262,10 @@ impl ExecutionPlan for OversampleExec {
             self.runtime.control().subscribe(),
             oversampler,
             Arc::clone(&self.columns.output_schema),
+            self.runtime
+                .metric_set::<SharedMetrics>()?
+                .batch_duration
+                .with_label_values(&[self.operator_id.as_str()]),
         ))
     }
 
@@ -358,10 +363,9 @@ impl Oversampler {
     }
 
     fn handle(&mut self, signal: &ControlSignal) {
-        if let ControlSignal::Reset { target, reason } = signal
-            && target.matches(self.method.name(), &self.operator_id)
-        {
+        if signal.resets(self.method.name(), &self.operator_id) {
             let keep = (self.window() / 10).max(self.options.k + 1);
+            let reason = signal.reason();
             tracing::info!(operator = %self.operator_id, %reason, keep, "reservoirs shrunk");
             self.reservoirs.shrink_to(keep);
             self.decayed.iter_mut().for_each(|w| *w = 0.0);

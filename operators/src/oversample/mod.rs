@@ -22,8 +22,9 @@
 //! newest `window` rows; per-row time-decayed class weights decide how many
 //! rows each batch needs to move the output towards the target mix, and
 //! those rows are generated from the buffers as they stood *before* the
-//! batch (no look-ahead). A `Reset` control signal for the operator (a drift
-//! alarm) shrinks the buffers to their newest tenth and forgets the decayed
+//! batch (no look-ahead). A `Reset` control signal for the operator, or a
+//! drift (not a warning) from any `drift_monitor` of the job, shrinks the
+//! buffers to their newest tenth and forgets the decayed
 //! mix. See `reservoir` for why ring buffers.
 
 pub mod adasyn;

@@ -1,0 +1,538 @@
+//! The `drift_monitor` operator in a plan: [`DriftMonitorStage`] (schema,
+//! planning), [`DriftMonitorExec`] (one partition, incremental, the input's
+//! boundedness) and the per-stream [`Watcher`] that feeds [`Monitors`],
+//! writes the two columns, publishes events and sets the metrics.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, internal_err, plan_err};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::EmissionType;
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
+};
+
+use super::DriftState;
+use super::monitor::{DRIFT_SIGNAL, DRIFT_STATE, DriftMonitorOptions, Monitors, Signal};
+use crate::batch_stream::{BatchProcessor, processed_stream};
+use crate::class_label::{check_label_type, for_each_class};
+use crate::features::ClassIndex;
+use crate::metrics::SharedMetrics;
+use crate::oversample::IS_SYNTHETIC;
+use crate::runtime::{ControlSignal, DriftEvent, JobRuntime};
+use crate::stage::StreamStage;
+
+/// Operator kind and id prefix.
+pub const KIND: &str = "drift_monitor";
+
+/// The planning side of `drift_monitor`.
+#[derive(Debug, Clone)]
+pub struct DriftMonitorStage {
+    options: DriftMonitorOptions,
+}
+
+/// Where the monitor's inputs are in its input schema.
+#[derive(Debug, Clone)]
+struct MonitorColumns {
+    label_index: usize,
+    prediction_index: Option<usize>,
+    synthetic_index: Option<usize>,
+    output_schema: SchemaRef,
+}
+
+/// The kind of values a label holds, for comparing labels with predictions.
+fn label_family(t: &DataType) -> &'static str {
+    if t.is_integer() {
+        "integer"
+    } else if matches!(t, DataType::Boolean) {
+        "boolean"
+    } else {
+        "string"
+    }
+}
+
+impl DriftMonitorStage {
+    pub fn try_new(options: DriftMonitorOptions) -> Result<Self> {
+        options.validate()?;
+        Ok(Self { options })
+    }
+
+    pub fn options(&self) -> &DriftMonitorOptions {
+        &self.options
+    }
+
+    fn columns(&self, input: &SchemaRef) -> Result<MonitorColumns> {
+        let names = || {
+            input
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let label = &self.options.label_column;
+        let Ok(label_index) = input.index_of(label) else {
+            return plan_err!(
+                "{KIND}: label column '{label}' not found; columns are: {}",
+                names()
+            );
+        };
+        let label_type = input.field(label_index).data_type();
+        check_label_type(label, label_type)?;
+        let prediction_index = match &self.options.prediction_column {
+            None => None,
+            Some(prediction) => {
+                let Ok(i) = input.index_of(prediction) else {
+                    return plan_err!(
+                        "{KIND}: prediction column '{prediction}' not found; columns are: {}",
+                        names()
+                    );
+                };
+                let t = input.field(i).data_type();
+                check_label_type(prediction, t)?;
+                if label_family(t) != label_family(label_type) {
+                    return plan_err!(
+                        "{KIND}: prediction column '{prediction}' ({t}) does not hold the same \
+                         kind of class as label column '{label}' ({label_type})"
+                    );
+                }
+                Some(i)
+            }
+        };
+        for column in [DRIFT_STATE, DRIFT_SIGNAL] {
+            if input.index_of(column).is_ok() {
+                return plan_err!(
+                    "{KIND}: the input already has a '{column}' column (applied twice?)"
+                );
+            }
+        }
+        let synthetic_index = input
+            .index_of(IS_SYNTHETIC)
+            .ok()
+            .filter(|&i| input.field(i).data_type() == &DataType::Boolean);
+        let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(DRIFT_STATE, DataType::Utf8, false)));
+        fields.push(Arc::new(Field::new(DRIFT_SIGNAL, DataType::Utf8, true)));
+        Ok(MonitorColumns {
+            label_index,
+            prediction_index,
+            synthetic_index,
+            output_schema: Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())),
+        })
+    }
+}
+
+impl StreamStage for DriftMonitorStage {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
+        Ok(self.columns(input)?.output_schema)
+    }
+
+    fn plan(
+        &self,
+        input: Arc<dyn ExecutionPlan>,
+        runtime: &Arc<JobRuntime>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        DriftMonitorExec::try_new(self.clone(), input, runtime)
+    }
+}
+
+/// The execution node of `drift_monitor`.
+#[derive(Debug)]
+pub struct DriftMonitorExec {
+    stage: DriftMonitorStage,
+    columns: MonitorColumns,
+    input: Arc<dyn ExecutionPlan>,
+    operator_id: String,
+    runtime: Arc<JobRuntime>,
+    prometheus: Arc<SharedMetrics>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl DriftMonitorExec {
+    pub fn try_new(
+        stage: DriftMonitorStage,
+        input: Arc<dyn ExecutionPlan>,
+        runtime: &Arc<JobRuntime>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let columns = stage.columns(&input.schema())?;
+        let operator_id = runtime.next_operator_id(KIND)?;
+        let prometheus = runtime.metric_set::<SharedMetrics>()?;
+        // Series known up front read 0 rather than nothing.
+        if stage.options.prediction_column.is_some() {
+            for signal in [Signal::Error, Signal::PerfSim] {
+                init_series(&prometheus, &operator_id, signal, "all");
+            }
+        }
+        for reason in ["null_label", "null_prediction"] {
+            prometheus
+                .bad_records
+                .with_label_values(&[operator_id.as_str(), reason]);
+        }
+        Ok(Arc::new(Self {
+            properties: Self::properties_for(&columns, input.as_ref()),
+            columns,
+            input,
+            operator_id,
+            runtime: Arc::clone(runtime),
+            prometheus,
+            metrics: ExecutionPlanMetricsSet::new(),
+            stage,
+        }))
+    }
+
+    fn properties_for(columns: &MonitorColumns, input: &dyn ExecutionPlan) -> Arc<PlanProperties> {
+        Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&columns.output_schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            input.properties().boundedness,
+        ))
+    }
+}
+
+/// The event counters (warning, drift) and state gauge of one detector.
+fn init_series(metrics: &SharedMetrics, operator: &str, signal: Signal, class: &str) {
+    for state in [DriftState::Warning, DriftState::Drift] {
+        metrics.drift_events.with_label_values(&[
+            operator,
+            signal.detector(),
+            signal.name(),
+            class,
+            state.name(),
+        ]);
+    }
+    metrics
+        .drift_state
+        .with_label_values(&[operator, signal.detector(), signal.name(), class])
+        .set(0.0);
+}
+
+impl DisplayAs for DriftMonitorExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = &self.stage.options;
+        match t {
+            DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
+                f,
+                "DriftMonitorExec: id={}, label={}, prediction={}",
+                self.operator_id,
+                o.label_column,
+                o.prediction_column.as_deref().unwrap_or("none")
+            ),
+            DisplayFormatType::TreeRender => write!(f, "label={}", o.label_column),
+        }
+    }
+}
+
+impl ExecutionPlan for DriftMonitorExec {
+    fn name(&self) -> &str {
+        "DriftMonitorExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    /// Detectors see the stream in order, as one.
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        vec![Distribution::SinglePartition]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return internal_err!("DriftMonitorExec takes one child, got {}", children.len());
+        }
+        let input = children.swap_remove(0);
+        let columns = self.stage.columns(&input.schema())?;
+        Ok(Arc::new(Self {
+            properties: Self::properties_for(&columns, input.as_ref()),
+            columns,
+            input,
+            operator_id: self.operator_id.clone(),
+            runtime: Arc::clone(&self.runtime),
+            prometheus: Arc::clone(&self.prometheus),
+            metrics: ExecutionPlanMetricsSet::new(),
+            stage: self.stage.clone(),
+        }))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("DriftMonitorExec has one partition, asked for {partition}");
+        }
+        let input = self.input.execute(0, context)?;
+        let builder = || MetricBuilder::new(&self.metrics);
+        let watcher = Watcher {
+            monitors: Monitors::new(self.stage.options.clone()),
+            columns: self.columns.clone(),
+            classes: ClassIndex::default(),
+            labels: Vec::new(),
+            operator_id: self.operator_id.clone(),
+            runtime: Arc::clone(&self.runtime),
+            prometheus: Arc::clone(&self.prometheus),
+            baseline: BaselineMetrics::new(&self.metrics, partition),
+            watched_rows: builder().counter("watched_rows", partition),
+            warnings: builder().counter("warnings", partition),
+            drifts: builder().counter("drifts", partition),
+        };
+        let latency = self
+            .prometheus
+            .batch_duration
+            .with_label_values(&[self.operator_id.as_str()]);
+        Ok(processed_stream(
+            input,
+            self.runtime.control().subscribe(),
+            watcher,
+            Arc::clone(&self.columns.output_schema),
+            latency,
+        ))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+/// The monitor over one stream.
+struct Watcher {
+    monitors: Monitors,
+    columns: MonitorColumns,
+    classes: ClassIndex,
+    /// Metric label of each class slot.
+    labels: Vec<String>,
+    operator_id: String,
+    runtime: Arc<JobRuntime>,
+    prometheus: Arc<SharedMetrics>,
+    baseline: BaselineMetrics,
+    watched_rows: Count,
+    warnings: Count,
+    drifts: Count,
+}
+
+impl Watcher {
+    /// Class slots of a class column, `None` for NULL.
+    fn slots(&mut self, column: &Arc<dyn Array>) -> Result<Vec<Option<usize>>> {
+        let mut slots = Vec::with_capacity(column.len());
+        let classes = &mut self.classes;
+        for_each_class(column, |_, class| {
+            slots.push(class.map(|c| classes.slot(c)))
+        })?;
+        Ok(slots)
+    }
+
+    /// Labels (and zeroed series) for classes seen for the first time.
+    fn label_new_classes(&mut self) -> Result<()> {
+        while self.labels.len() < self.classes.len() {
+            let class = &self.classes.classes[self.labels.len()];
+            let label = self.runtime.class_labels().label(class)?;
+            let slot = self.labels.len();
+            init_series(
+                &self.prometheus,
+                &self.operator_id,
+                Signal::ClassPrior(slot),
+                &label,
+            );
+            if self.monitors.watches_predictions() {
+                init_series(
+                    &self.prometheus,
+                    &self.operator_id,
+                    Signal::Recall(slot),
+                    &label,
+                );
+            }
+            self.labels.push(label);
+        }
+        Ok(())
+    }
+
+    fn class_label(&self, signal: Signal) -> &str {
+        signal
+            .class()
+            .and_then(|c| self.labels.get(c))
+            .map_or("all", String::as_str)
+    }
+
+    fn signal_text(&self, signal: Signal) -> String {
+        match signal.class() {
+            Some(c) => format!("{}:{}", signal.name(), self.classes.classes[c]),
+            None => signal.name().to_string(),
+        }
+    }
+
+    fn publish(&mut self) {
+        let id = self.operator_id.as_str();
+        for event in self.monitors.take_events() {
+            let class = self.class_label(event.signal).to_string();
+            self.prometheus
+                .drift_events
+                .with_label_values(&[
+                    id,
+                    event.signal.detector(),
+                    event.signal.name(),
+                    class.as_str(),
+                    event.state.name(),
+                ])
+                .inc();
+            match event.state {
+                DriftState::Drift => self.drifts.add(1),
+                _ => self.warnings.add(1),
+            }
+            let drift = DriftEvent {
+                monitor: self.operator_id.clone(),
+                detector: event.signal.detector().to_string(),
+                signal: event.signal.name().to_string(),
+                class: event
+                    .signal
+                    .class()
+                    .map(|c| self.classes.classes[c].to_string()),
+                state: event.state,
+                row: event.row,
+            };
+            tracing::info!(operator = %self.operator_id, event = %drift, "drift monitor");
+            self.runtime.control().publish(ControlSignal::Drift(drift));
+        }
+        for (signal, state) in self.monitors.detector_states(self.labels.len()) {
+            let class = self.class_label(signal);
+            self.prometheus
+                .drift_state
+                .with_label_values(&[id, signal.detector(), signal.name(), class])
+                .set(match state {
+                    DriftState::None => 0.0,
+                    DriftState::Warning => 1.0,
+                    DriftState::Drift => 2.0,
+                });
+        }
+        if self.monitors.watches_predictions() {
+            self.monitors
+                .prequential
+                .publish(&self.prometheus, id, &self.labels);
+        }
+    }
+}
+
+impl BatchProcessor for Watcher {
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        _signals: &[ControlSignal],
+    ) -> Result<Vec<RecordBatch>> {
+        let elapsed = self.baseline.elapsed_compute().clone();
+        let _timer = elapsed.timer();
+        let rows = batch.num_rows();
+        let truth = self.slots(batch.column(self.columns.label_index))?;
+        let predictions = match self.columns.prediction_index {
+            Some(i) => Some(self.slots(batch.column(i))?),
+            None => None,
+        };
+        self.label_new_classes()?;
+        let synthetic = self
+            .columns
+            .synthetic_index
+            .map(|i| batch.column(i).as_boolean().clone());
+        self.monitors.begin_batch();
+        let mut states = StringBuilder::with_capacity(rows, rows * 4);
+        let mut signals = StringBuilder::new();
+        let (mut null_labels, mut null_predictions) = (0, 0);
+        for row in 0..rows {
+            let is_synthetic = synthetic
+                .as_ref()
+                .is_some_and(|marks| marks.is_valid(row) && marks.value(row));
+            let prediction = predictions.as_ref().map(|p| p[row]);
+            let outcome = match (is_synthetic, truth[row], prediction) {
+                (true, _, _) => None,
+                (false, None, _) => {
+                    null_labels += 1;
+                    None
+                }
+                (false, Some(_), Some(None)) => {
+                    null_predictions += 1;
+                    None
+                }
+                (false, Some(t), p) => Some(self.monitors.observe(t, p.flatten())),
+            };
+            match outcome {
+                Some(outcome) => {
+                    states.append_value(outcome.state.name());
+                    if outcome.signals.is_empty() {
+                        signals.append_null();
+                    } else {
+                        let text = outcome
+                            .signals
+                            .iter()
+                            .map(|&s| self.signal_text(s))
+                            .collect::<Vec<_>>()
+                            .join(",");
+                        signals.append_value(text);
+                    }
+                }
+                None => {
+                    states.append_value(DriftState::None.name());
+                    signals.append_null();
+                }
+            }
+        }
+        let watched = rows
+            - null_labels
+            - null_predictions
+            - synthetic.as_ref().map_or(0, |m| m.true_count());
+        self.watched_rows.add(watched);
+        let id = self.operator_id.as_str();
+        self.prometheus
+            .bad_records
+            .with_label_values(&[id, "null_label"])
+            .inc_by(null_labels as u64);
+        self.prometheus
+            .bad_records
+            .with_label_values(&[id, "null_prediction"])
+            .inc_by(null_predictions as u64);
+        self.publish();
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(states.finish()));
+        columns.push(Arc::new(signals.finish()));
+        let out = RecordBatch::try_new(Arc::clone(&self.columns.output_schema), columns)?;
+        self.baseline.record_output(out.num_rows());
+        Ok(vec![out])
+    }
+
+    fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+        Ok(Vec::new())
+    }
+}

@@ -1,0 +1,243 @@
+//! Prequential (test-then-train) classification quality: a confusion
+//! matrix over the last `window` predicted rows and one over all of them,
+//! and the per-class scores an imbalanced stream is judged by.
+//!
+//! Conventions (the same as scikit-learn's with `zero_division=0`): a
+//! class's recall is undefined (None) while no row of it is in scope; its
+//! precision is 0 when it was never predicted but has rows, F1 is 0 when
+//! precision + recall is 0. G-mean and balanced accuracy are over the
+//! classes with rows in scope. A class's gauges are published only while it
+//! has its own `class` label (the capped `other` bucket would mix classes).
+
+use std::collections::VecDeque;
+
+use crate::metrics::{OTHER_CLASS, SharedMetrics};
+
+/// Which rows a score covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The last `window` rows.
+    Sliding,
+    /// Every row since the start.
+    Total,
+}
+
+impl Scope {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sliding => "sliding",
+            Self::Total => "total",
+        }
+    }
+}
+
+/// Confusion matrices of a predicted stream.
+#[derive(Debug, Clone)]
+pub struct Prequential {
+    window: usize,
+    classes: usize,
+    recent: VecDeque<(usize, usize)>,
+    /// Row-major `classes x classes`, [truth][prediction].
+    sliding: Vec<u64>,
+    total: Vec<u64>,
+}
+
+impl Prequential {
+    pub fn new(window: usize) -> Self {
+        Self {
+            window: window.max(1),
+            classes: 0,
+            recent: VecDeque::new(),
+            sliding: Vec::new(),
+            total: Vec::new(),
+        }
+    }
+
+    fn grow(&mut self, classes: usize) {
+        if classes <= self.classes {
+            return;
+        }
+        let widen = |m: &[u64]| {
+            let mut wider = vec![0; classes * classes];
+            for t in 0..self.classes {
+                for p in 0..self.classes {
+                    wider[t * classes + p] = m[t * self.classes + p];
+                }
+            }
+            wider
+        };
+        self.sliding = widen(&self.sliding);
+        self.total = widen(&self.total);
+        self.classes = classes;
+    }
+
+    /// A row of class slot `truth` predicted as slot `prediction`.
+    pub fn update(&mut self, truth: usize, prediction: usize) {
+        self.grow(truth.max(prediction) + 1);
+        let k = self.classes;
+        self.sliding[truth * k + prediction] += 1;
+        self.total[truth * k + prediction] += 1;
+        self.recent.push_back((truth, prediction));
+        if self.recent.len() > self.window
+            && let Some((t, p)) = self.recent.pop_front()
+        {
+            self.sliding[t * k + p] -= 1;
+        }
+    }
+
+    fn matrix(&self, scope: Scope) -> &[u64] {
+        match scope {
+            Scope::Sliding => &self.sliding,
+            Scope::Total => &self.total,
+        }
+    }
+
+    fn rows_of(&self, scope: Scope, class: usize) -> u64 {
+        let k = self.classes;
+        self.matrix(scope)[class * k..(class + 1) * k].iter().sum()
+    }
+
+    fn predicted_as(&self, scope: Scope, class: usize) -> u64 {
+        let k = self.classes;
+        (0..k).map(|t| self.matrix(scope)[t * k + class]).sum()
+    }
+
+    fn hits(&self, scope: Scope, class: usize) -> u64 {
+        self.matrix(scope)[class * self.classes + class]
+    }
+
+    pub fn recall(&self, scope: Scope, class: usize) -> Option<f64> {
+        if class >= self.classes {
+            return None;
+        }
+        let rows = self.rows_of(scope, class);
+        (rows > 0).then(|| self.hits(scope, class) as f64 / rows as f64)
+    }
+
+    pub fn precision(&self, scope: Scope, class: usize) -> Option<f64> {
+        if class >= self.classes {
+            return None;
+        }
+        let predicted = self.predicted_as(scope, class);
+        if predicted > 0 {
+            Some(self.hits(scope, class) as f64 / predicted as f64)
+        } else {
+            (self.rows_of(scope, class) > 0).then_some(0.0)
+        }
+    }
+
+    pub fn f1(&self, scope: Scope, class: usize) -> Option<f64> {
+        let (p, r) = (self.precision(scope, class)?, self.recall(scope, class)?);
+        Some(if p + r > 0.0 {
+            2.0 * p * r / (p + r)
+        } else {
+            0.0
+        })
+    }
+
+    fn recalls(&self, scope: Scope) -> Vec<f64> {
+        (0..self.classes)
+            .filter_map(|c| self.recall(scope, c))
+            .collect()
+    }
+
+    /// Geometric mean of the per-class recalls.
+    pub fn gmean(&self, scope: Scope) -> Option<f64> {
+        let recalls = self.recalls(scope);
+        if recalls.is_empty() {
+            return None;
+        }
+        if recalls.contains(&0.0) {
+            return Some(0.0);
+        }
+        let log_mean = recalls.iter().map(|r| r.ln()).sum::<f64>() / recalls.len() as f64;
+        Some(log_mean.exp())
+    }
+
+    /// Mean of the per-class recalls.
+    pub fn balanced_accuracy(&self, scope: Scope) -> Option<f64> {
+        let recalls = self.recalls(scope);
+        (!recalls.is_empty()).then(|| recalls.iter().sum::<f64>() / recalls.len() as f64)
+    }
+
+    /// Set the gauges of `operator`; `labels[slot]` is each class's label.
+    pub fn publish(&self, metrics: &SharedMetrics, operator: &str, labels: &[String]) {
+        for scope in [Scope::Sliding, Scope::Total] {
+            let window = scope.name();
+            for (class, label) in labels.iter().enumerate() {
+                if label == OTHER_CLASS {
+                    continue;
+                }
+                let values = [&metrics.recall, &metrics.precision, &metrics.f1]
+                    .into_iter()
+                    .zip([
+                        self.recall(scope, class),
+                        self.precision(scope, class),
+                        self.f1(scope, class),
+                    ]);
+                for (family, value) in values {
+                    if let Some(value) = value {
+                        family
+                            .with_label_values(&[operator, label.as_str(), window])
+                            .set(value);
+                    }
+                }
+            }
+            if let Some(g) = self.gmean(scope) {
+                metrics.gmean.with_label_values(&[operator, window]).set(g);
+            }
+            if let Some(b) = self.balanced_accuracy(scope) {
+                metrics
+                    .balanced_accuracy
+                    .with_label_values(&[operator, window])
+                    .set(b);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_follow_scikit_learn_conventions() {
+        // truth, prediction; scikit-learn on these rows: recall [0.75, 0.5],
+        // precision [0.75, 0.5], f1 [0.75, 0.5], balanced accuracy 0.625.
+        let rows = [(0, 0), (0, 0), (0, 0), (0, 1), (1, 1), (1, 0)];
+        let mut q = Prequential::new(100);
+        for (t, p) in rows {
+            q.update(t, p);
+        }
+        let s = Scope::Total;
+        assert_eq!(q.recall(s, 0), Some(0.75));
+        assert_eq!(q.recall(s, 1), Some(0.5));
+        assert_eq!(q.precision(s, 0), Some(0.75));
+        assert_eq!(q.precision(s, 1), Some(0.5));
+        assert_eq!(q.f1(s, 1), Some(0.5));
+        assert_eq!(q.balanced_accuracy(s), Some(0.625));
+        let g = q.gmean(s).unwrap_or_default();
+        assert!((g - (0.75f64 * 0.5).sqrt()).abs() < 1e-15);
+        // A class never predicted has precision 0, one never seen none.
+        q.update(0, 0);
+        assert_eq!(q.recall(s, 2), None);
+        let mut never_predicted = Prequential::new(10);
+        never_predicted.update(1, 0);
+        assert_eq!(never_predicted.precision(s, 1), Some(0.0));
+        assert_eq!(never_predicted.f1(s, 1), Some(0.0));
+        assert_eq!(never_predicted.gmean(s), Some(0.0));
+    }
+
+    #[test]
+    fn the_sliding_window_forgets_old_rows() {
+        let mut q = Prequential::new(4);
+        for _ in 0..10 {
+            q.update(1, 0);
+        }
+        for _ in 0..4 {
+            q.update(1, 1);
+        }
+        assert_eq!(q.recall(Scope::Sliding, 1), Some(1.0));
+        assert_eq!(q.recall(Scope::Total, 1), Some(4.0 / 14.0));
+    }
+}
