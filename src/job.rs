@@ -21,11 +21,12 @@ use datafusion::common::{Result, exec_datafusion_err};
 use datafusion::prelude::SessionConfig;
 use equipoise_connectors::{GeneratorConfig, GeneratorTable};
 use equipoise_operators::class_label::{ClassValue, for_each_class};
+use equipoise_operators::drift::DriftState;
 use equipoise_operators::features::FeatureSelection;
 use equipoise_operators::oversample::Mode;
 use equipoise_operators::{
-    ClassMonitorOptions, ControlSignal, DataFrameStageExt, IcostOptions, JobRuntime, JobSnapshot,
-    Method, OversampleOptions,
+    ClassMonitorOptions, ControlSignal, DataFrameStageExt, DriftEvent, DriftMonitorOptions,
+    IcostOptions, JobRuntime, JobSnapshot, Method, OversampleOptions,
 };
 use futures::StreamExt;
 
@@ -46,6 +47,8 @@ pub struct JobSpec {
     pub oversampler: Option<(Method, OversampleOptions)>,
     /// The iCost stage after the oversampler, if any.
     pub icost: Option<IcostOptions>,
+    /// The drift monitor after iCost, if any.
+    pub drift_monitor: Option<DriftMonitorOptions>,
 }
 
 impl JobSpec {
@@ -54,7 +57,9 @@ impl JobSpec {
     /// arrives), QC-SMOTE over the sensor readings (`seq` and `machine_id`
     /// are identifiers, copied from the seed, not features), then iCost
     /// weights on the same readings (synthetic rows weigh 1.0; see
-    /// [`equipoise_operators::icost`]).
+    /// [`equipoise_operators::icost`]), then the drift monitor on the class
+    /// mix (no model predicts yet, so there is no prediction to watch); its
+    /// drifts shrink the oversampler's and iCost's windows.
     pub fn embedded_default(source: GeneratorConfig) -> Self {
         Self {
             source,
@@ -83,7 +88,16 @@ impl JobSpec {
                 semantics: Mode::Stream,
                 ..IcostOptions::new("label")
             }),
+            drift_monitor: Some(DriftMonitorOptions::new("label")),
         }
+    }
+
+    /// The rows where the source is documented to change: `(row, what)`.
+    pub fn change_points(&self) -> Vec<(u64, &'static str)> {
+        vec![
+            (self.source.prior_shift_at, "class mix"),
+            (self.source.concept_shift_at, "fault signature"),
+        ]
     }
 }
 
@@ -151,6 +165,12 @@ pub struct JobSummary {
     pub tally: ClassTally,
     /// Synthetic rows the oversampler added, by class.
     pub synthetic: ClassTally,
+    /// Drifts the job's monitors signalled, in order.
+    pub drifts: Vec<DriftEvent>,
+    /// Warning zones entered.
+    pub warnings: u64,
+    /// The source's documented change points.
+    pub change_points: Vec<(u64, &'static str)>,
     pub batches: u64,
     pub elapsed: Duration,
     /// True when the job ended on a stop request rather than at the end of
@@ -180,6 +200,23 @@ impl fmt::Display for JobSummary {
         }
         if self.tally.unlabelled() > 0 {
             writeln!(f, "  unlabelled: {} rows", self.tally.unlabelled())?;
+        }
+        for (row, what) in &self.change_points {
+            writeln!(f, "  documented change: {what} at row {row}")?;
+        }
+        for drift in &self.drifts {
+            let after = self
+                .change_points
+                .iter()
+                .filter(|(row, _)| *row <= drift.row)
+                .max_by_key(|(row, _)| *row)
+                .map_or(String::new(), |(row, what)| {
+                    format!(", {} rows after the {what} change", drift.row - row)
+                });
+            writeln!(f, "  drift: {drift}{after}")?;
+        }
+        if self.warnings > 0 {
+            writeln!(f, "  warnings: {}", self.warnings)?;
         }
         writeln!(f, "  elapsed: {secs:.3} s")?;
         write!(f, "  rows per second: {:.0}", rows as f64 / secs.max(1e-9))
@@ -213,6 +250,13 @@ pub async fn run_job(
     if let Some(options) = &spec.icost {
         pipeline = pipeline.icost(options.clone())?;
     }
+    if let Some(options) = &spec.drift_monitor {
+        pipeline = pipeline.drift_monitor(options.clone())?;
+    }
+    // Subscribed before the stream starts, so no event is missed.
+    let mut control = runtime.control().subscribe();
+    let mut drifts = Vec::new();
+    let mut warnings = 0u64;
     let label_index = pipeline
         .schema()
         .index_of_column_by_name(None, &spec.label_column)
@@ -252,6 +296,14 @@ pub async fn run_job(
                             batches += u64::from(marks.false_count() > 0);
                         }
                     }
+                    for signal in control.drain() {
+                        if let ControlSignal::Drift(event) = signal {
+                            match event.state {
+                                DriftState::Drift => drifts.push(event),
+                                _ => warnings += 1,
+                            }
+                        }
+                    }
                     progress.update(&tally, started.elapsed());
                 }
                 None => break,
@@ -264,6 +316,9 @@ pub async fn run_job(
     Ok(JobSummary {
         tally,
         synthetic,
+        drifts,
+        warnings,
+        change_points: spec.change_points(),
         batches,
         elapsed,
         stopped: stopping,

@@ -31,6 +31,7 @@ use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 
 use crate::class_label::{ClassValue, check_label_type, for_each_class};
+use crate::metrics::{ClassLabels, SharedMetrics};
 use crate::runtime::{
     ControlSignal, JobRuntime, MetricSet, OperatorSnapshot, StatefulOperator, lock,
 };
@@ -261,6 +262,7 @@ pub struct ClassMonitor {
     decay_per_row: f64,
     mix: Mutex<ClassMix>,
     metrics: Arc<ClassMonitorMetrics>,
+    labels: Arc<ClassLabels>,
 }
 
 impl fmt::Debug for ClassMonitor {
@@ -272,12 +274,18 @@ impl fmt::Debug for ClassMonitor {
 }
 
 impl ClassMonitor {
-    fn new(id: String, half_life_rows: f64, metrics: Arc<ClassMonitorMetrics>) -> Self {
+    fn new(
+        id: String,
+        half_life_rows: f64,
+        metrics: Arc<ClassMonitorMetrics>,
+        labels: Arc<ClassLabels>,
+    ) -> Self {
         Self {
             id,
             decay_per_row: 0.5f64.powf(1.0 / half_life_rows),
             mix: Mutex::new(ClassMix::new()),
             metrics,
+            labels,
         }
     }
 
@@ -291,7 +299,7 @@ impl ClassMonitor {
         let (added, unlabelled) = mix.observe(labels, self.decay_per_row)?;
         for (tally, n) in mix.classes.iter().zip(added) {
             if n > 0 {
-                let class = tally.class.to_string();
+                let class = self.labels.label(&tally.class)?;
                 self.metrics
                     .rows
                     .with_label_values(&[self.id.as_str(), class.as_str()])
@@ -306,13 +314,15 @@ impl ClassMonitor {
             .batches
             .with_label_values(&[self.id.as_str()])
             .inc();
-        self.publish_gauges(&mix);
-        Ok(())
+        self.publish_gauges(&mix)
     }
 
-    fn publish_gauges(&self, mix: &ClassMix) {
-        for (class, share) in mix.decayed_shares() {
-            let class = class.to_string();
+    fn publish_gauges(&self, mix: &ClassMix) -> Result<()> {
+        let shares = mix.decayed_shares();
+        let by_label = self
+            .labels
+            .sum_by_label(shares.iter().map(|(class, share)| (class, *share)))?;
+        for (class, share) in by_label {
             self.metrics
                 .class_share
                 .with_label_values(&[self.id.as_str(), class.as_str()])
@@ -324,6 +334,7 @@ impl ClassMonitor {
                 .with_label_values(&[self.id.as_str()])
                 .set(ratio);
         }
+        Ok(())
     }
 
     fn handle(&self, signal: &ControlSignal) -> Result<()> {
@@ -364,7 +375,7 @@ impl StatefulOperator for ClassMonitor {
         let mut mix: ClassMix = serde_json::from_value(snapshot.state.clone())
             .map_err(|e| exec_datafusion_err!("corrupt snapshot for {}: {e}", self.id))?;
         mix.rebuild_index();
-        self.publish_gauges(&mix);
+        self.publish_gauges(&mix)?;
         *lock(&self.mix)? = mix;
         Ok(())
     }
@@ -424,6 +435,7 @@ impl StreamStage for ClassMonitorStage {
             runtime.next_operator_id(KIND)?,
             self.options.half_life_rows,
             runtime.metric_set::<ClassMonitorMetrics>()?,
+            Arc::clone(runtime.class_labels()),
         ));
         runtime
             .state()
@@ -538,9 +550,15 @@ impl ExecutionPlan for ClassMonitorExec {
         let monitor = Arc::clone(&self.monitor);
         let mut control = self.runtime.control().subscribe();
         let label_index = self.label_index;
+        let latency = self
+            .runtime
+            .metric_set::<SharedMetrics>()?
+            .batch_duration
+            .with_label_values(&[self.monitor.id.as_str()]);
         let stream = input.map(move |batch| {
             let batch = batch?;
             let _timer = baseline.elapsed_compute().timer();
+            let _latency = latency.start_timer();
             for signal in control.drain() {
                 monitor.handle(&signal)?;
             }
@@ -634,10 +652,10 @@ mod tests {
     fn snapshot_round_trip_keeps_class_lookup() -> Result<()> {
         let runtime = JobRuntime::default();
         let metrics = runtime.metric_set::<ClassMonitorMetrics>()?;
-        let first = ClassMonitor::new("m".into(), 100.0, Arc::clone(&metrics));
+        let first = ClassMonitor::new("m".into(), 100.0, Arc::clone(&metrics), Arc::default());
         first.observe(&labels(&[Some(0), Some(1), Some(0)]))?;
         let snapshot = first.snapshot()?;
-        let second = ClassMonitor::new("m".into(), 100.0, metrics);
+        let second = ClassMonitor::new("m".into(), 100.0, metrics, Arc::default());
         second.restore(&snapshot)?;
         second.observe(&labels(&[Some(1)]))?;
         assert_eq!(
@@ -654,6 +672,7 @@ mod tests {
             "class_monitor-3".into(),
             100.0,
             runtime.metric_set::<ClassMonitorMetrics>()?,
+            Arc::default(),
         );
         monitor.observe(&labels(&[Some(0), Some(1)]))?;
         let reset = |target| ControlSignal::Reset {

@@ -62,6 +62,23 @@ impl ClassLabels {
         assigned.insert(class.clone(), label.clone());
         Ok(label)
     }
+
+    /// `values` per class summed per label, for gauges of a share or a
+    /// size (classes beyond the cap add up under `other`).
+    pub fn sum_by_label<'a>(
+        &self,
+        values: impl IntoIterator<Item = (&'a ClassValue, f64)>,
+    ) -> Result<Vec<(String, f64)>> {
+        let mut sums: Vec<(String, f64)> = Vec::new();
+        for (class, value) in values {
+            let label = self.label(class)?;
+            match sums.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, sum)) => *sum += value,
+                None => sums.push((label, value)),
+            }
+        }
+        Ok(sums)
+    }
 }
 
 /// Families written by several operators.

@@ -39,7 +39,7 @@ pub struct JobRuntime {
     registry: Registry,
     control: ControlBus,
     state: StateRegistry,
-    class_labels: ClassLabels,
+    class_labels: Arc<ClassLabels>,
     metric_sets: Mutex<HashMap<&'static str, Arc<dyn Any + Send + Sync>>>,
     operator_ids: Mutex<HashMap<&'static str, usize>>,
 }
@@ -57,7 +57,7 @@ impl JobRuntime {
             registry,
             control: ControlBus::new(),
             state: StateRegistry::default(),
-            class_labels: ClassLabels::default(),
+            class_labels: Arc::default(),
             metric_sets: Mutex::new(HashMap::new()),
             operator_ids: Mutex::new(HashMap::new()),
         }
@@ -86,7 +86,7 @@ impl JobRuntime {
     }
 
     /// The `class` label of metric series (capped; see [`crate::metrics`]).
-    pub fn class_labels(&self) -> &ClassLabels {
+    pub fn class_labels(&self) -> &Arc<ClassLabels> {
         &self.class_labels
     }
 

@@ -1,7 +1,9 @@
 //! The detectors as SQL window functions, evaluated row by row in the
 //! window's order: `adwin(value [, delta]) OVER (ORDER BY t)`,
 //! `page_hinkley(value)`, `hddm_a(value)`, `hddm_w(value)`, `ddm(error)`,
-//! `eddm(error)`. Each returns the detector's state after the row: `none`,
+//! `eddm(error)`, `kswin(value)`, and `ddm_oci(label, prediction)` (the
+//! recall of the current minority class; see [`super::ddm_oci`]). Each
+//! returns the detector's state after the row: `none`,
 //! `warning` or `drift`.
 //!
 //! Value inputs take any numeric column; error inputs a Boolean or an
@@ -23,7 +25,9 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_expr::expressions::Literal;
 
-use super::{Adwin, Ddm, DriftDetector, Eddm, HddmA, HddmW, PageHinkley};
+use super::{Adwin, Ddm, DdmOci, DriftDetector, Eddm, HddmA, HddmW, Kswin, PageHinkley};
+use crate::class_label::{check_label_type, for_each_class};
+use crate::features::ClassIndex;
 
 /// The detectors SQL knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,16 +38,18 @@ pub enum DetectorKind {
     HddmW,
     Ddm,
     Eddm,
+    Kswin,
 }
 
 impl DetectorKind {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Adwin,
         Self::PageHinkley,
         Self::HddmA,
         Self::HddmW,
         Self::Ddm,
         Self::Eddm,
+        Self::Kswin,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +60,7 @@ impl DetectorKind {
             Self::HddmW => "hddm_w",
             Self::Ddm => "ddm",
             Self::Eddm => "eddm",
+            Self::Kswin => "kswin",
         }
     }
 
@@ -84,6 +91,7 @@ impl DetectorKind {
             Self::HddmW => Box::new(HddmW::default()),
             Self::Ddm => Box::new(Ddm::default()),
             Self::Eddm => Box::new(Eddm::default()),
+            Self::Kswin => Box::new(Kswin::default()),
         }
     }
 }
@@ -106,10 +114,12 @@ impl DetectorWindow {
 
 /// Every detector's window function.
 pub fn window_functions() -> Vec<Arc<WindowUDF>> {
-    DetectorKind::ALL
+    let mut functions: Vec<_> = DetectorKind::ALL
         .iter()
         .map(|&k| DetectorWindow::udwf(k))
-        .collect()
+        .collect();
+    functions.push(Arc::new(WindowUDF::from(DdmOciWindow::default())));
+    functions
 }
 
 impl WindowUDFImpl for DetectorWindow {
@@ -205,7 +215,8 @@ impl WindowUDFImpl for DetectorWindow {
                             description: None,
                         },
                         format!(
-                            "State of River's {} detector after the row: none, warning or drift.",
+                            "State of the {} detector (River's rule and defaults) after the \
+                             row: none, warning or drift.",
                             kind.name()
                         ),
                         format!("{} OVER (ORDER BY ...)", kind.usage()),
@@ -275,5 +286,132 @@ impl PartitionEvaluator for DetectorEvaluator {
         let inputs = self.inputs(values, 0..num_rows)?;
         let states: StringArray = inputs.into_iter().map(|x| self.step(x)).collect();
         Ok(Arc::new(states))
+    }
+}
+
+/// `ddm_oci(label, prediction)`: DDM-OCI's state after the row.
+///
+/// The recall monitor of every class is updated on that class's rows; the
+/// result follows the current minority class (smallest decayed size): on
+/// its rows the monitor's state, on other rows `warning` while the
+/// minority's monitor is in its warning zone and `none` otherwise. A NULL
+/// label or prediction gives NULL and changes nothing.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct DdmOciWindow {
+    signature: Signature,
+}
+
+impl Default for DdmOciWindow {
+    fn default() -> Self {
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+impl WindowUDFImpl for DdmOciWindow {
+    fn name(&self) -> &str {
+        "ddm_oci"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        let [label, prediction] = arg_types else {
+            return plan_err!(
+                "ddm_oci expects (label, prediction), got {} argument(s)",
+                arg_types.len()
+            );
+        };
+        check_label_type("ddm_oci label", label)?;
+        check_label_type("ddm_oci prediction", prediction)?;
+        // Compare classes as values of one type.
+        let common = if label == prediction {
+            label.clone()
+        } else if label.is_integer() && prediction.is_integer() {
+            DataType::Int64
+        } else {
+            DataType::Utf8
+        };
+        Ok(vec![common.clone(), common])
+    }
+
+    fn partition_evaluator(
+        &self,
+        _args: PartitionEvaluatorArgs,
+    ) -> Result<Box<dyn PartitionEvaluator>> {
+        Ok(Box::new(DdmOciEvaluator::default()))
+    }
+
+    fn field(&self, field_args: WindowUDFFieldArgs) -> Result<FieldRef> {
+        Ok(Arc::new(Field::new(
+            field_args.name(),
+            DataType::Utf8,
+            true,
+        )))
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        static DOC: LazyLock<Documentation> = LazyLock::new(|| {
+            Documentation::builder(
+                DocSection {
+                    include: true,
+                    label: "Equipoise drift detectors",
+                    description: None,
+                },
+                "State of DDM-OCI (time-decayed recall of the minority class) after the row: \
+                 none, warning or drift.",
+                "ddm_oci(label, prediction) OVER (ORDER BY ...)",
+            )
+            .build()
+        });
+        Some(&DOC)
+    }
+}
+
+#[derive(Debug, Default)]
+struct DdmOciEvaluator {
+    classes: ClassIndex,
+    detector: DdmOci,
+}
+
+impl DdmOciEvaluator {
+    fn states(&mut self, values: &[ArrayRef], range: Range<usize>) -> Result<StringArray> {
+        let mut slots = [Vec::new(), Vec::new()];
+        for (column, out) in values.iter().zip(&mut slots) {
+            let column = column.slice(range.start, range.len());
+            let classes = &mut self.classes;
+            for_each_class(&column, |_, class| out.push(class.map(|c| classes.slot(c))))?;
+        }
+        let [truth, predicted] = slots;
+        Ok(truth
+            .into_iter()
+            .zip(predicted)
+            .map(|pair| match pair {
+                (Some(t), Some(p)) => Some(self.detector.update(t, t == p).name()),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+impl PartitionEvaluator for DdmOciEvaluator {
+    fn is_causal(&self) -> bool {
+        true
+    }
+
+    fn supports_bounded_execution(&self) -> bool {
+        true
+    }
+
+    fn evaluate(&mut self, values: &[ArrayRef], range: &Range<usize>) -> Result<ScalarValue> {
+        let states = self.states(values, range.start..range.start + 1)?;
+        ScalarValue::try_from_array(&states, 0)
+    }
+
+    fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
+        Ok(Arc::new(self.states(values, 0..num_rows)?))
     }
 }

@@ -28,7 +28,7 @@ use crate::batch_stream::{BatchProcessor, processed_stream};
 use crate::complexity::{ClassedRows, canonical_order};
 use crate::features::{BatchFeatures, ClassIndex, batch_features};
 use crate::knn::{Exclude, PointSet, search};
-use crate::metrics::SharedMetrics;
+use crate::metrics::{ClassLabels, SharedMetrics};
 use crate::oversample::Mode;
 use crate::oversample::exec::merges_partitions;
 use crate::rng::Rng;
@@ -280,6 +280,7 @@ struct Weigher {
     table: bool,
     operator_id: String,
     prometheus: Arc<IcostMetrics>,
+    class_labels: Arc<ClassLabels>,
     counters: Counters,
     classes: ClassIndex,
     /// Classes whose Prometheus series exist.
@@ -326,6 +327,7 @@ impl Weigher {
             table,
             operator_id: exec.operator_id.clone(),
             prometheus: Arc::clone(&exec.prometheus),
+            class_labels: Arc::clone(exec.runtime.class_labels()),
             counters,
             classes: ClassIndex::default(),
             published_classes: 0,
@@ -512,7 +514,7 @@ impl Weigher {
                     out[b].weights[r] =
                         Some(neighbour_weight(&self.options.costs, category, ratio));
                     out[b].categories[r] = Some(category);
-                    self.count_category(slot, category);
+                    self.count_category(slot, category)?;
                     weighed += 1;
                 }
             }
@@ -537,7 +539,7 @@ impl Weigher {
                         let (b, r) = origin[q];
                         out[b].weights[r] = Some(weight);
                         out[b].categories[r] = Some(category);
-                        self.count_category(slot, category);
+                        self.count_category(slot, category)?;
                         weighed += 1;
                     }
                 }
@@ -642,7 +644,7 @@ impl Weigher {
                         query_ratio[i],
                     ));
                     out.categories[row] = Some(category);
-                    self.count_category(own as usize, category);
+                    self.count_category(own as usize, category)?;
                     let arrival = self.arrived + row as u64;
                     let kdn = m as f64 / k_used as f64;
                     self.overlap.push_back((arrival, kdn));
@@ -673,7 +675,7 @@ impl Weigher {
                         leaf_weight(&self.options.costs, share, query_ratio[i]);
                     out.weights[row] = Some(weight);
                     out.categories[row] = Some(category);
-                    self.count_category(own, category);
+                    self.count_category(own, category)?;
                 }
             }
             _ => {}
@@ -707,10 +709,12 @@ impl Weigher {
         }
     }
 
-    fn count_category(&mut self, slot: usize, category: Category) {
+    fn count_category(&mut self, slot: usize, category: Category) -> Result<()> {
         // Every class's four series exist once it is seen, reading zero.
         while self.published_classes < self.classes.len() {
-            let class = self.classes.classes[self.published_classes].to_string();
+            let class = self
+                .class_labels
+                .label(&self.classes.classes[self.published_classes])?;
             for c in Category::ALL {
                 self.prometheus
                     .categories
@@ -719,11 +723,12 @@ impl Weigher {
             }
             self.published_classes += 1;
         }
-        let class = self.classes.classes[slot].to_string();
+        let class = self.class_labels.label(&self.classes.classes[slot])?;
         self.prometheus
             .categories
             .with_label_values(&[self.operator_id.as_str(), class.as_str(), category.name()])
             .inc();
+        Ok(())
     }
 
     fn with_weight_columns(

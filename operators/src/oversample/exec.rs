@@ -30,7 +30,7 @@ use super::{
 };
 use crate::batch_stream::{BatchProcessor, processed_stream};
 use crate::features::{BatchFeatures, ClassIndex, batch_features};
-use crate::metrics::SharedMetrics;
+use crate::metrics::{ClassLabels, SharedMetrics};
 use crate::rng::Rng;
 use crate::runtime::{ControlSignal, JobRuntime, MetricSet};
 
@@ -291,6 +291,7 @@ struct Oversampler {
     batch_size: usize,
     operator_id: String,
     prometheus: Arc<OversampleMetrics>,
+    class_labels: Arc<ClassLabels>,
     counters: Counters,
     classes: ClassIndex,
     /// Labelled rows per class slot (bounded amounts).
@@ -348,6 +349,7 @@ impl Oversampler {
             batch_size: batch_size.max(1),
             operator_id: exec.operator_id.clone(),
             prometheus: Arc::clone(&exec.prometheus),
+            class_labels: Arc::clone(exec.runtime.class_labels()),
             counters,
             classes: ClassIndex::default(),
             totals: Vec::new(),
@@ -362,7 +364,7 @@ impl Oversampler {
         window_of(&self.options, self.bounded)
     }
 
-    fn handle(&mut self, signal: &ControlSignal) {
+    fn handle(&mut self, signal: &ControlSignal) -> Result<()> {
         if signal.resets(self.method.name(), &self.operator_id) {
             let keep = (self.window() / 10).max(self.options.k + 1);
             let reason = signal.reason();
@@ -370,18 +372,25 @@ impl Oversampler {
             self.reservoirs.shrink_to(keep);
             self.decayed.iter_mut().for_each(|w| *w = 0.0);
             self.owed.iter_mut().for_each(|o| *o = 0.0);
-            self.publish_buffered();
+            self.publish_buffered()?;
         }
+        Ok(())
     }
 
-    fn publish_buffered(&self) {
-        for (slot, class) in self.classes.classes.iter().enumerate() {
-            let held = i64::try_from(self.reservoirs.len_of(slot)).unwrap_or(i64::MAX);
+    fn publish_buffered(&self) -> Result<()> {
+        let held = self
+            .classes
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(slot, class)| (class, self.reservoirs.len_of(slot) as f64));
+        for (class, held) in self.class_labels.sum_by_label(held)? {
             self.prometheus
                 .buffered
-                .with_label_values(&[self.operator_id.as_str(), class.to_string().as_str()])
-                .set(held);
+                .with_label_values(&[self.operator_id.as_str(), class.as_str()])
+                .set(held as i64);
         }
+        Ok(())
     }
 
     fn grow(&mut self) {
@@ -399,7 +408,7 @@ impl Oversampler {
         let elapsed = self.counters.baseline.elapsed_compute().clone();
         let _timer = elapsed.timer();
         for signal in signals {
-            self.handle(signal);
+            self.handle(signal)?;
         }
         let features = batch_features(
             batch,
@@ -425,7 +434,7 @@ impl Oversampler {
             }
         }
         self.reservoirs.insert(batch, &features)?;
-        self.publish_buffered();
+        self.publish_buffered()?;
         self.record_output(&out);
         Ok(out)
     }
@@ -567,7 +576,7 @@ impl Oversampler {
             per_kind[reference.class_of[row.seed] as usize][usize::from(row.duplicate)] += 1;
         }
         for (slot, [interpolated, duplicate]) in per_kind.iter().enumerate() {
-            let class = self.classes.classes[slot].to_string();
+            let class = self.class_labels.label(&self.classes.classes[slot])?;
             for (kind, n) in [("interpolated", interpolated), ("duplicate", duplicate)] {
                 if *n > 0 {
                     self.prometheus
