@@ -71,8 +71,17 @@ pub fn register_all(ctx: &SessionContext) -> Result<Arc<JobRuntime>> {
 }
 
 /// A session with `runtime` installed and everything registered.
+///
+/// Round-robin repartitioning is off: it would split a single-partition
+/// source and merge it back in arbitrary order below the order-sensitive
+/// operators (drift monitors, decayed class weights), so a query over one
+/// file would see its rows shuffled. Multi-file inputs still merge their
+/// partitions; `order_by` of `drift_monitor` restores a defined order.
 pub fn new_session(runtime: Arc<JobRuntime>) -> Result<SessionContext> {
-    new_session_with_config(runtime, SessionConfig::new())
+    new_session_with_config(
+        runtime,
+        SessionConfig::new().with_round_robin_repartition(false),
+    )
 }
 
 /// [`new_session`] with a given configuration.

@@ -194,7 +194,7 @@ impl ControlSignal {
 pub struct DriftEvent {
     /// Id of the monitor operator that published it.
     pub monitor: String,
-    /// `adwin`, `ddm_oci`, `ddm` or `perfsim`.
+    /// `adwin`, `ddm_oci`, `hddm_a` or `perfsim`.
     pub detector: String,
     /// What was watched: `class_prior`, `recall`, `error` or `confusion`.
     pub signal: String,

@@ -7,11 +7,16 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringBuilder};
+use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, internal_err, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{
+    EquivalenceProperties, LexRequirement, OrderingRequirements, PhysicalExpr,
+    PhysicalSortRequirement,
+};
 use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
@@ -44,6 +49,7 @@ pub struct DriftMonitorStage {
 struct MonitorColumns {
     label_index: usize,
     prediction_index: Option<usize>,
+    order_index: Option<usize>,
     synthetic_index: Option<usize>,
     output_schema: SchemaRef,
 }
@@ -107,6 +113,18 @@ impl DriftMonitorStage {
                 Some(i)
             }
         };
+        let order_index = match &self.options.order_by {
+            None => None,
+            Some(column) => match input.index_of(column) {
+                Ok(i) => Some(i),
+                Err(_) => {
+                    return plan_err!(
+                        "{KIND}: order_by column '{column}' not found; columns are: {}",
+                        names()
+                    );
+                }
+            },
+        };
         for column in [DRIFT_STATE, DRIFT_SIGNAL] {
             if input.index_of(column).is_ok() {
                 return plan_err!(
@@ -124,6 +142,7 @@ impl DriftMonitorStage {
         Ok(MonitorColumns {
             label_index,
             prediction_index,
+            order_index,
             synthetic_index,
             output_schema: Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())),
         })
@@ -226,10 +245,11 @@ impl DisplayAs for DriftMonitorExec {
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
                 f,
-                "DriftMonitorExec: id={}, label={}, prediction={}",
+                "DriftMonitorExec: id={}, label={}, prediction={}, order_by={}",
                 self.operator_id,
                 o.label_column,
-                o.prediction_column.as_deref().unwrap_or("none")
+                o.prediction_column.as_deref().unwrap_or("none"),
+                o.order_by.as_deref().unwrap_or("arrival")
             ),
             DisplayFormatType::TreeRender => write!(f, "label={}", o.label_column),
         }
@@ -248,6 +268,17 @@ impl ExecutionPlan for DriftMonitorExec {
     /// Detectors see the stream in order, as one.
     fn required_input_distribution(&self) -> Vec<Distribution> {
         vec![Distribution::SinglePartition]
+    }
+
+    fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
+        let requirement = self.columns.order_index.and_then(|i| {
+            let name = self.columns.output_schema.field(i).name();
+            LexRequirement::new([PhysicalSortRequirement::new(
+                Arc::new(Column::new(name, i)),
+                Some(SortOptions::default()),
+            )])
+        });
+        vec![requirement.map(OrderingRequirements::new)]
     }
 
     fn benefits_from_input_partitioning(&self) -> Vec<bool> {
