@@ -2,6 +2,8 @@
 //!
 //! - `cli_sql`: `equipoise sql` end to end (spawning the built binary).
 //! - `cli_run`: `equipoise run` end to end: summary, metrics, SIGTERM.
+//! - `drift`: the drift monitor in a job (change points, signals to the
+//!   oversampler, metrics).
 //! - `icost`: the iCost operator's streaming semantics, Prometheus families
 //!   and arrival-order independence.
 //! - `oversampling`: the oversampling operators (segment property,
@@ -12,6 +14,7 @@ mod it {
     pub mod cli_run;
     pub mod cli_sql;
     pub mod common;
+    pub mod drift;
     pub mod icost;
     pub mod oversampling;
     pub mod slt;

@@ -8,10 +8,14 @@
 //! class, documented here and in docs/drift.md:
 //!
 //! - a chunk ends when every class seen so far as a true label has at
-//!   least `min_class_rows` (30) rows in it (or at `max_chunk_rows`,
+//!   least `min_class_rows` (100) rows in it (or at `max_chunk_rows`,
 //!   100,000, so a class that vanished does not stall the detector): a
-//!   2%-minority stream gets chunks of about 1,500 rows, each with enough
-//!   minority rows for its recall to mean something;
+//!   2%-minority stream gets chunks of about 5,000 rows, each with enough
+//!   minority rows for its recall to mean something. With 30 rows (the
+//!   usual "enough"), a 60% recall measured twice differs by 0.3 often
+//!   enough to cross the threshold every few dozen chunks (we measured two
+//!   false alarms in 120,000 rows of the generator); with 100 the standard
+//!   deviation of that difference is 0.07;
 //! - each row of the matrix (true class) is normalised to sum to 1 before
 //!   the vectors are compared, and only classes with `min_class_rows` rows
 //!   in both chunks enter: on raw counts the majority's true negatives
@@ -19,9 +23,14 @@
 //!   cosine.
 //!
 //! With the default threshold of 0.05, a binary stream whose minority
-//! recall falls from 0.9 to 0.4 moves the dissimilarity to about 0.15; the
-//! chunk-to-chunk noise of a 90% recall measured on 30 rows stays below
-//! 0.03 (tested). No warning zone. O(classes²) per chunk, O(1) per row.
+//! recall falls from 0.9 to 0.4 moves the dissimilarity to about 0.15
+//! (flagged within two chunks, tested). One from 0.6 to 0.3 moves it to
+//! about 0.06 at most, and a change that falls inside a chunk shows half in
+//! that chunk and half in the next, so PerfSim does not see it (tested);
+//! the per-class recall monitors do. It is the coarse, batch-level
+//! detector of the monitor, not its fast one. The chunk-to-chunk noise of a 90% or a
+//! 60% recall measured on 100 rows stays below 0.04 (tested: 0.034 at most over 200 chunks). No warning
+//! zone. O(classes²) per chunk, O(1) per row.
 
 use super::DriftState;
 
@@ -43,7 +52,7 @@ pub struct PerfSim {
 
 impl Default for PerfSim {
     fn default() -> Self {
-        Self::new(0.05, 30, 100_000)
+        Self::new(0.05, 100, 100_000)
     }
 }
 
@@ -160,30 +169,40 @@ mod tests {
 
     #[test]
     fn a_minority_recall_collapse_is_flagged_and_noise_is_not() {
-        let mut rng = Rng::new(4);
-        let mut perfsim = PerfSim::default();
-        let mut largest_before: f64 = 0.0;
-        let mut detected = None;
-        for t in 0..300_000u64 {
-            let truth = usize::from(rng.uniform() < 0.02);
-            let recall = match truth {
-                1 if t >= 200_000 => 0.4,
-                1 => 0.9,
-                _ => 0.98,
-            };
-            let hit = rng.uniform() < recall;
-            let predicted = if hit { truth } else { 1 - truth };
-            let state = perfsim.update(truth, predicted);
-            if t < 200_000 {
-                assert_eq!(state, DriftState::None, "false alarm at {t}");
-                largest_before = largest_before.max(perfsim.last_dissimilarity().unwrap_or(0.0));
-            } else if state == DriftState::Drift {
-                detected.get_or_insert(t);
+        for (before, after, seed) in [(0.9, 0.4, 4), (0.6, 0.3, 5)] {
+            let mut rng = Rng::new(seed);
+            let mut perfsim = PerfSim::default();
+            let mut largest_before: f64 = 0.0;
+            let mut detected = None;
+            for t in 0..1_200_000u64 {
+                let truth = usize::from(rng.uniform() < 0.02);
+                let recall = match truth {
+                    1 if t >= 1_000_000 => after,
+                    1 => before,
+                    _ => 0.95,
+                };
+                let hit = rng.uniform() < recall;
+                let predicted = if hit { truth } else { 1 - truth };
+                let state = perfsim.update(truth, predicted);
+                if t < 1_000_000 {
+                    assert_eq!(state, DriftState::None, "false alarm at {t}");
+                    largest_before =
+                        largest_before.max(perfsim.last_dissimilarity().unwrap_or(0.0));
+                } else if state == DriftState::Drift {
+                    detected.get_or_insert(t);
+                }
+            }
+            assert!(largest_before < 0.04, "{before}: {largest_before}");
+            if before == 0.9 {
+                // Within two chunks of about 5,000 rows.
+                assert!(
+                    detected.is_some_and(|t| t < 1_010_000),
+                    "{before} -> {after}: {detected:?}"
+                );
+            } else {
+                assert_eq!(detected, None, "a moderate change split over two chunks");
             }
         }
-        assert!(largest_before < 0.035, "{largest_before}");
-        // Two chunks of about 1,500 rows.
-        assert!(detected.is_some_and(|t| t < 203_500), "{detected:?}");
     }
 
     #[test]

@@ -1,0 +1,151 @@
+//! The drift monitor in a job: what it finds on the generator's documented
+//! change points, how the rest of the pipeline hears of it, and what it
+//! exports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::common::Result;
+use equipoise::JobRuntime;
+use equipoise::job::{ClassTally, JobSpec, JobSummary, run_job};
+use equipoise::operators::drift::DriftState;
+use equipoise::operators::{DriftMonitorOptions, OversampleOptions};
+use equipoise::progress::ProgressReporter;
+use equipoise_connectors::GeneratorConfig;
+use prometheus::{Encoder, TextEncoder};
+
+struct Silent;
+impl ProgressReporter for Silent {
+    fn update(&mut self, _: &ClassTally, _: Duration) {}
+    fn finish(&mut self) {}
+}
+
+/// The default job with a crude model in its projection: "hot means
+/// faulty", which works until the fault signature moves at row 120,000.
+fn scored_job(rows: u64) -> JobSpec {
+    let mut spec = JobSpec::embedded_default(GeneratorConfig {
+        rows: Some(rows),
+        batch_size: 2000,
+        ..GeneratorConfig::default()
+    });
+    spec.query = spec.query.replace(
+        "label FROM",
+        "label, CAST(temperature_c > 72 AS BIGINT) AS predicted FROM",
+    );
+    let not_a_feature = |mut exclude: Vec<String>| {
+        exclude.push("predicted".to_string());
+        exclude
+    };
+    if let Some((_, options)) = &mut spec.oversampler {
+        options.exclude = not_a_feature(std::mem::take(&mut options.exclude));
+    }
+    if let Some(options) = &mut spec.icost {
+        options.selection.exclude = not_a_feature(std::mem::take(&mut options.selection.exclude));
+    }
+    spec.drift_monitor = Some(DriftMonitorOptions::new("label").with_prediction("predicted"));
+    spec
+}
+
+async fn run(spec: &JobSpec, runtime: Arc<JobRuntime>) -> Result<JobSummary> {
+    tokio::time::timeout(
+        Duration::from_secs(300),
+        run_job(spec, runtime, &mut Silent, std::future::pending()),
+    )
+    .await
+    .map_err(|_| datafusion::common::DataFusionError::Execution("job timed out".into()))?
+}
+
+fn exposition(runtime: &JobRuntime) -> String {
+    let mut text = Vec::new();
+    TextEncoder::new()
+        .encode(&runtime.registry().gather(), &mut text)
+        .expect("encode");
+    String::from_utf8(text).expect("utf-8")
+}
+
+#[tokio::test]
+async fn minority_recall_drift_follows_the_concept_shift_and_shrinks_the_oversampler() -> Result<()>
+{
+    let spec = scored_job(140_000);
+    let runtime = Arc::new(JobRuntime::default());
+    let summary = run(&spec, Arc::clone(&runtime)).await?;
+    assert_eq!(summary.tally.rows(), 140_000);
+
+    let recall_drifts: Vec<u64> = summary
+        .drifts
+        .iter()
+        .filter(|d| d.signal == "recall" && d.class.as_deref() == Some("1"))
+        .map(|d| d.row)
+        .collect();
+    assert!(
+        recall_drifts.iter().all(|&row| row >= 120_000),
+        "minority recall drift before the concept shift: {recall_drifts:?}"
+    );
+    let first = recall_drifts
+        .first()
+        .copied()
+        .expect("recall drift flagged");
+    assert!(first < 122_000, "flagged only at row {first}");
+    // The class mix moves at row 60,000 (2% to 3.5% faults).
+    let prior: Vec<u64> = summary
+        .drifts
+        .iter()
+        .filter(|d| d.signal == "class_prior")
+        .map(|d| d.row)
+        .collect();
+    assert!(
+        prior
+            .first()
+            .is_some_and(|&row| (60_000..70_000).contains(&row)),
+        "{prior:?}"
+    );
+    assert!(summary.drifts.iter().all(|d| d.state == DriftState::Drift));
+
+    // The oversampler heard it: after the last drift it kept a tenth of its
+    // 2,000-row class-1 buffer and refilled from the ~700 faults since;
+    // without the shrink the buffer would be full.
+    let window = OversampleOptions::STREAM_WINDOW;
+    let text = exposition(&runtime);
+    let buffered = equipoise_test_sample(
+        &text,
+        "equipoise_oversampler_buffered_rows{class=\"1\",operator=\"qc_smote-0\"}",
+    );
+    assert!(buffered < window as f64 * 0.75, "{buffered} rows buffered");
+
+    // Its metrics: the recall drift counted, the recall gauge low after the
+    // shift, G-mean exported.
+    let drifts = equipoise_test_sample(
+        &text,
+        "equipoise_drift_events_total{class=\"1\",detector=\"ddm_oci\",operator=\"drift_monitor-0\",signal=\"recall\",state=\"drift\"}",
+    );
+    assert!(drifts >= 1.0);
+    let sliding_recall = equipoise_test_sample(
+        &text,
+        "equipoise_prequential_recall_ratio{class=\"1\",operator=\"drift_monitor-0\",window=\"sliding\"}",
+    );
+    let total_recall = equipoise_test_sample(
+        &text,
+        "equipoise_prequential_recall_ratio{class=\"1\",operator=\"drift_monitor-0\",window=\"total\"}",
+    );
+    assert!(
+        sliding_recall < total_recall,
+        "{sliding_recall} vs {total_recall}"
+    );
+    assert!(text.contains(
+        "equipoise_prequential_gmean_ratio{operator=\"drift_monitor-0\",window=\"total\"}"
+    ));
+
+    // The summary names both documented change points and the drifts.
+    let printed = summary.to_string();
+    assert!(printed.contains("documented change: fault signature at row 120000"));
+    assert!(
+        printed.contains("drift: recall drift (class 1) at row"),
+        "{printed}"
+    );
+    Ok(())
+}
+
+fn equipoise_test_sample(exposition: &str, series: &str) -> f64 {
+    super::common::sample(exposition, series)
+        .unwrap_or_else(|| panic!("{series} not exported:\n{exposition}"))
+}
