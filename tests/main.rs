@@ -2,6 +2,8 @@
 //!
 //! - `cli_sql`: `equipoise sql` end to end (spawning the built binary).
 //! - `cli_run`: `equipoise run` end to end: summary, metrics, SIGTERM.
+//! - `deploy`: the Grafana dashboard, alert rules and docs/metrics.md
+//!   against the metrics the job exports.
 //! - `drift`: the drift monitor in a job (change points, signals to the
 //!   oversampler, metrics).
 //! - `icost`: the iCost operator's streaming semantics, Prometheus families
@@ -14,6 +16,7 @@ mod it {
     pub mod cli_run;
     pub mod cli_sql;
     pub mod common;
+    pub mod deploy;
     pub mod drift;
     pub mod icost;
     pub mod oversampling;

@@ -22,7 +22,7 @@ impl ProgressReporter for Silent {
 
 /// The default job with a crude model in its projection: "hot means
 /// faulty", which works until the fault signature moves at row 120,000.
-fn scored_job(rows: u64) -> JobSpec {
+pub(super) fn scored_job(rows: u64) -> JobSpec {
     let mut spec = JobSpec::embedded_default(GeneratorConfig {
         rows: Some(rows),
         batch_size: 2000,
@@ -46,7 +46,7 @@ fn scored_job(rows: u64) -> JobSpec {
     spec
 }
 
-async fn run(spec: &JobSpec, runtime: Arc<JobRuntime>) -> Result<JobSummary> {
+pub(super) async fn run(spec: &JobSpec, runtime: Arc<JobRuntime>) -> Result<JobSummary> {
     tokio::time::timeout(
         Duration::from_secs(300),
         run_job(spec, runtime, &mut Silent, std::future::pending()),
@@ -55,7 +55,7 @@ async fn run(spec: &JobSpec, runtime: Arc<JobRuntime>) -> Result<JobSummary> {
     .map_err(|_| datafusion::common::DataFusionError::Execution("job timed out".into()))?
 }
 
-fn exposition(runtime: &JobRuntime) -> String {
+pub(super) fn exposition(runtime: &JobRuntime) -> String {
     let mut text = Vec::new();
     TextEncoder::new()
         .encode(&runtime.registry().gather(), &mut text)
@@ -100,6 +100,12 @@ async fn minority_recall_drift_follows_the_concept_shift_and_shrinks_the_oversam
         "{prior:?}"
     );
     assert!(summary.drifts.iter().all(|d| d.state == DriftState::Drift));
+    // Nothing fires on the stable first 60,000 rows.
+    assert!(
+        summary.drifts.iter().all(|d| d.row >= 60_000),
+        "{:?}",
+        summary.drifts
+    );
 
     // The oversampler heard it: after the last drift it kept a tenth of its
     // 2,000-row class-1 buffer and refilled from the ~700 faults since;

@@ -1,0 +1,165 @@
+//! deploy/ against what the job exports: every metric the Grafana dashboard
+//! and the alerting rules use exists, every exported family is documented
+//! in docs/metrics.md (and nothing documented is missing), and every panel
+//! query is valid PromQL (promtool).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use datafusion::common::Result;
+use equipoise::JobRuntime;
+
+use super::common::tool;
+use super::drift::{run, scored_job};
+
+fn repo(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// `equipoise_...` names in a text.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("equipoise_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// Every `expr` of the dashboard's panels and annotations.
+fn dashboard_queries() -> Vec<String> {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&repo("deploy/grafana/equipoise.json")).expect("dashboard is JSON");
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            queries.push(target["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    for annotation in dashboard["annotations"]["list"]
+        .as_array()
+        .expect("annotations")
+    {
+        if let Some(expr) = annotation["expr"].as_str() {
+            queries.push(expr.to_string());
+        }
+    }
+    queries
+}
+
+/// The metric families a full pipeline exports: the default job with a
+/// prediction column, so the monitor's prequential families exist too.
+async fn exported_families() -> Result<BTreeSet<String>> {
+    let runtime = Arc::new(JobRuntime::default());
+    run(&scored_job(20_000), Arc::clone(&runtime)).await?;
+    Ok(runtime
+        .registry()
+        .gather()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect())
+}
+
+/// A name as it appears in a query, to its family (histogram series).
+fn family_of(name: &str, families: &BTreeSet<String>) -> String {
+    for suffix in ["_bucket", "_count", "_sum"] {
+        if let Some(base) = name.strip_suffix(suffix)
+            && families.contains(base)
+        {
+            return base.to_string();
+        }
+    }
+    name.to_string()
+}
+
+#[tokio::test]
+async fn dashboard_alerts_and_docs_name_exactly_the_exported_metrics() -> Result<()> {
+    let families = exported_families().await?;
+    assert!(families.len() >= 20, "{families:?}");
+
+    let dashboard: BTreeSet<String> = dashboard_queries()
+        .iter()
+        .flat_map(|q| metric_names(q))
+        .map(|n| family_of(&n, &families))
+        .collect();
+    let alerts_text: String = repo("deploy/prometheus/alerts.yml")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let alerts: BTreeSet<String> = metric_names(&alerts_text)
+        .iter()
+        .map(|n| family_of(n, &families))
+        .collect();
+    for (source, used) in [("dashboard", &dashboard), ("alert rules", &alerts)] {
+        let unknown: Vec<_> = used.difference(&families).collect();
+        assert!(
+            unknown.is_empty(),
+            "{source} use unexported metrics: {unknown:?}"
+        );
+    }
+    // The dashboard shows every family but the per-operator details that
+    // the panels fold into others.
+    assert!(dashboard.len() >= 14, "{dashboard:?}");
+
+    let documented: BTreeSet<String> = metric_names(&repo("docs/metrics.md"))
+        .iter()
+        .map(|n| family_of(n, &families))
+        .collect();
+    let undocumented: Vec<_> = families.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "not in docs/metrics.md: {undocumented:?}"
+    );
+    let stale: Vec<_> = documented.difference(&families).collect();
+    assert!(stale.is_empty(), "documented but not exported: {stale:?}");
+    Ok(())
+}
+
+#[test]
+fn every_dashboard_query_is_valid_promql() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    // Grafana's variables, as Grafana would substitute them.
+    let rules: String = dashboard_queries()
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let q = q
+                .replace("$__rate_interval", "1m")
+                .replace("$__interval", "15s")
+                .replace("$operator", ".*");
+            format!(
+                "      - record: dashboard_query_{i}\n        expr: {}\n",
+                serde_json::json!(q)
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("dashboard-queries.yml");
+    std::fs::write(
+        &file,
+        format!("groups:\n  - name: dashboard\n    rules:\n{rules}"),
+    )
+    .expect("write rules");
+    let output = Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool runs");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
