@@ -10,6 +10,8 @@
 //!   and arrival-order independence.
 //! - `oversampling`: the oversampling operators (segment property,
 //!   determinism, metrics, the streaming path).
+//! - `prometheus`: a real Prometheus server scraping `equipoise run`, with
+//!   the alert rules loaded.
 //! - `streaming`: the unbounded execution path through the library API.
 
 mod it {
@@ -20,6 +22,7 @@ mod it {
     pub mod drift;
     pub mod icost;
     pub mod oversampling;
+    pub mod prometheus;
     pub mod slt;
     pub mod streaming;
 }

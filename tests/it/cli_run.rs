@@ -67,6 +67,48 @@ fn bounded_run_prints_a_summary_that_adds_up() {
 }
 
 #[test]
+fn the_summary_reports_drift_against_the_documented_change_points() {
+    let output = equipoise(&[
+        "run",
+        "--rows",
+        "80000",
+        "--rate",
+        "0",
+        "--batch-size",
+        "2000",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("  documented change: class mix at row 60000\n"),
+        "{text}"
+    );
+    // The class-prior monitor of the default job sees the 2% to 3.5% shift
+    // within a few thousand rows, and nothing before it.
+    let drift_rows: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("drift: class_prior drift"))
+        .filter_map(|l| {
+            l.split(" at row ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .trim_end_matches(',')
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(!drift_rows.is_empty(), "{text}");
+    assert!(
+        drift_rows.iter().all(|r| (60_000..66_000).contains(r)),
+        "{drift_rows:?}"
+    );
+    assert!(text.contains("rows after the class mix change"), "{text}");
+}
+
+#[test]
 fn runs_are_deterministic_per_seed() {
     let run = |seed: &str, batch: &str| {
         let output = equipoise(&[
@@ -150,6 +192,25 @@ fn metrics_are_served_while_the_job_runs_and_sigterm_stops_it_cleanly() {
     )
     .expect("the overlap gauge is exported");
     assert!((0.0..=1.0).contains(&overlap), "overlap {overlap}");
+    // The drift monitor's series exist (reading 0 until something fires),
+    // and every operator reports its batch latency.
+    let class_prior_state = sample(
+        &exposition,
+        "equipoise_drift_detector_state{class=\"1\",detector=\"adwin\",operator=\"drift_monitor-0\",signal=\"class_prior\"}",
+    );
+    assert!(class_prior_state.is_some(), "{exposition}");
+    for operator in [
+        "class_monitor-0",
+        "qc_smote-0",
+        "icost-0",
+        "drift_monitor-0",
+    ] {
+        let batches = sample(
+            &exposition,
+            &format!("equipoise_batch_duration_seconds_count{{operator=\"{operator}\"}}"),
+        );
+        assert!(batches.is_some_and(|n| n > 0.0), "{operator}: {batches:?}");
+    }
     assert_eq!(http_get(port, "/healthz").as_deref(), Some("ok\n"));
     check_exposition_with_promtool(&exposition);
 
