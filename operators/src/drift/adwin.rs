@@ -168,13 +168,22 @@ impl Adwin {
     }
 
     /// Whether the means of the older part (n0 values) and the newer part
-    /// (n1) differ by more than the bound.
-    fn cut(&self, n0: f64, n1: f64, mean_difference: f64) -> bool {
-        let delta_prime = (2.0 * self.width.ln() / self.delta).ln();
+    /// (n1) differ by more than the bound. `delta_prime` and
+    /// `window_variance` depend on the window only, so a scan computes them
+    /// once (the same expressions River evaluates per split, so the same
+    /// values).
+    fn cut(
+        &self,
+        n0: f64,
+        n1: f64,
+        mean_difference: f64,
+        delta_prime: f64,
+        window_variance: f64,
+    ) -> bool {
         let m =
             1.0 / (n0 - self.min_window_length + 1.0) + 1.0 / (n1 - self.min_window_length + 1.0);
-        let epsilon = (2.0 * m * (self.variance / self.width) * delta_prime).sqrt()
-            + 2.0 / 3.0 * delta_prime * m;
+        let epsilon =
+            (2.0 * m * window_variance * delta_prime).sqrt() + 2.0 / 3.0 * delta_prime * m;
         mean_difference.abs() > epsilon
     }
 
@@ -187,6 +196,8 @@ impl Adwin {
         }
         let mut detected = false;
         'scan: loop {
+            let delta_prime = (2.0 * self.width.ln() / self.delta).ln();
+            let window_variance = self.variance / self.width;
             let (mut n0, mut n1) = (0.0, self.width);
             let (mut s0, mut s1) = (0.0, self.total);
             for row in (0..self.rows.len()).rev() {
@@ -205,7 +216,7 @@ impl Adwin {
                     let difference = (s0 / n0) - (s1 / n1);
                     if n1 >= self.min_window_length
                         && n0 >= self.min_window_length
-                        && self.cut(n0, n1, difference)
+                        && self.cut(n0, n1, difference, delta_prime, window_variance)
                     {
                         detected = true;
                         if self.width > 0.0 {

@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Write the drift benchmark streams to target/bench-drift/ and time River
+0.26.1's detectors on them: a binary error stream (1,000,000 rows, error rate
+changing 0.05 -> 0.15 -> 0.05 -> 0.30 -> 0.10 every 200,000 rows) for ADWIN,
+DDM, EDDM, HDDM_A, HDDM_W and KSWIN (its first 100,000 rows only: River's
+KSWIN runs a SciPy test per update), and a Gaussian value stream (1,000,000
+rows, mean shifting by one standard deviation every 200,000 rows) for
+Page-Hinkley and ADWIN. One line per detector and stream:
+reference<TAB>detector<TAB>stream<TAB>updates per second (median of
+REFERENCE_RUNS)<TAB>rows flagged as drift."""
+
+import os
+import time
+
+import numpy as np
+from river import drift
+from river.drift import binary
+
+RUNS = int(os.environ.get("REFERENCE_RUNS", "3"))
+ROWS = 1_000_000
+KSWIN_ROWS = 100_000
+root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                    "target", "bench-drift")
+os.makedirs(root, exist_ok=True)
+
+rng = np.random.default_rng(7)
+segment = ROWS // 5
+rates = [0.05, 0.15, 0.05, 0.30, 0.10]
+errors = np.concatenate([(rng.random(segment) < r).astype(np.float64) for r in rates])
+means = [0.0, 1.0, 0.0, -1.0, 0.0]
+values = np.concatenate([rng.normal(m, 1.0, segment) for m in means])
+errors.astype("<f8").tofile(os.path.join(root, "binary.f64"))
+values.astype("<f8").tofile(os.path.join(root, "values.f64"))
+
+detectors = [
+    ("adwin", "binary", drift.ADWIN),
+    ("ddm", "binary", binary.DDM),
+    ("eddm", "binary", binary.EDDM),
+    ("hddm_a", "binary", binary.HDDMA),
+    ("hddm_w", "binary", binary.HDDMW),
+    ("kswin", "binary", lambda: drift.KSWIN(seed=42)),
+    ("page_hinkley", "values", drift.PageHinkley),
+    ("adwin", "values", drift.ADWIN),
+]
+for name, stream, make in detectors:
+    xs = (errors if stream == "binary" else values).tolist()
+    if name == "kswin":
+        xs = xs[:KSWIN_ROWS]
+    times, flagged = [], 0
+    for _ in range(RUNS):
+        detector = make()
+        update = detector.update
+        count = 0
+        started = time.perf_counter()
+        for x in xs:
+            update(x)
+            if detector.drift_detected:
+                count += 1
+        times.append(time.perf_counter() - started)
+        flagged = count
+    seconds = sorted(times)[RUNS // 2]
+    print(f"reference\t{name}\t{stream}\t{len(xs) / seconds:.0f}\t{flagged}", flush=True)
