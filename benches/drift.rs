@@ -12,12 +12,14 @@ use std::time::Instant;
 
 use datafusion::common::Result;
 use equipoise::operators::drift::{
-    Adwin, Ddm, DriftDetector, DriftState, Eddm, HddmA, HddmW, Kswin, PageHinkley,
-    RecallMonitor,
+    Adwin, Ddm, DriftDetector, DriftState, Eddm, HddmA, HddmW, Kswin, PageHinkley, RecallMonitor,
 };
 
 #[path = "support.rs"]
-#[expect(dead_code, reason = "shared with the other benches; only read_le is used here")]
+#[expect(
+    dead_code,
+    reason = "shared with the other benches; only read_le is used here"
+)]
 mod support;
 
 const WRITER: &str = "scripts/bench-drift";
@@ -74,10 +76,18 @@ fn main() -> Result<()> {
         ("adwin", "values", Box::new(|| Box::new(Adwin::default()))),
     ];
     for (name, stream, make) in &detectors {
-        let xs = if *stream == "binary" { &binary } else { &values };
+        let xs = if *stream == "binary" {
+            &binary
+        } else {
+            &values
+        };
         // River's KSWIN is timed on the first 100,000 rows (a SciPy test per
         // update); so is ours, so the flagged counts cover the same rows.
-        let xs = if *name == "kswin" { &xs[..KSWIN_ROWS.min(xs.len())] } else { &xs[..] };
+        let xs = if *name == "kswin" {
+            &xs[..KSWIN_ROWS.min(xs.len())]
+        } else {
+            &xs[..]
+        };
         let (rate, flagged) = time(xs, make.as_ref());
         println!("equipoise\t{name}\t{stream}\t{rate:.0}\t{flagged}");
     }
