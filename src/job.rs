@@ -25,9 +25,10 @@ use equipoise_operators::drift::DriftState;
 use equipoise_operators::features::FeatureSelection;
 use equipoise_operators::oversample::Mode;
 use equipoise_operators::{
-    ClassMonitorOptions, ControlSignal, DataFrameStageExt, DriftEvent, DriftMonitorOptions,
-    IcostOptions, JobRuntime, JobSnapshot, Method, OversampleOptions,
+    ClassMonitorOptions, ControlSignal, DataFrameStageExt, DetectorOptions, DriftEvent,
+    DriftMonitorOptions, IcostOptions, JobRuntime, JobSnapshot, Method, OversampleOptions,
 };
+use equipoise_operators::detector::PREDICTION;
 use futures::StreamExt;
 
 use crate::progress::ProgressReporter;
@@ -47,7 +48,10 @@ pub struct JobSpec {
     pub oversampler: Option<(Method, OversampleOptions)>,
     /// The iCost stage after the oversampler, if any.
     pub icost: Option<IcostOptions>,
-    /// The drift monitor after iCost, if any.
+    /// The detector trained after iCost, if any.
+    pub detector: Option<DetectorOptions>,
+    /// The drift monitor after the detector, if any (it watches the
+    /// detector's predictions when there is a detector).
     pub drift_monitor: Option<DriftMonitorOptions>,
 }
 
@@ -57,9 +61,11 @@ impl JobSpec {
     /// arrives), QC-SMOTE over the sensor readings (`seq` and `machine_id`
     /// are identifiers, copied from the seed, not features), then iCost
     /// weights on the same readings (synthetic rows weigh 1.0; see
-    /// [`equipoise_operators::icost`]), then the drift monitor on the class
-    /// mix (no model predicts yet, so there is no prediction to watch); its
-    /// drifts shrink the oversampler's and iCost's windows.
+    /// [`equipoise_operators::icost`]), then an online logistic regression
+    /// trained test-then-train on the balanced, weighted stream
+    /// ([`equipoise_operators::detector`]), then the drift monitor on its
+    /// predictions. The monitor's drifts shrink the oversampler's and
+    /// iCost's windows and retrain the detector.
     pub fn embedded_default(source: GeneratorConfig) -> Self {
         Self {
             source,
@@ -88,7 +94,14 @@ impl JobSpec {
                 semantics: Mode::Stream,
                 ..IcostOptions::new("label")
             }),
-            drift_monitor: Some(DriftMonitorOptions::new("label")),
+            detector: Some(DetectorOptions {
+                selection: FeatureSelection {
+                    features: None,
+                    exclude: vec!["seq".to_string(), "machine_id".to_string()],
+                },
+                ..DetectorOptions::new("label")
+            }),
+            drift_monitor: Some(DriftMonitorOptions::new("label").with_prediction(PREDICTION)),
         }
     }
 
@@ -134,6 +147,36 @@ impl ClassTally {
         Ok(())
     }
 
+    /// Synthetic rows per class as the oversamplers of `registry` counted
+    /// them (`equipoise_synthetic_rows_total`, summed over kinds).
+    fn synthetic_from(registry: &prometheus::Registry) -> Self {
+        let mut tally = Self::default();
+        for family in registry.gather() {
+            if family.name() != "equipoise_synthetic_rows_total" {
+                continue;
+            }
+            for metric in family.get_metric() {
+                let Some(class) = metric
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == "class")
+                    .map(|l| l.value().to_string())
+                else {
+                    continue;
+                };
+                let class = class
+                    .parse::<i64>()
+                    .map_or(ClassValue::Str(class), ClassValue::Int);
+                let n = metric.get_counter().get_value() as u64;
+                match tally.classes.iter_mut().find(|(c, _)| *c == class) {
+                    Some((_, total)) => *total += n,
+                    None => tally.classes.push((class, n)),
+                }
+            }
+        }
+        tally
+    }
+
     /// Rows of every class plus unlabelled rows.
     pub fn rows(&self) -> u64 {
         self.classes.iter().map(|(_, n)| n).sum::<u64>() + self.unlabelled
@@ -171,6 +214,8 @@ pub struct JobSummary {
     pub warnings: u64,
     /// The source's documented change points.
     pub change_points: Vec<(u64, &'static str)>,
+    /// Prequential quality of the detector's predictions between them.
+    pub quality: SegmentQuality,
     pub batches: u64,
     pub elapsed: Duration,
     /// True when the job ended on a stop request rather than at the end of
@@ -218,6 +263,17 @@ impl fmt::Display for JobSummary {
         if self.warnings > 0 {
             writeln!(f, "  warnings: {}", self.warnings)?;
         }
+        let minority = self
+            .tally
+            .per_class()
+            .into_iter()
+            .min_by_key(|(_, n)| *n)
+            .map(|(c, _)| c);
+        if let Some(minority) = minority {
+            for line in self.quality.lines(&minority) {
+                writeln!(f, "  {line}")?;
+            }
+        }
         writeln!(f, "  elapsed: {secs:.3} s")?;
         write!(f, "  rows per second: {:.0}", rows as f64 / secs.max(1e-9))
     }
@@ -250,9 +306,16 @@ pub async fn run_job(
     if let Some(options) = &spec.icost {
         pipeline = pipeline.icost(options.clone())?;
     }
+    if let Some(options) = &spec.detector {
+        pipeline = pipeline.train_detector(options.clone())?;
+    }
     if let Some(options) = &spec.drift_monitor {
         pipeline = pipeline.drift_monitor(options.clone())?;
     }
+    let prediction_index = pipeline
+        .schema()
+        .index_of_column_by_name(None, PREDICTION);
+    let mut quality = SegmentQuality::new(spec.change_points().iter().map(|(row, _)| *row));
     // Subscribed before the stream starts, so no event is missed.
     let mut control = runtime.control().subscribe();
     let mut drifts = Vec::new();
@@ -296,6 +359,10 @@ pub async fn run_job(
                             batches += u64::from(marks.false_count() > 0);
                         }
                     }
+                    if let Some(p) = prediction_index {
+                        let seen = tally.rows() - batch.num_rows() as u64;
+                        quality.add(&batch, label_index, p, seen, synthetic_index)?;
+                    }
                     for signal in control.drain() {
                         if let ControlSignal::Drift(event) = signal {
                             match event.state {
@@ -312,6 +379,11 @@ pub async fn run_job(
     }
     progress.finish();
     let elapsed = started.elapsed();
+    if synthetic.rows() == 0 {
+        // A detector learns from synthetic rows without emitting them: take
+        // the oversampler's own count.
+        synthetic = ClassTally::synthetic_from(runtime.registry());
+    }
     let final_state = runtime.state().snapshot_all()?;
     Ok(JobSummary {
         tally,
@@ -319,9 +391,141 @@ pub async fn run_job(
         drifts,
         warnings,
         change_points: spec.change_points(),
+        quality,
         batches,
         elapsed,
         stopped: stopping,
         final_state,
     })
+}
+
+/// Prequential confusion counts of the detector's predictions, split at
+/// the source's change points.
+#[derive(Debug, Clone, Default)]
+pub struct SegmentQuality {
+    bounds: Vec<u64>,
+    /// Per segment: (truth, prediction) -> rows.
+    segments: Vec<Vec<(ClassValue, ClassValue, u64)>>,
+}
+
+/// Recall, precision, F1 of one class, and G-mean over all classes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassQuality {
+    pub rows: u64,
+    pub recall: f64,
+    pub precision: f64,
+    pub f1: f64,
+    pub gmean: f64,
+}
+
+impl SegmentQuality {
+    pub fn new(change_points: impl Iterator<Item = u64>) -> Self {
+        let mut bounds: Vec<u64> = change_points.collect();
+        bounds.sort_unstable();
+        Self {
+            segments: vec![Vec::new(); bounds.len() + 1],
+            bounds,
+        }
+    }
+
+    /// Count the original rows of `batch`, the first of which is row
+    /// `first_row` of the stream.
+    fn add(
+        &mut self,
+        batch: &RecordBatch,
+        label_index: usize,
+        prediction_index: usize,
+        first_row: u64,
+        synthetic_index: Option<usize>,
+    ) -> Result<()> {
+        let mut truths = Vec::with_capacity(batch.num_rows());
+        for_each_class(batch.column(label_index), |_, c| truths.push(c))?;
+        let mut predictions = Vec::with_capacity(batch.num_rows());
+        for_each_class(batch.column(prediction_index), |_, c| predictions.push(c))?;
+        let marks = synthetic_index.map(|i| batch.column(i).as_boolean().clone());
+        let mut row_number = first_row;
+        for (row, (truth, prediction)) in truths.into_iter().zip(predictions).enumerate() {
+            if marks.as_ref().is_some_and(|m| m.value(row)) {
+                continue;
+            }
+            let segment = self.bounds.iter().filter(|b| **b <= row_number).count();
+            row_number += 1;
+            let (Some(truth), Some(prediction)) = (truth, prediction) else {
+                continue;
+            };
+            let cells = &mut self.segments[segment];
+            match cells
+                .iter_mut()
+                .find(|(t, p, _)| *t == truth && *p == prediction)
+            {
+                Some((_, _, n)) => *n += 1,
+                None => cells.push((truth, prediction, 1)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Quality of `class` in segment `i` (None without rows of it).
+    pub fn of(&self, i: usize, class: &ClassValue) -> Option<ClassQuality> {
+        let cells = self.segments.get(i)?;
+        let count = |f: &dyn Fn(&ClassValue, &ClassValue) -> bool| -> u64 {
+            cells.iter().filter(|(t, p, _)| f(t, p)).map(|(_, _, n)| n).sum()
+        };
+        let rows = count(&|t, _| t == class);
+        if rows == 0 {
+            return None;
+        }
+        let hits = count(&|t, p| t == class && p == class);
+        let predicted = count(&|_, p| p == class);
+        let recall = hits as f64 / rows as f64;
+        let precision = if predicted > 0 {
+            hits as f64 / predicted as f64
+        } else {
+            0.0
+        };
+        let f1 = if recall + precision > 0.0 {
+            2.0 * recall * precision / (recall + precision)
+        } else {
+            0.0
+        };
+        let mut classes: Vec<&ClassValue> = cells.iter().map(|(t, _, _)| t).collect();
+        classes.sort();
+        classes.dedup();
+        let recalls: Vec<f64> = classes
+            .iter()
+            .map(|c| {
+                let n = count(&|t, _| t == *c);
+                count(&|t, p| t == *c && p == *c) as f64 / n as f64
+            })
+            .collect();
+        let gmean = recalls.iter().product::<f64>().powf(1.0 / recalls.len() as f64);
+        Some(ClassQuality {
+            rows,
+            recall,
+            precision,
+            f1,
+            gmean,
+        })
+    }
+
+    /// One summary line per segment for `class`.
+    fn lines(&self, class: &ClassValue) -> Vec<String> {
+        let mut out = Vec::new();
+        for i in 0..self.segments.len() {
+            let Some(q) = self.of(i, class) else {
+                continue;
+            };
+            let from = if i == 0 { 0 } else { self.bounds[i - 1] };
+            let span = match self.bounds.get(i) {
+                Some(to) => format!("rows {from}-{to}"),
+                None => format!("rows {from}-"),
+            };
+            out.push(format!(
+                "detector, {span}: class {class} recall {:.3}, precision {:.3}, F1 {:.3}; \
+                 G-mean {:.3} ({} rows of the class)",
+                q.recall, q.precision, q.f1, q.gmean, q.rows
+            ));
+        }
+        out
+    }
 }

@@ -72,15 +72,18 @@ pub fn register_all(ctx: &SessionContext) -> Result<Arc<JobRuntime>> {
 
 /// A session with `runtime` installed and everything registered.
 ///
-/// Round-robin repartitioning is off: it would split a single-partition
-/// source and merge it back in arbitrary order below the order-sensitive
-/// operators (drift monitors, decayed class weights), so a query over one
-/// file would see its rows shuffled. Multi-file inputs still merge their
+/// Round-robin repartitioning and the splitting of one file into several
+/// scan partitions are off: either would merge the pieces back in
+/// arbitrary order below the order-sensitive operators (drift monitors,
+/// trainers, decayed class weights), so a query over one file would see
+/// its rows shuffled. Multi-file inputs still merge their
 /// partitions; `order_by` of `drift_monitor` restores a defined order.
 pub fn new_session(runtime: Arc<JobRuntime>) -> Result<SessionContext> {
     new_session_with_config(
         runtime,
-        SessionConfig::new().with_round_robin_repartition(false),
+        SessionConfig::new()
+            .with_round_robin_repartition(false)
+            .with_repartition_file_scans(false),
     )
 }
 

@@ -134,6 +134,8 @@ pub struct BatchFeatures {
     pub slots: Vec<Option<usize>>,
     /// Class slot of each labelled row (eligible or not), for class counts.
     pub labelled: Vec<Option<usize>>,
+    /// Whether each row's features are all present and finite.
+    pub complete: Vec<bool>,
 }
 
 /// Classes in order of first appearance, with a lookup.
@@ -209,5 +211,6 @@ pub fn batch_features(
         values,
         slots,
         labelled,
+        complete,
     })
 }

@@ -14,6 +14,8 @@
 //! - [`drift`]: drift detectors (ADWIN, DDM, EDDM, HDDM_A, HDDM_W and
 //!   Page-Hinkley matching River; KSWIN, DDM-OCI, PerfSim, class prior) and
 //!   the `drift_monitor` operator.
+//! - [`detector`]: online learners and the `train_detector` /
+//!   `score_detector` operators.
 //! - [`metrics`]: the shared Prometheus families and the class-label cap.
 //! - [`prequential`]: test-then-train per-class quality.
 //! - [`features`]: which columns are label and features.
@@ -26,6 +28,7 @@ pub mod batch_stream;
 pub mod class_label;
 pub mod class_monitor;
 pub mod complexity;
+pub mod detector;
 pub mod drift;
 pub mod features;
 pub mod icost;
@@ -40,6 +43,7 @@ pub mod stage;
 pub mod table_function;
 
 pub use class_monitor::{ClassMonitorOptions, ClassMonitorStage};
+pub use detector::DetectorOptions;
 pub use drift::DriftMonitorOptions;
 pub use icost::{IcostMode, IcostOptions, IcostStage};
 pub use oversample::{Method, OversampleOptions, OversampleStage, SamplingStrategy};
@@ -57,6 +61,14 @@ use datafusion::logical_expr::AggregateUDF;
 pub fn table_functions() -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
     let mut functions = oversample::sql::table_functions();
     functions.push(("icost", Arc::new(icost::sql::IcostFunction)));
+    functions.push((
+        "train_detector",
+        Arc::new(detector::sql::TrainDetectorFunction),
+    ));
+    functions.push((
+        "score_detector",
+        Arc::new(detector::sql::ScoreDetectorFunction),
+    ));
     functions.push((
         "drift_monitor",
         Arc::new(drift::table_function::DriftMonitorFunction),

@@ -27,7 +27,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use datafusion::common::Result;
-use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 use crate::class_label::ClassValue;
 use crate::runtime::{MetricSet, lock};
@@ -101,6 +103,12 @@ pub struct SharedMetrics {
     /// Prequential G-mean of per-class recalls and balanced accuracy.
     pub gmean: GaugeVec,
     pub balanced_accuracy: GaugeVec,
+    /// Prequential ROC-AUC of the minority score (two classes).
+    pub roc_auc: GaugeVec,
+    /// Version of the model a trainer predicts with.
+    pub model_version: IntGaugeVec,
+    /// Models replaced, by reason (`drift`, `reset`).
+    pub model_retrains: IntCounterVec,
 }
 
 impl MetricSet for SharedMetrics {
@@ -170,6 +178,30 @@ impl MetricSet for SharedMetrics {
             ),
             &["operator", "window"],
         )?;
+        let roc_auc = GaugeVec::new(
+            opts(
+                "prequential_roc_auc_ratio",
+                "Prequential ROC-AUC of the minority-class score (binary streams).",
+            ),
+            &["operator", "window"],
+        )?;
+        let model_version = IntGaugeVec::new(
+            opts(
+                "model_version",
+                "Version of the model a detector predicts with (1, then +1 per retrain).",
+            ),
+            &["operator"],
+        )?;
+        let model_retrains = IntCounterVec::new(
+            opts(
+                "model_retrains_total",
+                "Models replaced by a retrained one, by reason (drift, reset).",
+            ),
+            &["operator", "reason"],
+        )?;
+        registry.register(Box::new(roc_auc.clone()))?;
+        registry.register(Box::new(model_version.clone()))?;
+        registry.register(Box::new(model_retrains.clone()))?;
         registry.register(Box::new(batch_duration.clone()))?;
         registry.register(Box::new(bad_records.clone()))?;
         registry.register(Box::new(drift_events.clone()))?;
@@ -189,6 +221,9 @@ impl MetricSet for SharedMetrics {
             f1,
             gmean,
             balanced_accuracy,
+            roc_auc,
+            model_version,
+            model_retrains,
         })
     }
 }

@@ -196,6 +196,85 @@ impl Prequential {
     }
 }
 
+/// Bins of the whole-run ROC-AUC over scores in [0, 1].
+const AUC_BINS: usize = 10_000;
+
+/// ROC-AUC of a score for the positive (minority) class: exact over the
+/// last `window` rows (sorted when asked), and over the whole run from
+/// counts in 10,000 equal score bins, ties within a bin counted as half
+/// (the error is at most the share of positive-negative pairs that share a
+/// bin). Scores outside [0, 1] are clamped.
+#[derive(Debug, Clone)]
+pub struct ScoreAuc {
+    window: usize,
+    recent: VecDeque<(f64, bool)>,
+    /// Per bin: (negatives, positives).
+    bins: Vec<(u64, u64)>,
+}
+
+impl ScoreAuc {
+    pub fn new(window: usize) -> Self {
+        Self {
+            window: window.max(1),
+            recent: VecDeque::new(),
+            bins: vec![(0, 0); AUC_BINS],
+        }
+    }
+
+    pub fn update(&mut self, score: f64, positive: bool) {
+        let score = if score.is_nan() { 0.0 } else { score.clamp(0.0, 1.0) };
+        let bin = ((score * AUC_BINS as f64) as usize).min(AUC_BINS - 1);
+        if positive {
+            self.bins[bin].1 += 1;
+        } else {
+            self.bins[bin].0 += 1;
+        }
+        self.recent.push_back((score, positive));
+        if self.recent.len() > self.window {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Mann–Whitney over (negatives, positives) counts in increasing score.
+    fn from_counts(counts: impl Iterator<Item = (u64, u64)>) -> Option<f64> {
+        let (mut negatives_below, mut pairs, mut wins) = (0u64, 0f64, 0f64);
+        let mut positives = 0u64;
+        for (n, p) in counts {
+            wins += p as f64 * (negatives_below as f64 + 0.5 * n as f64);
+            negatives_below += n;
+            positives += p;
+        }
+        pairs += positives as f64 * negatives_below as f64;
+        (pairs > 0.0).then(|| wins / pairs)
+    }
+
+    pub fn roc_auc(&self, scope: Scope) -> Option<f64> {
+        match scope {
+            Scope::Total => Self::from_counts(self.bins.iter().copied()),
+            Scope::Sliding => {
+                let mut sorted: Vec<(f64, bool)> = self.recent.iter().copied().collect();
+                sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let mut groups = Vec::new();
+                let mut i = 0;
+                while i < sorted.len() {
+                    let (mut n, mut p) = (0, 0);
+                    let score = sorted[i].0;
+                    while i < sorted.len() && sorted[i].0 == score {
+                        if sorted[i].1 {
+                            p += 1;
+                        } else {
+                            n += 1;
+                        }
+                        i += 1;
+                    }
+                    groups.push((n, p));
+                }
+                Self::from_counts(groups.into_iter())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +305,21 @@ mod tests {
         assert_eq!(never_predicted.precision(s, 1), Some(0.0));
         assert_eq!(never_predicted.f1(s, 1), Some(0.0));
         assert_eq!(never_predicted.gmean(s), Some(0.0));
+    }
+
+    #[test]
+    fn roc_auc_matches_scikit_learn() {
+        // sklearn.metrics.roc_auc_score([0, 0, 1, 1, 0, 1], [0.1, 0.4, 0.35,
+        // 0.8, 0.4, 0.4]) = 0.6666666666666667 (scikit-learn 1.9.1).
+        let mut auc = ScoreAuc::new(100);
+        for (y, s) in [(0, 0.1), (0, 0.4), (1, 0.35), (1, 0.8), (0, 0.4), (1, 0.4)] {
+            auc.update(s, y == 1);
+        }
+        let exact = auc.roc_auc(Scope::Sliding).unwrap_or_default();
+        assert!((exact - 0.666_666_666_666_666_7).abs() < 1e-12, "{exact}");
+        let binned = auc.roc_auc(Scope::Total).unwrap_or_default();
+        assert!((binned - exact).abs() < 1e-12, "{binned}");
+        assert_eq!(ScoreAuc::new(3).roc_auc(Scope::Total), None);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 
 use crate::class_monitor::{ClassMonitorOptions, ClassMonitorStage};
+use crate::detector::{DetectorOptions, TrainStage};
 use crate::drift::DriftMonitorOptions;
 use crate::drift::exec::DriftMonitorStage;
 use crate::icost::{IcostOptions, IcostStage};
@@ -136,6 +137,11 @@ pub trait DataFrameStageExt: Sized {
     /// error and confusion) for drift; see [`crate::drift::monitor`].
     fn drift_monitor(self, options: DriftMonitorOptions) -> Result<DataFrame> {
         self.stage(Arc::new(DriftMonitorStage::try_new(options)?))
+    }
+
+    /// Predict, then learn, row by row; see [`crate::detector`].
+    fn train_detector(self, options: DetectorOptions) -> Result<DataFrame> {
+        self.stage(Arc::new(TrainStage::try_new(options)?))
     }
 
     /// SMOTE as imbalanced-learn; see [`crate::oversample::smote`].

@@ -1,0 +1,511 @@
+//! The execution node of `train_detector` and its per-stream [`Trainer`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, UInt32Array,
+};
+use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::datatypes::{DataType, Float64Type};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, internal_err};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::EmissionType;
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
+};
+
+use super::model::{Learner, LabelKind, ModelSnapshot, SNAPSHOT_FORMAT, class_column};
+use super::{DetectorColumns, TrainStage};
+use crate::batch_stream::{BatchProcessor, processed_stream};
+use crate::class_label::ClassValue;
+use crate::drift::DriftState;
+use crate::features::{ClassIndex, batch_features};
+use crate::metrics::SharedMetrics;
+use crate::prequential::{Prequential, Scope, ScoreAuc};
+use crate::runtime::{ControlSignal, JobRuntime};
+
+/// Operator kind and id prefix.
+pub const KIND: &str = "train_detector";
+
+/// Drift signals that mean the model, not only the mix, went stale.
+const PERFORMANCE_SIGNALS: [&str; 3] = ["recall", "error", "perfsim"];
+
+#[derive(Debug)]
+pub struct TrainExec {
+    stage: TrainStage,
+    columns: DetectorColumns,
+    input: Arc<dyn ExecutionPlan>,
+    operator_id: String,
+    runtime: Arc<JobRuntime>,
+    prometheus: Arc<SharedMetrics>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl TrainExec {
+    pub fn try_new(
+        stage: TrainStage,
+        input: Arc<dyn ExecutionPlan>,
+        runtime: &Arc<JobRuntime>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let columns = stage.columns(&input.schema())?;
+        let operator_id = runtime.next_operator_id(KIND)?;
+        let prometheus = runtime.metric_set::<SharedMetrics>()?;
+        let id = operator_id.as_str();
+        for reason in ["drift", "reset"] {
+            prometheus.model_retrains.with_label_values(&[id, reason]);
+        }
+        prometheus
+            .bad_records
+            .with_label_values(&[id, "incomplete_features"]);
+        Ok(Arc::new(Self {
+            properties: Self::properties_for(&columns, input.as_ref()),
+            columns,
+            input,
+            operator_id,
+            runtime: Arc::clone(runtime),
+            prometheus,
+            metrics: ExecutionPlanMetricsSet::new(),
+            stage,
+        }))
+    }
+
+    fn properties_for(columns: &DetectorColumns, input: &dyn ExecutionPlan) -> Arc<PlanProperties> {
+        Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&columns.output_schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            input.properties().boundedness,
+        ))
+    }
+}
+
+impl DisplayAs for TrainExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = self.stage.options();
+        match t {
+            DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
+                f,
+                "TrainExec: id={}, label={}, learner={:?}, features={}",
+                self.operator_id,
+                o.label_column,
+                o.learner,
+                self.columns.feature_indices.len()
+            ),
+            DisplayFormatType::TreeRender => write!(f, "label={}", o.label_column),
+        }
+    }
+}
+
+impl ExecutionPlan for TrainExec {
+    fn name(&self) -> &str {
+        "TrainExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    /// One model learns from the stream in order.
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        vec![Distribution::SinglePartition]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return internal_err!("TrainExec takes one child, got {}", children.len());
+        }
+        let input = children.swap_remove(0);
+        let columns = self.stage.columns(&input.schema())?;
+        Ok(Arc::new(Self {
+            properties: Self::properties_for(&columns, input.as_ref()),
+            columns,
+            input,
+            operator_id: self.operator_id.clone(),
+            runtime: Arc::clone(&self.runtime),
+            prometheus: Arc::clone(&self.prometheus),
+            metrics: ExecutionPlanMetricsSet::new(),
+            stage: self.stage.clone(),
+        }))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("TrainExec has one partition, asked for {partition}");
+        }
+        let input = self.input.execute(0, context)?;
+        let trainer = Trainer::new(self, partition)?;
+        let latency = self
+            .prometheus
+            .batch_duration
+            .with_label_values(&[self.operator_id.as_str()]);
+        Ok(processed_stream(
+            input,
+            self.runtime.control().subscribe(),
+            trainer,
+            Arc::clone(&self.columns.output_schema),
+            latency,
+        ))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+/// The model of one stream, and how it is judged.
+struct Trainer {
+    stage: TrainStage,
+    columns: DetectorColumns,
+    label_type: DataType,
+    operator_id: String,
+    runtime: Arc<JobRuntime>,
+    prometheus: Arc<SharedMetrics>,
+    classes: ClassIndex,
+    learner: Learner,
+    background: Option<Learner>,
+    version: u64,
+    /// Original labelled rows per class slot.
+    class_rows: Vec<u64>,
+    rows_learned: u64,
+    learned_since_snapshot: u64,
+    prequential: Prequential,
+    auc: ScoreAuc,
+    baseline: BaselineMetrics,
+    learned_rows: Count,
+    synthetic_rows: Count,
+    retrains: Count,
+}
+
+impl Trainer {
+    fn new(exec: &TrainExec, partition: usize) -> Result<Self> {
+        let options = exec.stage.options();
+        let builder = || MetricBuilder::new(&exec.metrics);
+        let mut trainer = Self {
+            stage: exec.stage.clone(),
+            columns: exec.columns.clone(),
+            label_type: exec
+                .input
+                .schema()
+                .field(exec.columns.label_index)
+                .data_type()
+                .clone(),
+            operator_id: exec.operator_id.clone(),
+            runtime: Arc::clone(&exec.runtime),
+            prometheus: Arc::clone(&exec.prometheus),
+            classes: ClassIndex::default(),
+            learner: Learner::fresh(options),
+            background: None,
+            version: 1,
+            class_rows: Vec::new(),
+            rows_learned: 0,
+            learned_since_snapshot: 0,
+            prequential: Prequential::new(options.window),
+            auc: ScoreAuc::new(options.window),
+            baseline: BaselineMetrics::new(&exec.metrics, partition),
+            learned_rows: builder().counter("learned_rows", partition),
+            synthetic_rows: builder().counter("synthetic_rows_learned", partition),
+            retrains: builder().counter("retrains", partition),
+        };
+        trainer.restore()?;
+        trainer.publish_version();
+        Ok(trainer)
+    }
+
+    fn snapshot_path(&self) -> Option<std::path::PathBuf> {
+        let dir = self.stage.options().snapshot_dir.as_ref()?;
+        Some(ModelSnapshot::path_in(dir, &self.operator_id))
+    }
+
+    /// Continue from the snapshot in `snapshot_dir`, if there is one.
+    fn restore(&mut self) -> Result<()> {
+        let Some(path) = self.snapshot_path() else {
+            return Ok(());
+        };
+        if !path.exists() {
+            return Ok(());
+        }
+        let snapshot = ModelSnapshot::read(&path)?;
+        if snapshot.features != self.columns.feature_names {
+            return datafusion::common::plan_err!(
+                "{}: the model reads features {:?}, this input has {:?}",
+                path.display(),
+                snapshot.features,
+                self.columns.feature_names
+            );
+        }
+        for class in &snapshot.classes {
+            self.classes.slot(class.clone());
+        }
+        self.learner = snapshot.learner;
+        self.version = snapshot.version;
+        self.class_rows = snapshot.class_rows;
+        self.rows_learned = snapshot.rows_learned;
+        tracing::info!(operator = %self.operator_id, version = self.version, path = %path.display(), "model restored");
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<()> {
+        let Some(path) = self.snapshot_path() else {
+            return Ok(());
+        };
+        let snapshot = ModelSnapshot {
+            format: SNAPSHOT_FORMAT,
+            version: self.version,
+            classes: self.classes.classes.clone(),
+            class_rows: self.class_rows.clone(),
+            features: self.columns.feature_names.clone(),
+            label_kind: LabelKind::of(&self.label_type),
+            rows_learned: self.rows_learned,
+            learner: self.learner.clone(),
+        };
+        snapshot.write(&path)?;
+        self.learned_since_snapshot = 0;
+        Ok(())
+    }
+
+    fn publish_version(&self) {
+        self.prometheus
+            .model_version
+            .with_label_values(&[self.operator_id.as_str()])
+            .set(i64::try_from(self.version).unwrap_or(i64::MAX));
+    }
+
+    fn retrain(&mut self, reason: &str) {
+        let fresh = Learner::fresh(self.stage.options());
+        self.learner = self.background.take().unwrap_or(fresh);
+        self.version += 1;
+        self.retrains.add(1);
+        self.prometheus
+            .model_retrains
+            .with_label_values(&[self.operator_id.as_str(), reason])
+            .inc();
+        self.publish_version();
+        tracing::info!(operator = %self.operator_id, version = self.version, reason, "model replaced");
+    }
+
+    fn handle(&mut self, signal: &ControlSignal) {
+        if !self.stage.options().retrain {
+            return;
+        }
+        match signal {
+            ControlSignal::Drift(event) if PERFORMANCE_SIGNALS.contains(&event.signal.as_str()) => {
+                match event.state {
+                    DriftState::Warning => {
+                        if self.background.is_none() {
+                            self.background = Some(Learner::fresh(self.stage.options()));
+                        }
+                    }
+                    DriftState::Drift => self.retrain("drift"),
+                    DriftState::None => {}
+                }
+            }
+            ControlSignal::Reset { target, .. } if target.matches(KIND, &self.operator_id) => {
+                self.retrain("reset");
+            }
+            _ => {}
+        }
+    }
+
+    /// The slot scored: with two classes the minority, else the predicted.
+    fn scored_slot(&self, predicted: usize) -> usize {
+        if self.classes.len() != 2 {
+            return predicted;
+        }
+        let rows = |s: usize| self.class_rows.get(s).copied().unwrap_or(0);
+        match rows(0).cmp(&rows(1)) {
+            std::cmp::Ordering::Less => 0,
+            std::cmp::Ordering::Greater => 1,
+            std::cmp::Ordering::Equal => {
+                usize::from(self.classes.classes[1] > self.classes.classes[0])
+            }
+        }
+    }
+
+    fn learn(&mut self, x: &[f64], slot: usize, weight: f64) {
+        self.learner.learn(x, slot, weight);
+        if let Some(background) = &mut self.background {
+            background.learn(x, slot, weight);
+        }
+        self.rows_learned += 1;
+        self.learned_since_snapshot += 1;
+    }
+
+    fn process_batch(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let rows = batch.num_rows();
+        let features = batch_features(
+            batch,
+            self.columns.label_index,
+            &self.columns.feature_indices,
+            &mut self.classes,
+        )?;
+        if self.class_rows.len() < self.classes.len() {
+            self.class_rows.resize(self.classes.len(), 0);
+        }
+        let weights: Option<Vec<Option<f64>>> = match self.columns.weight_index {
+            Some(i) => {
+                let w = cast(batch.column(i), &DataType::Float64)?;
+                Some(w.as_primitive::<Float64Type>().iter().collect())
+            }
+            None => None,
+        };
+        let synthetic = self
+            .columns
+            .synthetic_index
+            .map(|i| batch.column(i).as_boolean().clone());
+        let dim = features.dim;
+        let mut kept = Vec::with_capacity(rows);
+        let mut predictions: Vec<Option<ClassValue>> = Vec::with_capacity(rows);
+        let mut scores: Vec<Option<f64>> = Vec::with_capacity(rows);
+        let mut proba = Vec::new();
+        let mut incomplete = 0u64;
+        for row in 0..rows {
+            let is_synthetic = synthetic
+                .as_ref()
+                .is_some_and(|m| m.is_valid(row) && m.value(row));
+            let x = &features.values[row * dim..(row + 1) * dim];
+            let complete = features.complete[row];
+            let weight = match &weights {
+                Some(w) => w[row].unwrap_or(1.0),
+                None => 1.0,
+            };
+            if is_synthetic {
+                if let Some(slot) = features.slots[row] {
+                    self.learn(x, slot, weight);
+                    self.synthetic_rows.add(1);
+                }
+                continue;
+            }
+            kept.push(row as u32);
+            if !complete {
+                incomplete += 1;
+                predictions.push(None);
+                scores.push(None);
+                continue;
+            }
+            self.learner.predict_proba(x, &mut proba);
+            let predicted = (0..proba.len()).max_by(|&a, &b| proba[a].total_cmp(&proba[b]));
+            match predicted {
+                Some(p) => {
+                    predictions.push(Some(self.classes.classes[p].clone()));
+                    let scored = self.scored_slot(p);
+                    let score = proba.get(scored).copied();
+                    scores.push(score);
+                    if let (Some(truth), Some(score)) = (features.slots[row], score) {
+                        self.prequential.update(truth, p);
+                        if self.classes.len() == 2 {
+                            self.auc.update(score, truth == scored);
+                        }
+                    }
+                }
+                None => {
+                    predictions.push(None);
+                    scores.push(None);
+                }
+            }
+            if let Some(slot) = features.slots[row] {
+                self.class_rows[slot] += 1;
+                self.learn(x, slot, weight);
+                self.learned_rows.add(1);
+            }
+        }
+        if incomplete > 0 {
+            self.prometheus
+                .bad_records
+                .with_label_values(&[self.operator_id.as_str(), "incomplete_features"])
+                .inc_by(incomplete);
+        }
+        let indices = UInt32Array::from(kept);
+        let mut columns: Vec<ArrayRef> = batch
+            .columns()
+            .iter()
+            .map(|c| take(c.as_ref(), &indices, None))
+            .collect::<std::result::Result<_, _>>()?;
+        columns.push(class_column(&predictions, &self.label_type)?);
+        columns.push(Arc::new(Float64Array::from(scores)));
+        let version = i64::try_from(self.version).unwrap_or(i64::MAX);
+        columns.push(Arc::new(Int64Array::from(vec![version; indices.len()])));
+        Ok(RecordBatch::try_new(
+            Arc::clone(&self.columns.output_schema),
+            columns,
+        )?)
+    }
+
+    fn publish(&self) -> Result<()> {
+        let labels: Vec<String> = self
+            .classes
+            .classes
+            .iter()
+            .map(|c| self.runtime.class_labels().label(c))
+            .collect::<Result<_>>()?;
+        let id = self.operator_id.as_str();
+        self.prequential.publish(&self.prometheus, id, &labels);
+        for scope in [Scope::Sliding, Scope::Total] {
+            if let Some(auc) = self.auc.roc_auc(scope) {
+                self.prometheus
+                    .roc_auc
+                    .with_label_values(&[id, scope.name()])
+                    .set(auc);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl BatchProcessor for Trainer {
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        signals: &[ControlSignal],
+    ) -> Result<Vec<RecordBatch>> {
+        let elapsed = self.baseline.elapsed_compute().clone();
+        let _timer = elapsed.timer();
+        for signal in signals {
+            self.handle(signal);
+        }
+        let out = self.process_batch(&batch)?;
+        self.publish()?;
+        if self.learned_since_snapshot >= self.stage.options().snapshot_every {
+            self.save()?;
+        }
+        self.baseline.record_output(out.num_rows());
+        Ok(vec![out])
+    }
+
+    fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+        self.save()?;
+        Ok(Vec::new())
+    }
+}

@@ -1,0 +1,334 @@
+//! Online logistic regression: multinomial (softmax; two classes is the
+//! binary case), online standardisation of the features, L2 on the
+//! weights, and one of two steps:
+//!
+//! - AdaGrad (default): per-parameter step `rate / sqrt(G + 1e-8)`, G the
+//!   running sum of squared gradients. Rare classes' parameters keep large
+//!   steps because their gradients are rare.
+//! - Class-grouped normalised momentum (FedCGNM, algorithms.md §4, our
+//!   reconstruction): classes are split into groups by frequency (up to
+//!   three groups: the cuts of the sorted log-counts with the least
+//!   within-group sum of squares, recomputed as counts change; with three
+//!   classes or fewer each class is its own group, since two rare classes
+//!   sharing one buffer cancel each other's pushes); each group has a momentum
+//!   buffer m_g ← β m_g + (1-β) ∇ over its classes' rows; the step is
+//!   `rate · Σ_g m_g / ‖m_g‖`, so the minority group moves the model as
+//!   much as the majority group however rare its rows.
+//!
+//! Standardisation: each feature's running mean and variance (Welford, over
+//! the rows learned from, unweighted) scale the input; a feature with no
+//! spread yet reads 0. Learning updates the scaler first, then the weights.
+//! A row's weight multiplies its gradient.
+
+use serde::{Deserialize, Serialize};
+
+/// Most groups of the grouped step.
+const GROUPS: usize = 3;
+
+/// Which step the model takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Optimizer {
+    AdaGrad,
+    Cgnm,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OnlineLogistic {
+    pub rate: f64,
+    pub l2: f64,
+    pub optimizer: Optimizer,
+    /// Momentum of the grouped step.
+    pub beta: f64,
+    dim: usize,
+    /// Rows learned from (the scaler's count).
+    seen: f64,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+    /// `classes x (dim + 1)`, bias last.
+    weights: Vec<Vec<f64>>,
+    /// AdaGrad's squared-gradient sums, same shape.
+    squares: Vec<Vec<f64>>,
+    /// Momentum per group, same shape each; group of each class.
+    momentum: Vec<Vec<Vec<f64>>>,
+    class_rows: Vec<f64>,
+    group_of: Vec<usize>,
+}
+
+impl OnlineLogistic {
+    pub fn new(rate: f64, l2: f64, optimizer: Optimizer) -> Self {
+        Self {
+            rate,
+            l2,
+            optimizer,
+            beta: 0.9,
+            dim: 0,
+            seen: 0.0,
+            mean: Vec::new(),
+            m2: Vec::new(),
+            weights: Vec::new(),
+            squares: Vec::new(),
+            momentum: vec![Vec::new(); GROUPS],
+            class_rows: Vec::new(),
+            group_of: Vec::new(),
+        }
+    }
+
+    pub fn classes(&self) -> usize {
+        self.weights.len()
+    }
+
+    fn grow(&mut self, dim: usize, classes: usize) {
+        if self.dim == 0 && self.mean.is_empty() {
+            self.dim = dim;
+            self.mean = vec![0.0; dim];
+            self.m2 = vec![0.0; dim];
+        }
+        while self.weights.len() < classes {
+            self.weights.push(vec![0.0; self.dim + 1]);
+            self.squares.push(vec![0.0; self.dim + 1]);
+            for group in &mut self.momentum {
+                group.push(vec![0.0; self.dim + 1]);
+            }
+            self.class_rows.push(0.0);
+            self.group_of.push(0);
+        }
+    }
+
+    /// Standardised features into `z` (length dim).
+    fn standardise(&self, x: &[f64], z: &mut [f64]) {
+        for (j, (zj, &xj)) in z.iter_mut().zip(x).enumerate() {
+            let variance = if self.seen > 1.0 {
+                self.m2[j] / (self.seen - 1.0)
+            } else {
+                0.0
+            };
+            *zj = if variance > 0.0 {
+                (xj - self.mean[j]) / variance.sqrt()
+            } else {
+                0.0
+            };
+        }
+    }
+
+    /// Class probabilities of `x` into `out` (one per class known).
+    pub fn predict_proba(&self, x: &[f64], out: &mut Vec<f64>) {
+        out.clear();
+        let k = self.classes();
+        if k == 0 || x.len() != self.dim {
+            return;
+        }
+        let mut z = vec![0.0; self.dim];
+        self.standardise(x, &mut z);
+        self.softmax(&z, out);
+    }
+
+    fn softmax(&self, z: &[f64], out: &mut Vec<f64>) {
+        out.clear();
+        for w in &self.weights {
+            let logit = w[self.dim] + w[..self.dim].iter().zip(z).map(|(a, b)| a * b).sum::<f64>();
+            out.push(logit);
+        }
+        let max = out.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mut total = 0.0;
+        for p in out.iter_mut() {
+            *p = (*p - max).exp();
+            total += *p;
+        }
+        for p in out.iter_mut() {
+            *p /= total;
+        }
+    }
+
+    /// Learn from `x` of class slot `class` with `weight`.
+    pub fn learn(&mut self, x: &[f64], class: usize, weight: f64) {
+        if !(weight.is_finite() && weight > 0.0) {
+            return;
+        }
+        self.grow(x.len(), class + 1);
+        if x.len() != self.dim {
+            return;
+        }
+        // Scaler first (Welford).
+        self.seen += 1.0;
+        for (j, &xj) in x.iter().enumerate() {
+            let delta = xj - self.mean[j];
+            self.mean[j] += delta / self.seen;
+            self.m2[j] += delta * (xj - self.mean[j]);
+        }
+        self.class_rows[class] += 1.0;
+        if self.classes() < 2 {
+            return;
+        }
+        let mut z = vec![0.0; self.dim];
+        self.standardise(x, &mut z);
+        let mut p = Vec::with_capacity(self.classes());
+        self.softmax(&z, &mut p);
+        match self.optimizer {
+            Optimizer::AdaGrad => self.adagrad_step(&z, &p, class, weight),
+            Optimizer::Cgnm => self.grouped_step(&z, &p, class, weight),
+        }
+    }
+
+    fn gradient(&self, k: usize, j: usize, z: &[f64], residual: f64, weight: f64) -> f64 {
+        let w = &self.weights[k];
+        if j == self.dim {
+            residual * weight
+        } else {
+            residual * z[j] * weight + self.l2 * w[j]
+        }
+    }
+
+    fn adagrad_step(&mut self, z: &[f64], p: &[f64], class: usize, weight: f64) {
+        for (k, &pk) in p.iter().enumerate() {
+            let residual = pk - if k == class { 1.0 } else { 0.0 };
+            for j in 0..=self.dim {
+                let g = self.gradient(k, j, z, residual, weight);
+                self.squares[k][j] += g * g;
+                self.weights[k][j] -= self.rate * g / (self.squares[k][j] + 1e-8).sqrt();
+            }
+        }
+    }
+
+    /// Up to [`GROUPS`] groups of classes by frequency: the cuts of the
+    /// sorted log-counts with the least within-group sum of squares.
+    fn regroup(&mut self) {
+        let k = self.classes();
+        let mut order: Vec<usize> = (0..k).collect();
+        order.sort_by(|&a, &b| self.class_rows[a].total_cmp(&self.class_rows[b]));
+        if k <= GROUPS {
+            for (rank, &class) in order.iter().enumerate() {
+                self.group_of[class] = rank;
+            }
+            return;
+        }
+        let logs: Vec<f64> = order.iter().map(|&c| self.class_rows[c].ln_1p()).collect();
+        let sse = |v: &[f64]| {
+            let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+            v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>()
+        };
+        let mut best = (f64::INFINITY, 1, 2);
+        for a in 1..k - 1 {
+            for b in a + 1..k {
+                let cost = sse(&logs[..a]) + sse(&logs[a..b]) + sse(&logs[b..]);
+                if cost < best.0 {
+                    best = (cost, a, b);
+                }
+            }
+        }
+        for (rank, &class) in order.iter().enumerate() {
+            self.group_of[class] = usize::from(rank >= best.1) + usize::from(rank >= best.2);
+        }
+    }
+
+    fn grouped_step(&mut self, z: &[f64], p: &[f64], class: usize, weight: f64) {
+        self.regroup();
+        let group = self.group_of[class];
+        for (k, &pk) in p.iter().enumerate() {
+            let residual = pk - if k == class { 1.0 } else { 0.0 };
+            for j in 0..=self.dim {
+                let g = self.gradient(k, j, z, residual, weight);
+                let m = &mut self.momentum[group][k][j];
+                *m = self.beta * *m + (1.0 - self.beta) * g;
+            }
+        }
+        let norms: Vec<f64> = self
+            .momentum
+            .iter()
+            .map(|m| m.iter().flatten().map(|v| v * v).sum::<f64>().sqrt())
+            .collect();
+        for (k, row) in self.weights.iter_mut().enumerate() {
+            for (j, w) in row.iter_mut().enumerate() {
+                let mut direction = 0.0;
+                for (g, norm) in norms.iter().enumerate() {
+                    if *norm > 1e-12 {
+                        direction += self.momentum[g][k][j] / norm;
+                    }
+                }
+                *w -= self.rate * direction;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn normal(rng: &mut Rng) -> f64 {
+        let (u, v) = (rng.uniform().max(f64::MIN_POSITIVE), rng.uniform());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+
+    /// Accuracy per class after learning a separable-ish two-feature
+    /// problem online (class centres 4 standard deviations from the origin,
+    /// evenly around it; the first feature on a scale of 1,000 and the
+    /// second offset by 50, so the scaler is needed).
+    fn per_class_recall(optimizer: Optimizer, rate: f64, classes: usize) -> Vec<f64> {
+        let mut rng = Rng::new(1);
+        let mut model = OnlineLogistic::new(rate, 1e-4, optimizer);
+        let mut hits = vec![0.0; classes];
+        let mut rows = vec![0.0; classes];
+        let mut p = Vec::new();
+        for t in 0..20_000 {
+            // Class 0 is 90% of rows.
+            let class = if rng.uniform() < 0.9 { 0 } else { 1 + rng.below(classes - 1) };
+            let angle = std::f64::consts::TAU * class as f64 / classes as f64;
+            let x = [
+                1000.0 * (4.0 * angle.cos() + normal(&mut rng)),
+                4.0 * angle.sin() + normal(&mut rng) + 50.0,
+            ];
+            model.predict_proba(&x, &mut p);
+            if t >= 10_000 {
+                let predicted = (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b]));
+                rows[class] += 1.0;
+                hits[class] += f64::from(u8::from(predicted == Some(class)));
+            }
+            model.learn(&x, class, 1.0);
+        }
+        hits.iter().zip(&rows).map(|(h, n)| h / n).collect()
+    }
+
+    #[test]
+    fn both_steps_learn_binary_and_multiclass_problems() {
+        for optimizer in [Optimizer::AdaGrad, Optimizer::Cgnm] {
+            let rate = if optimizer == Optimizer::AdaGrad { 0.1 } else { 0.01 };
+            for classes in [2, 3] {
+                let recall = per_class_recall(optimizer, rate, classes);
+                assert!(
+                    recall.iter().all(|&r| r > 0.85),
+                    "{optimizer:?} {classes}: {recall:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_weight_scales_its_pull() {
+        // One row of class 1 at x = 1 among class 0 rows at x = -1: its
+        // weight decides how far the model moves towards it.
+        let score = |weight: f64| {
+            let mut model = OnlineLogistic::new(0.1, 0.0, Optimizer::AdaGrad);
+            for i in 0..50 {
+                model.learn(&[-1.0 - f64::from(i % 3)], 0, 1.0);
+            }
+            model.learn(&[1.0], 1, weight);
+            let mut p = Vec::new();
+            model.predict_proba(&[1.0], &mut p);
+            p[1]
+        };
+        assert!(score(5.0) > score(1.0));
+        assert!(score(1.0) > score(0.2));
+    }
+
+    #[test]
+    fn snapshots_round_trip() -> serde_json::Result<()> {
+        let mut model = OnlineLogistic::new(0.1, 1e-4, Optimizer::Cgnm);
+        model.learn(&[1.0, 2.0], 0, 1.0);
+        model.learn(&[2.0, 0.0], 1, 2.0);
+        let text = serde_json::to_string(&model)?;
+        let back: OnlineLogistic = serde_json::from_str(&text)?;
+        assert_eq!(back, model);
+        Ok(())
+    }
+}

@@ -1,0 +1,266 @@
+//! Continuously retrained detectors: the `train_detector` operator
+//! (test-then-train) and `score_detector` (a saved model, scoring only).
+//!
+//! `train_detector('table_or_view', 'label' [, 'options'])` passes every
+//! original row through with three more columns:
+//!
+//! - `prediction` (the label's type): the class the model predicted for
+//!   the row *before* learning from it (prequential: a row's prediction
+//!   never uses its own label);
+//! - `score` (Float64): with two classes, the probability of the minority
+//!   class (fewer original rows so far; ties to the greater value); with
+//!   more, the probability of the predicted class;
+//! - `model_version` (Int64): the version that predicted (1 for the first
+//!   model, +1 on every retrain; restored from a snapshot).
+//!
+//! Then it learns from the row, weighted by `sample_weight` when the input
+//! has that column (iCost), else unweighted. Synthetic rows of an upstream
+//! oversampler (`is_synthetic`) are learned from but not emitted, so
+//! nothing downstream counts or scores them. A row with a NULL label is
+//! predicted but not learned; a row with incomplete features (NULL, NaN,
+//! infinite) gets a NULL prediction and score, is not learned, and counts
+//! as a bad record (`incomplete_features`).
+//!
+//! Learners (`learner=`): `logistic` (default; [`logistic`]) and `tree`
+//! (a Hoeffding tree; [`hoeffding`]).
+//!
+//! Drift response (River's `DriftRetrainingClassifier` pattern, driven by
+//! the job's drift monitors through the control bus): on a warning of a
+//! performance signal (a class's recall, the overall error, PerfSim) a
+//! background model starts learning beside the live one; on a drift it
+//! replaces the live model (or a fresh model does, if no warning came
+//! first), the version goes up and `equipoise_model_retrains_total`
+//! counts it. Class-prior drift does not retrain (the mix moved, not the
+//! concept; the oversampler and iCost adapt to the mix). `retrain=false`
+//! turns the response off.
+//!
+//! Snapshots (`snapshot_dir=`): the model (learner, classes, features,
+//! version) as JSON, written atomically (temporary file, then rename) to
+//! `<dir>/<operator id>.json` every `snapshot_every` learned rows (default
+//! 100,000) and at the end of input, and loaded at start when present.
+//! `score_detector('t', 'path/to/train_detector-0.json')` scores with such
+//! a file.
+
+pub mod exec;
+pub mod hoeffding;
+pub mod logistic;
+pub mod model;
+pub mod sql;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{Result, plan_err};
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::features::{FeatureSelection, LabelAndFeatures};
+use crate::icost::SAMPLE_WEIGHT;
+use crate::options::Options;
+use crate::oversample::IS_SYNTHETIC;
+use crate::runtime::JobRuntime;
+use crate::stage::StreamStage;
+use logistic::Optimizer;
+
+/// Output column with the predicted class.
+pub const PREDICTION: &str = "prediction";
+/// Output column with the score.
+pub const SCORE: &str = "score";
+/// Output column with the model version.
+pub const MODEL_VERSION: &str = "model_version";
+
+/// Which learner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LearnerKind {
+    Logistic,
+    Tree,
+}
+
+/// Options of `train_detector`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectorOptions {
+    pub label_column: String,
+    pub learner: LearnerKind,
+    pub optimizer: Optimizer,
+    /// Step size; default 0.1 for AdaGrad, 0.01 for the grouped step.
+    pub rate: Option<f64>,
+    pub l2: f64,
+    /// Rows of the sliding prequential window.
+    pub window: usize,
+    pub retrain: bool,
+    pub snapshot_dir: Option<PathBuf>,
+    pub snapshot_every: u64,
+    pub selection: FeatureSelection,
+}
+
+impl DetectorOptions {
+    pub fn new(label_column: impl Into<String>) -> Self {
+        Self {
+            label_column: label_column.into(),
+            learner: LearnerKind::Logistic,
+            optimizer: Optimizer::AdaGrad,
+            rate: None,
+            l2: 1e-4,
+            window: 1_000,
+            retrain: true,
+            snapshot_dir: None,
+            snapshot_every: 100_000,
+            selection: FeatureSelection::default(),
+        }
+    }
+
+    /// The step size in use.
+    pub fn step(&self) -> f64 {
+        self.rate.unwrap_or(match self.optimizer {
+            Optimizer::AdaGrad => 0.1,
+            Optimizer::Cgnm => 0.01,
+        })
+    }
+
+    /// Parse `'learner=tree, window=500, snapshot_dir=/var/models'`.
+    pub fn parse(label_column: &str, text: &str) -> Result<Self> {
+        let mut options = Options::parse("train_detector", text)?;
+        let mut parsed = Self::new(label_column);
+        parsed.learner = match options.take::<String>("learner")?.as_deref() {
+            None | Some("logistic") => LearnerKind::Logistic,
+            Some("tree") => LearnerKind::Tree,
+            Some(other) => {
+                return plan_err!("train_detector: unknown learner '{other}'; use logistic or tree");
+            }
+        };
+        parsed.optimizer = match options.take::<String>("optimizer")?.as_deref() {
+            None | Some("adagrad") => Optimizer::AdaGrad,
+            Some("cgnm") => Optimizer::Cgnm,
+            Some(other) => {
+                return plan_err!("train_detector: unknown optimizer '{other}'; use adagrad or cgnm");
+            }
+        };
+        parsed.rate = options.take::<f64>("rate")?;
+        if let Some(l2) = options.take::<f64>("l2")? {
+            parsed.l2 = l2;
+        }
+        if let Some(w) = options.take::<usize>("window")? {
+            parsed.window = w;
+        }
+        if let Some(r) = options.take::<bool>("retrain")? {
+            parsed.retrain = r;
+        }
+        parsed.snapshot_dir = options.take::<String>("snapshot_dir")?.map(PathBuf::from);
+        if let Some(n) = options.take::<u64>("snapshot_every")? {
+            parsed.snapshot_every = n;
+        }
+        parsed.selection = FeatureSelection::take(&mut options)?;
+        options.finish()?;
+        parsed.validate()?;
+        Ok(parsed)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let rate = self.step();
+        if !(rate.is_finite() && rate > 0.0) {
+            return plan_err!("train_detector: rate must be a positive number, got {rate}");
+        }
+        if !(self.l2.is_finite() && self.l2 >= 0.0) {
+            return plan_err!("train_detector: l2 must be 0 or more, got {}", self.l2);
+        }
+        if self.window == 0 {
+            return plan_err!("train_detector: window must be at least 1 row");
+        }
+        if self.snapshot_every == 0 {
+            return plan_err!("train_detector: snapshot_every must be at least 1 row");
+        }
+        Ok(())
+    }
+}
+
+/// Where the trainer's inputs are.
+#[derive(Debug, Clone)]
+pub struct DetectorColumns {
+    pub label_index: usize,
+    pub feature_indices: Vec<usize>,
+    pub feature_names: Vec<String>,
+    pub weight_index: Option<usize>,
+    pub synthetic_index: Option<usize>,
+    pub output_schema: SchemaRef,
+}
+
+/// The planning side of `train_detector`.
+#[derive(Debug, Clone)]
+pub struct TrainStage {
+    options: DetectorOptions,
+}
+
+/// `input`'s fields plus prediction (of `label_type`), score and version.
+pub fn scored_schema(input: &Schema, label_type: &DataType) -> SchemaRef {
+    let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(PREDICTION, label_type.clone(), true)));
+    fields.push(Arc::new(Field::new(SCORE, DataType::Float64, true)));
+    fields.push(Arc::new(Field::new(MODEL_VERSION, DataType::Int64, false)));
+    Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()))
+}
+
+impl TrainStage {
+    pub fn try_new(options: DetectorOptions) -> Result<Self> {
+        options.validate()?;
+        Ok(Self { options })
+    }
+
+    pub fn options(&self) -> &DetectorOptions {
+        &self.options
+    }
+
+    pub fn columns(&self, input: &SchemaRef) -> Result<DetectorColumns> {
+        let mut selection = self.options.selection.clone();
+        // Weights and markers are never features.
+        selection.exclude.push(SAMPLE_WEIGHT.to_string());
+        let LabelAndFeatures {
+            label_index,
+            feature_indices,
+        } = selection.resolve(
+            "train_detector",
+            input,
+            &self.options.label_column,
+            &[PREDICTION, SCORE, MODEL_VERSION],
+        )?;
+        if feature_indices.is_empty() {
+            return plan_err!("train_detector: no numeric feature columns to learn from");
+        }
+        let weight_index = input
+            .index_of(SAMPLE_WEIGHT)
+            .ok()
+            .filter(|&i| input.field(i).data_type().is_floating());
+        let synthetic_index = input
+            .index_of(IS_SYNTHETIC)
+            .ok()
+            .filter(|&i| input.field(i).data_type() == &DataType::Boolean);
+        Ok(DetectorColumns {
+            feature_names: feature_indices
+                .iter()
+                .map(|&i| input.field(i).name().clone())
+                .collect(),
+            output_schema: scored_schema(input, input.field(label_index).data_type()),
+            label_index,
+            feature_indices,
+            weight_index,
+            synthetic_index,
+        })
+    }
+}
+
+impl StreamStage for TrainStage {
+    fn kind(&self) -> &'static str {
+        exec::KIND
+    }
+
+    fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
+        Ok(self.columns(input)?.output_schema)
+    }
+
+    fn plan(
+        &self,
+        input: Arc<dyn ExecutionPlan>,
+        runtime: &Arc<JobRuntime>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        exec::TrainExec::try_new(self.clone(), input, runtime)
+    }
+}

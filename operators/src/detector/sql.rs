@@ -1,0 +1,304 @@
+//! The SQL table functions `train_detector('t', 'label' [, 'options'])`
+//! and `score_detector('t', 'model_path')`, and the scoring-only operator
+//! behind the second.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, SchemaRef};
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, internal_err, plan_err};
+use datafusion::datasource::provider_as_source;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::LogicalPlanBuilder;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::EmissionType;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+};
+
+use super::model::{ModelSnapshot, class_column};
+use super::{DetectorOptions, MODEL_VERSION, PREDICTION, SCORE, TrainStage, scored_schema};
+use crate::batch_stream::{BatchProcessor, processed_stream};
+use crate::metrics::SharedMetrics;
+use crate::runtime::{ControlSignal, JobRuntime};
+use crate::stage::{StageTable, StreamStage};
+use crate::table_function::{resolve_table, string_arg};
+
+#[derive(Debug, Default)]
+pub struct TrainDetectorFunction;
+
+impl TableFunctionImpl for TrainDetectorFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if !(2..=3).contains(&exprs.len()) {
+            return plan_err!(
+                "train_detector expects ('table_or_view', 'label_column' [, 'options']), got {} \
+                 argument(s)",
+                exprs.len()
+            );
+        }
+        let table = string_arg("train_detector", exprs, 0, "table or view")?;
+        let label = string_arg("train_detector", exprs, 1, "label column")?;
+        let options = match exprs.len() {
+            3 => string_arg("train_detector", exprs, 2, "options")?,
+            _ => String::new(),
+        };
+        let options = DetectorOptions::parse(&label, &options)?;
+        let provider = resolve_table("train_detector", &args, &table)?;
+        let input = LogicalPlanBuilder::scan(table.as_str(), provider_as_source(provider), None)?
+            .build()?;
+        let stage = TrainStage::try_new(options)?;
+        Ok(Arc::new(StageTable::try_new(input, Arc::new(stage))?))
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ScoreDetectorFunction;
+
+impl TableFunctionImpl for ScoreDetectorFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if exprs.len() != 2 {
+            return plan_err!(
+                "score_detector expects ('table_or_view', 'model_path'), got {} argument(s)",
+                exprs.len()
+            );
+        }
+        let table = string_arg("score_detector", exprs, 0, "table or view")?;
+        let path = PathBuf::from(string_arg("score_detector", exprs, 1, "model path")?);
+        let stage = ScoreStage::try_new(path)?;
+        let provider = resolve_table("score_detector", &args, &table)?;
+        let input = LogicalPlanBuilder::scan(table.as_str(), provider_as_source(provider), None)?
+            .build()?;
+        Ok(Arc::new(StageTable::try_new(input, Arc::new(stage))?))
+    }
+}
+
+/// Scoring with a saved model: every row passes through with the model's
+/// prediction, score and version; nothing is learned.
+#[derive(Debug, Clone)]
+pub struct ScoreStage {
+    path: PathBuf,
+    model: Arc<ModelSnapshot>,
+}
+
+impl ScoreStage {
+    pub fn try_new(path: PathBuf) -> Result<Self> {
+        let model = Arc::new(ModelSnapshot::read(&path)?);
+        Ok(Self { path, model })
+    }
+
+    fn feature_indices(&self, input: &SchemaRef) -> Result<Vec<usize>> {
+        self.model
+            .features
+            .iter()
+            .map(|name| match input.index_of(name) {
+                Ok(i) if input.field(i).data_type().is_numeric() => Ok(i),
+                Ok(i) => plan_err!(
+                    "score_detector: feature '{name}' is {}, the model needs a number",
+                    input.field(i).data_type()
+                ),
+                Err(_) => plan_err!(
+                    "score_detector: the model reads feature '{name}', which the input lacks"
+                ),
+            })
+            .collect()
+    }
+}
+
+impl StreamStage for ScoreStage {
+    fn kind(&self) -> &'static str {
+        "score_detector"
+    }
+
+    fn output_schema(&self, input: &SchemaRef) -> Result<SchemaRef> {
+        self.feature_indices(input)?;
+        for column in [PREDICTION, SCORE, MODEL_VERSION] {
+            if input.index_of(column).is_ok() {
+                return plan_err!("score_detector: the input already has a '{column}' column");
+            }
+        }
+        Ok(scored_schema(input, &self.model.label_kind.data_type()))
+    }
+
+    fn plan(
+        &self,
+        input: Arc<dyn ExecutionPlan>,
+        runtime: &Arc<JobRuntime>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = self.output_schema(&input.schema())?;
+        let features = self.feature_indices(&input.schema())?;
+        let operator_id = runtime.next_operator_id("score_detector")?;
+        Ok(Arc::new(ScoreExec {
+            properties: Arc::new(PlanProperties::new(
+                EquivalenceProperties::new(Arc::clone(&schema)),
+                input.properties().partitioning.clone(),
+                EmissionType::Incremental,
+                input.properties().boundedness,
+            )),
+            stage: self.clone(),
+            schema,
+            features,
+            input,
+            operator_id,
+            runtime: Arc::clone(runtime),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct ScoreExec {
+    stage: ScoreStage,
+    schema: SchemaRef,
+    features: Vec<usize>,
+    input: Arc<dyn ExecutionPlan>,
+    operator_id: String,
+    runtime: Arc<JobRuntime>,
+    properties: Arc<PlanProperties>,
+}
+
+impl DisplayAs for ScoreExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ScoreExec: id={}, model={}, version={}",
+            self.operator_id,
+            self.stage.path.display(),
+            self.stage.model.version
+        )
+    }
+}
+
+impl ExecutionPlan for ScoreExec {
+    fn name(&self) -> &str {
+        "ScoreExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return internal_err!("ScoreExec takes one child, got {}", children.len());
+        }
+        self.stage.plan(children.swap_remove(0), &self.runtime)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let latency = self
+            .runtime
+            .metric_set::<SharedMetrics>()?
+            .batch_duration
+            .with_label_values(&[self.operator_id.as_str()]);
+        Ok(processed_stream(
+            input,
+            self.runtime.control().subscribe(),
+            Scorer {
+                model: Arc::clone(&self.stage.model),
+                features: self.features.clone(),
+                schema: Arc::clone(&self.schema),
+            },
+            Arc::clone(&self.schema),
+            latency,
+        ))
+    }
+}
+
+struct Scorer {
+    model: Arc<ModelSnapshot>,
+    features: Vec<usize>,
+    schema: SchemaRef,
+}
+
+impl BatchProcessor for Scorer {
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        _signals: &[ControlSignal],
+    ) -> Result<Vec<RecordBatch>> {
+        let rows = batch.num_rows();
+        let columns: Vec<ArrayRef> = self
+            .features
+            .iter()
+            .map(|&i| cast(batch.column(i), &DataType::Float64))
+            .collect::<std::result::Result<_, _>>()?;
+        let model = &self.model;
+        let minority = (model.classes.len() == 2).then(|| {
+            let rows = |s: usize| model.class_rows.get(s).copied().unwrap_or(0);
+            match rows(0).cmp(&rows(1)) {
+                std::cmp::Ordering::Less => 0,
+                std::cmp::Ordering::Greater => 1,
+                std::cmp::Ordering::Equal => usize::from(model.classes[1] > model.classes[0]),
+            }
+        });
+        let mut x = vec![0.0; columns.len()];
+        let mut proba = Vec::new();
+        let mut predictions = Vec::with_capacity(rows);
+        let mut scores = Vec::with_capacity(rows);
+        for row in 0..rows {
+            let mut complete = true;
+            for (j, column) in columns.iter().enumerate() {
+                let values = column.as_primitive::<Float64Type>();
+                if values.is_valid(row) && values.value(row).is_finite() {
+                    x[j] = values.value(row);
+                } else {
+                    complete = false;
+                }
+            }
+            if complete {
+                model.learner.predict_proba(&x, &mut proba);
+            } else {
+                proba.clear();
+            }
+            match (0..proba.len()).max_by(|&a, &b| proba[a].total_cmp(&proba[b])) {
+                Some(p) => {
+                    predictions.push(model.classes.get(p).cloned());
+                    scores.push(proba.get(minority.unwrap_or(p)).copied());
+                }
+                None => {
+                    predictions.push(None);
+                    scores.push(None);
+                }
+            }
+        }
+        let mut out = batch.columns().to_vec();
+        out.push(class_column(&predictions, &model.label_kind.data_type())?);
+        out.push(Arc::new(Float64Array::from(scores)));
+        let version = i64::try_from(model.version).unwrap_or(i64::MAX);
+        out.push(Arc::new(Int64Array::from(vec![version; rows])));
+        Ok(vec![RecordBatch::try_new(Arc::clone(&self.schema), out)?])
+    }
+
+    fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+        Ok(Vec::new())
+    }
+}
