@@ -21,6 +21,7 @@ use datafusion::common::{Result, exec_datafusion_err};
 use datafusion::prelude::SessionConfig;
 use equipoise_connectors::{GeneratorConfig, GeneratorTable};
 use equipoise_operators::class_label::{ClassValue, for_each_class};
+use equipoise_operators::detector::PREDICTION;
 use equipoise_operators::drift::DriftState;
 use equipoise_operators::features::FeatureSelection;
 use equipoise_operators::oversample::Mode;
@@ -28,7 +29,6 @@ use equipoise_operators::{
     ClassMonitorOptions, ControlSignal, DataFrameStageExt, DetectorOptions, DriftEvent,
     DriftMonitorOptions, IcostOptions, JobRuntime, JobSnapshot, Method, OversampleOptions,
 };
-use equipoise_operators::detector::PREDICTION;
 use futures::StreamExt;
 
 use crate::progress::ProgressReporter;
@@ -312,9 +312,7 @@ pub async fn run_job(
     if let Some(options) = &spec.drift_monitor {
         pipeline = pipeline.drift_monitor(options.clone())?;
     }
-    let prediction_index = pipeline
-        .schema()
-        .index_of_column_by_name(None, PREDICTION);
+    let prediction_index = pipeline.schema().index_of_column_by_name(None, PREDICTION);
     let mut quality = SegmentQuality::new(spec.change_points().iter().map(|(row, _)| *row));
     // Subscribed before the stream starts, so no event is missed.
     let mut control = runtime.control().subscribe();
@@ -469,7 +467,11 @@ impl SegmentQuality {
     pub fn of(&self, i: usize, class: &ClassValue) -> Option<ClassQuality> {
         let cells = self.segments.get(i)?;
         let count = |f: &dyn Fn(&ClassValue, &ClassValue) -> bool| -> u64 {
-            cells.iter().filter(|(t, p, _)| f(t, p)).map(|(_, _, n)| n).sum()
+            cells
+                .iter()
+                .filter(|(t, p, _)| f(t, p))
+                .map(|(_, _, n)| n)
+                .sum()
         };
         let rows = count(&|t, _| t == class);
         if rows == 0 {
@@ -498,7 +500,10 @@ impl SegmentQuality {
                 count(&|t, p| t == *c && p == *c) as f64 / n as f64
             })
             .collect();
-        let gmean = recalls.iter().product::<f64>().powf(1.0 / recalls.len() as f64);
+        let gmean = recalls
+            .iter()
+            .product::<f64>()
+            .powf(1.0 / recalls.len() as f64);
         Some(ClassQuality {
             rows,
             recall,

@@ -4,6 +4,9 @@
 //! - `cli_run`: `equipoise run` end to end: summary, metrics, SIGTERM.
 //! - `deploy`: the Grafana dashboard, alert rules and docs/metrics.md
 //!   against the metrics the job exports.
+//! - `detector`: `train_detector` / `score_detector` (test-then-train
+//!   against a direct model, synthetic rows, weights, snapshots, retraining
+//!   on the generator's concept change).
 //! - `drift`: the drift monitor in a job (change points, signals to the
 //!   oversampler, metrics).
 //! - `icost`: the iCost operator's streaming semantics, Prometheus families
@@ -19,6 +22,7 @@ mod it {
     pub mod cli_sql;
     pub mod common;
     pub mod deploy;
+    pub mod detector;
     pub mod drift;
     pub mod icost;
     pub mod oversampling;

@@ -222,7 +222,11 @@ impl ScoreAuc {
     }
 
     pub fn update(&mut self, score: f64, positive: bool) {
-        let score = if score.is_nan() { 0.0 } else { score.clamp(0.0, 1.0) };
+        let score = if score.is_nan() {
+            0.0
+        } else {
+            score.clamp(0.0, 1.0)
+        };
         let bin = ((score * AUC_BINS as f64) as usize).min(AUC_BINS - 1);
         if positive {
             self.bins[bin].1 += 1;

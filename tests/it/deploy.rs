@@ -12,7 +12,10 @@ use datafusion::common::Result;
 use equipoise::JobRuntime;
 
 use super::common::tool;
-use super::drift::{run, scored_job};
+use equipoise::job::JobSpec;
+use equipoise_connectors::GeneratorConfig;
+
+use super::drift::run;
 
 fn repo(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -55,11 +58,17 @@ fn dashboard_queries() -> Vec<String> {
     queries
 }
 
-/// The metric families a full pipeline exports: the default job with a
-/// prediction column, so the monitor's prequential families exist too.
+/// The metric families the full default pipeline exports (generator,
+/// class monitor, QC-SMOTE, iCost, detector, drift monitor on its
+/// predictions).
 async fn exported_families() -> Result<BTreeSet<String>> {
     let runtime = Arc::new(JobRuntime::default());
-    run(&scored_job(20_000), Arc::clone(&runtime)).await?;
+    let spec = JobSpec::embedded_default(GeneratorConfig {
+        rows: Some(20_000),
+        batch_size: 2000,
+        ..GeneratorConfig::default()
+    });
+    run(&spec, Arc::clone(&runtime)).await?;
     Ok(runtime
         .registry()
         .gather()

@@ -20,7 +20,8 @@ impl ProgressReporter for Silent {
     fn finish(&mut self) {}
 }
 
-/// The default job with a crude model in its projection: "hot means
+/// The default job with a crude rule in its projection instead of a
+/// trained detector: "hot means
 /// faulty", which works until the fault signature moves at row 120,000.
 pub(super) fn scored_job(rows: u64) -> JobSpec {
     let mut spec = JobSpec::embedded_default(GeneratorConfig {
@@ -42,6 +43,8 @@ pub(super) fn scored_job(rows: u64) -> JobSpec {
     if let Some(options) = &mut spec.icost {
         options.selection.exclude = not_a_feature(std::mem::take(&mut options.selection.exclude));
     }
+    // The rule is the model here, so that its failure is known.
+    spec.detector = None;
     spec.drift_monitor = Some(DriftMonitorOptions::new("label").with_prediction("predicted"));
     spec
 }

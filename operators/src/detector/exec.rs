@@ -20,7 +20,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
 };
 
-use super::model::{Learner, LabelKind, ModelSnapshot, SNAPSHOT_FORMAT, class_column};
+use super::model::{LabelKind, Learner, ModelSnapshot, SNAPSHOT_FORMAT, class_column};
 use super::{DetectorColumns, TrainStage};
 use crate::batch_stream::{BatchProcessor, processed_stream};
 use crate::class_label::ClassValue;
@@ -304,8 +304,11 @@ impl Trainer {
     }
 
     fn retrain(&mut self, reason: &str) {
-        let fresh = Learner::fresh(self.stage.options());
-        self.learner = self.background.take().unwrap_or(fresh);
+        let replacement = match self.background.take() {
+            Some(background) => background,
+            None => self.learner.retrained_from(self.stage.options()),
+        };
+        self.learner = replacement;
         self.version += 1;
         self.retrains.add(1);
         self.prometheus
@@ -325,7 +328,8 @@ impl Trainer {
                 match event.state {
                     DriftState::Warning => {
                         if self.background.is_none() {
-                            self.background = Some(Learner::fresh(self.stage.options()));
+                            self.background =
+                                Some(self.learner.retrained_from(self.stage.options()));
                         }
                     }
                     DriftState::Drift => self.retrain("drift"),
@@ -339,9 +343,10 @@ impl Trainer {
         }
     }
 
-    /// The slot scored: with two classes the minority, else the predicted.
-    fn scored_slot(&self, predicted: usize) -> usize {
-        if self.classes.len() != 2 {
+    /// The slot scored: with two classes learned the minority, else the
+    /// predicted one.
+    fn scored_slot(&self, predicted: usize, learned: usize) -> usize {
+        if learned != 2 {
             return predicted;
         }
         let rows = |s: usize| self.class_rows.get(s).copied().unwrap_or(0);
@@ -420,12 +425,12 @@ impl Trainer {
             match predicted {
                 Some(p) => {
                     predictions.push(Some(self.classes.classes[p].clone()));
-                    let scored = self.scored_slot(p);
+                    let scored = self.scored_slot(p, proba.len());
                     let score = proba.get(scored).copied();
                     scores.push(score);
                     if let (Some(truth), Some(score)) = (features.slots[row], score) {
                         self.prequential.update(truth, p);
-                        if self.classes.len() == 2 {
+                        if proba.len() == 2 {
                             self.auc.update(score, truth == scored);
                         }
                     }

@@ -119,6 +119,10 @@ enum Node {
     },
 }
 
+/// A split candidate: (merit, feature, threshold, class weights left,
+/// class weights right).
+type Candidate = (f64, usize, f64, Vec<f64>, Vec<f64>);
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HoeffdingTree {
     pub grace_period: f64,
@@ -278,8 +282,8 @@ impl HoeffdingTree {
         }
     }
 
-    /// Best (merit, feature, threshold, left weights, right weights).
-    fn best_split(&self, leaf: &Leaf) -> Vec<(f64, usize, f64, Vec<f64>, Vec<f64>)> {
+    /// The best split of each feature, best first.
+    fn best_split(&self, leaf: &Leaf) -> Vec<Candidate> {
         let total: f64 = leaf.class_weights.iter().sum();
         let parent = entropy(&leaf.class_weights);
         let mut best_per_feature = Vec::new();
@@ -289,10 +293,10 @@ impl HoeffdingTree {
                 lo = lo.min(g.min);
                 hi = hi.max(g.max);
             }
-            if !(lo < hi) {
+            if lo >= hi || lo.is_nan() || hi.is_nan() {
                 continue;
             }
-            let mut best: Option<(f64, usize, f64, Vec<f64>, Vec<f64>)> = None;
+            let mut best: Option<Candidate> = None;
             for i in 1..=self.candidates {
                 let threshold = lo + (hi - lo) * i as f64 / (self.candidates + 1) as f64;
                 let mut left = vec![0.0; self.classes];
@@ -315,8 +319,7 @@ impl HoeffdingTree {
                 if wl < self.min_branch_fraction * total || wr < self.min_branch_fraction * total {
                     continue;
                 }
-                let merit =
-                    parent - (wl / total) * entropy(&left) - (wr / total) * entropy(&right);
+                let merit = parent - (wl / total) * entropy(&left) - (wr / total) * entropy(&right);
                 if best.as_ref().is_none_or(|b| merit > b.0) {
                     best = Some((merit, j, threshold, left, right));
                 }
@@ -373,7 +376,12 @@ mod tests {
 
     #[test]
     fn erf_is_close() {
-        for (x, expected) in [(0.0, 0.0), (0.5, 0.520_499_877_8), (1.0, 0.842_700_792_9), (-2.0, -0.995_322_265_0)] {
+        for (x, expected) in [
+            (0.0, 0.0),
+            (0.5, 0.520_499_877_8),
+            (1.0, 0.842_700_792_9),
+            (-2.0, -0.995_322_265_0),
+        ] {
             assert!((erf(x) - expected).abs() < 2e-7, "{x}");
         }
     }
@@ -401,6 +409,9 @@ mod tests {
             panic!("no split");
         };
         assert_eq!(*feature, 0);
-        assert!(hits[0] / rows[0] > 0.97 && hits[1] / rows[1] > 0.8, "{hits:?} of {rows:?}");
+        assert!(
+            hits[0] / rows[0] > 0.97 && hits[1] / rows[1] > 0.8,
+            "{hits:?} of {rows:?}"
+        );
     }
 }

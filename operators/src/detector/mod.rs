@@ -125,14 +125,18 @@ impl DetectorOptions {
             None | Some("logistic") => LearnerKind::Logistic,
             Some("tree") => LearnerKind::Tree,
             Some(other) => {
-                return plan_err!("train_detector: unknown learner '{other}'; use logistic or tree");
+                return plan_err!(
+                    "train_detector: unknown learner '{other}'; use logistic or tree"
+                );
             }
         };
         parsed.optimizer = match options.take::<String>("optimizer")?.as_deref() {
             None | Some("adagrad") => Optimizer::AdaGrad,
             Some("cgnm") => Optimizer::Cgnm,
             Some(other) => {
-                return plan_err!("train_detector: unknown optimizer '{other}'; use adagrad or cgnm");
+                return plan_err!(
+                    "train_detector: unknown optimizer '{other}'; use adagrad or cgnm"
+                );
             }
         };
         parsed.rate = options.take::<f64>("rate")?;
@@ -211,8 +215,12 @@ impl TrainStage {
 
     pub fn columns(&self, input: &SchemaRef) -> Result<DetectorColumns> {
         let mut selection = self.options.selection.clone();
-        // Weights and markers are never features.
-        selection.exclude.push(SAMPLE_WEIGHT.to_string());
+        // A weight column is never a feature.
+        if input.index_of(SAMPLE_WEIGHT).is_ok()
+            && !selection.exclude.iter().any(|c| c == SAMPLE_WEIGHT)
+        {
+            selection.exclude.push(SAMPLE_WEIGHT.to_string());
+        }
         let LabelAndFeatures {
             label_index,
             feature_indices,

@@ -30,10 +30,22 @@ impl Learner {
     /// An untrained learner as `options` ask.
     pub fn fresh(options: &DetectorOptions) -> Self {
         match options.learner {
-            LearnerKind::Logistic => {
-                Self::Logistic(OnlineLogistic::new(options.step(), options.l2, options.optimizer))
-            }
+            LearnerKind::Logistic => Self::Logistic(OnlineLogistic::new(
+                options.step(),
+                options.l2,
+                options.optimizer,
+            )),
             LearnerKind::Tree => Self::Tree(HoeffdingTree::default()),
+        }
+    }
+
+    /// The learner a retrain starts from: the logistic model warm (its
+    /// weights and scaler) with fresh steps; a new tree (a tree cannot
+    /// unlearn its splits).
+    pub fn retrained_from(&self, options: &DetectorOptions) -> Self {
+        match self {
+            Self::Logistic(m) => Self::Logistic(m.with_fresh_steps()),
+            Self::Tree(_) => Self::fresh(options),
         }
     }
 
@@ -115,9 +127,8 @@ impl ModelSnapshot {
             })?;
         }
         let temporary = path.with_extension("json.tmp");
-        std::fs::write(&temporary, text).map_err(|e| {
-            exec_datafusion_err!("cannot write model {}: {e}", temporary.display())
-        })?;
+        std::fs::write(&temporary, text)
+            .map_err(|e| exec_datafusion_err!("cannot write model {}: {e}", temporary.display()))?;
         std::fs::rename(&temporary, path)
             .map_err(|e| exec_datafusion_err!("cannot replace model {}: {e}", path.display()))
     }
