@@ -81,7 +81,9 @@ SELECT label, prediction FROM drift_monitor('trained', 'label', 'prediction');
     return truth, predicted, len(rows) / seconds
 
 
-def river(header, rows, make, features):
+def river(header, rows, make, features, binary):
+    """`binary`: River's LogisticRegression is a binary classifier of
+    Boolean targets (True = class 1); the tree takes the class values."""
     index = [header.index(f) for f in features]
     label = header.index("label")
     model = make()
@@ -89,20 +91,26 @@ def river(header, rows, make, features):
     started = time.perf_counter()
     for r in rows:
         x = {header[i]: float(r[i]) for i in index}
-        y = r[label]
+        y = int(r[label])
+        target = y == 1 if binary else y
         p = model.predict_one(x)
-        truth.append(y)
-        predicted.append(p if p is not None else "0")
-        model.learn_one(x, y)
+        truth.append(str(y))
+        if p is None:
+            predicted.append("0")
+        elif binary:
+            predicted.append("1" if p else "0")
+        else:
+            predicted.append(str(p))
+        model.learn_one(x, target)
     seconds = time.perf_counter() - started
-    return truth, [str(p) for p in predicted], len(rows) / seconds
+    return truth, predicted, len(rows) / seconds
 
 
 RIVER = {
-    "River ROS + scaled LR": lambda: imblearn.RandomOverSampler(
+    "River ROS + scaled LR": (lambda: imblearn.RandomOverSampler(
         compose.Pipeline(preprocessing.StandardScaler(), linear_model.LogisticRegression()),
-        desired_dist={"0": 0.5, "1": 0.5}, seed=42),
-    "River HAT": lambda: tree.HoeffdingAdaptiveTreeClassifier(seed=42),
+        desired_dist={False: 0.5, True: 0.5}, seed=42), True),
+    "River HAT": (lambda: tree.HoeffdingAdaptiveTreeClassifier(seed=42), False),
 }
 
 
@@ -140,8 +148,8 @@ def main():
             line = {"stream": name, "rows": len(rows)}
             t, p, rate = equipoise(path, exclude)
             line["Equipoise"] = (*scores(t, p), rate)
-            for pipeline, make in RIVER.items():
-                t, p, rate = river(header, rows, make, features)
+            for pipeline, (make, binary) in RIVER.items():
+                t, p, rate = river(header, rows, make, features, binary)
                 line[pipeline] = (*scores(t, p), rate)
             print(name, line, flush=True)
             results.append(line)

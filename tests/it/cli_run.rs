@@ -106,6 +106,14 @@ fn the_summary_reports_drift_against_the_documented_change_points() {
         "{drift_rows:?}"
     );
     assert!(text.contains("rows after the class mix change"), "{text}");
+    // The detector's prequential quality on the fault class, per stretch.
+    let recalls: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("detector, rows "))
+        .filter_map(|l| l.split(" recall ").nth(1)?.split(',').next()?.parse().ok())
+        .collect();
+    assert_eq!(recalls.len(), 2, "{text}");
+    assert!(recalls.iter().all(|r| (0.5..=1.0).contains(r)), "{recalls:?}");
 }
 
 #[test]
