@@ -113,7 +113,10 @@ fn the_summary_reports_drift_against_the_documented_change_points() {
         .filter_map(|l| l.split(" recall ").nth(1)?.split(',').next()?.parse().ok())
         .collect();
     assert_eq!(recalls.len(), 2, "{text}");
-    assert!(recalls.iter().all(|r| (0.5..=1.0).contains(r)), "{recalls:?}");
+    assert!(
+        recalls.iter().all(|r| (0.5..=1.0).contains(r)),
+        "{recalls:?}"
+    );
 }
 
 #[test]

@@ -20,7 +20,9 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
 };
 
-use super::model::{LabelKind, Learner, ModelSnapshot, SNAPSHOT_FORMAT, class_column};
+use super::model::{
+    LabelKind, Learner, ModelSnapshot, SNAPSHOT_FORMAT, class_column, minority_of_two,
+};
 use super::{DetectorColumns, TrainStage};
 use crate::batch_stream::{BatchProcessor, processed_stream};
 use crate::class_label::ClassValue;
@@ -349,14 +351,7 @@ impl Trainer {
         if learned != 2 {
             return predicted;
         }
-        let rows = |s: usize| self.class_rows.get(s).copied().unwrap_or(0);
-        match rows(0).cmp(&rows(1)) {
-            std::cmp::Ordering::Less => 0,
-            std::cmp::Ordering::Greater => 1,
-            std::cmp::Ordering::Equal => {
-                usize::from(self.classes.classes[1] > self.classes.classes[0])
-            }
-        }
+        minority_of_two(&self.classes.classes, &self.class_rows)
     }
 
     fn learn(&mut self, x: &[f64], slot: usize, weight: f64) {

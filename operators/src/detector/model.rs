@@ -155,6 +155,17 @@ impl ModelSnapshot {
     }
 }
 
+/// The minority of two classes: the slot with fewer original rows, ties to
+/// the greater class value. Its probability is a binary detector's score.
+pub fn minority_of_two(classes: &[ClassValue], class_rows: &[u64]) -> usize {
+    let rows = |s: usize| class_rows.get(s).copied().unwrap_or(0);
+    match rows(0).cmp(&rows(1)) {
+        std::cmp::Ordering::Less => 0,
+        std::cmp::Ordering::Greater => 1,
+        std::cmp::Ordering::Equal => usize::from(classes.get(1) > classes.first()),
+    }
+}
+
 /// Predicted classes as a column of `data_type`.
 pub fn class_column(values: &[Option<ClassValue>], data_type: &DataType) -> Result<ArrayRef> {
     let array: ArrayRef = match LabelKind::of(data_type) {

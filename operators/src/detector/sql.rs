@@ -19,7 +19,7 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 
-use super::model::{ModelSnapshot, class_column};
+use super::model::{ModelSnapshot, class_column, minority_of_two};
 use super::{DetectorOptions, MODEL_VERSION, PREDICTION, SCORE, TrainStage, scored_schema};
 use crate::batch_stream::{BatchProcessor, processed_stream};
 use crate::metrics::SharedMetrics;
@@ -250,14 +250,8 @@ impl BatchProcessor for Scorer {
             .map(|&i| cast(batch.column(i), &DataType::Float64))
             .collect::<std::result::Result<_, _>>()?;
         let model = &self.model;
-        let minority = (model.classes.len() == 2).then(|| {
-            let rows = |s: usize| model.class_rows.get(s).copied().unwrap_or(0);
-            match rows(0).cmp(&rows(1)) {
-                std::cmp::Ordering::Less => 0,
-                std::cmp::Ordering::Greater => 1,
-                std::cmp::Ordering::Equal => usize::from(model.classes[1] > model.classes[0]),
-            }
-        });
+        let minority =
+            (model.classes.len() == 2).then(|| minority_of_two(&model.classes, &model.class_rows));
         let mut x = vec![0.0; columns.len()];
         let mut proba = Vec::new();
         let mut predictions = Vec::with_capacity(rows);
