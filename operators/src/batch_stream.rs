@@ -5,16 +5,35 @@
 //! error ends the stream after it is reported.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::Result;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, Partitioning, PlanProperties};
 use futures::StreamExt;
 use prometheus::Histogram;
 
 use crate::runtime::{ControlReceiver, ControlSignal};
+
+/// Plan properties of an operator that reads one ordered stream and emits
+/// `schema`: one partition, the input's boundedness.
+pub fn single_stream_properties(
+    schema: &SchemaRef,
+    input: &dyn ExecutionPlan,
+    emission: EmissionType,
+) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(Arc::clone(schema)),
+        Partitioning::UnknownPartitioning(1),
+        emission,
+        input.properties().boundedness,
+    ))
+}
 
 /// What an operator does with its input, batch by batch.
 pub trait BatchProcessor: Send + 'static {

@@ -31,6 +31,7 @@ use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 
 use crate::class_label::{ClassValue, check_label_type, for_each_class};
+use crate::features::column_list;
 use crate::metrics::{ClassLabels, SharedMetrics};
 use crate::runtime::{
     ControlSignal, JobRuntime, MetricSet, OperatorSnapshot, StatefulOperator, lock,
@@ -412,12 +413,7 @@ impl StreamStage for ClassMonitorStage {
                 exec_datafusion_err!(
                     "label column '{}' not found; columns are: {}",
                     self.options.label_column,
-                    input
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    column_list(input)
                 )
             })?;
         check_label_type(field.name(), field.data_type())?;

@@ -27,6 +27,16 @@ pub struct LabelAndFeatures {
     pub feature_indices: Vec<usize>,
 }
 
+/// The column names of `schema`, for error messages ("columns are: ...").
+pub fn column_list(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn is_numeric(t: &DataType) -> bool {
     t.is_integer() || t.is_floating()
 }
@@ -57,14 +67,7 @@ impl FeatureSelection {
         label: &str,
         reserved: &[&str],
     ) -> Result<LabelAndFeatures> {
-        let names = || {
-            input
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let names = || column_list(input);
         let Ok(label_index) = input.index_of(label) else {
             return plan_err!(
                 "{function}: label column '{label}' not found; columns are: {}",

@@ -11,20 +11,20 @@ use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, PlanProperties,
 };
 
 use super::model::{
     LabelKind, Learner, ModelSnapshot, SNAPSHOT_FORMAT, class_column, minority_of_two,
 };
 use super::{DetectorColumns, TrainStage};
-use crate::batch_stream::{BatchProcessor, processed_stream};
+use crate::batch_stream::{BatchProcessor, processed_stream, single_stream_properties};
 use crate::class_label::ClassValue;
 use crate::drift::DriftState;
 use crate::features::{ClassIndex, batch_features};
@@ -79,12 +79,7 @@ impl TrainExec {
     }
 
     fn properties_for(columns: &DetectorColumns, input: &dyn ExecutionPlan) -> Arc<PlanProperties> {
-        Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&columns.output_schema)),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            input.properties().boundedness,
-        ))
+        single_stream_properties(&columns.output_schema, input, EmissionType::Incremental)
     }
 }
 

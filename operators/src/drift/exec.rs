@@ -14,22 +14,21 @@ use datafusion::common::{Result, internal_err, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{
-    EquivalenceProperties, LexRequirement, OrderingRequirements, PhysicalExpr,
-    PhysicalSortRequirement,
+    LexRequirement, OrderingRequirements, PhysicalExpr, PhysicalSortRequirement,
 };
 use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, PlanProperties,
 };
 
 use super::DriftState;
 use super::monitor::{DRIFT_SIGNAL, DRIFT_STATE, DriftMonitorOptions, Monitors, Signal};
-use crate::batch_stream::{BatchProcessor, processed_stream};
+use crate::batch_stream::{BatchProcessor, processed_stream, single_stream_properties};
 use crate::class_label::{check_label_type, for_each_class};
-use crate::features::ClassIndex;
+use crate::features::{ClassIndex, column_list};
 use crate::metrics::SharedMetrics;
 use crate::oversample::IS_SYNTHETIC;
 use crate::runtime::{ControlSignal, DriftEvent, JobRuntime};
@@ -76,14 +75,7 @@ impl DriftMonitorStage {
     }
 
     fn columns(&self, input: &SchemaRef) -> Result<MonitorColumns> {
-        let names = || {
-            input
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let names = || column_list(input);
         let label = &self.options.label_column;
         let Ok(label_index) = input.index_of(label) else {
             return plan_err!(
@@ -213,12 +205,7 @@ impl DriftMonitorExec {
     }
 
     fn properties_for(columns: &MonitorColumns, input: &dyn ExecutionPlan) -> Arc<PlanProperties> {
-        Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&columns.output_schema)),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            input.properties().boundedness,
-        ))
+        single_stream_properties(&columns.output_schema, input, EmissionType::Incremental)
     }
 }
 

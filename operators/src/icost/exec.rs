@@ -8,13 +8,13 @@ use datafusion::arrow::array::{Array, AsArray, Float64Array, RecordBatch, String
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, exec_err, internal_err, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, PlanProperties,
 };
 use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
 
@@ -24,7 +24,7 @@ use super::weights::{
 };
 use super::window::SlidingWindow;
 use super::{Category, IcostColumns, IcostMode, IcostOptions, IcostStage};
-use crate::batch_stream::{BatchProcessor, processed_stream};
+use crate::batch_stream::{BatchProcessor, processed_stream, single_stream_properties};
 use crate::complexity::{ClassedRows, canonical_order};
 use crate::features::{BatchFeatures, ClassIndex, batch_features};
 use crate::knn::{Exclude, PointSet, search};
@@ -122,17 +122,13 @@ impl IcostExec {
         input: &dyn ExecutionPlan,
         table: bool,
     ) -> Arc<PlanProperties> {
-        Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&columns.output_schema)),
-            Partitioning::UnknownPartitioning(1),
-            // A table's weights need every row first.
-            if table {
-                EmissionType::Final
-            } else {
-                EmissionType::Incremental
-            },
-            input.properties().boundedness,
-        ))
+        // A table's weights need every row first.
+        let emission = if table {
+            EmissionType::Final
+        } else {
+            EmissionType::Incremental
+        };
+        single_stream_properties(&columns.output_schema, input, emission)
     }
 }
 

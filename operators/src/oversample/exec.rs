@@ -12,14 +12,14 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, internal_err, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
-    Partitioning, PlanProperties,
+    PlanProperties,
 };
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
@@ -28,7 +28,7 @@ use super::{
     ColumnPlan, GenerateContext, Method, Mode, OversampleOptions, OversampleStage,
     SamplingStrategy, Synthetic, generate,
 };
-use crate::batch_stream::{BatchProcessor, processed_stream};
+use crate::batch_stream::{BatchProcessor, processed_stream, single_stream_properties};
 use crate::features::{BatchFeatures, ClassIndex, batch_features};
 use crate::metrics::{ClassLabels, SharedMetrics};
 use crate::rng::Rng;
@@ -146,12 +146,7 @@ impl OversampleExec {
     }
 
     fn properties_for(columns: &ColumnPlan, input: &dyn ExecutionPlan) -> Arc<PlanProperties> {
-        Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&columns.output_schema)),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            input.properties().boundedness,
-        ))
+        single_stream_properties(&columns.output_schema, input, EmissionType::Incremental)
     }
 
     pub fn operator_id(&self) -> &str {

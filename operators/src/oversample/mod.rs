@@ -46,7 +46,7 @@ use datafusion::common::{Result, plan_err};
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::class_label::ClassValue;
-use crate::features::{FeatureSelection, LabelAndFeatures};
+use crate::features::{FeatureSelection, LabelAndFeatures, column_list};
 use crate::options::Options;
 use crate::rng::Rng;
 use crate::runtime::JobRuntime;
@@ -418,14 +418,7 @@ impl OversampleStage {
             &self.options.label_column,
             &[IS_SYNTHETIC, SYNTHETIC_KIND],
         )?;
-        let names = || {
-            input
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let names = || column_list(input);
         if self.method.needs_features() && feature_indices.is_empty() {
             return plan_err!(
                 "{name}: no numeric feature columns to interpolate (columns are: {}); \
