@@ -216,6 +216,8 @@ pub struct JobSummary {
     pub change_points: Vec<(u64, &'static str)>,
     /// Prequential quality of the detector's predictions between them.
     pub quality: SegmentQuality,
+    /// Version of the detector's model at the end, if the job has one.
+    pub model_version: Option<i64>,
     pub batches: u64,
     pub elapsed: Duration,
     /// True when the job ended on a stop request rather than at the end of
@@ -273,6 +275,9 @@ impl fmt::Display for JobSummary {
             for line in self.quality.lines(&minority) {
                 writeln!(f, "  {line}")?;
             }
+        }
+        if let Some(version) = self.model_version {
+            writeln!(f, "  model version: {version}")?;
         }
         writeln!(f, "  elapsed: {secs:.3} s")?;
         write!(f, "  rows per second: {:.0}", rows as f64 / secs.max(1e-9))
@@ -390,11 +395,22 @@ pub async fn run_job(
         warnings,
         change_points: spec.change_points(),
         quality,
+        model_version: gauge_value(runtime.registry(), "equipoise_model_version"),
         batches,
         elapsed,
         stopped: stopping,
         final_state,
     })
+}
+
+/// The value of the first series of gauge `name` in `registry`.
+fn gauge_value(registry: &prometheus::Registry, name: &str) -> Option<i64> {
+    registry
+        .gather()
+        .iter()
+        .find(|f| f.name() == name)
+        .and_then(|f| f.get_metric().first())
+        .map(|m| m.get_gauge().get_value() as i64)
 }
 
 /// Prequential confusion counts of the detector's predictions, split at

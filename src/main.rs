@@ -73,6 +73,22 @@ struct RunArgs {
     /// Address of the Prometheus endpoint (`/metrics`).
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_addr: SocketAddr,
+    /// Directory of the detector's model snapshots: loaded at start when
+    /// present, written every `--model-every` learned rows and at the end
+    /// (also on Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "DIR")]
+    model_dir: Option<PathBuf>,
+    /// Learned rows between two model snapshots.
+    #[arg(long, default_value_t = 100_000, value_parser = positive_u64)]
+    model_every: u64,
+}
+
+fn positive_u64(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn positive_usize(text: &str) -> Result<usize, String> {
@@ -173,7 +189,11 @@ async fn run(args: RunArgs) -> Result<(), String> {
         rows_per_second: (args.rate > 0.0).then_some(args.rate),
         ..GeneratorConfig::default()
     };
-    let spec = JobSpec::embedded_default(source);
+    let mut spec = JobSpec::embedded_default(source);
+    if let Some(detector) = &mut spec.detector {
+        detector.snapshot_dir = args.model_dir;
+        detector.snapshot_every = args.model_every;
+    }
     let signals = ShutdownSignals::install()?;
     let runtime = Arc::new(JobRuntime::default());
     let server = MetricsServer::start(args.metrics_addr, runtime.registry().clone())

@@ -120,6 +120,47 @@ fn the_summary_reports_drift_against_the_documented_change_points() {
 }
 
 #[test]
+fn the_model_is_saved_on_the_way_out_and_loaded_by_the_next_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model_dir = dir.path().to_str().expect("utf-8 path");
+    let run = || {
+        let output = equipoise(&[
+            "run",
+            "--rows",
+            "10000",
+            "--rate",
+            "0",
+            "--batch-size",
+            "1000",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--model-dir",
+            model_dir,
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let snapshot: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("train_detector-0.json")).expect("model written"),
+        )
+        .expect("model is JSON");
+        (
+            stdout(&output),
+            snapshot["rows_learned"].as_u64().expect("rows"),
+        )
+    };
+    let (first, learned_once) = run();
+    assert!(first.contains("  model version: 1\n"), "{first}");
+    assert!(learned_once >= 10_000, "{learned_once}");
+    // The second run starts from the saved model and adds to it.
+    let (_, learned_twice) = run();
+    assert!(
+        learned_twice > learned_once + 9_000,
+        "{learned_once} then {learned_twice}"
+    );
+    let bad = equipoise(&["run", "--rows", "10", "--model-every", "0"]);
+    assert!(!bad.status.success());
+}
+
+#[test]
 fn runs_are_deterministic_per_seed() {
     let run = |seed: &str, batch: &str| {
         let output = equipoise(&[
