@@ -193,6 +193,8 @@ struct Trainer {
     classes: ClassIndex,
     learner: Learner,
     background: Option<Learner>,
+    /// Reused space for class probabilities while learning.
+    scratch: Vec<f64>,
     version: u64,
     /// Original labelled rows per class slot.
     class_rows: Vec<u64>,
@@ -225,6 +227,7 @@ impl Trainer {
             classes: ClassIndex::default(),
             learner: Learner::fresh(options),
             background: None,
+            scratch: Vec::new(),
             version: 1,
             class_rows: Vec::new(),
             rows_learned: 0,
@@ -350,9 +353,9 @@ impl Trainer {
     }
 
     fn learn(&mut self, x: &[f64], slot: usize, weight: f64) {
-        self.learner.learn(x, slot, weight);
+        self.learner.learn(x, slot, weight, &mut self.scratch);
         if let Some(background) = &mut self.background {
-            background.learn(x, slot, weight);
+            background.learn(x, slot, weight, &mut self.scratch);
         }
         self.rows_learned += 1;
         self.learned_since_snapshot += 1;
@@ -442,16 +445,24 @@ impl Trainer {
                 .with_label_values(&[self.operator_id.as_str(), "incomplete_features"])
                 .inc_by(incomplete);
         }
-        let indices = UInt32Array::from(kept);
-        let mut columns: Vec<ArrayRef> = batch
-            .columns()
-            .iter()
-            .map(|c| take(c.as_ref(), &indices, None))
-            .collect::<std::result::Result<_, _>>()?;
+        let emitted = kept.len();
+        // An oversampler emits its synthetic rows in batches of their own,
+        // so a batch is usually all original (passed through as is) or all
+        // synthetic (nothing to emit).
+        let mut columns: Vec<ArrayRef> = if emitted == rows {
+            batch.columns().to_vec()
+        } else {
+            let indices = UInt32Array::from(kept);
+            batch
+                .columns()
+                .iter()
+                .map(|c| take(c.as_ref(), &indices, None))
+                .collect::<std::result::Result<_, _>>()?
+        };
         columns.push(class_column(&predictions, &self.label_type)?);
         columns.push(Arc::new(Float64Array::from(scores)));
         let version = i64::try_from(self.version).unwrap_or(i64::MAX);
-        columns.push(Arc::new(Int64Array::from(vec![version; indices.len()])));
+        columns.push(Arc::new(Int64Array::from(vec![version; emitted])));
         Ok(RecordBatch::try_new(
             Arc::clone(&self.columns.output_schema),
             columns,
@@ -496,7 +507,12 @@ impl BatchProcessor for Trainer {
             self.save()?;
         }
         self.baseline.record_output(out.num_rows());
-        Ok(vec![out])
+        // A batch of synthetic rows only leaves nothing to pass on.
+        Ok(if out.num_rows() == 0 {
+            Vec::new()
+        } else {
+            vec![out]
+        })
     }
 
     fn finish(&mut self) -> Result<Vec<RecordBatch>> {

@@ -109,19 +109,18 @@ impl OnlineLogistic {
         }
     }
 
-    /// Standardised features into `z` (length dim).
-    fn standardise(&self, x: &[f64], z: &mut [f64]) {
-        for (j, (zj, &xj)) in z.iter_mut().zip(x).enumerate() {
-            let variance = if self.seen > 1.0 {
-                self.m2[j] / (self.seen - 1.0)
-            } else {
-                0.0
-            };
-            *zj = if variance > 0.0 {
-                (xj - self.mean[j]) / variance.sqrt()
-            } else {
-                0.0
-            };
+    /// Feature `j` of `x`, standardised.
+    #[inline]
+    fn z(&self, x: &[f64], j: usize) -> f64 {
+        let variance = if self.seen > 1.0 {
+            self.m2[j] / (self.seen - 1.0)
+        } else {
+            0.0
+        };
+        if variance > 0.0 {
+            (x[j] - self.mean[j]) / variance.sqrt()
+        } else {
+            0.0
         }
     }
 
@@ -132,15 +131,15 @@ impl OnlineLogistic {
         if k == 0 || x.len() != self.dim {
             return;
         }
-        let mut z = vec![0.0; self.dim];
-        self.standardise(x, &mut z);
-        self.softmax(&z, out);
+        self.softmax(x, out);
     }
 
-    fn softmax(&self, z: &[f64], out: &mut Vec<f64>) {
+    /// Softmax of the logits of `x` into `out`; no allocation once `out`
+    /// has room.
+    fn softmax(&self, x: &[f64], out: &mut Vec<f64>) {
         out.clear();
         for w in &self.weights {
-            let logit = w[self.dim] + w[..self.dim].iter().zip(z).map(|(a, b)| a * b).sum::<f64>();
+            let logit = w[self.dim] + (0..self.dim).map(|j| w[j] * self.z(x, j)).sum::<f64>();
             out.push(logit);
         }
         let max = out.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -156,6 +155,12 @@ impl OnlineLogistic {
 
     /// Learn from `x` of class slot `class` with `weight`.
     pub fn learn(&mut self, x: &[f64], class: usize, weight: f64) {
+        self.learn_with(x, class, weight, &mut Vec::new());
+    }
+
+    /// [`Self::learn`] with the caller's scratch space for the class
+    /// probabilities (no allocation per row).
+    pub fn learn_with(&mut self, x: &[f64], class: usize, weight: f64, p: &mut Vec<f64>) {
         if !(weight.is_finite() && weight > 0.0) {
             return;
         }
@@ -174,30 +179,27 @@ impl OnlineLogistic {
         if self.classes() < 2 {
             return;
         }
-        let mut z = vec![0.0; self.dim];
-        self.standardise(x, &mut z);
-        let mut p = Vec::with_capacity(self.classes());
-        self.softmax(&z, &mut p);
+        self.softmax(x, p);
         match self.optimizer {
-            Optimizer::AdaGrad => self.adagrad_step(&z, &p, class, weight),
-            Optimizer::Cgnm => self.grouped_step(&z, &p, class, weight),
+            Optimizer::AdaGrad => self.adagrad_step(x, p, class, weight),
+            Optimizer::Cgnm => self.grouped_step(x, p, class, weight),
         }
     }
 
-    fn gradient(&self, k: usize, j: usize, z: &[f64], residual: f64, weight: f64) -> f64 {
-        let w = &self.weights[k];
+    fn gradient(&self, k: usize, j: usize, zj: f64, residual: f64, weight: f64) -> f64 {
         if j == self.dim {
             residual * weight
         } else {
-            residual * z[j] * weight + self.l2 * w[j]
+            residual * zj * weight + self.l2 * self.weights[k][j]
         }
     }
 
-    fn adagrad_step(&mut self, z: &[f64], p: &[f64], class: usize, weight: f64) {
+    fn adagrad_step(&mut self, x: &[f64], p: &[f64], class: usize, weight: f64) {
         for (k, &pk) in p.iter().enumerate() {
             let residual = pk - if k == class { 1.0 } else { 0.0 };
             for j in 0..=self.dim {
-                let g = self.gradient(k, j, z, residual, weight);
+                let zj = if j < self.dim { self.z(x, j) } else { 1.0 };
+                let g = self.gradient(k, j, zj, residual, weight);
                 self.squares[k][j] += g * g;
                 self.weights[k][j] -= self.rate * g / (self.squares[k][j] + 1e-8).sqrt();
             }
@@ -235,13 +237,14 @@ impl OnlineLogistic {
         }
     }
 
-    fn grouped_step(&mut self, z: &[f64], p: &[f64], class: usize, weight: f64) {
+    fn grouped_step(&mut self, x: &[f64], p: &[f64], class: usize, weight: f64) {
         self.regroup();
         let group = self.group_of[class];
         for (k, &pk) in p.iter().enumerate() {
             let residual = pk - if k == class { 1.0 } else { 0.0 };
             for j in 0..=self.dim {
-                let g = self.gradient(k, j, z, residual, weight);
+                let zj = if j < self.dim { self.z(x, j) } else { 1.0 };
+                let g = self.gradient(k, j, zj, residual, weight);
                 let m = &mut self.momentum[group][k][j];
                 *m = self.beta * *m + (1.0 - self.beta) * g;
             }

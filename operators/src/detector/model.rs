@@ -57,9 +57,10 @@ impl Learner {
         }
     }
 
-    pub fn learn(&mut self, x: &[f64], class: usize, weight: f64) {
+    /// Learn one row; `scratch` is reused space (no allocation per row).
+    pub fn learn(&mut self, x: &[f64], class: usize, weight: f64, scratch: &mut Vec<f64>) {
         match self {
-            Self::Logistic(m) => m.learn(x, class, weight),
+            Self::Logistic(m) => m.learn_with(x, class, weight, scratch),
             Self::Tree(m) => m.learn(x, class, weight),
         }
     }
