@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::Result;
+use datafusion::common::{Result, internal_err};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::EmissionType;
@@ -19,6 +19,56 @@ use futures::StreamExt;
 use prometheus::Histogram;
 
 use crate::runtime::{ControlReceiver, ControlSignal};
+
+/// The `ExecutionPlan` methods every single-stream operator shares: its
+/// `properties` and `input` fields, one input partition (the operator's
+/// state is global to the stream, and the stream's order matters), no
+/// benefit from repartitioning, no expressions. `$keeps_order`: whether the
+/// output keeps the input's order. Names resolve where it is used, so the
+/// operator's module imports `Arc`, `Distribution`, `ExecutionPlan`,
+/// `PhysicalExpr`, `PlanProperties`, `Result` and `TreeNodeRecursion`.
+macro_rules! single_stream_plan_methods {
+    (keeps_order: $keeps_order:expr) => {
+        fn properties(&self) -> &Arc<PlanProperties> {
+            &self.properties
+        }
+
+        fn required_input_distribution(&self) -> Vec<Distribution> {
+            vec![Distribution::SinglePartition]
+        }
+
+        fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+            vec![false]
+        }
+
+        fn maintains_input_order(&self) -> Vec<bool> {
+            vec![$keeps_order]
+        }
+
+        fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+            vec![&self.input]
+        }
+
+        fn apply_expressions(
+            &self,
+            _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+        ) -> Result<TreeNodeRecursion> {
+            Ok(TreeNodeRecursion::Continue)
+        }
+    };
+}
+pub(crate) use single_stream_plan_methods;
+
+/// The one child of a single-stream operator, from `with_new_children`.
+pub fn only_child(
+    operator: &str,
+    mut children: Vec<Arc<dyn ExecutionPlan>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if children.len() != 1 {
+        return internal_err!("{operator} takes one child, got {}", children.len());
+    }
+    Ok(children.swap_remove(0))
+}
 
 /// Plan properties of an operator that reads one ordered stream and emits
 /// `schema`: one partition, the input's boundedness.

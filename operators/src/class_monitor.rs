@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, exec_datafusion_err, internal_err, plan_err};
+use datafusion::common::{Result, exec_datafusion_err, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::metrics::{
@@ -30,6 +30,7 @@ use futures::StreamExt;
 use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 
+use crate::batch_stream::only_child;
 use crate::class_label::{ClassValue, check_label_type, for_each_class};
 use crate::features::column_list;
 use crate::metrics::{ClassLabels, SharedMetrics};
@@ -515,12 +516,9 @@ impl ExecutionPlan for ClassMonitorExec {
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return internal_err!("ClassMonitorExec takes one child, got {}", children.len());
-        }
-        let input = children.swap_remove(0);
+        let input = only_child("ClassMonitorExec", children)?;
         // The monitor (and so the operator id and its state) stays: optimizer
         // rewrites must not fork the state of one logical stage.
         Ok(Arc::new(Self {

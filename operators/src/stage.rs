@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::Result;
 use datafusion::dataframe::DataFrame;
@@ -27,8 +27,23 @@ use crate::detector::{DetectorOptions, TrainStage};
 use crate::drift::DriftMonitorOptions;
 use crate::drift::exec::DriftMonitorStage;
 use crate::icost::{IcostOptions, IcostStage};
-use crate::oversample::{Method, OversampleOptions, OversampleStage};
+use crate::oversample::{IS_SYNTHETIC, Method, OversampleOptions, OversampleStage};
 use crate::runtime::JobRuntime;
+
+/// `input`'s fields (and metadata) followed by an operator's own columns.
+pub fn with_columns(input: &Schema, added: impl IntoIterator<Item = Field>) -> SchemaRef {
+    let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
+    fields.extend(added.into_iter().map(Arc::new));
+    Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()))
+}
+
+/// The Boolean `is_synthetic` marker an upstream oversampler added, if any.
+pub fn synthetic_marker(input: &Schema) -> Option<usize> {
+    input
+        .index_of(IS_SYNTHETIC)
+        .ok()
+        .filter(|&i| input.field(i).data_type() == &DataType::Boolean)
+}
 
 /// A streaming operator, as the planner sees it.
 pub trait StreamStage: fmt::Debug + Send + Sync {

@@ -24,7 +24,10 @@ use super::model::{
     LabelKind, Learner, ModelSnapshot, SNAPSHOT_FORMAT, class_column, minority_of_two,
 };
 use super::{DetectorColumns, TrainStage};
-use crate::batch_stream::{BatchProcessor, processed_stream, single_stream_properties};
+use crate::batch_stream::{
+    BatchProcessor, only_child, processed_stream, single_stream_plan_methods,
+    single_stream_properties,
+};
 use crate::class_label::ClassValue;
 use crate::drift::DriftState;
 use crate::features::{ClassIndex, batch_features};
@@ -105,42 +108,14 @@ impl ExecutionPlan for TrainExec {
         "TrainExec"
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    /// One model learns from the stream in order.
-    fn required_input_distribution(&self) -> Vec<Distribution> {
-        vec![Distribution::SinglePartition]
-    }
-
-    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
-        vec![false]
-    }
-
-    fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
+    // One model learns from the stream in order.
+    single_stream_plan_methods!(keeps_order: true);
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return internal_err!("TrainExec takes one child, got {}", children.len());
-        }
-        let input = children.swap_remove(0);
+        let input = only_child("TrainExec", children)?;
         let columns = self.stage.columns(&input.schema())?;
         Ok(Arc::new(Self {
             properties: Self::properties_for(&columns, input.as_ref()),

@@ -57,9 +57,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use crate::features::{FeatureSelection, LabelAndFeatures};
 use crate::icost::SAMPLE_WEIGHT;
 use crate::options::Options;
-use crate::oversample::IS_SYNTHETIC;
 use crate::runtime::JobRuntime;
-use crate::stage::StreamStage;
+use crate::stage::{StreamStage, synthetic_marker, with_columns};
 use logistic::Optimizer;
 
 /// Output column with the predicted class.
@@ -196,11 +195,14 @@ pub struct TrainStage {
 
 /// `input`'s fields plus prediction (of `label_type`), score and version.
 pub fn scored_schema(input: &Schema, label_type: &DataType) -> SchemaRef {
-    let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
-    fields.push(Arc::new(Field::new(PREDICTION, label_type.clone(), true)));
-    fields.push(Arc::new(Field::new(SCORE, DataType::Float64, true)));
-    fields.push(Arc::new(Field::new(MODEL_VERSION, DataType::Int64, false)));
-    Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()))
+    with_columns(
+        input,
+        [
+            Field::new(PREDICTION, label_type.clone(), true),
+            Field::new(SCORE, DataType::Float64, true),
+            Field::new(MODEL_VERSION, DataType::Int64, false),
+        ],
+    )
 }
 
 impl TrainStage {
@@ -237,10 +239,7 @@ impl TrainStage {
             .index_of(SAMPLE_WEIGHT)
             .ok()
             .filter(|&i| input.field(i).data_type().is_floating());
-        let synthetic_index = input
-            .index_of(IS_SYNTHETIC)
-            .ok()
-            .filter(|&i| input.field(i).data_type() == &DataType::Boolean);
+        let synthetic_index = synthetic_marker(input);
         Ok(DetectorColumns {
             feature_names: feature_indices
                 .iter()

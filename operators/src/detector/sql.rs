@@ -11,7 +11,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, SchemaRef};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, internal_err, plan_err};
+use datafusion::common::{Result, plan_err};
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::LogicalPlanBuilder;
@@ -21,7 +21,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 
 use super::model::{ModelSnapshot, class_column, minority_of_two};
 use super::{DetectorOptions, MODEL_VERSION, PREDICTION, SCORE, TrainStage, scored_schema};
-use crate::batch_stream::{BatchProcessor, processed_stream};
+use crate::batch_stream::{BatchProcessor, only_child, processed_stream};
 use crate::metrics::SharedMetrics;
 use crate::runtime::{ControlSignal, JobRuntime};
 use crate::stage::{StageTable, StreamStage};
@@ -198,12 +198,10 @@ impl ExecutionPlan for ScoreExec {
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return internal_err!("ScoreExec takes one child, got {}", children.len());
-        }
-        self.stage.plan(children.swap_remove(0), &self.runtime)
+        self.stage
+            .plan(only_child("ScoreExec", children)?, &self.runtime)
     }
 
     fn execute(

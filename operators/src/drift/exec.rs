@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringBuilder};
 use datafusion::arrow::compute::SortOptions;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, internal_err, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -26,13 +26,15 @@ use datafusion::physical_plan::{
 
 use super::DriftState;
 use super::monitor::{DRIFT_SIGNAL, DRIFT_STATE, DriftMonitorOptions, Monitors, Signal};
-use crate::batch_stream::{BatchProcessor, processed_stream, single_stream_properties};
+use crate::batch_stream::{
+    BatchProcessor, only_child, processed_stream, single_stream_plan_methods,
+    single_stream_properties,
+};
 use crate::class_label::{check_label_type, for_each_class};
 use crate::features::{ClassIndex, column_list};
 use crate::metrics::SharedMetrics;
-use crate::oversample::IS_SYNTHETIC;
 use crate::runtime::{ControlSignal, DriftEvent, JobRuntime};
-use crate::stage::StreamStage;
+use crate::stage::{StreamStage, synthetic_marker, with_columns};
 
 /// Operator kind and id prefix.
 pub const KIND: &str = "drift_monitor";
@@ -124,19 +126,19 @@ impl DriftMonitorStage {
                 );
             }
         }
-        let synthetic_index = input
-            .index_of(IS_SYNTHETIC)
-            .ok()
-            .filter(|&i| input.field(i).data_type() == &DataType::Boolean);
-        let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
-        fields.push(Arc::new(Field::new(DRIFT_STATE, DataType::Utf8, false)));
-        fields.push(Arc::new(Field::new(DRIFT_SIGNAL, DataType::Utf8, true)));
+        let synthetic_index = synthetic_marker(input);
         Ok(MonitorColumns {
             label_index,
             prediction_index,
             order_index,
             synthetic_index,
-            output_schema: Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())),
+            output_schema: with_columns(
+                input,
+                [
+                    Field::new(DRIFT_STATE, DataType::Utf8, false),
+                    Field::new(DRIFT_SIGNAL, DataType::Utf8, true),
+                ],
+            ),
         })
     }
 }
@@ -248,14 +250,8 @@ impl ExecutionPlan for DriftMonitorExec {
         "DriftMonitorExec"
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    /// Detectors see the stream in order, as one.
-    fn required_input_distribution(&self) -> Vec<Distribution> {
-        vec![Distribution::SinglePartition]
-    }
+    // Detectors see the stream in order, as one.
+    single_stream_plan_methods!(keeps_order: true);
 
     fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
         let requirement = self.columns.order_index.and_then(|i| {
@@ -268,33 +264,11 @@ impl ExecutionPlan for DriftMonitorExec {
         vec![requirement.map(OrderingRequirements::new)]
     }
 
-    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
-        vec![false]
-    }
-
-    fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return internal_err!("DriftMonitorExec takes one child, got {}", children.len());
-        }
-        let input = children.swap_remove(0);
+        let input = only_child("DriftMonitorExec", children)?;
         let columns = self.stage.columns(&input.schema())?;
         Ok(Arc::new(Self {
             properties: Self::properties_for(&columns, input.as_ref()),

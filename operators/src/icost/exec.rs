@@ -24,7 +24,10 @@ use super::weights::{
 };
 use super::window::SlidingWindow;
 use super::{Category, IcostColumns, IcostMode, IcostOptions, IcostStage};
-use crate::batch_stream::{BatchProcessor, processed_stream, single_stream_properties};
+use crate::batch_stream::{
+    BatchProcessor, only_child, processed_stream, single_stream_plan_methods,
+    single_stream_properties,
+};
 use crate::complexity::{ClassedRows, canonical_order};
 use crate::features::{BatchFeatures, ClassIndex, batch_features};
 use crate::knn::{Exclude, PointSet, search};
@@ -155,42 +158,14 @@ impl ExecutionPlan for IcostExec {
         "IcostExec"
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    /// The window and class weights are global to the operator.
-    fn required_input_distribution(&self) -> Vec<Distribution> {
-        vec![Distribution::SinglePartition]
-    }
-
-    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
-        vec![false]
-    }
-
-    fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
+    // The window and class weights are global to the operator.
+    single_stream_plan_methods!(keeps_order: true);
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return internal_err!("IcostExec takes one child, got {}", children.len());
-        }
-        let input = children.swap_remove(0);
+        let input = only_child("IcostExec", children)?;
         let columns = self.stage.columns(&input.schema())?;
         let table = Self::whole_table(self.stage.options(), input.as_ref())?;
         Ok(Arc::new(Self {

@@ -65,15 +65,15 @@ pub mod window;
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::common::{Result, plan_err};
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::features::{FeatureSelection, LabelAndFeatures};
 use crate::options::Options;
-use crate::oversample::{IS_SYNTHETIC, Mode};
+use crate::oversample::Mode;
 use crate::runtime::JobRuntime;
-use crate::stage::StreamStage;
+use crate::stage::{StreamStage, synthetic_marker, with_columns};
 
 /// Output column with the row's weight.
 pub const SAMPLE_WEIGHT: &str = "sample_weight";
@@ -328,18 +328,18 @@ impl IcostStage {
                 self.options.mode.name()
             );
         }
-        let synthetic_index = input
-            .index_of(IS_SYNTHETIC)
-            .ok()
-            .filter(|&i| input.field(i).data_type() == &DataType::Boolean);
-        let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
-        fields.push(Arc::new(Field::new(SAMPLE_WEIGHT, DataType::Float64, true)));
-        fields.push(Arc::new(Field::new(COMPLEXITY, DataType::Utf8, true)));
+        let synthetic_index = synthetic_marker(input);
         Ok(IcostColumns {
             label_index,
             feature_indices,
             synthetic_index,
-            output_schema: Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())),
+            output_schema: with_columns(
+                input,
+                [
+                    Field::new(SAMPLE_WEIGHT, DataType::Float64, true),
+                    Field::new(COMPLEXITY, DataType::Utf8, true),
+                ],
+            ),
         })
     }
 }

@@ -28,7 +28,10 @@ use super::{
     ColumnPlan, GenerateContext, Method, Mode, OversampleOptions, OversampleStage,
     SamplingStrategy, Synthetic, generate,
 };
-use crate::batch_stream::{BatchProcessor, processed_stream, single_stream_properties};
+use crate::batch_stream::{
+    BatchProcessor, only_child, processed_stream, single_stream_plan_methods,
+    single_stream_properties,
+};
 use crate::features::{BatchFeatures, ClassIndex, batch_features};
 use crate::metrics::{ClassLabels, SharedMetrics};
 use crate::rng::Rng;
@@ -178,42 +181,14 @@ impl ExecutionPlan for OversampleExec {
         "OversampleExec"
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    /// Reservoirs and class weights are global to the operator.
-    fn required_input_distribution(&self) -> Vec<Distribution> {
-        vec![Distribution::SinglePartition]
-    }
-
-    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
-        vec![false]
-    }
-
-    fn maintains_input_order(&self) -> Vec<bool> {
-        vec![false]
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
+    // Reservoirs and class weights are global to the operator.
+    single_stream_plan_methods!(keeps_order: false);
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return internal_err!("OversampleExec takes one child, got {}", children.len());
-        }
-        let input = children.swap_remove(0);
+        let input = only_child("OversampleExec", children)?;
         let columns = self.stage.columns(&input.schema())?;
         // Same operator id: optimizer rewrites do not make a new operator.
         Ok(Arc::new(Self {

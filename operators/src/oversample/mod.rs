@@ -41,7 +41,7 @@ pub mod strategy;
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::common::{Result, plan_err};
 use datafusion::physical_plan::ExecutionPlan;
 
@@ -50,7 +50,7 @@ use crate::features::{FeatureSelection, LabelAndFeatures, column_list};
 use crate::options::Options;
 use crate::rng::Rng;
 use crate::runtime::JobRuntime;
-use crate::stage::StreamStage;
+use crate::stage::{StreamStage, with_columns};
 use reservoir::ReferenceSet;
 pub use strategy::SamplingStrategy;
 
@@ -426,10 +426,13 @@ impl OversampleStage {
                 names()
             );
         }
-        let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
-        fields.push(Arc::new(Field::new(IS_SYNTHETIC, DataType::Boolean, false)));
-        fields.push(Arc::new(Field::new(SYNTHETIC_KIND, DataType::Utf8, true)));
-        let output_schema = Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()));
+        let output_schema = with_columns(
+            input,
+            [
+                Field::new(IS_SYNTHETIC, DataType::Boolean, false),
+                Field::new(SYNTHETIC_KIND, DataType::Utf8, true),
+            ],
+        );
         Ok(ColumnPlan {
             label_index,
             feature_indices,
