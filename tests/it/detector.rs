@@ -11,6 +11,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use equipoise::JobRuntime;
 use equipoise::job::JobSpec;
+use equipoise::operators::detector::balance::ClassBalance;
 use equipoise::operators::detector::logistic::{OnlineLogistic, Optimizer};
 use equipoise_connectors::GeneratorConfig;
 
@@ -105,8 +106,10 @@ async fn every_prediction_comes_from_the_model_before_its_row_was_learned() -> R
     let scores = column_f64(&out, "score");
     assert_eq!(predictions.len(), 3_000);
 
-    // The same learner, driven by hand: predict row t, then learn it.
+    // The same learner, driven by hand: predict row t, then learn it with
+    // its class-balancing weight.
     let mut model = OnlineLogistic::new(0.1, 1e-4, Optimizer::AdaGrad);
+    let mut balance = ClassBalance::default();
     let mut p = Vec::new();
     // Class slots in order of first appearance, as the operator numbers them.
     let mut slots: Vec<i64> = Vec::new();
@@ -146,7 +149,7 @@ async fn every_prediction_comes_from_the_model_before_its_row_was_learned() -> R
                 slots.len() - 1
             }
         };
-        model.learn(&x, slot, 1.0);
+        model.learn(&x, slot, balance.weigh(slot, 1.0));
         if label == 1 {
             ones += 1;
         } else {
@@ -195,6 +198,8 @@ async fn synthetic_rows_are_learned_from_but_never_emitted() -> Result<()> {
 
 #[tokio::test]
 async fn sample_weights_decide_what_the_model_learns() -> Result<()> {
+    // Class balancing off: it equalises the classes' weighted mass, which
+    // would undo a class-wide weight (within a class, weights still count).
     async fn recall_of_ones(weight: f64) -> Result<f64> {
         let ctx = session()?;
         ctx.register_table("t", Arc::new(table(3_000, Some(weight))?))?;
@@ -202,7 +207,7 @@ async fn sample_weights_decide_what_the_model_learns() -> Result<()> {
             &ctx,
             "SELECT count(*) FILTER (WHERE label = 1 AND prediction = 1), \
                     count(*) FILTER (WHERE label = 1) \
-             FROM train_detector('t', 'label')",
+             FROM train_detector('t', 'label', 'balance=false')",
         )
         .await?;
         let hits = out[0].column(0).as_primitive::<Int64Type>().value(0);

@@ -214,6 +214,51 @@ async fn streaming_qc_smote_has_no_look_ahead_and_balances_the_stream() -> Resul
 }
 
 #[tokio::test]
+async fn streaming_qc_smote_reuses_its_neighbourhoods_across_small_batches() -> Result<()> {
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+    equipoise::register_all(&ctx)?;
+    // 80 batches of 250 rows, 2% faults: a few faults per batch, so a
+    // rebuild per batch would be 80 builds. A class model is rebuilt when an
+    // eighth of its rows is new or the whole window has turned over twice.
+    ctx.sql(
+        "CREATE VIEW g AS SELECT temperature_c, vibration_mm_s, pressure_bar, current_a, label \
+         FROM equipoise_generator('rows=20000, batch_size=250')",
+    )
+    .await?;
+    let plan = ctx
+        .sql("EXPLAIN ANALYZE SELECT count(*) FROM qc_smote('g', 'label', 'mode=stream')")
+        .await?
+        .collect()
+        .await?;
+    let text = pretty_format_batches(&plan)?.to_string();
+    // EXPLAIN ANALYZE prints counts as "412" or "18.52 K".
+    let metric = |name: &str| -> f64 {
+        let at = text.find(&format!("{name}=")).expect(name) + name.len() + 1;
+        let rest = &text[at..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..end].parse().expect("a count");
+        if rest[end..].starts_with(" K") {
+            value * 1e3
+        } else {
+            value
+        }
+    };
+    let builds = metric("neighbourhood_builds");
+    let synthetic = metric("synthetic_rows");
+    assert!(synthetic > 5_000.0, "{synthetic} synthetic rows");
+    // Turnover alone rebuilds every 8,000 rows (twice the 4,000-row
+    // reference); the minority grows from nothing (geometric rebuilds early
+    // on).
+    assert!(
+        (3.0..=30.0).contains(&builds),
+        "{builds} builds for 80 batches"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn bounded_output_does_not_depend_on_the_order_rows_arrive_in() -> Result<()> {
     // The same rows as four partitions, in two partition orders: the
     // merged input order differs, the synthetic rows must not.

@@ -20,6 +20,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, PlanProperties,
 };
 
+use super::balance::ClassBalance;
 use super::model::{
     LabelKind, Learner, ModelSnapshot, SNAPSHOT_FORMAT, class_column, minority_of_two,
 };
@@ -170,6 +171,11 @@ struct Trainer {
     background: Option<Learner>,
     /// Reused space for class probabilities while learning.
     scratch: Vec<f64>,
+    /// Class-balancing weights of learned rows, when on.
+    balance: Option<ClassBalance>,
+    /// Synthetic rows waiting to be learned between the next batch's
+    /// original rows.
+    pending: SyntheticQueue,
     version: u64,
     /// Original labelled rows per class slot.
     class_rows: Vec<u64>,
@@ -203,6 +209,8 @@ impl Trainer {
             learner: Learner::fresh(options),
             background: None,
             scratch: Vec::new(),
+            balance: options.balance.then(ClassBalance::default),
+            pending: SyntheticQueue::default(),
             version: 1,
             class_rows: Vec::new(),
             rows_learned: 0,
@@ -328,12 +336,31 @@ impl Trainer {
     }
 
     fn learn(&mut self, x: &[f64], slot: usize, weight: f64) {
+        let weight = match &mut self.balance {
+            Some(balance) => balance.weigh(slot, weight),
+            None => weight,
+        };
         self.learner.learn(x, slot, weight, &mut self.scratch);
         if let Some(background) = &mut self.background {
             background.learn(x, slot, weight, &mut self.scratch);
         }
         self.rows_learned += 1;
         self.learned_since_snapshot += 1;
+    }
+
+    fn learn_synthetic(&mut self, queue: &SyntheticQueue, i: usize) {
+        let (x, slot, weight) = queue.row(i);
+        self.learn(x, slot, weight);
+        self.synthetic_rows.add(1);
+    }
+
+    /// Learn every synthetic row still waiting (end of input, before the
+    /// last snapshot).
+    fn drain_pending(&mut self) {
+        let queue = std::mem::take(&mut self.pending);
+        for i in 0..queue.len() {
+            self.learn_synthetic(&queue, i);
+        }
     }
 
     fn process_batch(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
@@ -359,6 +386,15 @@ impl Trainer {
             .synthetic_index
             .map(|i| batch.column(i).as_boolean().clone());
         let dim = features.dim;
+        // The synthetic rows of earlier batches, spread evenly over this
+        // batch's original rows.
+        let draining = std::mem::take(&mut self.pending);
+        let originals = match &synthetic {
+            Some(m) => rows - m.true_count(),
+            None => rows,
+        };
+        let mut drained = 0;
+        let mut originals_seen = 0;
         let mut kept = Vec::with_capacity(rows);
         let mut predictions: Vec<Option<ClassValue>> = Vec::with_capacity(rows);
         let mut scores: Vec<Option<f64>> = Vec::with_capacity(rows);
@@ -376,10 +412,15 @@ impl Trainer {
             };
             if is_synthetic {
                 if let Some(slot) = features.slots[row] {
-                    self.learn(x, slot, weight);
-                    self.synthetic_rows.add(1);
+                    self.pending.push(x, slot, weight);
                 }
                 continue;
+            }
+            originals_seen += 1;
+            let due = draining.len() * originals_seen / originals.max(1);
+            while drained < due {
+                self.learn_synthetic(&draining, drained);
+                drained += 1;
             }
             kept.push(row as u32);
             if !complete {
@@ -413,6 +454,9 @@ impl Trainer {
                 self.learn(x, slot, weight);
                 self.learned_rows.add(1);
             }
+        }
+        for i in drained..draining.len() {
+            self.learn_synthetic(&draining, i);
         }
         if incomplete > 0 {
             self.prometheus
@@ -465,6 +509,40 @@ impl Trainer {
     }
 }
 
+/// Synthetic rows learned one batch late, interleaved with the next
+/// batch's original rows: an oversampler emits a batch's synthetic rows
+/// together after its originals, and learning hundreds of minority rows in
+/// a row makes a stochastic-gradient learner swing towards the minority and
+/// back every batch. They come from rows before the batch that triggered
+/// them, so the delay reveals no label early.
+#[derive(Debug, Default)]
+struct SyntheticQueue {
+    dim: usize,
+    features: Vec<f64>,
+    rows: Vec<(usize, f64)>,
+}
+
+impl SyntheticQueue {
+    fn push(&mut self, x: &[f64], slot: usize, weight: f64) {
+        self.dim = x.len();
+        self.features.extend_from_slice(x);
+        self.rows.push((slot, weight));
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn row(&self, i: usize) -> (&[f64], usize, f64) {
+        let (slot, weight) = self.rows[i];
+        (
+            &self.features[i * self.dim..(i + 1) * self.dim],
+            slot,
+            weight,
+        )
+    }
+}
+
 impl BatchProcessor for Trainer {
     fn process(
         &mut self,
@@ -491,6 +569,7 @@ impl BatchProcessor for Trainer {
     }
 
     fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+        self.drain_pending();
         self.save()?;
         Ok(Vec::new())
     }

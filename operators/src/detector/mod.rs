@@ -41,6 +41,7 @@
 //! `score_detector('t', 'path/to/train_detector-0.json')` scores with such
 //! a file.
 
+pub mod balance;
 pub mod exec;
 pub mod hoeffding;
 pub mod logistic;
@@ -87,6 +88,9 @@ pub struct DetectorOptions {
     /// Rows of the sliding prequential window.
     pub window: usize,
     pub retrain: bool,
+    /// Weigh learned rows so that the classes carry equal decayed mass
+    /// (see `balance`).
+    pub balance: bool,
     pub snapshot_dir: Option<PathBuf>,
     pub snapshot_every: u64,
     pub selection: FeatureSelection,
@@ -102,6 +106,7 @@ impl DetectorOptions {
             l2: 1e-4,
             window: 1_000,
             retrain: true,
+            balance: true,
             snapshot_dir: None,
             snapshot_every: 100_000,
             selection: FeatureSelection::default(),
@@ -147,6 +152,9 @@ impl DetectorOptions {
         }
         if let Some(r) = options.take::<bool>("retrain")? {
             parsed.retrain = r;
+        }
+        if let Some(b) = options.take::<bool>("balance")? {
+            parsed.balance = b;
         }
         parsed.snapshot_dir = options.take::<String>("snapshot_dir")?.map(PathBuf::from);
         if let Some(n) = options.take::<u64>("snapshot_every")? {

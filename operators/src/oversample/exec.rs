@@ -23,9 +23,10 @@ use datafusion::physical_plan::{
 };
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
+use super::qc_smote::StreamModels;
 use super::reservoir::{ReferenceSet, Reservoirs};
 use super::{
-    ColumnPlan, GenerateContext, Method, Mode, OversampleOptions, OversampleStage,
+    ColumnPlan, GenerateContext, Generated, Method, Mode, OversampleOptions, OversampleStage,
     SamplingStrategy, Synthetic, generate,
 };
 use crate::batch_stream::{
@@ -220,6 +221,8 @@ impl ExecutionPlan for OversampleExec {
             duplicate_rows: MetricBuilder::new(&self.metrics).counter("duplicate_rows", partition),
             candidates_rejected: MetricBuilder::new(&self.metrics)
                 .counter("candidates_rejected", partition),
+            neighbourhood_builds: MetricBuilder::new(&self.metrics)
+                .counter("neighbourhood_builds", partition),
         };
         let oversampler = Oversampler::new(
             self,
@@ -250,6 +253,8 @@ struct Counters {
     synthetic_rows: Count,
     duplicate_rows: Count,
     candidates_rejected: Count,
+    /// Snapshots QC-SMOTE's stream models were built from.
+    neighbourhood_builds: Count,
 }
 
 /// The state of one oversampler over one stream.
@@ -278,10 +283,12 @@ struct Oversampler {
     /// Synthetic rows made at the end of bounded input, materialized one
     /// batch per poll so memory holds one batch of them, not all.
     deferred: Option<Deferred>,
+    /// QC-SMOTE's class models on a stream, reused between batches.
+    stream_models: Option<StreamModels>,
 }
 
 struct Deferred {
-    reference: ReferenceSet,
+    reference: Arc<ReferenceSet>,
     rows: Vec<Synthetic>,
     next: usize,
 }
@@ -327,6 +334,7 @@ impl Oversampler {
             owed: Vec::new(),
             arrival_order_is_stable: !merges_partitions(exec.input.as_ref()),
             deferred: None,
+            stream_models: None,
         }
     }
 
@@ -340,6 +348,7 @@ impl Oversampler {
             let reason = signal.reason();
             tracing::info!(operator = %self.operator_id, %reason, keep, "reservoirs shrunk");
             self.reservoirs.shrink_to(keep);
+            self.stream_models = None;
             self.decayed.iter_mut().for_each(|w| *w = 0.0);
             self.owed.iter_mut().for_each(|o| *o = 0.0);
             self.publish_buffered()?;
@@ -404,6 +413,9 @@ impl Oversampler {
             }
         }
         self.reservoirs.insert(batch, &features)?;
+        if let Some(models) = self.stream_models.as_mut() {
+            models.note_inserted(&features.slots);
+        }
         self.publish_buffered()?;
         self.record_output(&out);
         Ok(out)
@@ -501,31 +513,14 @@ impl Oversampler {
     /// Generate `amounts` rows per class from the reservoirs (counted in
     /// the metrics now; materialized by the caller).
     fn synthesize(&mut self, amounts: &[u64]) -> Result<Option<Deferred>> {
-        let mut reference = self.reservoirs.reference();
-        if reference.is_empty() {
-            return Ok(None);
-        }
-        if self.bounded {
-            // A table's rows may arrive in any order (parallel scans merged).
-            reference.canonicalize(&self.classes);
-        }
-        let scaled;
-        let space: &[f64] = if self.options.scale_for(self.method) {
-            scaled = reference.standardized();
-            &scaled
+        let made = if self.method == Method::QcSmote && !self.bounded {
+            self.generate_from_stream_models(amounts)
         } else {
-            &reference.features
+            self.generate_from_reservoirs(amounts)?
         };
-        let mut ctx = GenerateContext {
-            reference: &reference,
-            space,
-            amounts,
-            classes: &self.classes.classes,
-            rng: &mut self.rng,
-            bounded: self.bounded,
-            arrival_order_is_stable: self.arrival_order_is_stable,
+        let Some((reference, generated)) = made else {
+            return Ok(None);
         };
-        let generated = generate(self.method, &self.options, &mut ctx)?;
         self.counters
             .candidates_rejected
             .add(generated.candidates_rejected as usize);
@@ -563,6 +558,60 @@ impl Oversampler {
             rows: generated.rows,
             next: 0,
         }))
+    }
+
+    /// Generate from a fresh reference set of the reservoirs.
+    fn generate_from_reservoirs(
+        &mut self,
+        amounts: &[u64],
+    ) -> Result<Option<(Arc<ReferenceSet>, Generated)>> {
+        let mut reference = self.reservoirs.reference();
+        if reference.is_empty() {
+            return Ok(None);
+        }
+        if self.bounded {
+            // A table's rows may arrive in any order (parallel scans merged).
+            reference.canonicalize(&self.classes);
+        }
+        let scaled;
+        let space: &[f64] = if self.options.scale_for(self.method) {
+            scaled = reference.standardized();
+            &scaled
+        } else {
+            &reference.features
+        };
+        let mut ctx = GenerateContext {
+            reference: &reference,
+            space,
+            amounts,
+            classes: &self.classes.classes,
+            rng: &mut self.rng,
+            bounded: self.bounded,
+            arrival_order_is_stable: self.arrival_order_is_stable,
+        };
+        let generated = generate(self.method, &self.options, &mut ctx)?;
+        Ok(Some((Arc::new(reference), generated)))
+    }
+
+    /// QC-SMOTE on a stream: from the class models of the last snapshot,
+    /// taken anew when they are stale.
+    fn generate_from_stream_models(
+        &mut self,
+        amounts: &[u64],
+    ) -> Option<(Arc<ReferenceSet>, Generated)> {
+        if self
+            .stream_models
+            .as_ref()
+            .is_none_or(|m| m.is_stale(amounts, &self.reservoirs))
+        {
+            self.stream_models =
+                StreamModels::snapshot(&self.reservoirs, self.options.scale_for(self.method));
+            self.counters.neighbourhood_builds.add(1);
+        }
+        let models = self.stream_models.as_mut()?;
+        let generated =
+            models.generate(amounts, &self.classes.classes, &mut self.rng, &self.options);
+        Some((Arc::clone(models.reference()), generated))
     }
 
     fn with_marker_columns(&self, batch: &RecordBatch) -> Result<RecordBatch> {

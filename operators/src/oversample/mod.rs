@@ -342,7 +342,7 @@ impl GenerateContext<'_> {
             if amount == 0 {
                 continue;
             }
-            if self.reference.members[slot].is_empty() {
+            if self.reference.members.get(slot).is_none_or(Vec::is_empty) {
                 out.unfilled += amount;
                 continue;
             }

@@ -41,11 +41,14 @@
 //!    instead (`synthetic_kind = 'duplicate'`), which degrades gracefully to
 //!    random over-sampling in noisy regions.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::neighbourhood::{class_neighbours, whole_neighbours};
-use super::{GenerateContext, Generated, Synthetic};
+use super::neighbourhood::{ClassNeighbours, WholeNeighbours, class_neighbours, whole_neighbours};
+use super::reservoir::{ReferenceSet, Reservoirs};
+use super::{GenerateContext, Generated, OversampleOptions, Synthetic};
+use crate::class_label::ClassValue;
 use crate::knn::PointSet;
+use crate::rng::Rng;
 
 /// Score penalty of a candidate failing majority clearance.
 pub const CLEARANCE_PENALTY: f64 = 0.5;
@@ -91,22 +94,47 @@ pub fn generate(
     let mut whole: Option<PointSet> = None;
     for (slot, amount) in ctx.classes_to_fill(&mut out) {
         let whole = whole.get_or_insert_with(|| PointSet::from_rows(ctx.space, dim));
-        let settings = Settings {
-            k,
-            candidates: candidates.max(1),
-            params,
+        let mut model = ClassModel::build(ctx.reference, ctx.space, whole, slot, k, params);
+        let seeds = if ctx.bounded {
+            allocate(&model.weights, amount)
+        } else {
+            sample(&model.weights, amount, ctx.rng)
         };
-        generate_class(ctx, whole, slot, amount, &settings, &mut out);
+        model.fill(ctx, &seeds, candidates, &mut out);
     }
     out
 }
 
-/// One class's run: neighbourhood size, candidates and thresholds.
-#[derive(Clone, Copy)]
-struct Settings<'a> {
+/// The neighbourhood model of one class (steps 1-5): seeds, their
+/// weights, neighbour lists and regime. Building it is the method's cost
+/// (two kNN searches); drawing rows from it is cheap, so a stream reuses it
+/// while the rows it was built from stand (see `exec`).
+#[derive(Debug)]
+pub struct ClassModel {
+    slot: usize,
     k: usize,
-    candidates: usize,
-    params: &'a QcParams,
+    /// Reference rows of the class, in member order.
+    members: Vec<usize>,
+    weights: Vec<f64>,
+    around: WholeNeighbours,
+    same: ClassNeighbours,
+    /// Member index of each reference row of the class (`usize::MAX` for
+    /// other classes' rows).
+    position: Vec<usize>,
+    regime: ClassRegime,
+    /// Per (member, neighbour rank) pair, `k` slots per member, filled as
+    /// drawn: the midpoint purity and where the pair's pool's other-class
+    /// rows are in `enemies`.
+    pairs: Vec<Option<PairScore>>,
+    enemies: Vec<u32>,
+}
+
+/// What a (seed, neighbour) pair's candidates share, whatever their step.
+#[derive(Debug, Clone, Copy)]
+struct PairScore {
+    purity: f64,
+    enemies_start: u32,
+    enemies_len: u32,
 }
 
 fn distance(a: &[f64], b: &[f64]) -> f64 {
@@ -117,171 +145,354 @@ fn distance(a: &[f64], b: &[f64]) -> f64 {
         .sqrt()
 }
 
-fn generate_class(
-    ctx: &mut GenerateContext<'_>,
-    whole: &PointSet,
-    slot: usize,
-    amount: u64,
-    settings: &Settings<'_>,
-    out: &mut Generated,
-) {
-    let Settings {
-        k,
-        candidates,
-        params,
-    } = *settings;
-    let dim = ctx.reference.dim;
-    let space = ctx.space;
-    let class_of = &ctx.reference.class_of;
-    let members = &ctx.reference.members[slot];
-    let n = members.len();
-    let row = |r: usize| &space[r * dim..(r + 1) * dim];
-    let around = whole_neighbours(whole, space, members, 2 * k);
-    let same = class_neighbours(space, dim, members, k);
-    // Member index of each reference row of the class (same-class
-    // neighbours are members, so every lookup below finds one).
-    let mut position = vec![usize::MAX; class_of.len()];
-    for (i, &r) in members.iter().enumerate() {
-        position[r] = i;
-    }
+impl ClassModel {
+    /// Steps 1-5 for class `slot` of `reference` (distances in `space`,
+    /// whose points `whole` indexes).
+    pub fn build(
+        reference: &ReferenceSet,
+        space: &[f64],
+        whole: &PointSet,
+        slot: usize,
+        k: usize,
+        params: &QcParams,
+    ) -> Self {
+        let dim = reference.dim;
+        let class_of = &reference.class_of;
+        let members = reference.members[slot].clone();
+        let n = members.len();
+        let row = |r: usize| &space[r * dim..(r + 1) * dim];
+        let around = whole_neighbours(whole, space, &members, 2 * k);
+        let same = class_neighbours(space, dim, &members, k);
+        // Same-class neighbours are members, so every lookup finds one.
+        let mut position = vec![usize::MAX; class_of.len()];
+        for (i, &r) in members.iter().enumerate() {
+            position[r] = i;
+        }
 
-    // 1-3: safe level, density, isolation, trust and informativeness.
-    let near = k.min(around.k).max(1);
-    let mut safe = vec![0.0; n];
-    let mut spread = vec![0.0; n];
-    let mut isolation = vec![0.5; n];
-    for i in 0..n {
-        let list = around.of(i);
-        let same_class = list
-            .iter()
-            .take(near)
-            .filter(|&&r| class_of[r] as usize == slot)
-            .count();
-        safe[i] = same_class as f64 / near as f64;
-        let d_f = if same.k == 0 {
-            0.0
-        } else {
-            same.of(i)
+        // 1-3: safe level, density, isolation, trust and informativeness.
+        let near = k.min(around.k).max(1);
+        let mut safe = vec![0.0; n];
+        let mut spread = vec![0.0; n];
+        let mut isolation = vec![0.5; n];
+        for i in 0..n {
+            let list = around.of(i);
+            let same_class = list
                 .iter()
-                .map(|&j| distance(row(members[i]), row(j)))
-                .sum::<f64>()
-                / same.k as f64
+                .take(near)
+                .filter(|&&r| class_of[r] as usize == slot)
+                .count();
+            safe[i] = same_class as f64 / near as f64;
+            let d_f = if same.k == 0 {
+                0.0
+            } else {
+                same.of(i)
+                    .iter()
+                    .map(|&j| distance(row(members[i]), row(j)))
+                    .sum::<f64>()
+                    / same.k as f64
+            };
+            spread[i] = d_f;
+            let enemy = list
+                .iter()
+                .zip(around.distances_of(i))
+                .find(|(r, _)| class_of[**r] as usize != slot)
+                .map(|(_, d2)| d2.sqrt())
+                .or_else(|| around.distances_of(i).last().map(|d2| d2.sqrt()));
+            if let Some(d_e) = enemy
+                && d_e + d_f > 0.0
+            {
+                isolation[i] = d_e / (d_e + d_f);
+            }
+        }
+        let mut by_spread: Vec<usize> = (0..n).collect();
+        by_spread.sort_by(|&a, &b| spread[a].total_cmp(&spread[b]).then(a.cmp(&b)));
+        let mut density = vec![1.0; n];
+        if n > 1 {
+            for (rank, &i) in by_spread.iter().enumerate() {
+                density[i] = 1.0 - rank as f64 / (n - 1) as f64;
+            }
+        }
+        let weights: Vec<f64> = (0..n)
+            .map(|i| {
+                if safe[i] == 0.0 {
+                    return 0.0;
+                }
+                let trust = (density[i] + safe[i] + isolation[i]) / 3.0;
+                let informativeness = 1.0 - (2.0 * (1.0 - safe[i]) - 1.0).abs();
+                trust * (informativeness + params.allocation_floor)
+            })
+            .collect();
+        // 5: regime and the adaptive threshold.
+        let regime = regime(&safe, params);
+        Self {
+            slot,
+            k,
+            members,
+            weights,
+            around,
+            position,
+            pairs: vec![None; n * same.k],
+            enemies: Vec::new(),
+            same,
+            regime,
+        }
+    }
+
+    pub fn class_slot(&self) -> usize {
+        self.slot
+    }
+
+    pub fn weights(&self) -> &[f64] {
+        &self.weights
+    }
+
+    pub fn regime(&self) -> &ClassRegime {
+        &self.regime
+    }
+
+    /// Steps 6-7: `seeds[i]` rows from member `i`, each the best of
+    /// `candidates` or a duplicate of its seed. `ctx` must hold the
+    /// reference set and space the model was built from.
+    pub fn fill(
+        &mut self,
+        ctx: &mut GenerateContext<'_>,
+        seeds: &[u64],
+        candidates: usize,
+        out: &mut Generated,
+    ) {
+        let candidates = candidates.max(1);
+        let (k, slot) = (self.k, self.slot);
+        let dim = ctx.reference.dim;
+        let space = ctx.space;
+        let class_of = &ctx.reference.class_of;
+        let row = |r: usize| &space[r * dim..(r + 1) * dim];
+        let regime = &self.regime;
+        let (low, high) = if regime.high_overlap {
+            (0.0, 0.5)
+        } else {
+            (0.0, 1.0)
         };
-        spread[i] = d_f;
-        let enemy = list
-            .iter()
-            .zip(around.distances_of(i))
-            .find(|(r, _)| class_of[**r] as usize != slot)
-            .map(|(_, d2)| d2.sqrt())
-            .or_else(|| around.distances_of(i).last().map(|d2| d2.sqrt()));
-        if let Some(d_e) = enemy
-            && d_e + d_f > 0.0
-        {
-            isolation[i] = d_e / (d_e + d_f);
-        }
-    }
-    let mut by_spread: Vec<usize> = (0..n).collect();
-    by_spread.sort_by(|&a, &b| spread[a].total_cmp(&spread[b]).then(a.cmp(&b)));
-    let mut density = vec![1.0; n];
-    if n > 1 {
-        for (rank, &i) in by_spread.iter().enumerate() {
-            density[i] = 1.0 - rank as f64 / (n - 1) as f64;
-        }
-    }
-    let weights: Vec<f64> = (0..n)
-        .map(|i| {
-            if safe[i] == 0.0 {
-                return 0.0;
-            }
-            let trust = (density[i] + safe[i] + isolation[i]) / 3.0;
-            let informativeness = 1.0 - (2.0 * (1.0 - safe[i]) - 1.0).abs();
-            trust * (informativeness + params.allocation_floor)
-        })
-        .collect();
-    let allocation = allocate(&weights, amount);
-
-    // 5: regime and the adaptive threshold.
-    let regime = regime(&safe, params);
-    let (low, high) = if regime.high_overlap {
-        (0.0, 0.5)
-    } else {
-        (0.0, 1.0)
-    };
-
-    // 6-7: best of K per synthetic row, with duplicate fallback.
-    let mut purity_cache: HashMap<(usize, usize), f64> = HashMap::new();
-    let mut midpoint = vec![0.0; dim];
-    let mut candidate = vec![0.0; dim];
-    let mut pool: Vec<usize> = Vec::with_capacity(4 * k + 2);
-    let mut ranked: Vec<(f64, usize)> = Vec::with_capacity(4 * k + 2);
-    for (i, &count) in allocation.iter().enumerate() {
-        let seed = members[i];
-        for _ in 0..count {
-            if same.k == 0 {
-                out.rows.push(Synthetic::duplicate(seed));
-                continue;
-            }
-            let mut best: Option<(f64, usize, f64)> = None;
-            for _ in 0..candidates {
-                let neighbour = same.of(i)[ctx.rng.below(same.k)];
-                let step = low + (high - low) * ctx.rng.uniform();
-                let j = position[neighbour];
-                pool.clear();
-                pool.extend_from_slice(around.of(i));
-                pool.extend_from_slice(around.of(j));
-                pool.push(seed);
-                pool.push(neighbour);
-                pool.sort_unstable();
-                pool.dedup();
-                let purity = *purity_cache.entry((i, j)).or_insert_with(|| {
-                    for (m, (a, b)) in midpoint
-                        .iter_mut()
-                        .zip(row(seed).iter().zip(row(neighbour)))
-                    {
-                        *m = 0.5 * (a + b);
-                    }
-                    ranked.clear();
-                    ranked.extend(pool.iter().map(|&r| (distance(&midpoint, row(r)), r)));
-                    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-                    let take = k.min(ranked.len()).max(1);
-                    ranked
-                        .iter()
-                        .take(take)
-                        .filter(|(_, r)| class_of[*r] as usize == slot)
-                        .count() as f64
-                        / take as f64
-                });
-                let mut score = purity;
-                if regime.high_overlap {
-                    for ((c, a), b) in candidate.iter_mut().zip(row(seed)).zip(row(neighbour)) {
-                        *c = a + step * (b - a);
-                    }
-                    let to_seed = distance(&candidate, row(seed));
-                    let to_enemy = pool
-                        .iter()
-                        .filter(|&&r| class_of[r] as usize != slot)
-                        .map(|&r| distance(&candidate, row(r)))
-                        .fold(f64::INFINITY, f64::min);
-                    if to_enemy < to_seed {
-                        score -= CLEARANCE_PENALTY;
-                    }
-                }
-                if best.is_none_or(|(s, _, _)| score > s) {
-                    best = Some((score, neighbour, step));
-                }
-            }
-            match best {
-                Some((score, neighbour, step)) if score >= regime.purity_threshold => {
-                    out.rows
-                        .push(Synthetic::interpolated(seed, neighbour, step));
-                    out.candidates_rejected += candidates as u64 - 1;
-                }
-                _ => {
+        let (around, same) = (&self.around, &self.same);
+        let mut midpoint = vec![0.0; dim];
+        let mut candidate = vec![0.0; dim];
+        let mut pool: Vec<usize> = Vec::with_capacity(4 * k + 2);
+        let mut ranked: Vec<(f64, usize)> = Vec::with_capacity(4 * k + 2);
+        for (i, &count) in seeds.iter().enumerate() {
+            let seed = self.members[i];
+            for _ in 0..count {
+                if same.k == 0 {
                     out.rows.push(Synthetic::duplicate(seed));
-                    out.candidates_rejected += candidates as u64;
+                    continue;
+                }
+                let mut best: Option<(f64, usize, f64)> = None;
+                for _ in 0..candidates {
+                    let rank = ctx.rng.below(same.k);
+                    let neighbour = same.of(i)[rank];
+                    let step = low + (high - low) * ctx.rng.uniform();
+                    let pair = match self.pairs[i * same.k + rank] {
+                        Some(pair) => pair,
+                        None => {
+                            let j = self.position[neighbour];
+                            pool.clear();
+                            pool.extend_from_slice(around.of(i));
+                            pool.extend_from_slice(around.of(j));
+                            pool.push(seed);
+                            pool.push(neighbour);
+                            pool.sort_unstable();
+                            pool.dedup();
+                            for (m, (a, b)) in midpoint
+                                .iter_mut()
+                                .zip(row(seed).iter().zip(row(neighbour)))
+                            {
+                                *m = 0.5 * (a + b);
+                            }
+                            ranked.clear();
+                            ranked.extend(pool.iter().map(|&r| (distance(&midpoint, row(r)), r)));
+                            ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                            let take = k.min(ranked.len()).max(1);
+                            let purity = ranked
+                                .iter()
+                                .take(take)
+                                .filter(|(_, r)| class_of[*r] as usize == slot)
+                                .count() as f64
+                                / take as f64;
+                            let enemies_start = self.enemies.len() as u32;
+                            self.enemies.extend(
+                                pool.iter()
+                                    .filter(|&&r| class_of[r] as usize != slot)
+                                    .map(|&r| r as u32),
+                            );
+                            let pair = PairScore {
+                                purity,
+                                enemies_start,
+                                enemies_len: self.enemies.len() as u32 - enemies_start,
+                            };
+                            self.pairs[i * same.k + rank] = Some(pair);
+                            pair
+                        }
+                    };
+                    let purity = pair.purity;
+                    let mut score = purity;
+                    if regime.high_overlap {
+                        for ((c, a), b) in candidate.iter_mut().zip(row(seed)).zip(row(neighbour)) {
+                            *c = a + step * (b - a);
+                        }
+                        let to_seed = distance(&candidate, row(seed));
+                        let start = pair.enemies_start as usize;
+                        let to_enemy = self.enemies[start..start + pair.enemies_len as usize]
+                            .iter()
+                            .map(|&r| distance(&candidate, row(r as usize)))
+                            .fold(f64::INFINITY, f64::min);
+                        if to_enemy < to_seed {
+                            score -= CLEARANCE_PENALTY;
+                        }
+                    }
+                    if best.is_none_or(|(s, _, _)| score > s) {
+                        best = Some((score, neighbour, step));
+                    }
+                }
+                match best {
+                    Some((score, neighbour, step)) if score >= regime.purity_threshold => {
+                        out.rows
+                            .push(Synthetic::interpolated(seed, neighbour, step));
+                        out.candidates_rejected += candidates as u64 - 1;
+                    }
+                    _ => {
+                        out.rows.push(Synthetic::duplicate(seed));
+                        out.candidates_rejected += candidates as u64;
+                    }
                 }
             }
         }
+    }
+}
+
+/// A class's model is rebuilt once new rows of its class reach this share
+/// of the rows it was built from, or once the rows inserted since the
+/// snapshot reach [`STREAM_TURNOVER`] times the rows it held (the other
+/// classes' side of the neighbourhoods has been replaced), or when a drift
+/// or reset cleared the models.
+pub const STREAM_REFRESH_SHARE: f64 = 0.125;
+pub const STREAM_TURNOVER: usize = 2;
+
+/// QC-SMOTE on a stream: the class models of one snapshot of the ring
+/// buffers, reused from batch to batch while the rows they were built from
+/// still stand. Building a model is two kNN searches over the window; a
+/// 256-row batch asks for a few dozen rows, so rebuilding per batch would
+/// cost the search per batch. Rows are still drawn only from rows that
+/// arrived before the batch (the snapshot is older, never newer); a seed
+/// that arrived after the snapshot waits for the next rebuild.
+#[derive(Debug)]
+pub struct StreamModels {
+    reference: Arc<ReferenceSet>,
+    space: Vec<f64>,
+    whole: Option<PointSet>,
+    models: Vec<Option<ClassModel>>,
+    /// Rows held per class at the snapshot, and eligible rows inserted per
+    /// class since.
+    held: Vec<usize>,
+    inserted: Vec<usize>,
+}
+
+impl StreamModels {
+    /// A snapshot of `reservoirs`, or `None` when they hold nothing; models
+    /// are built on first use.
+    pub fn snapshot(reservoirs: &Reservoirs, scale: bool) -> Option<Self> {
+        let reference = reservoirs.reference();
+        if reference.is_empty() {
+            return None;
+        }
+        let space = if scale {
+            reference.standardized()
+        } else {
+            reference.features.clone()
+        };
+        let held: Vec<usize> = reference.members.iter().map(Vec::len).collect();
+        Some(Self {
+            models: (0..held.len()).map(|_| None).collect(),
+            inserted: vec![0; held.len()],
+            held,
+            reference: Arc::new(reference),
+            space,
+            whole: None,
+        })
+    }
+
+    /// Whether a class asked for rows has a model that is missing from the
+    /// snapshot or too old for its class, or the snapshot as a whole has
+    /// turned over [`STREAM_TURNOVER`] times.
+    pub fn is_stale(&self, amounts: &[u64], reservoirs: &Reservoirs) -> bool {
+        let held: usize = self.held.iter().sum();
+        let inserted: usize = self.inserted.iter().sum();
+        if inserted >= STREAM_TURNOVER * held.max(1) {
+            return true;
+        }
+        amounts.iter().enumerate().any(|(slot, &amount)| {
+            if amount == 0 {
+                return false;
+            }
+            match (self.held.get(slot), self.inserted.get(slot)) {
+                (Some(&held), Some(&new)) => {
+                    (held == 0 && reservoirs.len_of(slot) > 0)
+                        || new as f64 >= STREAM_REFRESH_SHARE * held.max(1) as f64
+                }
+                // A class first seen after the snapshot.
+                _ => reservoirs.len_of(slot) > 0,
+            }
+        })
+    }
+
+    /// Count the eligible rows of a batch just inserted into the buffers.
+    pub fn note_inserted(&mut self, slots: &[Option<usize>]) {
+        for slot in slots.iter().flatten() {
+            if let Some(n) = self.inserted.get_mut(*slot) {
+                *n += 1;
+            }
+        }
+    }
+
+    pub fn reference(&self) -> &Arc<ReferenceSet> {
+        &self.reference
+    }
+
+    /// `amounts` rows per class slot; seeds drawn by [`sample`].
+    pub fn generate(
+        &mut self,
+        amounts: &[u64],
+        classes: &[ClassValue],
+        rng: &mut Rng,
+        options: &OversampleOptions,
+    ) -> Generated {
+        let Self {
+            reference,
+            space,
+            whole,
+            models,
+            ..
+        } = self;
+        let mut out = Generated::default();
+        let mut ctx = GenerateContext {
+            reference,
+            space,
+            amounts,
+            classes,
+            rng,
+            bounded: false,
+            arrival_order_is_stable: true,
+        };
+        for (slot, amount) in ctx.classes_to_fill(&mut out) {
+            let Some(model_slot) = models.get_mut(slot) else {
+                out.unfilled += amount;
+                continue;
+            };
+            let model = model_slot.get_or_insert_with(|| {
+                let whole = whole.get_or_insert_with(|| PointSet::from_rows(space, reference.dim));
+                ClassModel::build(reference, space, whole, slot, options.k, &options.qc)
+            });
+            let seeds = sample(&model.weights, amount, ctx.rng);
+            model.fill(&mut ctx, &seeds, options.candidates, &mut out);
+        }
+        out
     }
 }
 
@@ -334,6 +545,44 @@ pub fn allocate(weights: &[f64], amount: u64) -> Vec<u64> {
     parts
 }
 
+/// Split `amount` in proportion to `weights` by systematic sampling: one
+/// uniform offset, then every `total / amount` of the cumulative weight, so
+/// each part is the floor or ceiling of its share and its expectation is the
+/// share exactly. A stream asks for a few rows per batch, where
+/// largest-remainder rounding would give them to the same top-weighted
+/// seeds every batch; uniform when every weight is 0.
+pub fn sample(weights: &[f64], amount: u64, rng: &mut Rng) -> Vec<u64> {
+    let n = weights.len();
+    let mut parts = vec![0u64; n];
+    if n == 0 || amount == 0 {
+        return parts;
+    }
+    let total: f64 = weights.iter().sum();
+    let uniform = total.is_nan() || total <= 0.0;
+    let weight = |i: usize| if uniform { 1.0 } else { weights[i] };
+    let total = if uniform { n as f64 } else { total };
+    let step = total / amount as f64;
+    let mut next = rng.uniform() * step;
+    let mut cumulative = 0.0;
+    let mut given = 0;
+    for (i, part) in parts.iter_mut().enumerate() {
+        cumulative += weight(i);
+        while given < amount && next < cumulative {
+            *part += 1;
+            given += 1;
+            next += step;
+        }
+    }
+    // Rounding in the running sum can leave the last point just past the
+    // end: it belongs to the last row with weight.
+    if given < amount
+        && let Some(last) = (0..n).rev().find(|&i| weight(i) > 0.0)
+    {
+        parts[last] += amount - given;
+    }
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +595,37 @@ mod tests {
         assert!(parts[0] > parts[1]);
         assert_eq!(allocate(&[0.0, 0.0, 0.0], 7).iter().sum::<u64>(), 7);
         assert_eq!(allocate(&[1.0, 1.0, 1.0], 2), [1, 1, 0]);
+    }
+
+    #[test]
+    fn sampling_gives_each_row_the_floor_or_ceiling_of_its_share() {
+        let weights = [3.0, 1.0, 0.0, 1.0, 5.0];
+        let total: f64 = weights.iter().sum();
+        let mut rng = Rng::new(9);
+        let mut drawn = [0u64; 5];
+        for amount in [1u64, 2, 3, 7, 10, 23] {
+            for _ in 0..200 {
+                let parts = sample(&weights, amount, &mut rng);
+                assert_eq!(parts.iter().sum::<u64>(), amount);
+                assert_eq!(parts[2], 0);
+                for (i, p) in parts.iter().enumerate() {
+                    let share = weights[i] / total * amount as f64;
+                    assert!(*p as f64 >= share.floor() && *p as f64 <= share.ceil());
+                    drawn[i] += p;
+                }
+            }
+        }
+        // One row at a time still reaches every weighted row, in proportion.
+        let mut ones = [0u64; 5];
+        for _ in 0..10_000 {
+            let parts = sample(&weights, 1, &mut rng);
+            for (o, p) in ones.iter_mut().zip(parts) {
+                *o += p;
+            }
+        }
+        assert!((ones[0] as f64 / 10_000.0 - 0.3).abs() < 0.02, "{ones:?}");
+        assert!((ones[4] as f64 / 10_000.0 - 0.5).abs() < 0.02, "{ones:?}");
+        assert_eq!(sample(&[0.0, 0.0], 3, &mut rng).iter().sum::<u64>(), 3);
     }
 
     #[test]
