@@ -11,6 +11,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use equipoise::JobRuntime;
 use equipoise::job::JobSpec;
+use equipoise::operators::detector::DetectorOptions;
 use equipoise::operators::detector::balance::ClassBalance;
 use equipoise::operators::detector::logistic::{OnlineLogistic, Optimizer};
 use equipoise_connectors::GeneratorConfig;
@@ -108,7 +109,8 @@ async fn every_prediction_comes_from_the_model_before_its_row_was_learned() -> R
 
     // The same learner, driven by hand: predict row t, then learn it with
     // its class-balancing weight.
-    let mut model = OnlineLogistic::new(0.1, 1e-4, Optimizer::AdaGrad);
+    let defaults = DetectorOptions::new("label");
+    let mut model = OnlineLogistic::new(defaults.step(), defaults.l2, Optimizer::AdaGrad);
     let mut balance = ClassBalance::default();
     let mut p = Vec::new();
     // Class slots in order of first appearance, as the operator numbers them.
@@ -310,6 +312,9 @@ async fn recall_after_the_concept_change(retrain: bool, end: u64) -> Result<(f64
     });
     if let Some(detector) = &mut spec.detector {
         detector.retrain = retrain;
+        // A slow learner: at the default rate (0.5) the live model follows
+        // this change by itself and the monitor sees no recall drift.
+        detector.rate = Some(0.1);
     }
     let runtime = Arc::new(JobRuntime::default());
     let summary = run(&spec, Arc::clone(&runtime)).await?;
@@ -334,11 +339,15 @@ async fn recall_after_the_concept_change(retrain: bool, end: u64) -> Result<(f64
 
 #[tokio::test]
 async fn retraining_on_drift_recovers_minority_recall_after_the_concept_change() -> Result<()> {
-    // Measured: 0.844 with retraining, 0.828 without (both pipelines also
-    // shrink the oversampler and iCost windows on the drift).
-    let (with, retrains) = recall_after_the_concept_change(true, 126_000).await?;
-    let (without, none) = recall_after_the_concept_change(false, 126_000).await?;
-    assert!(retrains >= 1, "no retrain happened");
+    // Measured (rows 120,000-130,000, rate 0.1): 0.874 with retraining (one
+    // challenger promoted on merit), 0.862 without; both pipelines also
+    // shrink the oversampler and iCost windows on the drift.
+    let (with, retrains) = recall_after_the_concept_change(true, 130_000).await?;
+    let (without, none) = recall_after_the_concept_change(false, 130_000).await?;
+    assert!(
+        retrains >= 1,
+        "no retrain happened: {with:.3} with, {without:.3} without"
+    );
     assert_eq!(none, 0);
     assert!(
         with > without + 0.01,

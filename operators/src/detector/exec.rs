@@ -21,6 +21,7 @@ use datafusion::physical_plan::{
 };
 
 use super::balance::ClassBalance;
+use super::challenger::{Challenger, Verdict};
 use super::model::{
     LabelKind, Learner, ModelSnapshot, SNAPSHOT_FORMAT, class_column, minority_of_two,
 };
@@ -168,7 +169,8 @@ struct Trainer {
     prometheus: Arc<SharedMetrics>,
     classes: ClassIndex,
     learner: Learner,
-    background: Option<Learner>,
+    /// The background model a drift may promote (`challenger`).
+    challenger: Option<Challenger>,
     /// Reused space for class probabilities while learning.
     scratch: Vec<f64>,
     /// Class-balancing weights of learned rows, when on.
@@ -187,6 +189,7 @@ struct Trainer {
     learned_rows: Count,
     synthetic_rows: Count,
     retrains: Count,
+    challengers_dropped: Count,
 }
 
 impl Trainer {
@@ -207,7 +210,7 @@ impl Trainer {
             prometheus: Arc::clone(&exec.prometheus),
             classes: ClassIndex::default(),
             learner: Learner::fresh(options),
-            background: None,
+            challenger: None,
             scratch: Vec::new(),
             balance: options.balance.then(ClassBalance::default),
             pending: SyntheticQueue::default(),
@@ -221,6 +224,7 @@ impl Trainer {
             learned_rows: builder().counter("learned_rows", partition),
             synthetic_rows: builder().counter("synthetic_rows_learned", partition),
             retrains: builder().counter("retrains", partition),
+            challengers_dropped: builder().counter("challengers_dropped", partition),
         };
         trainer.restore()?;
         trainer.publish_version();
@@ -286,9 +290,11 @@ impl Trainer {
             .set(i64::try_from(self.version).unwrap_or(i64::MAX));
     }
 
+    /// Replace the live model: by the challenger when there is one, else by
+    /// a retrained copy.
     fn retrain(&mut self, reason: &str) {
-        let replacement = match self.background.take() {
-            Some(background) => background,
+        let replacement = match self.challenger.take() {
+            Some(challenger) => challenger.model,
             None => self.learner.retrained_from(self.stage.options()),
         };
         self.learner = replacement;
@@ -302,6 +308,12 @@ impl Trainer {
         tracing::info!(operator = %self.operator_id, version = self.version, reason, "model replaced");
     }
 
+    fn start_challenger(&mut self) -> &mut Challenger {
+        let options = self.stage.options();
+        self.challenger
+            .get_or_insert_with(|| Challenger::new(self.learner.retrained_from(options)))
+    }
+
     fn handle(&mut self, signal: &ControlSignal) {
         if !self.stage.options().retrain {
             return;
@@ -310,12 +322,12 @@ impl Trainer {
             ControlSignal::Drift(event) if PERFORMANCE_SIGNALS.contains(&event.signal.as_str()) => {
                 match event.state {
                     DriftState::Warning => {
-                        if self.background.is_none() {
-                            self.background =
-                                Some(self.learner.retrained_from(self.stage.options()));
-                        }
+                        self.start_challenger();
                     }
-                    DriftState::Drift => self.retrain("drift"),
+                    DriftState::Drift => {
+                        let patience = self.stage.options().window as u64;
+                        self.start_challenger().arm(patience);
+                    }
                     DriftState::None => {}
                 }
             }
@@ -323,6 +335,22 @@ impl Trainer {
                 self.retrain("reset");
             }
             _ => {}
+        }
+    }
+
+    /// After an original row: promote or drop an armed challenger.
+    fn judge_challenger(&mut self, classes: usize) {
+        let Some(challenger) = self.challenger.as_mut() else {
+            return;
+        };
+        match challenger.verdict(classes) {
+            Verdict::Wait => {}
+            Verdict::Promote => self.retrain("drift"),
+            Verdict::Drop => {
+                self.challenger = None;
+                self.challengers_dropped.add(1);
+                tracing::info!(operator = %self.operator_id, "challenger dropped: no better than the live model");
+            }
         }
     }
 
@@ -341,8 +369,8 @@ impl Trainer {
             None => weight,
         };
         self.learner.learn(x, slot, weight, &mut self.scratch);
-        if let Some(background) = &mut self.background {
-            background.learn(x, slot, weight, &mut self.scratch);
+        if let Some(challenger) = &mut self.challenger {
+            challenger.model.learn(x, slot, weight, &mut self.scratch);
         }
         self.rows_learned += 1;
         self.learned_since_snapshot += 1;
@@ -399,6 +427,7 @@ impl Trainer {
         let mut predictions: Vec<Option<ClassValue>> = Vec::with_capacity(rows);
         let mut scores: Vec<Option<f64>> = Vec::with_capacity(rows);
         let mut proba = Vec::new();
+        let mut challenger_proba = Vec::new();
         let mut incomplete = 0u64;
         for row in 0..rows {
             let is_synthetic = synthetic
@@ -443,6 +472,14 @@ impl Trainer {
                             self.auc.update(score, truth == scored);
                         }
                     }
+                    if let (Some(truth), Some(challenger)) =
+                        (features.slots[row], self.challenger.as_mut())
+                    {
+                        challenger.model.predict_proba(x, &mut challenger_proba);
+                        let own = (0..challenger_proba.len())
+                            .max_by(|&a, &b| challenger_proba[a].total_cmp(&challenger_proba[b]));
+                        challenger.record(truth, p, own.unwrap_or(usize::MAX));
+                    }
                 }
                 None => {
                     predictions.push(None);
@@ -453,6 +490,7 @@ impl Trainer {
                 self.class_rows[slot] += 1;
                 self.learn(x, slot, weight);
                 self.learned_rows.add(1);
+                self.judge_challenger(proba.len());
             }
         }
         for i in drained..draining.len() {

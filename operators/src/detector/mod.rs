@@ -42,6 +42,7 @@
 //! a file.
 
 pub mod balance;
+pub mod challenger;
 pub mod exec;
 pub mod hoeffding;
 pub mod logistic;
@@ -82,7 +83,7 @@ pub struct DetectorOptions {
     pub label_column: String,
     pub learner: LearnerKind,
     pub optimizer: Optimizer,
-    /// Step size; default 0.1 for AdaGrad, 0.01 for the grouped step.
+    /// Step size; default 0.5 for AdaGrad, 0.01 for the grouped step.
     pub rate: Option<f64>,
     pub l2: f64,
     /// Rows of the sliding prequential window.
@@ -116,7 +117,7 @@ impl DetectorOptions {
     /// The step size in use.
     pub fn step(&self) -> f64 {
         self.rate.unwrap_or(match self.optimizer {
-            Optimizer::AdaGrad => 0.1,
+            Optimizer::AdaGrad => 0.5,
             Optimizer::Cgnm => 0.01,
         })
     }
