@@ -664,30 +664,50 @@ pub fn synthetic_batch(
             (chunk as usize, row as usize)
         })
         .collect();
-    let mut out: Vec<ArrayRef> = Vec::with_capacity(input_width + 2);
-    for c in 0..input_width {
+    let dim = reference.dim;
+    let all_duplicates = rows.iter().all(|r| r.duplicate);
+    let any_duplicate = rows.iter().any(|r| r.duplicate);
+    let mut feature_of = vec![None; input_width];
+    for (d, &c) in columns.feature_indices.iter().enumerate() {
+        feature_of[c] = Some(d);
+    }
+    let copied = |c: usize| -> Result<ArrayRef> {
         let arrays: Vec<&dyn Array> = reference
             .chunks
             .iter()
             .map(|b| b.column(c).as_ref())
             .collect();
-        out.push(interleave(&arrays, &seeds)?);
-    }
-    let dim = reference.dim;
-    let all_duplicates = rows.iter().all(|r| r.duplicate);
-    if !all_duplicates {
-        for (d, &c) in columns.feature_indices.iter().enumerate() {
-            let values: Float64Array = rows
-                .iter()
-                .map(|r| {
-                    let a = reference.features[r.seed * dim + d];
-                    let b = reference.features[r.neighbour * dim + d];
-                    Some(a + r.step * (b - a))
-                })
-                .collect();
-            let target = schema.field(c).data_type();
-            out[c] = to_column_type(&values, target, &out[c], rows)?;
+        Ok(interleave(&arrays, &seeds)?)
+    };
+    let mut out: Vec<ArrayRef> = Vec::with_capacity(input_width + 2);
+    for (c, feature) in feature_of.iter().enumerate() {
+        let Some(d) = *feature else {
+            out.push(copied(c)?);
+            continue;
+        };
+        if all_duplicates {
+            out.push(copied(c)?);
+            continue;
         }
+        let values: Vec<f64> = rows
+            .iter()
+            .map(|r| {
+                let a = reference.features[r.seed * dim + d];
+                let b = reference.features[r.neighbour * dim + d];
+                a + r.step * (b - a)
+            })
+            .collect();
+        let values = Float64Array::from(values);
+        let target = schema.field(c).data_type();
+        // A float feature's duplicate is its seed's value exactly (the
+        // step is 0 and f32 survives the trip through f64); an integer's
+        // is copied, as an i64 beyond 2^53 would not survive.
+        let seeds_values = if target.is_integer() && any_duplicate {
+            Some(copied(c)?)
+        } else {
+            None
+        };
+        out.push(to_column_type(values, target, seeds_values.as_ref(), rows)?);
     }
     out.push(Arc::new(BooleanArray::from(vec![true; rows.len()])));
     out.push(Arc::new(
@@ -705,24 +725,24 @@ pub fn synthetic_batch(
 }
 
 /// Interpolated values in the column's own type: floats as computed,
-/// integers rounded to the nearest. Duplicates keep the seed's exact value
-/// (an `i64` beyond 2^53 does not survive a trip through `f64`).
+/// integers rounded to the nearest. With `copied` (the seeds' own values),
+/// duplicates keep the seed's exact value.
 fn to_column_type(
-    values: &Float64Array,
+    values: Float64Array,
     target: &DataType,
-    copied: &ArrayRef,
+    copied: Option<&ArrayRef>,
     rows: &[Synthetic],
 ) -> Result<ArrayRef> {
     if matches!(target, DataType::Float64) {
-        return Ok(Arc::new(values.clone()));
+        return Ok(Arc::new(values));
     }
     let values: Float64Array = if target.is_integer() {
-        values.iter().map(|v| v.map(f64::round)).collect()
+        values.unary(f64::round)
     } else {
-        values.clone()
+        values
     };
     let converted = cast(&values, target)?;
-    if rows.iter().any(|r| r.duplicate) {
+    if let Some(copied) = copied {
         let keep = BooleanArray::from(rows.iter().map(|r| r.duplicate).collect::<Vec<_>>());
         return Ok(datafusion::arrow::compute::kernels::zip::zip(
             &keep, copied, &converted,
