@@ -109,18 +109,20 @@ impl OnlineLogistic {
         }
     }
 
-    /// Feature `j` of `x`, standardised.
-    #[inline]
-    fn z(&self, x: &[f64], j: usize) -> f64 {
-        let variance = if self.seen > 1.0 {
-            self.m2[j] / (self.seen - 1.0)
-        } else {
-            0.0
-        };
-        if variance > 0.0 {
-            (x[j] - self.mean[j]) / variance.sqrt()
-        } else {
-            0.0
+    /// `x` standardised into `z` (as wide as `x`): one square root per
+    /// feature per row, shared by every class's logit and gradient.
+    fn standardize(&self, x: &[f64], z: &mut [f64]) {
+        for (j, (zj, xj)) in z.iter_mut().zip(x).enumerate() {
+            let variance = if self.seen > 1.0 {
+                self.m2[j] / (self.seen - 1.0)
+            } else {
+                0.0
+            };
+            *zj = if variance > 0.0 {
+                (xj - self.mean[j]) / variance.sqrt()
+            } else {
+                0.0
+            };
         }
     }
 
@@ -132,23 +134,31 @@ impl OnlineLogistic {
             return;
         }
         self.softmax(x, out);
+        out.truncate(k);
     }
 
-    /// Softmax of the logits of `x` into `out`; no allocation once `out`
-    /// has room.
+    /// Softmax of the logits of `x` into `out[..classes]`, with `x`
+    /// standardised in `out[classes..]` (so no allocation once `out` has
+    /// room).
     fn softmax(&self, x: &[f64], out: &mut Vec<f64>) {
+        let k = self.classes();
         out.clear();
-        for w in &self.weights {
-            let logit = w[self.dim] + (0..self.dim).map(|j| w[j] * self.z(x, j)).sum::<f64>();
-            out.push(logit);
+        out.resize(k + self.dim, 0.0);
+        let (probabilities, z) = out.split_at_mut(k);
+        self.standardize(x, z);
+        for (p, w) in probabilities.iter_mut().zip(&self.weights) {
+            *p = w[self.dim] + (0..self.dim).map(|j| w[j] * z[j]).sum::<f64>();
         }
-        let max = out.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let max = probabilities
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
         let mut total = 0.0;
-        for p in out.iter_mut() {
+        for p in probabilities.iter_mut() {
             *p = (*p - max).exp();
             total += *p;
         }
-        for p in out.iter_mut() {
+        for p in probabilities.iter_mut() {
             *p /= total;
         }
     }
@@ -180,9 +190,10 @@ impl OnlineLogistic {
             return;
         }
         self.softmax(x, p);
+        let (probabilities, z) = p.split_at(self.classes());
         match self.optimizer {
-            Optimizer::AdaGrad => self.adagrad_step(x, p, class, weight),
-            Optimizer::Cgnm => self.grouped_step(x, p, class, weight),
+            Optimizer::AdaGrad => self.adagrad_step(z, probabilities, class, weight),
+            Optimizer::Cgnm => self.grouped_step(z, probabilities, class, weight),
         }
     }
 
@@ -194,11 +205,12 @@ impl OnlineLogistic {
         }
     }
 
-    fn adagrad_step(&mut self, x: &[f64], p: &[f64], class: usize, weight: f64) {
+    /// `z`: the standardised row.
+    fn adagrad_step(&mut self, z: &[f64], p: &[f64], class: usize, weight: f64) {
         for (k, &pk) in p.iter().enumerate() {
             let residual = pk - if k == class { 1.0 } else { 0.0 };
-            for j in 0..=self.dim {
-                let zj = if j < self.dim { self.z(x, j) } else { 1.0 };
+            // The features, then the bias's constant input.
+            for (j, zj) in z.iter().copied().chain([1.0]).enumerate() {
                 let g = self.gradient(k, j, zj, residual, weight);
                 self.squares[k][j] += g * g;
                 self.weights[k][j] -= self.rate * g / (self.squares[k][j] + 1e-8).sqrt();
@@ -237,13 +249,13 @@ impl OnlineLogistic {
         }
     }
 
-    fn grouped_step(&mut self, x: &[f64], p: &[f64], class: usize, weight: f64) {
+    fn grouped_step(&mut self, z: &[f64], p: &[f64], class: usize, weight: f64) {
         self.regroup();
         let group = self.group_of[class];
         for (k, &pk) in p.iter().enumerate() {
             let residual = pk - if k == class { 1.0 } else { 0.0 };
-            for j in 0..=self.dim {
-                let zj = if j < self.dim { self.z(x, j) } else { 1.0 };
+            // The features, then the bias's constant input.
+            for (j, zj) in z.iter().copied().chain([1.0]).enumerate() {
                 let g = self.gradient(k, j, zj, residual, weight);
                 let m = &mut self.momentum[group][k][j];
                 *m = self.beta * *m + (1.0 - self.beta) * g;
