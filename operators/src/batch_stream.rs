@@ -10,7 +10,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::{Result, internal_err};
-use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -68,6 +68,20 @@ pub fn only_child(
         return internal_err!("{operator} takes one child, got {}", children.len());
     }
     Ok(children.swap_remove(0))
+}
+
+/// The input stream of a one-partition operator asked for `partition`:
+/// partition 0 of its input, or an internal error for any other.
+pub fn only_input_stream(
+    operator: &str,
+    input: &Arc<dyn ExecutionPlan>,
+    partition: usize,
+    context: Arc<TaskContext>,
+) -> Result<SendableRecordBatchStream> {
+    if partition != 0 {
+        return internal_err!("{operator} has one partition, asked for {partition}");
+    }
+    input.execute(0, context)
 }
 
 /// Plan properties of an operator that reads one ordered stream and emits

@@ -36,6 +36,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::{ClassedRows, DEFAULT_K, LabelledRows, Typology};
+use crate::batch_stream::only_input_stream;
 use crate::class_label::{ClassValue, for_each_class};
 use crate::features::FeatureSelection;
 use crate::knn::{Exclude, PointSet, search};
@@ -241,10 +242,7 @@ impl ExecutionPlan for ComplexityReportExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return internal_err!("{NAME} has one partition, asked for {partition}");
-        }
-        let mut input = self.input.execute(0, context)?;
+        let mut input = only_input_stream(NAME, &self.input, partition, context)?;
         let (label_index, feature_indices, k) =
             (self.label_index, self.feature_indices.clone(), self.k);
         let report = futures::stream::once(async move {

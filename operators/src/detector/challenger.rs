@@ -51,10 +51,6 @@ impl Challenger {
         self.rows_left = Some(patience);
     }
 
-    pub fn is_armed(&self) -> bool {
-        self.rows_left.is_some()
-    }
-
     /// One original row of class `truth`, and what each model predicted
     /// before learning it.
     pub fn record(&mut self, truth: usize, live: usize, own: usize) {

@@ -8,8 +8,8 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Float64Type};
+use datafusion::common::Result;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::EmissionType;
@@ -27,7 +27,7 @@ use super::model::{
 };
 use super::{DetectorColumns, TrainStage};
 use crate::batch_stream::{
-    BatchProcessor, only_child, processed_stream, single_stream_plan_methods,
+    BatchProcessor, only_child, only_input_stream, processed_stream, single_stream_plan_methods,
     single_stream_properties,
 };
 use crate::class_label::ClassValue;
@@ -136,10 +136,7 @@ impl ExecutionPlan for TrainExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return internal_err!("TrainExec has one partition, asked for {partition}");
-        }
-        let input = self.input.execute(0, context)?;
+        let input = only_input_stream("TrainExec", &self.input, partition, context)?;
         let trainer = Trainer::new(self, partition)?;
         let latency = self
             .prometheus

@@ -10,7 +10,7 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringBuilder};
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, internal_err, plan_err};
+use datafusion::common::{Result, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{
@@ -27,7 +27,7 @@ use datafusion::physical_plan::{
 use super::DriftState;
 use super::monitor::{DRIFT_SIGNAL, DRIFT_STATE, DriftMonitorOptions, Monitors, Signal};
 use crate::batch_stream::{
-    BatchProcessor, only_child, processed_stream, single_stream_plan_methods,
+    BatchProcessor, only_child, only_input_stream, processed_stream, single_stream_plan_methods,
     single_stream_properties,
 };
 use crate::class_label::{check_label_type, for_each_class};
@@ -287,10 +287,7 @@ impl ExecutionPlan for DriftMonitorExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return internal_err!("DriftMonitorExec has one partition, asked for {partition}");
-        }
-        let input = self.input.execute(0, context)?;
+        let input = only_input_stream("DriftMonitorExec", &self.input, partition, context)?;
         let builder = || MetricBuilder::new(&self.metrics);
         let watcher = Watcher {
             monitors: Monitors::new(self.stage.options.clone()),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, Float64Array, RecordBatch, StringArray};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, exec_err, internal_err, plan_err};
+use datafusion::common::{Result, exec_err, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::EmissionType;
@@ -25,7 +25,7 @@ use super::weights::{
 use super::window::SlidingWindow;
 use super::{Category, IcostColumns, IcostMode, IcostOptions, IcostStage};
 use crate::batch_stream::{
-    BatchProcessor, only_child, processed_stream, single_stream_plan_methods,
+    BatchProcessor, only_child, only_input_stream, processed_stream, single_stream_plan_methods,
     single_stream_properties,
 };
 use crate::complexity::{ClassedRows, canonical_order};
@@ -185,10 +185,7 @@ impl ExecutionPlan for IcostExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return internal_err!("IcostExec has one partition, asked for {partition}");
-        }
-        let input = self.input.execute(0, Arc::clone(&context))?;
+        let input = only_input_stream("IcostExec", &self.input, partition, Arc::clone(&context))?;
         let table = Self::whole_table(self.stage.options(), self.input.as_ref())?;
         let counters = Counters {
             baseline: BaselineMetrics::new(&self.metrics, partition),

@@ -10,7 +10,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{cast, interleave};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, internal_err, plan_err};
+use datafusion::common::{Result, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::EmissionType;
@@ -30,7 +30,7 @@ use super::{
     SamplingStrategy, Synthetic, generate,
 };
 use crate::batch_stream::{
-    BatchProcessor, only_child, processed_stream, single_stream_plan_methods,
+    BatchProcessor, only_child, only_input_stream, processed_stream, single_stream_plan_methods,
     single_stream_properties,
 };
 use crate::features::{BatchFeatures, ClassIndex, batch_features};
@@ -209,10 +209,12 @@ impl ExecutionPlan for OversampleExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return internal_err!("OversampleExec has one partition, asked for {partition}");
-        }
-        let input = self.input.execute(0, Arc::clone(&context))?;
+        let input = only_input_stream(
+            "OversampleExec",
+            &self.input,
+            partition,
+            Arc::clone(&context),
+        )?;
         let bounded = Self::whole_table(&self.stage, self.input.as_ref())?;
         let counters = Counters {
             baseline: BaselineMetrics::new(&self.metrics, partition),

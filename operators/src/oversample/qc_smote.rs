@@ -238,18 +238,6 @@ impl ClassModel {
         }
     }
 
-    pub fn class_slot(&self) -> usize {
-        self.slot
-    }
-
-    pub fn weights(&self) -> &[f64] {
-        &self.weights
-    }
-
-    pub fn regime(&self) -> &ClassRegime {
-        &self.regime
-    }
-
     /// Steps 6-7: `seeds[i]` rows from member `i`, each the best of
     /// `candidates` or a duplicate of its seed. `ctx` must hold the
     /// reference set and space the model was built from.
