@@ -152,14 +152,27 @@ fn gathered(
         .collect()
 }
 
+/// 500-row batches bring about 10 fault rows each (the window is scanned
+/// per query); 4,000-row batches bring more than the operator's tree
+/// threshold (the window is indexed first). Both must give the same
+/// documented semantics.
 #[tokio::test]
 async fn streaming_weights_follow_the_window_before_each_batch() -> Result<()> {
+    streaming_weights_in_batches_of(500, 40).await
+}
+
+#[tokio::test]
+async fn streaming_weights_follow_the_window_in_large_batches() -> Result<()> {
+    streaming_weights_in_batches_of(4_000, 5).await
+}
+
+async fn streaming_weights_in_batches_of(batch_size: usize, batches: usize) -> Result<()> {
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
     let runtime = equipoise::register_all(&ctx)?;
     let (window, half_life) = (2_000, 3_000.0);
     let df = ctx
         .sql(&format!(
-            "SELECT {}, label FROM equipoise_generator('batch_size=500')",
+            "SELECT {}, label FROM equipoise_generator('batch_size={batch_size}')",
             FEATURES.join(", ")
         ))
         .await?
@@ -181,12 +194,14 @@ async fn streaming_weights_follow_the_window_before_each_batch() -> Result<()> {
         arrived: 0,
     };
     let (mut weighed, mut categorized) = (0usize, BTreeMap::<String, usize>::new());
-    for _ in 0..40 {
+    let mut most_in_a_batch = 0;
+    for _ in 0..batches {
         let batch = tokio::time::timeout(Duration::from_secs(60), stream.next())
             .await
             .expect("the stream keeps flowing")
             .expect("an unbounded stream does not end")?;
         let rows = rows_of(&batch);
+        let weighed_before = weighed;
         for (row, (weight, category)) in rows.iter().zip(model.expect(&rows)) {
             match (row.2, weight) {
                 (Some(actual), Some(expected)) => assert!(
@@ -201,6 +216,13 @@ async fn streaming_weights_follow_the_window_before_each_batch() -> Result<()> {
                 *categorized.entry(c.to_string()).or_default() += 1;
             }
         }
+        most_in_a_batch = most_in_a_batch.max(weighed - weighed_before);
+    }
+    if batch_size >= 4_000 {
+        assert!(
+            most_in_a_batch >= 64,
+            "the tree path ran: {most_in_a_batch}"
+        );
     }
     // 20,000 rows at 2% faults: a few hundred weighed from neighbourhoods.
     assert!(weighed > 200, "{weighed}");

@@ -37,6 +37,10 @@ use crate::oversample::exec::merges_partitions;
 use crate::rng::Rng;
 use crate::runtime::{ControlSignal, JobRuntime, MetricSet};
 
+/// Fewest rows of a streamed batch to weigh for which the window is indexed
+/// by a tree (where the dimension allows one) rather than scanned per query.
+const TREE_QUERIES: usize = 64;
+
 /// Prometheus families of every `icost` operator in a runtime.
 #[derive(Debug)]
 pub struct IcostMetrics {
@@ -552,10 +556,9 @@ impl Weigher {
             weights: vec![None; n],
             categories: vec![None; n],
         };
-        let reference = self.window.snapshot();
         let usable = match self.options.mode {
-            IcostMode::Neighbor => reference.len() >= k,
-            IcostMode::Gini => reference.len() >= 2 * TreeParams::default().min_leaf,
+            IcostMode::Neighbor => self.window.len() >= k,
+            IcostMode::Gini => self.window.len() >= 2 * TreeParams::default().min_leaf,
             IcostMode::Cs => false,
         };
         let mut queries: Vec<usize> = Vec::new();
@@ -591,7 +594,16 @@ impl Weigher {
         self.counters.weighed_rows.add(queries.len());
         match self.options.mode {
             IcostMode::Neighbor if !queries.is_empty() => {
-                let set = PointSet::from_rows(&reference.features, dim);
+                // Searched in place: the window in arrival order, no copy. A
+                // batch brings few rows to weigh (the rarer classes' only), so
+                // a brute-force pass over the window costs less than building
+                // a tree for them; a tree pays from `TREE_QUERIES` queries.
+                let positions = self.window.arrival_positions();
+                let set = if queries.len() >= TREE_QUERIES {
+                    PointSet::from_subset(self.window.rows(), dim, &positions)
+                } else {
+                    PointSet::tiles_from_subset(self.window.rows(), dim, &positions)
+                };
                 let mut points = Vec::with_capacity(queries.len() * dim);
                 for &row in &queries {
                     points.extend_from_slice(&features.values[row * dim..(row + 1) * dim]);
@@ -603,7 +615,7 @@ impl Weigher {
                     let m = found
                         .indices(i)
                         .iter()
-                        .filter(|&&j| reference.class_of[j as usize] != own)
+                        .filter(|&&j| self.window.class_at(positions[j as usize]) != own)
                         .count();
                     let category = Category::of_neighbours(m, k_used);
                     out.weights[row] = Some(neighbour_weight(
@@ -620,6 +632,7 @@ impl Weigher {
                 }
             }
             IcostMode::Gini if !queries.is_empty() => {
+                let reference = self.window.snapshot();
                 let all: Vec<usize> = (0..reference.len()).collect();
                 let mut trees: Vec<Option<ProbeTree>> = vec![None; self.classes.len()];
                 for (i, &row) in queries.iter().enumerate() {

@@ -52,6 +52,24 @@ impl SlidingWindow {
         }
     }
 
+    /// Storage position of each row, oldest first: with [`Self::rows`] and
+    /// [`Self::class_at`], the window searched in place (a kNN subset in this
+    /// order reports arrival ranks, so ties still go to the older row).
+    pub fn arrival_positions(&self) -> Vec<usize> {
+        let stored = self.class_of.len().max(1);
+        (0..self.len).map(|i| (self.start + i) % stored).collect()
+    }
+
+    /// Row-major storage, in ring order.
+    pub fn rows(&self) -> &[f64] {
+        &self.features
+    }
+
+    /// Class of the row stored at `position`.
+    pub fn class_at(&self, position: usize) -> u32 {
+        self.class_of[position]
+    }
+
     /// Keep the newest `keep` rows.
     pub fn shrink_to(&mut self, keep: usize) {
         let snapshot = self.snapshot();
@@ -97,5 +115,17 @@ mod tests {
         assert_eq!(window.snapshot().features, vec![3.0, 4.0, 5.0]);
         window.push(&[6.0], 6);
         assert_eq!(window.snapshot().features, vec![4.0, 5.0, 6.0]);
+        let in_place: Vec<f64> = window
+            .arrival_positions()
+            .iter()
+            .map(|&p| window.rows()[p])
+            .collect();
+        assert_eq!(in_place, vec![4.0, 5.0, 6.0]);
+        let classes: Vec<u32> = window
+            .arrival_positions()
+            .iter()
+            .map(|&p| window.class_at(p))
+            .collect();
+        assert_eq!(classes, vec![4, 5, 6]);
     }
 }
