@@ -119,6 +119,7 @@ impl DetectorOptions {
         self.rate.unwrap_or(match self.optimizer {
             Optimizer::AdaGrad => 0.5,
             Optimizer::Cgnm => 0.01,
+            Optimizer::Adam => 0.01,
         })
     }
 
@@ -138,9 +139,10 @@ impl DetectorOptions {
         parsed.optimizer = match options.take::<String>("optimizer")?.as_deref() {
             None | Some("adagrad") => Optimizer::AdaGrad,
             Some("cgnm") => Optimizer::Cgnm,
+            Some("adam") => Optimizer::Adam,
             Some(other) => {
                 return plan_err!(
-                    "train_detector: unknown optimizer '{other}'; use adagrad or cgnm"
+                    "train_detector: unknown optimizer '{other}'; use adagrad, adam or cgnm"
                 );
             }
         };
