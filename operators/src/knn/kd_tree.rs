@@ -11,8 +11,10 @@
 
 use super::Exclude;
 
-/// Points per leaf.
-const LEAF: usize = 32;
+/// Points per leaf: a leaf is scanned a column at a time, so a wide one
+/// costs little per point and saves box tests (64 measured faster than 32
+/// and 128 on 5-feature streams).
+const LEAF: usize = 64;
 
 #[derive(Debug, Clone)]
 struct Node {
@@ -26,7 +28,10 @@ struct Node {
 #[derive(Debug, Clone)]
 pub(super) struct KdTree {
     dim: usize,
-    /// Row-major, in tree order.
+    /// In tree order, each leaf's points column by column: coordinate `d`
+    /// of point `p` of leaf `start..end` is at
+    /// `start * dim + d * (end - start) + (p - start)`, so a leaf's distances
+    /// are computed a column at a time across its points, which vectorizes.
     points: Vec<f64>,
     /// Index (in the caller's order) of each point in tree order.
     index: Vec<u32>,
@@ -49,10 +54,16 @@ impl KdTree {
         };
         let coordinate = |i: u32, d: usize| rows[subset[i as usize] * dim + d];
         tree.split(&mut order, 0, &coordinate);
-        tree.points = Vec::with_capacity(order.len() * dim);
-        for &i in &order {
-            let r = subset[i as usize];
-            tree.points.extend_from_slice(&rows[r * dim..(r + 1) * dim]);
+        tree.points = vec![0.0; order.len() * dim];
+        for node in tree.nodes.iter().filter(|n| n.children.is_none()) {
+            let len = node.end - node.start;
+            let block = &mut tree.points[node.start * dim..node.end * dim];
+            for (offset, &i) in order[node.start..node.end].iter().enumerate() {
+                let r = subset[i as usize];
+                for d in 0..dim {
+                    block[d * len + offset] = rows[r * dim + d];
+                }
+            }
         }
         tree.index = order;
         tree
@@ -171,49 +182,48 @@ impl KdTree {
                         }
                     }
                     None => {
-                        for p in n.start..n.end {
-                            let index = self.index[p];
-                            if index == skip {
-                                continue;
-                            }
-                            let point = &self.points[p * dim..(p + 1) * dim];
-                            let limit = if filled == k {
-                                best_d[k - 1]
-                            } else {
-                                f64::INFINITY
-                            };
-                            let mut d2 = 0.0;
-                            let mut beyond = false;
+                        let len = n.end - n.start;
+                        let block = &self.points[n.start * dim..n.end * dim];
+                        // Distances of up to LEAF points at once, summed in
+                        // dimension order per point (the brute-force order).
+                        let mut sums = [0.0f64; LEAF];
+                        for chunk in (0..len).step_by(LEAF) {
+                            let width = LEAF.min(len - chunk);
+                            let sums = &mut sums[..width];
+                            sums.fill(0.0);
                             for d in 0..dim {
-                                let u = point[d] - query[d];
-                                d2 += u * u;
-                                if d2 > limit {
-                                    beyond = true;
-                                    break;
+                                let column = &block[d * len + chunk..d * len + chunk + width];
+                                let qd = query[d];
+                                for (sum, &v) in sums.iter_mut().zip(column) {
+                                    let u = v - qd;
+                                    *sum += u * u;
                                 }
                             }
-                            if beyond {
-                                continue;
+                            for (offset, &d2) in sums.iter().enumerate() {
+                                let index = self.index[n.start + chunk + offset];
+                                if index == skip {
+                                    continue;
+                                }
+                                // Rank by (distance, index): ties to the lower index.
+                                if filled == k
+                                    && (d2 > best_d[k - 1]
+                                        || (d2 == best_d[k - 1] && index > best_i[k - 1]))
+                                {
+                                    continue;
+                                }
+                                let mut pos = filled.min(k - 1);
+                                while pos > 0
+                                    && (best_d[pos - 1] > d2
+                                        || (best_d[pos - 1] == d2 && best_i[pos - 1] > index))
+                                {
+                                    best_d[pos] = best_d[pos - 1];
+                                    best_i[pos] = best_i[pos - 1];
+                                    pos -= 1;
+                                }
+                                best_d[pos] = d2;
+                                best_i[pos] = index;
+                                filled = (filled + 1).min(k);
                             }
-                            // Rank by (distance, index): ties to the lower index.
-                            if filled == k
-                                && (d2 > best_d[k - 1]
-                                    || (d2 == best_d[k - 1] && index > best_i[k - 1]))
-                            {
-                                continue;
-                            }
-                            let mut pos = filled.min(k - 1);
-                            while pos > 0
-                                && (best_d[pos - 1] > d2
-                                    || (best_d[pos - 1] == d2 && best_i[pos - 1] > index))
-                            {
-                                best_d[pos] = best_d[pos - 1];
-                                best_i[pos] = best_i[pos - 1];
-                                pos -= 1;
-                            }
-                            best_d[pos] = d2;
-                            best_i[pos] = index;
-                            filled = (filled + 1).min(k);
                         }
                     }
                 }
