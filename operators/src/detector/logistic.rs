@@ -128,14 +128,17 @@ impl OnlineLogistic {
         while self.weights.len() < classes {
             self.weights.push(vec![0.0; self.dim + 1]);
             self.squares.push(vec![0.0; self.dim + 1]);
-            self.first.push(vec![0.0; self.dim + 1]);
-            self.second.push(vec![0.0; self.dim + 1]);
             for group in &mut self.momentum {
                 group.push(vec![0.0; self.dim + 1]);
             }
             self.class_rows.push(0.0);
             self.group_of.push(0);
         }
+        // Adam's moments follow the weights' shape, also for a snapshot
+        // written without them.
+        let width = self.dim + 1;
+        self.first.resize(self.weights.len(), vec![0.0; width]);
+        self.second.resize(self.weights.len(), vec![0.0; width]);
     }
 
     /// `x` standardised into `z` (as wide as `x`): one square root per
@@ -420,6 +423,24 @@ mod tests {
             let back: OnlineLogistic = serde_json::from_str(&text)?;
             assert_eq!(back, model);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn an_adam_snapshot_without_its_moments_still_learns() -> serde_json::Result<()> {
+        let mut model = OnlineLogistic::new(0.01, 0.0, Optimizer::Adam);
+        model.learn(&[1.0], 0, 1.0);
+        model.learn(&[-1.0], 1, 1.0);
+        let mut value = serde_json::to_value(&model)?;
+        if let Some(fields) = value.as_object_mut() {
+            fields.remove("first");
+            fields.remove("second");
+        }
+        let mut back: OnlineLogistic = serde_json::from_value(value)?;
+        back.learn(&[1.0], 0, 1.0);
+        let mut p = Vec::new();
+        back.predict_proba(&[1.0], &mut p);
+        assert!(p[0] > 0.5, "{p:?}");
         Ok(())
     }
 

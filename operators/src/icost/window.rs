@@ -85,8 +85,7 @@ impl SlidingWindow {
     pub fn snapshot(&self) -> ClassedRows {
         let mut features = Vec::with_capacity(self.len * self.dim);
         let mut class_of = Vec::with_capacity(self.len);
-        for i in 0..self.len {
-            let at = (self.start + i) % self.class_of.len().max(1);
+        for at in self.arrival_positions() {
             features.extend_from_slice(&self.features[at * self.dim..(at + 1) * self.dim]);
             class_of.push(self.class_of[at]);
         }
