@@ -6,6 +6,20 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+/// `EXPLAIN ANALYZE` of `sql` as DataFusion prints it: the plan with each
+/// operator's metrics.
+pub async fn explain_analyze(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+) -> datafusion::common::Result<String> {
+    let batches = ctx
+        .sql(&format!("EXPLAIN ANALYZE {sql}"))
+        .await?
+        .collect()
+        .await?;
+    Ok(datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
+}
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_equipoise");
 
 /// A file of the shared data sets, or `None` (with a note) when the shared

@@ -16,6 +16,7 @@ use equipoise::operators::detector::balance::ClassBalance;
 use equipoise::operators::detector::logistic::{OnlineLogistic, Optimizer};
 use equipoise_connectors::GeneratorConfig;
 
+use super::common::explain_analyze;
 use super::drift::run;
 
 /// `rows` rows of two features and a 0/1 label (about 10% ones, shifted by
@@ -185,12 +186,7 @@ async fn synthetic_rows_are_learned_from_but_never_emitted() -> Result<()> {
     let counts = out[0].column(0).as_primitive::<Int64Type>().value(0);
     let marked = out[0].column(1).as_primitive::<Int64Type>().value(0);
     assert_eq!((counts, marked), (2_000, 0));
-    let explain = collect(
-        &ctx,
-        "EXPLAIN ANALYZE SELECT * FROM train_detector('balanced', 'label')",
-    )
-    .await?;
-    let text = datafusion::arrow::util::pretty::pretty_format_batches(&explain)?.to_string();
+    let text = explain_analyze(&ctx, "SELECT * FROM train_detector('balanced', 'label')").await?;
     // DataFusion prints counts in thousands with two decimals.
     let shown = format!("synthetic_rows_learned={:.2} K", made as f64 / 1000.0);
     assert!(text.contains(&shown), "{shown} not in {text}");

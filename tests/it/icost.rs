@@ -17,6 +17,8 @@ use datafusion::prelude::{CsvReadOptions, SessionConfig, SessionContext};
 use equipoise::operators::{DataFrameStageExt, IcostOptions};
 use futures::StreamExt;
 
+use super::common::explain_analyze;
+
 const FEATURES: [&str; 4] = [
     "temperature_c",
     "vibration_mm_s",
@@ -306,12 +308,7 @@ async fn table_weights_do_not_depend_on_the_order_rows_arrive_in() -> Result<()>
             .collect()
             .await?;
         outputs.push(pretty_format_batches(&batches)?.to_string());
-        let analyzed = ctx
-            .sql("EXPLAIN ANALYZE SELECT * FROM icost('p', 'label', 'exclude=id')")
-            .await?
-            .collect()
-            .await?;
-        let text = pretty_format_batches(&analyzed)?.to_string();
+        let text = explain_analyze(&ctx, "SELECT * FROM icost('p', 'label', 'exclude=id')").await?;
         assert!(text.contains("IcostExec: mode=neighbor"), "{text}");
         assert!(text.contains("weighed_rows="), "{text}");
     }

@@ -15,6 +15,8 @@ use datafusion::prelude::{CsvReadOptions, SessionConfig, SessionContext};
 use equipoise::operators::{DataFrameStageExt, OversampleOptions};
 use futures::StreamExt;
 
+use super::common::explain_analyze;
+
 const OVERLAP: &str = "tests/data/oversampling/binary_overlap.csv";
 
 async fn session_with(table: &str, path: &str) -> Result<SessionContext> {
@@ -130,12 +132,7 @@ async fn same_seed_same_rows_other_seed_other_rows() -> Result<()> {
 #[tokio::test]
 async fn explain_analyze_shows_the_operator_metrics() -> Result<()> {
     let ctx = session_with("t", OVERLAP).await?;
-    let batches = ctx
-        .sql("EXPLAIN ANALYZE SELECT count(*) FROM qc_smote('t', 'label')")
-        .await?
-        .collect()
-        .await?;
-    let text = pretty_format_batches(&batches)?.to_string();
+    let text = explain_analyze(&ctx, "SELECT count(*) FROM qc_smote('t', 'label')").await?;
     for metric in [
         "OversampleExec: method=qc_smote",
         "input_rows=600",
@@ -225,12 +222,11 @@ async fn streaming_qc_smote_reuses_its_neighbourhoods_across_small_batches() -> 
          FROM equipoise_generator('rows=20000, batch_size=250')",
     )
     .await?;
-    let plan = ctx
-        .sql("EXPLAIN ANALYZE SELECT count(*) FROM qc_smote('g', 'label', 'mode=stream')")
-        .await?
-        .collect()
-        .await?;
-    let text = pretty_format_batches(&plan)?.to_string();
+    let text = explain_analyze(
+        &ctx,
+        "SELECT count(*) FROM qc_smote('g', 'label', 'mode=stream')",
+    )
+    .await?;
     // EXPLAIN ANALYZE prints counts as "412" or "18.52 K".
     let metric = |name: &str| -> f64 {
         let at = text.find(&format!("{name}=")).expect(name) + name.len() + 1;
