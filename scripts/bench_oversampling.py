@@ -34,3 +34,20 @@ for name, make in [
         xr, _ = make().fit_resample(x, y)
         times.append(time.perf_counter() - started)
     print(f"reference\t{name}\t{sorted(times)[RUNS // 2]:.6f}\t{len(xr)}", flush=True)
+
+# The neighbour searches alone, as imbalanced-learn makes them (scikit-learn's
+# NearestNeighbors, algorithm 'auto': brute force through BLAS at 20
+# features), against `cargo bench --bench knn`.
+from sklearn.neighbors import NearestNeighbors  # noqa: E402
+
+minority = x[y == 1]
+for name, fitted, k in [
+    ("knn_minority_vs_all", x, 11),
+    ("knn_minority_vs_minority", minority, 6),
+]:
+    times = []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        NearestNeighbors(n_neighbors=k).fit(fitted).kneighbors(minority)
+        times.append(time.perf_counter() - started)
+    print(f"reference\t{name}\t{sorted(times)[RUNS // 2]:.6f}\t{len(minority)}", flush=True)

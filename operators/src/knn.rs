@@ -28,8 +28,10 @@ use std::num::NonZeroUsize;
 use std::thread;
 
 mod kd_tree;
+mod prefilter;
 
 use kd_tree::KdTree;
+use prefilter::{Prefilter, PrefilterSearch, PreparedQueries};
 
 /// Reference points in tiles of [`TILE`] points: within a tile, coordinate
 /// `d` of its points is contiguous, so the kernel reads one short vector per
@@ -43,6 +45,9 @@ pub struct PointSet {
     /// Empty when the set is searched through `tree`.
     tiles: Vec<f64>,
     tree: Option<KdTree>,
+    /// Single-precision copy searched first in many dimensions (see
+    /// [`Prefilter`]); `None` where the exact kernel is searched alone.
+    prefilter: Option<Prefilter>,
 }
 
 /// Most dimensions a set is searched with a k-d tree in.
@@ -79,12 +84,23 @@ impl PointSet {
                 tiles[base + d * TILE] = rows[r * dim + d];
             }
         }
+        let prefilter = (dim > TREE_MAX_DIM && prefilter::is_fast())
+            .then(|| Prefilter::new(&tiles, dim, len))
+            .flatten();
         Self {
             dim,
             len,
             tiles,
             tree: None,
+            prefilter,
         }
+    }
+
+    /// Searched by the exact kernel alone, never through the prefilter.
+    #[cfg(test)]
+    fn without_prefilter(mut self) -> Self {
+        self.prefilter = None;
+        self
     }
 
     /// Searched through a k-d tree, whatever the dimension.
@@ -94,6 +110,7 @@ impl PointSet {
             len: subset.len(),
             tiles: Vec::new(),
             tree: Some(KdTree::build(rows, dim, subset)),
+            prefilter: None,
         }
     }
 
@@ -189,16 +206,20 @@ pub fn search(set: &PointSet, queries: &[f64], k: usize, exclude: Exclude<'_>) -
             Some(_) => n_queries >= TREE_PARALLEL_QUERIES,
             None => work >= PARALLEL_WORK && n_queries >= 2 * QUERY_GROUP,
         };
+    let prepared = set.prefilter.as_ref().and_then(|p| p.prepare(queries));
+    let prepared = prepared.as_ref();
+    let kernel = |first, out_indices, out_distances| SearchKernel {
+        set,
+        prepared,
+        queries,
+        first,
+        k,
+        exclude,
+        out_indices,
+        out_distances,
+    };
     if !parallel {
-        search_range_dispatched(
-            set,
-            queries,
-            0,
-            k,
-            exclude,
-            &mut indices,
-            &mut squared_distances,
-        );
+        kernel(0, &mut indices, &mut squared_distances).dispatched();
     } else {
         let per_thread = n_queries.div_ceil(threads);
         thread::scope(|scope| {
@@ -206,9 +227,8 @@ pub fn search(set: &PointSet, queries: &[f64], k: usize, exclude: Exclude<'_>) -
             let distance_chunks = squared_distances.chunks_mut(per_thread * k);
             for (t, (idx, dist)) in index_chunks.zip(distance_chunks).enumerate() {
                 let first = t * per_thread;
-                scope.spawn(move || {
-                    search_range_dispatched(set, queries, first, k, exclude, idx, dist)
-                });
+                let kernel = kernel(first, idx, dist);
+                scope.spawn(move || kernel.dispatched());
             }
         });
     }
@@ -230,27 +250,34 @@ struct TopK<'a> {
 impl TopK<'_> {
     #[inline(always)]
     fn offer(&mut self, distances: &[f64; TILE], first: usize, len: usize) {
-        let k = self.distances.len();
         for (lane, &d2) in distances.iter().enumerate() {
-            // Strict `<` once full: points come in index order, so a later
-            // index never displaces an equal distance (the lower-index rule).
-            let worst = self.distances[k - 1];
-            if d2 < worst || (self.filled < k && d2 <= worst) {
-                let index = first + lane;
-                if index >= len || index == self.skip || d2.is_nan() {
-                    continue;
-                }
-                let mut pos = self.filled.min(k - 1);
-                while pos > 0 && self.distances[pos - 1] > d2 {
-                    self.distances[pos] = self.distances[pos - 1];
-                    self.indices[pos] = self.indices[pos - 1];
-                    pos -= 1;
-                }
-                self.distances[pos] = d2;
-                self.indices[pos] = index as u32;
-                self.filled = (self.filled + 1).min(k);
+            let index = first + lane;
+            if index < len {
+                self.offer_one(d2, index);
             }
         }
+    }
+
+    /// Offer point `index` at squared distance `d2`; whether it entered.
+    #[inline(always)]
+    fn offer_one(&mut self, d2: f64, index: usize) -> bool {
+        let k = self.distances.len();
+        // Strict `<` once full: points come in index order, so a later
+        // index never displaces an equal distance (the lower-index rule).
+        let worst = self.distances[k - 1];
+        if !(d2 < worst || (self.filled < k && d2 <= worst)) || index == self.skip || d2.is_nan() {
+            return false;
+        }
+        let mut pos = self.filled.min(k - 1);
+        while pos > 0 && self.distances[pos - 1] > d2 {
+            self.distances[pos] = self.distances[pos - 1];
+            self.indices[pos] = self.indices[pos - 1];
+            pos -= 1;
+        }
+        self.distances[pos] = d2;
+        self.indices[pos] = index as u32;
+        self.filled = (self.filled + 1).min(k);
+        true
     }
 }
 
@@ -312,6 +339,8 @@ fn tile_distances(
 /// function with those target features) and picks from at run time.
 struct SearchKernel<'a, 'o> {
     set: &'a PointSet,
+    /// The queries in the prefilter's coordinates, when it is used.
+    prepared: Option<&'a PreparedQueries>,
     queries: &'a [f64],
     first: usize,
     k: usize,
@@ -320,13 +349,23 @@ struct SearchKernel<'a, 'o> {
     out_distances: &'o mut [f64],
 }
 
+impl SearchKernel<'_, '_> {
+    /// The search compiled for the widest vector instructions this CPU has
+    /// (AVX-512 or AVX2 with FMA, else the baseline), chosen at run time: a
+    /// tile's lanes then fit one or two registers.
+    fn dispatched(self) {
+        pulp::Arch::new().dispatch(self);
+    }
+}
+
 impl pulp::WithSimd for SearchKernel<'_, '_> {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
         let Self {
             set,
+            prepared,
             queries,
             first,
             k,
@@ -334,34 +373,23 @@ impl pulp::WithSimd for SearchKernel<'_, '_> {
             out_indices,
             out_distances,
         } = self;
-        match &set.tree {
-            Some(tree) => tree.search_range(queries, first, k, exclude, out_indices, out_distances),
-            None => search_range(set, queries, first, k, exclude, out_indices, out_distances),
+        match (&set.tree, &set.prefilter, prepared) {
+            (Some(tree), _, _) => {
+                tree.search_range(queries, first, k, exclude, out_indices, out_distances)
+            }
+            (None, Some(prefilter), Some(prepared)) => PrefilterSearch {
+                set,
+                prefilter,
+                prepared,
+                queries,
+                first,
+                k,
+                exclude,
+            }
+            .run(simd, out_indices, out_distances),
+            _ => search_range(set, queries, first, k, exclude, out_indices, out_distances),
         }
     }
-}
-
-/// [`search_range`] compiled for the widest vector instructions this CPU
-/// has (AVX-512 or AVX2 with FMA, else the baseline), chosen at run time:
-/// a tile's eight lanes then fit one or two registers.
-fn search_range_dispatched(
-    set: &PointSet,
-    queries: &[f64],
-    first: usize,
-    k: usize,
-    exclude: Exclude<'_>,
-    out_indices: &mut [u32],
-    out_distances: &mut [f64],
-) {
-    pulp::Arch::new().dispatch(SearchKernel {
-        set,
-        queries,
-        first,
-        k,
-        exclude,
-        out_indices,
-        out_distances,
-    });
 }
 
 /// Answer queries `first..first + out_indices.len() / k`.
@@ -531,10 +559,102 @@ mod tests {
         let rows: Vec<f64> = (0..n * dim).map(|_| rng.uniform()).collect();
         let set = PointSet::from_rows(&rows, dim);
         let queries: Vec<f64> = (0..200 * dim).map(|_| rng.uniform()).collect();
-        let found = search(&set, &queries, k, Exclude::Nothing);
-        for q in (0..200).step_by(7) {
-            let expected = naive(&rows, dim, &queries[q * dim..(q + 1) * dim], k, None);
-            assert_eq!(found.indices(q), expected.as_slice());
+        for set in [set.clone(), set.without_prefilter()] {
+            let found = search(&set, &queries, k, Exclude::Nothing);
+            for q in (0..200).step_by(7) {
+                let expected = naive(&rows, dim, &queries[q * dim..(q + 1) * dim], k, None);
+                assert_eq!(found.indices(q), expected.as_slice());
+            }
+        }
+    }
+
+    /// Both searches of `set` (prefilter where the CPU has it, exact kernel
+    /// alone) give identical answers, distances included.
+    fn assert_prefilter_is_exact(rows: &[f64], dim: usize, queries: &[f64], k: usize) {
+        let set = PointSet::from_rows(rows, dim);
+        assert_eq!(set.prefilter.is_some(), prefilter::is_fast(), "dim={dim}");
+        let exact = set.clone().without_prefilter();
+        let n = rows.len() / dim;
+        let own: Vec<u32> = (0..n as u32).collect();
+        assert_eq!(
+            search(&set, rows, k, Exclude::SelfIndex(&own)),
+            search(&exact, rows, k, Exclude::SelfIndex(&own)),
+            "dim={dim}, self excluded"
+        );
+        let found = search(&set, queries, k, Exclude::Nothing);
+        assert_eq!(
+            found,
+            search(&exact, queries, k, Exclude::Nothing),
+            "dim={dim}"
+        );
+        for q in (0..queries.len() / dim).step_by(13) {
+            let expected = naive(rows, dim, &queries[q * dim..(q + 1) * dim], k, None);
+            assert_eq!(found.indices(q), expected.as_slice(), "dim={dim} q={q}");
+        }
+    }
+
+    #[test]
+    fn the_prefilter_keeps_exact_answers_with_ties_offsets_and_extreme_scales() {
+        let mut rng = Rng::new(29);
+        // Grids: ties and exact duplicates everywhere, where an estimate
+        // alone would pick the wrong one of two equal distances.
+        for &(n, dim, levels, k) in &[(900, 9, 2, 7), (1_500, 12, 3, 5), (700, 20, 2, 10)] {
+            let rows = random_rows(&mut rng, n, dim, levels);
+            let queries = random_rows(&mut rng, 150, dim, levels + 1);
+            assert_prefilter_is_exact(&rows, dim, &queries, k);
+        }
+        let gaussian = |rng: &mut Rng| (0..4).map(|_| rng.uniform()).sum::<f64>() - 2.0;
+        // A shell: every point at distance 1 + (below 1e-9) from the centre,
+        // far finer than f32 resolves, so the estimates alone would order
+        // them wrongly; only the bound keeps the answer exact.
+        let dim = 12;
+        let mut shell = Vec::new();
+        for _ in 0..1_500 {
+            let direction: Vec<f64> = (0..dim).map(|_| gaussian(&mut rng)).collect();
+            let norm = direction.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let radius = 1.0 + rng.uniform() * 1e-9;
+            shell.extend(direction.iter().map(|v| v / norm * radius));
+        }
+        let centres: Vec<f64> = (0..20 * dim).map(|_| rng.uniform() * 1e-10).collect();
+        assert_prefilter_is_exact(&shell, dim, &centres, 10);
+        let (n, dim) = (2_000, 20);
+        // Far from the origin (a bound relative to |x|^2 would cover every
+        // point), tiny and huge scales, and columns of different magnitudes.
+        for transform in [
+            (|v: f64, _d: usize| 1e9 + v * 1e-3) as fn(f64, usize) -> f64,
+            |v, _| v * 1e-200,
+            |v, _| v * 1e200,
+            |v, d| v * 10f64.powi(d as i32 - 10),
+            |v, d| if d % 3 == 0 { (v * 4.0).round() } else { v },
+        ] {
+            let rows: Vec<f64> = (0..n * dim)
+                .map(|i| transform(gaussian(&mut rng), i % dim))
+                .collect();
+            let queries: Vec<f64> = (0..120 * dim)
+                .map(|i| transform(gaussian(&mut rng) * 1.5, i % dim))
+                .collect();
+            assert_prefilter_is_exact(&rows, dim, &queries, 8);
+        }
+    }
+
+    #[test]
+    fn values_beyond_the_prefilters_range_are_searched_exactly() {
+        let mut rng = Rng::new(31);
+        let dim = 10;
+        let mut rows: Vec<f64> = (0..500 * dim).map(|_| rng.uniform()).collect();
+        // A query far outside the set's scale: the prefilter declines it.
+        let mut queries: Vec<f64> = (0..40 * dim).map(|_| rng.uniform()).collect();
+        queries[7] = 1e300;
+        assert_prefilter_is_exact(&rows, dim, &queries, 4);
+        // A set whose coordinates overflow when summed has no prefilter.
+        rows[3] = f64::MAX;
+        rows[13] = f64::MAX;
+        let set = PointSet::from_rows(&rows, dim);
+        assert!(set.prefilter.is_none());
+        let found = search(&set, &queries, 4, Exclude::Nothing);
+        for q in 0..40 {
+            let expected = naive(&rows, dim, &queries[q * dim..(q + 1) * dim], 4, None);
+            assert_eq!(found.indices(q), expected.as_slice(), "q={q}");
         }
     }
 
@@ -547,7 +667,8 @@ mod tests {
         let rows: Vec<f64> = (0..n * dim)
             .map(|_| (0..4).map(|_| rng.uniform()).sum::<f64>() - 2.0)
             .collect();
-        let set = PointSet::from_rows(&rows, dim);
+        // The exact kernel alone (in 20 dimensions the prefilter runs first).
+        let set = PointSet::from_rows(&rows, dim).without_prefilter();
         let picked: Vec<usize> = (0..n).step_by(211).collect();
         let queries: Vec<f64> = picked
             .iter()

@@ -1,0 +1,82 @@
+//! The exact kNN engine on the oversampling bench's rows (200,000 x 20,
+//! 2% minority, written by `scripts/bench-oversampling` to
+//! `target/bench-oversampling/`): the searches the oversamplers make.
+//! Prints one line per search: median seconds of 5 runs
+//! (`scripts/bench-oversampling` sets them beside scikit-learn's
+//! `NearestNeighbors` on the same rows).
+//!
+//! - `knn_minority_vs_all`: every minority row's 10 nearest among all rows
+//!   (Borderline-SMOTE's danger test, ADASYN's and QC-SMOTE's neighbourhoods);
+//! - `knn_minority_vs_minority`: every minority row's 5 nearest same-class rows
+//!   (SMOTE's neighbours).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use equipoise_operators::knn::{Exclude, PointSet, search};
+
+const FEATURES: usize = 20;
+const RUNS: usize = 5;
+
+fn read(name: &str) -> Result<Vec<u8>, String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/bench-oversampling")
+        .join(name);
+    std::fs::read(&path).map_err(|e| {
+        format!(
+            "{}: {e}; run scripts/bench-oversampling, which writes it",
+            path.display()
+        )
+    })
+}
+
+fn median(mut f: impl FnMut()) -> f64 {
+    let mut times: Vec<Duration> = (0..RUNS)
+        .map(|_| {
+            let started = Instant::now();
+            f();
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[RUNS / 2].as_secs_f64()
+}
+
+fn main() -> Result<(), String> {
+    let x: Vec<f64> = read("x.f64")?
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect();
+    let y: Vec<i64> = read("y.i64")?
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect();
+    let minority: Vec<usize> = (0..y.len()).filter(|&i| y[i] == 1).collect();
+    let queries: Vec<f64> = minority
+        .iter()
+        .flat_map(|&i| x[i * FEATURES..(i + 1) * FEATURES].iter().copied())
+        .collect();
+    let own_in_all: Vec<u32> = minority.iter().map(|&i| i as u32).collect();
+    let own_in_minority: Vec<u32> = (0..minority.len() as u32).collect();
+
+    let all = PointSet::from_rows(&x, FEATURES);
+    let seconds = median(|| {
+        let found = search(&all, &queries, 10, Exclude::SelfIndex(&own_in_all));
+        std::hint::black_box(found);
+    });
+    println!(
+        "equipoise\tknn_minority_vs_all\t{seconds:.6}\t{}",
+        minority.len()
+    );
+
+    let same = PointSet::from_rows(&queries, FEATURES);
+    let seconds = median(|| {
+        let found = search(&same, &queries, 5, Exclude::SelfIndex(&own_in_minority));
+        std::hint::black_box(found);
+    });
+    println!(
+        "equipoise\tknn_minority_vs_minority\t{seconds:.6}\t{}",
+        minority.len()
+    );
+    Ok(())
+}

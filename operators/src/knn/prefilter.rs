@@ -1,0 +1,352 @@
+//! A single-precision prefilter in front of the exact kernel, for sets of
+//! many dimensions.
+//!
+//! Each point is stored centred (on the set's mean) and scaled by a power
+//! of two, in `f32`, with its squared norm. A query's distance to sixteen
+//! points is then estimated as `|q|^2 + |x|^2 - 2 q.x`: one fused
+//! multiply-add per coordinate and point, sixteen lanes wide, where the
+//! exact kernel needs a subtraction and a multiply-add in `f64` (eight
+//! lanes). The estimate is never trusted: a point is recomputed exactly
+//! (the definition's differences, in `f64`, bit for bit what the exact
+//! kernel computes) unless the estimate proves it cannot enter the answer.
+//! The answer is therefore the exact kernel's, ties and duplicates
+//! included; only how many points are recomputed depends on rounding.
+//!
+//! The proof is a bound on the estimate's error (unit roundoff `u` of
+//! `f32`, `n` dimensions, `S = |a|^2 + |b|^2` over the scaled, centred
+//! coordinates `a`, `b` of query and point):
+//! - rounding the coordinates to `f32` moves the true distance by at most
+//!   `4 u S` (each coordinate moves by `u` of itself; the cross term is
+//!   bounded through `|a - b| <= |a| + |b|`);
+//! - the three sums are each within `n u` of their absolute sums
+//!   (recursive summation, fused or not), and the two final additions add
+//!   `4 u S`;
+//!
+//! so the estimate is within `(2 n + 8) u S`. We use twice that plus an
+//! absolute term for underflow (in `f32`, and in the exact kernel, whose
+//! squared differences of tiny data lose up to 2^-1074 each), and skip a
+//! point only when `estimate - bound > limit`, where `limit` is the
+//! query's current k-th exact distance (scaled): then its exact distance
+//! exceeds the k-th, and it could not enter (entry needs strictly less).
+//!
+//! Centring keeps the bound small where the data sit far from the origin
+//! (a bound relative to `|x|^2` would otherwise cover every point and the
+//! prefilter would only cost); the power-of-two scale is exact and keeps
+//! `f32` far from overflow. A set or query whose scaled coordinates do not
+//! fit (`|value| > 2^60`, or not finite) is searched by the exact kernel.
+
+use pulp::Simd;
+
+use super::{Exclude, PointSet, TILE, TopK};
+
+/// Points per prefilter tile: one 64-byte line of `f32` per dimension.
+pub(super) const FTILE: usize = 16;
+/// Queries sharing one pass over a prefilter tile: 8 x 16 running sums,
+/// enough independent additions to hide the multiply-add latency.
+const QUERIES: usize = 8;
+/// Tiles per cache block (32 x 16 points x 20 dimensions x 4 bytes is 40
+/// KiB), reused by a whole query group before the next block.
+const BLOCK_TILES: usize = 32;
+/// Queries sharing one pass over a block.
+const QUERY_GROUP: usize = 64;
+/// Largest scaled coordinate the prefilter takes: squares and sums of
+/// squares stay far below `f32::MAX`.
+const LARGEST: f64 = 1.152_921_504_606_847e18; // 2^60
+/// Unit roundoff of `f32`.
+const UNIT_ROUNDOFF: f32 = f32::EPSILON / 2.0;
+/// Absolute slack for coordinates that underflow in `f32` (each moves by
+/// at most 2^-150): far above their effect, far below any real distance.
+const F32_UNDERFLOW_SLACK: f64 = 1e-30;
+
+/// Whether this CPU multiplies and adds in one instruction, without which
+/// the prefilter would call a library routine per coordinate.
+pub(super) fn is_fast() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        true
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
+/// The single-precision copy of a point set.
+#[derive(Debug, Clone)]
+pub(super) struct Prefilter {
+    /// `tiles[(i / FTILE) * dim * FTILE + d * FTILE + i % FTILE]` is the
+    /// scaled, centred coordinate `d` of point `i`; padding lanes are 0.
+    tiles: Vec<f32>,
+    /// Squared norm of each point's `f32` coordinates; `+inf` on padding
+    /// lanes, so that no estimate there passes.
+    norms: Vec<f32>,
+    centre: Vec<f64>,
+    /// A power of two: exact to apply, and `scale^2` is exact too.
+    scale: f64,
+    /// `2 (2 n + 8) u`: the bound is `coefficient * S + slack`.
+    coefficient: f32,
+    /// Absolute part of the bound, in scaled units: underflow in `f32`, and
+    /// in the exact kernel itself (each squared difference can lose up to
+    /// 2^-1074 to underflow, which the scale magnifies for tiny data).
+    slack: f32,
+}
+
+impl Prefilter {
+    /// From the exact kernel's tiles (`TILE` points per tile); `None` when
+    /// the coordinates do not fit.
+    pub(super) fn new(exact_tiles: &[f64], dim: usize, len: usize) -> Option<Self> {
+        if len == 0 || dim == 0 {
+            return None;
+        }
+        let coordinate =
+            |i: usize, d: usize| exact_tiles[(i / TILE) * dim * TILE + d * TILE + i % TILE];
+        let mut centre = vec![0.0; dim];
+        for i in 0..len {
+            for (d, c) in centre.iter_mut().enumerate() {
+                *c += coordinate(i, d);
+            }
+        }
+        centre.iter_mut().for_each(|c| *c /= len as f64);
+        // A non-finite coordinate (or a sum that overflows) has no bound:
+        // such a set is searched exactly.
+        if !centre.iter().all(|c| c.is_finite()) {
+            return None;
+        }
+        let mut largest = 0.0f64;
+        for i in 0..len {
+            for (d, c) in centre.iter().enumerate() {
+                largest = largest.max((coordinate(i, d) - c).abs());
+            }
+        }
+        if !largest.is_finite() {
+            return None;
+        }
+        // Largest scaled coordinate in [1/2, 1): far from both ends of f32.
+        let scale = if largest > 0.0 {
+            2f64.powi(-largest.log2().floor() as i32 - 1)
+        } else {
+            1.0
+        };
+        let n_tiles = len.div_ceil(FTILE);
+        let mut tiles = vec![0.0f32; n_tiles * dim * FTILE];
+        let mut norms = vec![f32::INFINITY; n_tiles * FTILE];
+        for (i, norm) in norms.iter_mut().enumerate().take(len) {
+            let base = (i / FTILE) * dim * FTILE + i % FTILE;
+            let mut sum = 0.0f32;
+            for (d, c) in centre.iter().enumerate() {
+                let v = ((coordinate(i, d) - c) * scale) as f32;
+                tiles[base + d * FTILE] = v;
+                sum += v * v;
+            }
+            *norm = sum;
+        }
+        Some(Self {
+            tiles,
+            norms,
+            centre,
+            scale,
+            coefficient: 2.0 * (2.0 * dim as f32 + 8.0) * UNIT_ROUNDOFF,
+            slack: (2.0 * dim as f64 * (f64::from_bits(1) * scale) * scale).max(F32_UNDERFLOW_SLACK)
+                as f32,
+        })
+    }
+
+    /// The queries in the prefilter's coordinates; `None` when one of them
+    /// does not fit (the exact kernel then answers the whole search).
+    pub(super) fn prepare(&self, queries: &[f64]) -> Option<PreparedQueries> {
+        let dim = self.centre.len();
+        let mut coordinates = Vec::with_capacity(queries.len());
+        let mut norms = Vec::with_capacity(queries.len() / dim);
+        for query in queries.chunks_exact(dim) {
+            let mut sum = 0.0f32;
+            for (v, c) in query.iter().zip(&self.centre) {
+                let scaled = (v - c) * self.scale;
+                if scaled.is_nan() || scaled.abs() > LARGEST {
+                    return None;
+                }
+                let v = scaled as f32;
+                coordinates.push(v);
+                sum += v * v;
+            }
+            norms.push(sum);
+        }
+        Some(PreparedQueries { coordinates, norms })
+    }
+
+    /// A k-th exact distance in the prefilter's units, rounded to `f32`
+    /// (the rounding is inside the bound's factor of two).
+    fn scaled_limit(&self, squared_distance: f64) -> f32 {
+        (squared_distance * self.scale * self.scale) as f32
+    }
+}
+
+/// Queries in the prefilter's coordinates, with their squared norms.
+#[derive(Debug)]
+pub(super) struct PreparedQueries {
+    coordinates: Vec<f32>,
+    norms: Vec<f32>,
+}
+
+/// Dot products of eight queries with the sixteen points of one tile, the
+/// running sums in vector registers (one per query with AVX-512, two with
+/// AVX2). `queries` is dimension-major: the eight queries' coordinate `d`
+/// are `queries[d * QUERIES..][..QUERIES]`. Written against `pulp`'s vector
+/// types because the auto-vectorizer may pick the query axis instead.
+#[inline(always)]
+fn tile_dots<S: Simd>(simd: S, tile: &[f32], queries: &[f32]) -> [[f32; FTILE]; QUERIES] {
+    let (columns, _) = S::as_simd_f32s(tile);
+    let per_column = (FTILE / S::F32_LANES).max(1);
+    let zero = simd.splat_f32s(0.0);
+    // Sized for the narrowest vectors; only `per_column` are used.
+    let mut sums = [[zero; FTILE]; QUERIES];
+    for (column, coordinates) in columns
+        .chunks_exact(per_column)
+        .zip(queries.chunks_exact(QUERIES))
+    {
+        for (sum, &q) in sums.iter_mut().zip(coordinates) {
+            let q = simd.splat_f32s(q);
+            for (s, &x) in sum[..per_column].iter_mut().zip(column) {
+                *s = simd.mul_add_e_f32s(q, x, *s);
+            }
+        }
+    }
+    let mut dots = [[0.0f32; FTILE]; QUERIES];
+    for (dot, sum) in dots.iter_mut().zip(&sums) {
+        let (out, _) = S::as_mut_simd_f32s(dot);
+        out.copy_from_slice(&sum[..per_column]);
+    }
+    dots
+}
+
+/// The exact squared distance of point `i` to `query`: the exact kernel's
+/// arithmetic, in its order (so the same bits).
+#[inline(always)]
+fn exact_squared_distance(set: &PointSet, i: usize, query: &[f64]) -> f64 {
+    let dim = set.dim;
+    let base = (i / TILE) * dim * TILE + i % TILE;
+    let mut sum = 0.0;
+    for (d, &q) in query.iter().enumerate() {
+        let u = set.tiles[base + d * TILE] - q;
+        sum += u * u;
+    }
+    sum
+}
+
+/// What one search reads besides its output.
+pub(super) struct PrefilterSearch<'a> {
+    pub set: &'a PointSet,
+    pub prefilter: &'a Prefilter,
+    pub prepared: &'a PreparedQueries,
+    pub queries: &'a [f64],
+    pub first: usize,
+    pub k: usize,
+    pub exclude: Exclude<'a>,
+}
+
+impl PrefilterSearch<'_> {
+    /// Answer queries `first..first + out_indices.len() / k`.
+    #[inline(always)]
+    pub(super) fn run<S: Simd>(&self, simd: S, out_indices: &mut [u32], out_distances: &mut [f64]) {
+        let Self {
+            set,
+            prefilter,
+            prepared,
+            queries,
+            first,
+            k,
+            exclude,
+        } = *self;
+        let dim = set.dim;
+        let count = out_indices.len() / k;
+        out_distances.fill(f64::INFINITY);
+        out_indices.fill(u32::MAX);
+        let n_tiles = set.len.div_ceil(FTILE);
+        let tile_width = dim * FTILE;
+        let mut filled = vec![0usize; count];
+        let mut pass_queries = vec![0.0f32; QUERIES * dim];
+        let mut pass_columns = vec![0.0f32; QUERIES * dim];
+        let exact = |q: usize| &queries[(first + q) * dim..(first + q + 1) * dim];
+        let scaled = |q: usize| &prepared.coordinates[(first + q) * dim..(first + q + 1) * dim];
+        let skip = |q: usize| match exclude {
+            Exclude::Nothing => usize::MAX,
+            Exclude::SelfIndex(own) => own[first + q] as usize,
+        };
+        for group_start in (0..count).step_by(QUERY_GROUP) {
+            let group_end = (group_start + QUERY_GROUP).min(count);
+            for block_start in (0..n_tiles).step_by(BLOCK_TILES) {
+                let block_end = (block_start + BLOCK_TILES).min(n_tiles);
+                for pass_start in (group_start..group_end).step_by(QUERIES) {
+                    let n = QUERIES.min(group_end - pass_start);
+                    // Dimension-major; a short pass repeats its last query
+                    // (those sums are unused).
+                    for (j, query) in pass_queries.chunks_exact_mut(dim).enumerate() {
+                        query.copy_from_slice(scaled(pass_start + j.min(n - 1)));
+                    }
+                    for (d, slot) in pass_columns.chunks_exact_mut(QUERIES).enumerate() {
+                        for (j, v) in slot.iter_mut().enumerate() {
+                            *v = pass_queries[j * dim + d];
+                        }
+                    }
+                    let range = pass_start * k..(pass_start + n) * k;
+                    let mut distance_rows = out_distances[range.clone()].chunks_mut(k);
+                    let mut index_rows = out_indices[range].chunks_mut(k);
+                    let mut tops: Vec<TopK<'_>> = (0..n)
+                        .filter_map(|j| {
+                            Some(TopK {
+                                distances: distance_rows.next()?,
+                                indices: index_rows.next()?,
+                                filled: filled[pass_start + j],
+                                skip: skip(pass_start + j),
+                            })
+                        })
+                        .collect();
+                    let mut limits: [f32; QUERIES] = std::array::from_fn(|j| {
+                        tops.get(j)
+                            .filter(|top| top.filled == k)
+                            .map_or(f32::INFINITY, |top| {
+                                prefilter.scaled_limit(top.distances[k - 1])
+                            })
+                    });
+                    let query_norms: [f32; QUERIES] =
+                        std::array::from_fn(|j| prepared.norms[first + pass_start + j.min(n - 1)]);
+                    for t in block_start..block_end {
+                        let tile = &prefilter.tiles[t * tile_width..(t + 1) * tile_width];
+                        let norms = &prefilter.norms[t * FTILE..(t + 1) * FTILE];
+                        let dots = tile_dots(simd, tile, &pass_columns);
+                        for (j, top) in tops.iter_mut().enumerate() {
+                            let qn = query_norms[j];
+                            let mut lower = [0.0f32; FTILE];
+                            let mut any = false;
+                            for ((low, &xn), &dot) in lower.iter_mut().zip(norms).zip(&dots[j]) {
+                                let estimate = qn + xn - 2.0 * dot;
+                                let bound = prefilter.coefficient * (qn + xn) + prefilter.slack;
+                                *low = estimate - bound;
+                                any |= *low <= limits[j];
+                            }
+                            if !any {
+                                continue;
+                            }
+                            let query = exact(pass_start + j);
+                            for (lane, &low) in lower.iter().enumerate() {
+                                let index = t * FTILE + lane;
+                                if low <= limits[j] && index < set.len {
+                                    let d2 = exact_squared_distance(set, index, query);
+                                    if top.offer_one(d2, index) && top.filled == k {
+                                        limits[j] = prefilter.scaled_limit(top.distances[k - 1]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    for (j, top) in tops.iter().enumerate() {
+                        filled[pass_start + j] = top.filled;
+                    }
+                }
+            }
+        }
+    }
+}
