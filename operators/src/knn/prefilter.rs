@@ -81,13 +81,16 @@ pub(super) struct Prefilter {
     /// `tiles[(i / FTILE) * dim * FTILE + d * FTILE + i % FTILE]` is the
     /// scaled, centred coordinate `d` of point `i`; padding lanes are 0.
     tiles: Vec<f32>,
-    /// Squared norm of each point's `f32` coordinates; `+inf` on padding
-    /// lanes, so that no estimate there passes.
-    norms: Vec<f32>,
+    /// Each point's share of an estimate's lower end, `(1 - c) |x|^2` for
+    /// the bound's coefficient `c`; `+inf` on padding lanes, so that no
+    /// estimate there passes.
+    lower_terms: Vec<f32>,
     centre: Vec<f64>,
     /// A power of two: exact to apply, and `scale^2` is exact too.
     scale: f64,
-    /// `2 (2 n + 8) u`: the bound is `coefficient * S + slack`.
+    /// `2 (2 n + 8) u`: the bound is `coefficient * S + slack`, so an
+    /// estimate's lower end is `(1 - c) |q|^2 - slack + (1 - c) |x|^2 -
+    /// 2 q.x`, a query's term plus a point's minus the dot product.
     coefficient: f32,
     /// Absolute part of the bound, in scaled units: underflow in `f32`, and
     /// in the exact kernel itself (each squared difference can lose up to
@@ -131,10 +134,11 @@ impl Prefilter {
         } else {
             1.0
         };
+        let coefficient = 2.0 * (2.0 * dim as f32 + 8.0) * UNIT_ROUNDOFF;
         let n_tiles = len.div_ceil(FTILE);
         let mut tiles = vec![0.0f32; n_tiles * dim * FTILE];
-        let mut norms = vec![f32::INFINITY; n_tiles * FTILE];
-        for (i, norm) in norms.iter_mut().enumerate().take(len) {
+        let mut lower_terms = vec![f32::INFINITY; n_tiles * FTILE];
+        for (i, term) in lower_terms.iter_mut().enumerate().take(len) {
             let base = (i / FTILE) * dim * FTILE + i % FTILE;
             let mut sum = 0.0f32;
             for (d, c) in centre.iter().enumerate() {
@@ -142,14 +146,14 @@ impl Prefilter {
                 tiles[base + d * FTILE] = v;
                 sum += v * v;
             }
-            *norm = sum;
+            *term = (1.0 - coefficient) * sum;
         }
         Some(Self {
             tiles,
-            norms,
+            lower_terms,
             centre,
             scale,
-            coefficient: 2.0 * (2.0 * dim as f32 + 8.0) * UNIT_ROUNDOFF,
+            coefficient,
             slack: (2.0 * dim as f64 * (f64::from_bits(1) * scale) * scale).max(F32_UNDERFLOW_SLACK)
                 as f32,
         })
@@ -160,7 +164,7 @@ impl Prefilter {
     pub(super) fn prepare(&self, queries: &[f64]) -> Option<PreparedQueries> {
         let dim = self.centre.len();
         let mut coordinates = Vec::with_capacity(queries.len());
-        let mut norms = Vec::with_capacity(queries.len() / dim);
+        let mut lower_terms = Vec::with_capacity(queries.len() / dim);
         for query in queries.chunks_exact(dim) {
             let mut sum = 0.0f32;
             for (v, c) in query.iter().zip(&self.centre) {
@@ -172,9 +176,12 @@ impl Prefilter {
                 coordinates.push(v);
                 sum += v * v;
             }
-            norms.push(sum);
+            lower_terms.push((1.0 - self.coefficient) * sum - self.slack);
         }
-        Some(PreparedQueries { coordinates, norms })
+        Some(PreparedQueries {
+            coordinates,
+            lower_terms,
+        })
     }
 
     /// A k-th exact distance in the prefilter's units, rounded to `f32`
@@ -184,11 +191,12 @@ impl Prefilter {
     }
 }
 
-/// Queries in the prefilter's coordinates, with their squared norms.
+/// Queries in the prefilter's coordinates, with their shares of an
+/// estimate's lower end (`(1 - c) |q|^2 - slack`).
 #[derive(Debug)]
 pub(super) struct PreparedQueries {
     coordinates: Vec<f32>,
-    norms: Vec<f32>,
+    lower_terms: Vec<f32>,
 }
 
 /// Dot products of eight queries with the sixteen points of one tile, the
@@ -294,46 +302,46 @@ impl PrefilterSearch<'_> {
                     let range = pass_start * k..(pass_start + n) * k;
                     let mut distance_rows = out_distances[range.clone()].chunks_mut(k);
                     let mut index_rows = out_indices[range].chunks_mut(k);
-                    let mut tops: Vec<TopK<'_>> = (0..n)
-                        .filter_map(|j| {
-                            Some(TopK {
-                                distances: distance_rows.next()?,
-                                indices: index_rows.next()?,
-                                filled: filled[pass_start + j],
-                                skip: skip(pass_start + j),
-                            })
+                    let mut tops: [Option<TopK<'_>>; QUERIES] = std::array::from_fn(|j| {
+                        Some(TopK {
+                            distances: distance_rows.next()?,
+                            indices: index_rows.next()?,
+                            filled: filled[pass_start + j],
+                            skip: skip(pass_start + j),
                         })
-                        .collect();
-                    let mut limits: [f32; QUERIES] = std::array::from_fn(|j| {
-                        tops.get(j)
-                            .filter(|top| top.filled == k)
-                            .map_or(f32::INFINITY, |top| {
-                                prefilter.scaled_limit(top.distances[k - 1])
-                            })
                     });
-                    let query_norms: [f32; QUERIES] =
-                        std::array::from_fn(|j| prepared.norms[first + pass_start + j.min(n - 1)]);
+                    let mut limits: [f32; QUERIES] = std::array::from_fn(|j| match &tops[j] {
+                        Some(top) if top.filled == k => {
+                            prefilter.scaled_limit(top.distances[k - 1])
+                        }
+                        _ => f32::INFINITY,
+                    });
+                    let query_terms: [f32; QUERIES] = std::array::from_fn(|j| {
+                        prepared.lower_terms[first + pass_start + j.min(n - 1)]
+                    });
                     for t in block_start..block_end {
                         let tile = &prefilter.tiles[t * tile_width..(t + 1) * tile_width];
-                        let norms = &prefilter.norms[t * FTILE..(t + 1) * FTILE];
+                        let point_terms = &prefilter.lower_terms[t * FTILE..(t + 1) * FTILE];
                         let dots = tile_dots(simd, tile, &pass_columns);
                         for (j, top) in tops.iter_mut().enumerate() {
-                            let qn = query_norms[j];
-                            let mut lower = [0.0f32; FTILE];
+                            let Some(top) = top else {
+                                continue;
+                            };
+                            // The estimate minus its bound, for every lane.
+                            let lower = |lane: usize| {
+                                query_terms[j] + point_terms[lane] - 2.0 * dots[j][lane]
+                            };
                             let mut any = false;
-                            for ((low, &xn), &dot) in lower.iter_mut().zip(norms).zip(&dots[j]) {
-                                let estimate = qn + xn - 2.0 * dot;
-                                let bound = prefilter.coefficient * (qn + xn) + prefilter.slack;
-                                *low = estimate - bound;
-                                any |= *low <= limits[j];
+                            for lane in 0..FTILE {
+                                any |= lower(lane) <= limits[j];
                             }
                             if !any {
                                 continue;
                             }
                             let query = exact(pass_start + j);
-                            for (lane, &low) in lower.iter().enumerate() {
+                            for lane in 0..FTILE {
                                 let index = t * FTILE + lane;
-                                if low <= limits[j] && index < set.len {
+                                if lower(lane) <= limits[j] && index < set.len {
                                     let d2 = exact_squared_distance(set, index, query);
                                     if top.offer_one(d2, index) && top.filled == k {
                                         limits[j] = prefilter.scaled_limit(top.distances[k - 1]);
@@ -343,7 +351,9 @@ impl PrefilterSearch<'_> {
                         }
                     }
                     for (j, top) in tops.iter().enumerate() {
-                        filled[pass_start + j] = top.filled;
+                        if let Some(top) = top {
+                            filled[pass_start + j] = top.filled;
+                        }
                     }
                 }
             }
