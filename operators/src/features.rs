@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Schema};
 use datafusion::common::{Result, plan_err};
@@ -139,6 +139,64 @@ pub struct BatchFeatures {
     pub labelled: Vec<Option<usize>>,
     /// Whether each row's features are all present and finite.
     pub complete: Vec<bool>,
+}
+
+/// Class slots of a batch's rows, found without copying its features out
+/// (what [`BatchFeatures`] holds besides the values).
+#[derive(Debug)]
+pub struct BatchSlots {
+    /// Class slot of each row, `None` for an ineligible row.
+    pub slots: Vec<Option<usize>>,
+    /// Class slot of each labelled row (eligible or not), for class counts.
+    pub labelled: Vec<Option<usize>>,
+}
+
+/// The class slots [`batch_features`] would give, reading the feature
+/// columns only to check that each value is present and finite.
+pub fn batch_slots(
+    batch: &RecordBatch,
+    label_index: usize,
+    feature_indices: &[usize],
+    classes: &mut ClassIndex,
+) -> Result<BatchSlots> {
+    let rows = batch.num_rows();
+    let mut complete = vec![true; rows];
+    for &column in feature_indices {
+        let as_f64: ArrayRef = cast(batch.column(column), &DataType::Float64)?;
+        let array = as_f64.as_primitive::<Float64Type>();
+        for ((ok, v), row) in complete.iter_mut().zip(array.values()).zip(0..) {
+            *ok &= v.is_finite() && array.is_valid(row);
+        }
+    }
+    let mut labelled = Vec::with_capacity(rows);
+    for_each_class(batch.column(label_index), |_, class| {
+        labelled.push(class.map(|c| classes.slot(c)));
+    })?;
+    let slots = labelled
+        .iter()
+        .zip(&complete)
+        .map(|(slot, ok)| if *ok { *slot } else { None })
+        .collect();
+    Ok(BatchSlots { slots, labelled })
+}
+
+/// The features of `rows` of `batch`, row-major, as [`batch_features`]
+/// reads them (the rows must be eligible).
+pub fn gather_features(
+    batch: &RecordBatch,
+    feature_indices: &[usize],
+    rows: &[u32],
+) -> Result<Vec<f64>> {
+    let dim = feature_indices.len();
+    let mut values = vec![0.0; rows.len() * dim];
+    for (d, &column) in feature_indices.iter().enumerate() {
+        let as_f64: ArrayRef = cast(batch.column(column), &DataType::Float64)?;
+        let column = as_f64.as_primitive::<Float64Type>().values();
+        for (i, &row) in rows.iter().enumerate() {
+            values[i * dim + d] = column[row as usize];
+        }
+    }
+    Ok(values)
 }
 
 /// Classes in order of first appearance, with a lookup.

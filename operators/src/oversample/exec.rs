@@ -33,7 +33,7 @@ use crate::batch_stream::{
     BatchProcessor, only_child, only_input_stream, processed_stream, single_stream_plan_methods,
     single_stream_properties,
 };
-use crate::features::{BatchFeatures, ClassIndex, batch_features};
+use crate::features::{BatchFeatures, ClassIndex, batch_features, batch_slots};
 use crate::metrics::{ClassLabels, SharedMetrics};
 use crate::rng::Rng;
 use crate::runtime::{ControlSignal, JobRuntime, MetricSet};
@@ -318,7 +318,7 @@ impl Oversampler {
         let options = exec.stage.options().clone();
         let window = window_of(&options, bounded);
         Self {
-            reservoirs: Reservoirs::new(window, exec.columns.feature_indices.len()),
+            reservoirs: Reservoirs::new(window, exec.columns.feature_indices.clone()),
             rng: Rng::new(options.seed),
             decay_per_row: 0.5f64.powf(1.0 / options.half_life_rows),
             method: exec.stage.method(),
@@ -349,7 +349,7 @@ impl Oversampler {
             let keep = (self.window() / 10).max(self.options.k + 1);
             let reason = signal.reason();
             tracing::info!(operator = %self.operator_id, %reason, keep, "reservoirs shrunk");
-            self.reservoirs.shrink_to(keep);
+            self.reservoirs.shrink_to(keep)?;
             self.stream_models = None;
             self.decayed.iter_mut().for_each(|w| *w = 0.0);
             self.owed.iter_mut().for_each(|o| *o = 0.0);
@@ -391,19 +391,32 @@ impl Oversampler {
         for signal in signals {
             self.handle(signal)?;
         }
-        let features = batch_features(
-            batch,
-            self.columns.label_index,
-            &self.columns.feature_indices,
-            &mut self.classes,
-        )?;
-        self.grow();
         self.counters.input_rows.add(batch.num_rows());
         let mut out = vec![self.with_marker_columns(batch)?];
-        for slot in features.labelled.iter().flatten() {
-            self.totals[*slot] += 1;
-        }
-        if !self.bounded {
+        if self.bounded {
+            // Every row is read once, at the end: hold the batch as it is.
+            let slots = batch_slots(
+                batch,
+                self.columns.label_index,
+                &self.columns.feature_indices,
+                &mut self.classes,
+            )?;
+            self.grow();
+            for slot in slots.labelled.iter().flatten() {
+                self.totals[*slot] += 1;
+            }
+            self.reservoirs.hold(batch, slots.slots)?;
+        } else {
+            let features = batch_features(
+                batch,
+                self.columns.label_index,
+                &self.columns.feature_indices,
+                &mut self.classes,
+            )?;
+            self.grow();
+            for slot in features.labelled.iter().flatten() {
+                self.totals[*slot] += 1;
+            }
             let amounts = self.stream_amounts(&features);
             if amounts.iter().any(|&a| a > 0) {
                 // From the reservoirs as they were before this batch.
@@ -413,10 +426,10 @@ impl Oversampler {
                     }
                 }
             }
-        }
-        self.reservoirs.insert(batch, &features)?;
-        if let Some(models) = self.stream_models.as_mut() {
-            models.note_inserted(&features.slots);
+            self.reservoirs.insert(batch, &features)?;
+            if let Some(models) = self.stream_models.as_mut() {
+                models.note_inserted(&features.slots);
+            }
         }
         self.publish_buffered()?;
         self.record_output(&out);
@@ -516,7 +529,7 @@ impl Oversampler {
     /// the metrics now; materialized by the caller).
     fn synthesize(&mut self, amounts: &[u64]) -> Result<Option<Deferred>> {
         let made = if self.method == Method::QcSmote && !self.bounded {
-            self.generate_from_stream_models(amounts)
+            self.generate_from_stream_models(amounts)?
         } else {
             self.generate_from_reservoirs(amounts)?
         };
@@ -567,7 +580,14 @@ impl Oversampler {
         &mut self,
         amounts: &[u64],
     ) -> Result<Option<(Arc<ReferenceSet>, Generated)>> {
-        let mut reference = self.reservoirs.reference();
+        let scale = self.options.scale_for(self.method);
+        // A method drawing seeds and neighbours within one class reads only
+        // the classes it fills (unless standardizing, whose statistics span
+        // every row).
+        let only_filled = !self.method.reads_other_classes() && !scale;
+        let mut reference = self
+            .reservoirs
+            .reference_of(|slot| !only_filled || amounts.get(slot).is_some_and(|&a| a > 0))?;
         if reference.is_empty() {
             return Ok(None);
         }
@@ -576,7 +596,7 @@ impl Oversampler {
             reference.canonicalize(&self.classes);
         }
         let scaled;
-        let space: &[f64] = if self.options.scale_for(self.method) {
+        let space: &[f64] = if scale {
             scaled = reference.standardized();
             &scaled
         } else {
@@ -600,20 +620,22 @@ impl Oversampler {
     fn generate_from_stream_models(
         &mut self,
         amounts: &[u64],
-    ) -> Option<(Arc<ReferenceSet>, Generated)> {
+    ) -> Result<Option<(Arc<ReferenceSet>, Generated)>> {
         if self
             .stream_models
             .as_ref()
             .is_none_or(|m| m.is_stale(amounts, &self.reservoirs))
         {
             self.stream_models =
-                StreamModels::snapshot(&self.reservoirs, self.options.scale_for(self.method));
+                StreamModels::snapshot(&self.reservoirs, self.options.scale_for(self.method))?;
             self.counters.neighbourhood_builds.add(1);
         }
-        let models = self.stream_models.as_mut()?;
+        let Some(models) = self.stream_models.as_mut() else {
+            return Ok(None);
+        };
         let generated =
             models.generate(amounts, &self.classes.classes, &mut self.rng, &self.options);
-        Some((Arc::clone(models.reference()), generated))
+        Ok(Some((Arc::clone(models.reference()), generated)))
     }
 
     fn with_marker_columns(&self, batch: &RecordBatch) -> Result<RecordBatch> {

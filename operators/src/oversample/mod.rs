@@ -90,6 +90,13 @@ impl Method {
     fn needs_features(self) -> bool {
         self != Self::RandomOversample
     }
+
+    /// Whether rows of the classes being filled are judged by their
+    /// neighbours of other classes (else seeds and neighbours are drawn
+    /// within the class).
+    fn reads_other_classes(self) -> bool {
+        matches!(self, Self::BorderlineSmote | Self::Adasyn | Self::QcSmote)
+    }
 }
 
 impl fmt::Display for Method {

@@ -43,6 +43,8 @@
 
 use std::sync::Arc;
 
+use datafusion::common::Result;
+
 use super::neighbourhood::{ClassNeighbours, WholeNeighbours, class_neighbours, whole_neighbours};
 use super::reservoir::{ReferenceSet, Reservoirs};
 use super::{GenerateContext, Generated, OversampleOptions, Synthetic};
@@ -385,10 +387,10 @@ pub struct StreamModels {
 impl StreamModels {
     /// A snapshot of `reservoirs`, or `None` when they hold nothing; models
     /// are built on first use.
-    pub fn snapshot(reservoirs: &Reservoirs, scale: bool) -> Option<Self> {
-        let reference = reservoirs.reference();
+    pub fn snapshot(reservoirs: &Reservoirs, scale: bool) -> Result<Option<Self>> {
+        let reference = reservoirs.reference()?;
         if reference.is_empty() {
-            return None;
+            return Ok(None);
         }
         let space = if scale {
             reference.standardized()
@@ -396,14 +398,14 @@ impl StreamModels {
             reference.features.clone()
         };
         let held: Vec<usize> = reference.members.iter().map(Vec::len).collect();
-        Some(Self {
+        Ok(Some(Self {
             models: (0..held.len()).map(|_| None).collect(),
             inserted: vec![0; held.len()],
             held,
             reference: Arc::new(reference),
             space,
             whole: None,
-        })
+        }))
     }
 
     /// Whether a class asked for rows has a model that is missing from the

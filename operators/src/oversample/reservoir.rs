@@ -10,6 +10,12 @@
 //! the input batch, every column) plus their features as `f64`, so a
 //! synthetic row can copy its seed's non-feature columns and memory is
 //! bounded by `capacity` rows per class plus one partly evicted chunk.
+//!
+//! A bounded input reads every row once, at the end, so its batches are
+//! first held as they came, with no copy, while they total at most
+//! `capacity` rows; the features of only the classes a method reads are
+//! then copied out at the end. Past `capacity` held rows, the held batches
+//! are compacted into chunks, so memory stays bounded by the window.
 
 use std::collections::VecDeque;
 
@@ -18,7 +24,7 @@ use datafusion::arrow::compute::take_record_batch;
 use datafusion::common::Result;
 
 use crate::complexity::canonical_order;
-use crate::features::{BatchFeatures, ClassIndex};
+use crate::features::{BatchFeatures, ClassIndex, gather_features};
 
 #[derive(Debug)]
 struct Chunk {
@@ -36,76 +42,147 @@ struct ClassReservoir {
     len: usize,
 }
 
+/// A bounded input's batch, held as it came (no copy) while the batches
+/// held stay within the window; see [`Reservoirs::hold`].
+#[derive(Debug)]
+struct HeldBatch {
+    batch: RecordBatch,
+    /// Class slot of each row, `None` for an ineligible row.
+    slots: Vec<Option<usize>>,
+    /// Arrival number of the batch's first row.
+    first_arrival: u64,
+}
+
 /// The ring buffers of every class.
 #[derive(Debug)]
 pub struct Reservoirs {
     capacity: usize,
     dim: usize,
+    feature_indices: Vec<usize>,
     per_class: Vec<ClassReservoir>,
     /// Input rows seen so far (the next arrival number).
     arrived: u64,
+    /// Batches held whole, newer than every chunk; their rows and their
+    /// eligible rows per class.
+    held: Vec<HeldBatch>,
+    held_rows: usize,
+    held_per_class: Vec<usize>,
 }
 
 impl Reservoirs {
-    pub fn new(capacity: usize, dim: usize) -> Self {
+    /// Rows are read through `feature_indices` (the operator's features).
+    pub fn new(capacity: usize, feature_indices: Vec<usize>) -> Self {
         Self {
             capacity,
-            dim,
+            dim: feature_indices.len(),
+            feature_indices,
             per_class: Vec::new(),
             arrived: 0,
+            held: Vec::new(),
+            held_rows: 0,
+            held_per_class: Vec::new(),
         }
     }
 
     /// Rows held for class `slot`.
     pub fn len_of(&self, slot: usize) -> usize {
         self.per_class.get(slot).map_or(0, |r| r.len)
+            + self.held_per_class.get(slot).copied().unwrap_or(0)
     }
 
     pub fn total_len(&self) -> usize {
-        self.per_class.iter().map(|r| r.len).sum()
+        self.per_class.iter().map(|r| r.len).sum::<usize>()
+            + self.held_per_class.iter().sum::<usize>()
     }
 
     /// Add the eligible rows of `batch`, evicting the oldest beyond capacity.
     pub fn insert(&mut self, batch: &RecordBatch, features: &BatchFeatures) -> Result<()> {
+        self.compact()?;
         let dim = self.dim;
-        let mut rows_of: Vec<Vec<u32>> = Vec::new();
-        for (row, slot) in features.slots.iter().enumerate() {
-            if let Some(slot) = *slot {
-                if rows_of.len() <= slot {
-                    rows_of.resize_with(slot + 1, Vec::new);
-                }
-                rows_of[slot].push(row as u32);
-            }
-        }
-        for (slot, rows) in rows_of.into_iter().enumerate() {
+        for (slot, rows) in rows_by_class(&features.slots).into_iter().enumerate() {
+            // Only the newest `capacity` rows of a large batch can survive.
+            let rows = &rows[rows.len().saturating_sub(self.capacity)..];
             if rows.is_empty() {
                 continue;
             }
-            // Only the newest `capacity` rows of a large batch can survive.
-            let keep_from = rows.len().saturating_sub(self.capacity);
-            let rows = &rows[keep_from..];
             let mut chunk_features = Vec::with_capacity(rows.len() * dim);
             for &r in rows {
                 let r = r as usize;
                 chunk_features.extend_from_slice(&features.values[r * dim..(r + 1) * dim]);
             }
-            let indices = UInt32Array::from(rows.to_vec());
-            let chunk = Chunk {
-                rows: take_record_batch(batch, &indices)?,
-                features: chunk_features,
-                arrivals: rows.iter().map(|&r| self.arrived + u64::from(r)).collect(),
-                start: 0,
-            };
-            if self.per_class.len() <= slot {
-                self.per_class
-                    .resize_with(slot + 1, ClassReservoir::default);
-            }
-            let reservoir = &mut self.per_class[slot];
-            reservoir.len += rows.len();
-            reservoir.chunks.push_back(chunk);
-            Self::evict(reservoir, self.capacity);
+            self.push_chunk(slot, batch, rows, chunk_features, self.arrived)?;
         }
         self.arrived += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Hold `batch` as it is, with its rows' class slots (eligible rows
+    /// only): what a bounded input does, whose rows are all read once, at
+    /// the end. Nothing is copied while the held batches total at most
+    /// `capacity` rows and no class exceeds it; past that, every held batch
+    /// is compacted into per-class chunks, as [`Self::insert`] makes them,
+    /// so memory stays bounded by the window.
+    pub fn hold(&mut self, batch: &RecordBatch, slots: Vec<Option<usize>>) -> Result<()> {
+        for &slot in slots.iter().flatten() {
+            if self.held_per_class.len() <= slot {
+                self.held_per_class.resize(slot + 1, 0);
+            }
+            self.held_per_class[slot] += 1;
+        }
+        self.held_rows += batch.num_rows();
+        self.held.push(HeldBatch {
+            batch: batch.clone(),
+            slots,
+            first_arrival: self.arrived,
+        });
+        self.arrived += batch.num_rows() as u64;
+        let over = (0..self.held_per_class.len()).any(|slot| self.len_of(slot) > self.capacity);
+        if self.held_rows > self.capacity || over {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Turn every held batch into per-class chunks (oldest first).
+    fn compact(&mut self) -> Result<()> {
+        for held in std::mem::take(&mut self.held) {
+            for (slot, rows) in rows_by_class(&held.slots).into_iter().enumerate() {
+                let rows = &rows[rows.len().saturating_sub(self.capacity)..];
+                if rows.is_empty() {
+                    continue;
+                }
+                let features = gather_features(&held.batch, &self.feature_indices, rows)?;
+                self.push_chunk(slot, &held.batch, rows, features, held.first_arrival)?;
+            }
+        }
+        self.held_rows = 0;
+        self.held_per_class.iter_mut().for_each(|n| *n = 0);
+        Ok(())
+    }
+
+    fn push_chunk(
+        &mut self,
+        slot: usize,
+        batch: &RecordBatch,
+        rows: &[u32],
+        features: Vec<f64>,
+        first_arrival: u64,
+    ) -> Result<()> {
+        let indices = UInt32Array::from(rows.to_vec());
+        let chunk = Chunk {
+            rows: take_record_batch(batch, &indices)?,
+            features,
+            arrivals: rows.iter().map(|&r| first_arrival + u64::from(r)).collect(),
+            start: 0,
+        };
+        if self.per_class.len() <= slot {
+            self.per_class
+                .resize_with(slot + 1, ClassReservoir::default);
+        }
+        let reservoir = &mut self.per_class[slot];
+        reservoir.len += rows.len();
+        reservoir.chunks.push_back(chunk);
+        Self::evict(reservoir, self.capacity);
         Ok(())
     }
 
@@ -125,36 +202,79 @@ impl Reservoirs {
     }
 
     /// Keep only the newest `keep` rows of every class (drift response).
-    pub fn shrink_to(&mut self, keep: usize) {
+    pub fn shrink_to(&mut self, keep: usize) -> Result<()> {
+        self.compact()?;
         for reservoir in &mut self.per_class {
             Self::evict(reservoir, keep);
         }
+        Ok(())
     }
 
     /// Everything held, as one reference set.
-    pub fn reference(&self) -> ReferenceSet {
+    pub fn reference(&self) -> Result<ReferenceSet> {
+        self.reference_of(|_| true)
+    }
+
+    /// The rows of the classes `include` accepts (by slot), as one
+    /// reference set: per class, oldest first. The other classes' rows are
+    /// left out (their features are never read), which is all a method
+    /// that draws seeds and neighbours from one class at a time needs.
+    pub fn reference_of(&self, include: impl Fn(usize) -> bool) -> Result<ReferenceSet> {
         let dim = self.dim;
-        let total = self.total_len();
+        let classes = self.per_class.len().max(self.held_per_class.len());
+        let total: usize = (0..classes)
+            .filter(|&slot| include(slot))
+            .map(|slot| self.len_of(slot))
+            .sum();
         let mut features = Vec::with_capacity(total * dim);
         let mut class_of = Vec::with_capacity(total);
         let mut locator = Vec::with_capacity(total);
         let mut arrival = Vec::with_capacity(total);
-        let mut members = vec![Vec::new(); self.per_class.len()];
+        let mut members = vec![Vec::new(); classes];
         let mut chunks = Vec::new();
-        for (slot, reservoir) in self.per_class.iter().enumerate() {
-            for chunk in &reservoir.chunks {
+        // Held batches: the included rows' features, read once per batch.
+        let mut held_rows = Vec::with_capacity(self.held.len());
+        for held in &self.held {
+            let rows: Vec<u32> = (0..held.slots.len() as u32)
+                .filter(|&r| held.slots[r as usize].is_some_and(&include))
+                .collect();
+            let values = gather_features(&held.batch, &self.feature_indices, &rows)?;
+            held_rows.push((rows, values));
+        }
+        for slot in (0..classes).filter(|&slot| include(slot)) {
+            if let Some(reservoir) = self.per_class.get(slot) {
+                for chunk in &reservoir.chunks {
+                    let chunk_id = chunks.len() as u32;
+                    chunks.push(chunk.rows.clone());
+                    for row in chunk.start..chunk.rows.num_rows() {
+                        members[slot].push(class_of.len());
+                        class_of.push(slot as u32);
+                        locator.push((chunk_id, row as u32));
+                        arrival.push(chunk.arrivals[row]);
+                        features.extend_from_slice(&chunk.features[row * dim..(row + 1) * dim]);
+                    }
+                }
+            }
+            for (held, (rows, values)) in self.held.iter().zip(&held_rows) {
                 let chunk_id = chunks.len() as u32;
-                chunks.push(chunk.rows.clone());
-                for row in chunk.start..chunk.rows.num_rows() {
+                let mut used = false;
+                for (i, &row) in rows.iter().enumerate() {
+                    if held.slots[row as usize] != Some(slot) {
+                        continue;
+                    }
+                    used = true;
                     members[slot].push(class_of.len());
                     class_of.push(slot as u32);
-                    locator.push((chunk_id, row as u32));
-                    arrival.push(chunk.arrivals[row]);
-                    features.extend_from_slice(&chunk.features[row * dim..(row + 1) * dim]);
+                    locator.push((chunk_id, row));
+                    arrival.push(held.first_arrival + u64::from(row));
+                    features.extend_from_slice(&values[i * dim..(i + 1) * dim]);
+                }
+                if used {
+                    chunks.push(held.batch.clone());
                 }
             }
         }
-        ReferenceSet {
+        Ok(ReferenceSet {
             dim,
             features,
             class_of,
@@ -162,8 +282,22 @@ impl Reservoirs {
             arrival,
             members,
             chunks,
+        })
+    }
+}
+
+/// Row numbers of each class slot's eligible rows, in row order.
+fn rows_by_class(slots: &[Option<usize>]) -> Vec<Vec<u32>> {
+    let mut rows_of: Vec<Vec<u32>> = Vec::new();
+    for (row, slot) in slots.iter().enumerate() {
+        if let Some(slot) = *slot {
+            if rows_of.len() <= slot {
+                rows_of.resize_with(slot + 1, Vec::new);
+            }
+            rows_of[slot].push(row as u32);
         }
     }
+    rows_of
 }
 
 /// The rows methods draw seeds and neighbours from: features row-major, the
@@ -265,7 +399,7 @@ impl ReferenceSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::{ClassIndex, batch_features};
+    use crate::features::{ClassIndex, batch_features, batch_slots};
     use datafusion::arrow::array::{AsArray, Float64Array, Int64Array};
     use datafusion::arrow::datatypes::Float64Type;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -288,7 +422,7 @@ mod tests {
     #[test]
     fn ring_buffers_keep_the_newest_eligible_rows_per_class() -> Result<()> {
         let mut classes = ClassIndex::default();
-        let mut reservoirs = Reservoirs::new(3, 1);
+        let mut reservoirs = Reservoirs::new(3, vec![0]);
         for start in 0..4 {
             let xs: Vec<Option<f64>> = (0..4).map(|i| Some(f64::from(start * 4 + i))).collect();
             let b = batch(&xs, &[Some(0), Some(1), Some(0), Some(0)])?;
@@ -297,7 +431,7 @@ mod tests {
         }
         assert_eq!(reservoirs.len_of(0), 3);
         assert_eq!(reservoirs.len_of(1), 3);
-        let reference = reservoirs.reference();
+        let reference = reservoirs.reference()?;
         let class0: Vec<f64> = reference.members[0]
             .iter()
             .map(|&r| reference.row(r)[0])
@@ -312,8 +446,55 @@ mod tests {
         let (chunk, row) = reference.locator[reference.members[1][0]];
         let x = reference.chunks[chunk as usize].column(0);
         assert_eq!(x.as_primitive::<Float64Type>().value(row as usize), 5.0);
-        reservoirs.shrink_to(1);
+        reservoirs.shrink_to(1)?;
         assert_eq!(reservoirs.total_len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn held_batches_give_the_reference_that_inserted_ones_do() -> Result<()> {
+        // Capacity 3 compacts the held batches on the way (a class exceeds
+        // it, then the rows do); 100 holds them all to the end.
+        for capacity in [3, 5, 100] {
+            let mut classes = ClassIndex::default();
+            let mut inserted = Reservoirs::new(capacity, vec![0]);
+            let mut held = Reservoirs::new(capacity, vec![0]);
+            for start in 0..5 {
+                let xs: Vec<Option<f64>> = (0..4)
+                    .map(|i| (i != 2 || start != 1).then_some(f64::from(start * 4 + i)))
+                    .collect();
+                let b = batch(&xs, &[Some(0), Some(1), Some(0), None])?;
+                let features = batch_features(&b, 1, &[0], &mut classes)?;
+                let slots = batch_slots(&b, 1, &[0], &mut classes)?;
+                assert_eq!(slots.slots, features.slots);
+                assert_eq!(slots.labelled, features.labelled);
+                inserted.insert(&b, &features)?;
+                held.hold(&b, slots.slots)?;
+                assert_eq!(held.len_of(0), inserted.len_of(0));
+                assert_eq!(held.len_of(1), inserted.len_of(1));
+            }
+            let (a, b) = (inserted.reference()?, held.reference()?);
+            assert_eq!(a.features, b.features, "capacity {capacity}");
+            assert_eq!(a.class_of, b.class_of);
+            assert_eq!(a.arrival, b.arrival);
+            assert_eq!(a.members, b.members);
+            // Each locator reaches the same value through either layout.
+            let value = |r: &ReferenceSet, i: usize| {
+                let (chunk, row) = r.locator[i];
+                r.chunks[chunk as usize]
+                    .column(0)
+                    .as_primitive::<Float64Type>()
+                    .value(row as usize)
+            };
+            for i in 0..a.len() {
+                assert_eq!(value(&a, i), value(&b, i));
+            }
+            // Only the classes asked for: class 1's rows alone.
+            let ones = held.reference_of(|slot| slot == 1)?;
+            assert_eq!(ones.members[1].len(), held.len_of(1));
+            assert!(ones.members[0].is_empty());
+            assert!(ones.class_of.iter().all(|&c| c == 1));
+        }
         Ok(())
     }
 
