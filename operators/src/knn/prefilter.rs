@@ -230,6 +230,26 @@ fn tile_dots<S: Simd>(simd: S, tile: &[f32], queries: &[f32]) -> [[f32; FTILE]; 
     dots
 }
 
+/// The step between blocks scanned one after the other: coprime with
+/// their count (so every block is visited once) and near its golden
+/// section, so that consecutive blocks lie far apart. Sets often come
+/// sorted (the oversamplers order a table's rows canonically, by feature
+/// values); scanned in order, each query would then approach its
+/// neighbours step by step and its k-th best distance would improve
+/// hundreds of times, each time with exact recomputations. Scattered, the
+/// k-th best tightens early, as on shuffled data. Ties do not depend on the
+/// order ([`TopK::offer_one`] orders by distance, then index).
+fn block_stride(n_blocks: usize) -> usize {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let mut stride = ((n_blocks as f64 * 0.618) as usize).max(1);
+    while gcd(stride, n_blocks.max(1)) != 1 {
+        stride += 1;
+    }
+    stride
+}
+
 /// The exact squared distance of point `i` to `query`: the exact kernel's
 /// arithmetic, in its order (so the same bits).
 #[inline(always)]
@@ -285,7 +305,10 @@ impl PrefilterSearch<'_> {
         };
         for group_start in (0..count).step_by(QUERY_GROUP) {
             let group_end = (group_start + QUERY_GROUP).min(count);
-            for block_start in (0..n_tiles).step_by(BLOCK_TILES) {
+            let n_blocks = n_tiles.div_ceil(BLOCK_TILES);
+            let stride = block_stride(n_blocks);
+            for b in 0..n_blocks {
+                let block_start = (b * stride) % n_blocks * BLOCK_TILES;
                 let block_end = (block_start + BLOCK_TILES).min(n_tiles);
                 for pass_start in (group_start..group_end).step_by(QUERIES) {
                     let n = QUERIES.min(group_end - pass_start);
