@@ -25,6 +25,7 @@
 //! operators' metrics data has 20 and more), so brute force it is.
 
 use std::num::NonZeroUsize;
+use std::sync::OnceLock;
 use std::thread;
 
 mod kd_tree;
@@ -46,12 +47,16 @@ pub struct PointSet {
     tiles: Vec<f64>,
     tree: Option<KdTree>,
     /// Single-precision copy searched first in many dimensions (see
-    /// [`Prefilter`]); `None` where the exact kernel is searched alone.
-    prefilter: Option<Prefilter>,
+    /// [`Prefilter`]), made by the first search with enough queries to
+    /// repay it; `None` inside where the exact kernel is searched alone.
+    prefilter: OnceLock<Option<Prefilter>>,
 }
 
 /// Most dimensions a set is searched with a k-d tree in.
 pub const TREE_MAX_DIM: usize = 8;
+/// Fewest queries a search builds the prefilter for (below, building it
+/// costs more than it saves over the exact kernel).
+const PREFILTER_MIN_QUERIES: usize = 32;
 /// Fewest points a set is searched with a k-d tree for.
 const TREE_MIN_POINTS: usize = 256;
 
@@ -84,22 +89,38 @@ impl PointSet {
                 tiles[base + d * TILE] = rows[r * dim + d];
             }
         }
-        let prefilter = (dim > TREE_MAX_DIM && prefilter::is_fast())
-            .then(|| Prefilter::new(&tiles, dim, len))
-            .flatten();
         Self {
             dim,
             len,
             tiles,
             tree: None,
-            prefilter,
+            prefilter: OnceLock::new(),
+        }
+    }
+
+    /// The prefilter for a search of `n_queries`: made now if there are
+    /// enough queries to repay building it (a set searched once for a few
+    /// queries, as iCost's window per batch, is cheaper without), else
+    /// whatever an earlier search made.
+    fn prefilter_for(&self, n_queries: usize) -> Option<&Prefilter> {
+        let usable = self.tree.is_none() && self.dim > TREE_MAX_DIM;
+        if usable && n_queries >= PREFILTER_MIN_QUERIES {
+            self.prefilter
+                .get_or_init(|| {
+                    prefilter::is_fast()
+                        .then(|| Prefilter::new(&self.tiles, self.dim, self.len))
+                        .flatten()
+                })
+                .as_ref()
+        } else {
+            self.prefilter.get().and_then(Option::as_ref)
         }
     }
 
     /// Searched by the exact kernel alone, never through the prefilter.
     #[cfg(test)]
     fn without_prefilter(mut self) -> Self {
-        self.prefilter = None;
+        self.prefilter = OnceLock::from(None);
         self
     }
 
@@ -110,7 +131,7 @@ impl PointSet {
             len: subset.len(),
             tiles: Vec::new(),
             tree: Some(KdTree::build(rows, dim, subset)),
-            prefilter: None,
+            prefilter: OnceLock::from(None),
         }
     }
 
@@ -206,8 +227,9 @@ pub fn search(set: &PointSet, queries: &[f64], k: usize, exclude: Exclude<'_>) -
             Some(_) => n_queries >= TREE_PARALLEL_QUERIES,
             None => work >= PARALLEL_WORK && n_queries >= 2 * QUERY_GROUP,
         };
-    let prepared = set.prefilter.as_ref().and_then(|p| p.prepare(queries));
-    let prepared = prepared.as_ref();
+    let prefilter = set.prefilter_for(n_queries);
+    let prepared = prefilter.and_then(|p| p.prepare(queries));
+    let prepared = prefilter.zip(prepared.as_ref());
     let kernel = |first, out_indices, out_distances| SearchKernel {
         set,
         prepared,
@@ -344,8 +366,8 @@ fn tile_distances(
 /// function with those target features) and picks from at run time.
 struct SearchKernel<'a, 'o> {
     set: &'a PointSet,
-    /// The queries in the prefilter's coordinates, when it is used.
-    prepared: Option<&'a PreparedQueries>,
+    /// The prefilter and the queries in its coordinates, when it is used.
+    prepared: Option<(&'a Prefilter, &'a PreparedQueries)>,
     queries: &'a [f64],
     first: usize,
     k: usize,
@@ -378,11 +400,11 @@ impl pulp::WithSimd for SearchKernel<'_, '_> {
             out_indices,
             out_distances,
         } = self;
-        match (&set.tree, &set.prefilter, prepared) {
-            (Some(tree), _, _) => {
+        match (&set.tree, prepared) {
+            (Some(tree), _) => {
                 tree.search_range(queries, first, k, exclude, out_indices, out_distances)
             }
-            (None, Some(prefilter), Some(prepared)) => PrefilterSearch {
+            (None, Some((prefilter, prepared))) => PrefilterSearch {
                 set,
                 prefilter,
                 prepared,
@@ -577,7 +599,6 @@ mod tests {
     /// alone) give identical answers, distances included.
     fn assert_prefilter_is_exact(rows: &[f64], dim: usize, queries: &[f64], k: usize) {
         let set = PointSet::from_rows(rows, dim);
-        assert_eq!(set.prefilter.is_some(), prefilter::is_fast(), "dim={dim}");
         let exact = set.clone().without_prefilter();
         let n = rows.len() / dim;
         let own: Vec<u32> = (0..n as u32).collect();
@@ -586,6 +607,10 @@ mod tests {
             search(&exact, rows, k, Exclude::SelfIndex(&own)),
             "dim={dim}, self excluded"
         );
+        // That search had queries enough to build the prefilter; the next
+        // one (maybe fewer) uses it too.
+        let built = set.prefilter.get().is_some_and(Option::is_some);
+        assert_eq!(built, prefilter::is_fast(), "dim={dim}");
         let found = search(&set, queries, k, Exclude::Nothing);
         assert_eq!(
             found,
@@ -662,8 +687,8 @@ mod tests {
         rows[3] = f64::MAX;
         rows[13] = f64::MAX;
         let set = PointSet::from_rows(&rows, dim);
-        assert!(set.prefilter.is_none());
         let found = search(&set, &queries, 4, Exclude::Nothing);
+        assert!(set.prefilter.get().is_some_and(Option::is_none));
         for q in 0..40 {
             let expected = naive(&rows, dim, &queries[q * dim..(q + 1) * dim], 4, None);
             assert_eq!(found.indices(q), expected.as_slice(), "q={q}");
