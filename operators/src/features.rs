@@ -168,13 +168,24 @@ pub fn batch_slots(
             *ok &= v.is_finite() && array.is_valid(row);
         }
     }
-    let mut labelled = Vec::with_capacity(rows);
+    class_slots(batch, label_index, &complete, classes)
+}
+
+/// Each row's class slot, and for rows whose features are `complete`, the
+/// slot they are eligible in.
+fn class_slots(
+    batch: &RecordBatch,
+    label_index: usize,
+    complete: &[bool],
+    classes: &mut ClassIndex,
+) -> Result<BatchSlots> {
+    let mut labelled = Vec::with_capacity(batch.num_rows());
     for_each_class(batch.column(label_index), |_, class| {
         labelled.push(class.map(|c| classes.slot(c)));
     })?;
     let slots = labelled
         .iter()
-        .zip(&complete)
+        .zip(complete)
         .map(|(slot, ok)| if *ok { *slot } else { None })
         .collect();
     Ok(BatchSlots { slots, labelled })
@@ -258,15 +269,7 @@ pub fn batch_features(
             }
         }
     }
-    let mut labelled = Vec::with_capacity(rows);
-    for_each_class(batch.column(label_index), |_, class| {
-        labelled.push(class.map(|c| classes.slot(c)));
-    })?;
-    let slots = labelled
-        .iter()
-        .zip(&complete)
-        .map(|(slot, ok)| if *ok { *slot } else { None })
-        .collect();
+    let BatchSlots { slots, labelled } = class_slots(batch, label_index, &complete, classes)?;
     Ok(BatchFeatures {
         dim,
         values,

@@ -374,11 +374,16 @@ impl Oversampler {
         Ok(())
     }
 
-    fn grow(&mut self) {
+    /// Size the per-class state for the classes seen so far and count the
+    /// batch's labelled rows (eligible or not) into the class totals.
+    fn count_labelled(&mut self, labelled: &[Option<usize>]) {
         let n = self.classes.len();
         self.totals.resize(n, 0);
         self.decayed.resize(n, 0.0);
         self.owed.resize(n, 0.0);
+        for slot in labelled.iter().flatten() {
+            self.totals[*slot] += 1;
+        }
     }
 
     fn process_batch(
@@ -401,10 +406,7 @@ impl Oversampler {
                 &self.columns.feature_indices,
                 &mut self.classes,
             )?;
-            self.grow();
-            for slot in slots.labelled.iter().flatten() {
-                self.totals[*slot] += 1;
-            }
+            self.count_labelled(&slots.labelled);
             self.reservoirs.hold(batch, slots.slots)?;
         } else {
             let features = batch_features(
@@ -413,10 +415,7 @@ impl Oversampler {
                 &self.columns.feature_indices,
                 &mut self.classes,
             )?;
-            self.grow();
-            for slot in features.labelled.iter().flatten() {
-                self.totals[*slot] += 1;
-            }
+            self.count_labelled(&features.labelled);
             let amounts = self.stream_amounts(&features);
             if amounts.iter().any(|&a| a > 0) {
                 // From the reservoirs as they were before this batch.
