@@ -32,7 +32,7 @@ mod kd_tree;
 mod prefilter;
 
 use kd_tree::KdTree;
-use prefilter::{Prefilter, PrefilterSearch, PreparedQueries};
+use prefilter::{Prefilter, PreparedQueries};
 
 /// Reference points in tiles of [`TILE`] points: within a tile, coordinate
 /// `d` of its points is contiguous, so the kernel reads one short vector per
@@ -231,12 +231,14 @@ pub fn search(set: &PointSet, queries: &[f64], k: usize, exclude: Exclude<'_>) -
     let prepared = prefilter.and_then(|p| p.prepare(queries));
     let prepared = prefilter.zip(prepared.as_ref());
     let kernel = |first, out_indices, out_distances| SearchKernel {
-        set,
+        share: SearchRange {
+            set,
+            queries,
+            first,
+            k,
+            exclude,
+        },
         prepared,
-        queries,
-        first,
-        k,
-        exclude,
         out_indices,
         out_distances,
     };
@@ -361,17 +363,42 @@ fn tile_distances(
     sums
 }
 
-/// One thread's share of a search, as a unit that `pulp` compiles once per
-/// instruction set (monomorphized per `Simd` type and inlined into a
-/// function with those target features) and picks from at run time.
-struct SearchKernel<'a, 'o> {
+/// One thread's share of a search: queries `first..` of `queries`
+/// against `set`.
+#[derive(Clone, Copy)]
+struct SearchRange<'a> {
     set: &'a PointSet,
-    /// The prefilter and the queries in its coordinates, when it is used.
-    prepared: Option<(&'a Prefilter, &'a PreparedQueries)>,
     queries: &'a [f64],
     first: usize,
     k: usize,
     exclude: Exclude<'a>,
+}
+
+impl SearchRange<'_> {
+    /// Query `q` of this share.
+    #[inline(always)]
+    fn query(&self, q: usize) -> &[f64] {
+        let dim = self.set.dim;
+        &self.queries[(self.first + q) * dim..(self.first + q + 1) * dim]
+    }
+
+    /// The set index query `q` of this share must not find.
+    #[inline(always)]
+    fn skip(&self, q: usize) -> usize {
+        match self.exclude {
+            Exclude::Nothing => usize::MAX,
+            Exclude::SelfIndex(own) => own[self.first + q] as usize,
+        }
+    }
+}
+
+/// A share of a search as a unit that `pulp` compiles once per instruction
+/// set (monomorphized per `Simd` type and inlined into a function with
+/// those target features) and picks from at run time.
+struct SearchKernel<'a, 'o> {
+    share: SearchRange<'a>,
+    /// The prefilter and the queries in its coordinates, when it is used.
+    prepared: Option<(&'a Prefilter, &'a PreparedQueries)>,
     out_indices: &'o mut [u32],
     out_distances: &'o mut [f64],
 }
@@ -391,45 +418,38 @@ impl pulp::WithSimd for SearchKernel<'_, '_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) {
         let Self {
-            set,
+            share,
             prepared,
-            queries,
-            first,
-            k,
-            exclude,
             out_indices,
             out_distances,
         } = self;
-        match (&set.tree, prepared) {
-            (Some(tree), _) => {
-                tree.search_range(queries, first, k, exclude, out_indices, out_distances)
-            }
-            (None, Some((prefilter, prepared))) => PrefilterSearch {
-                set,
+        match (&share.set.tree, prepared) {
+            (Some(tree), _) => tree.search_range(
+                share.queries,
+                share.first,
+                share.k,
+                share.exclude,
+                out_indices,
+                out_distances,
+            ),
+            (None, Some((prefilter, prepared))) => prefilter::search_range(
+                simd,
+                share,
                 prefilter,
                 prepared,
-                queries,
-                first,
-                k,
-                exclude,
-            }
-            .run(simd, out_indices, out_distances),
-            _ => search_range(set, queries, first, k, exclude, out_indices, out_distances),
+                out_indices,
+                out_distances,
+            ),
+            _ => search_range(share, out_indices, out_distances),
         }
     }
 }
 
-/// Answer queries `first..first + out_indices.len() / k`.
+/// Answer the share's queries (`out_indices.len() / k` of them) with the
+/// exact kernel.
 #[inline(always)]
-fn search_range(
-    set: &PointSet,
-    queries: &[f64],
-    first: usize,
-    k: usize,
-    exclude: Exclude<'_>,
-    out_indices: &mut [u32],
-    out_distances: &mut [f64],
-) {
+fn search_range(share: SearchRange<'_>, out_indices: &mut [u32], out_distances: &mut [f64]) {
+    let SearchRange { set, k, .. } = share;
     let dim = set.dim;
     let count = out_indices.len() / k;
     out_distances.fill(f64::INFINITY);
@@ -437,11 +457,6 @@ fn search_range(
     let n_tiles = set.len.div_ceil(TILE);
     let tile_width = dim * TILE;
     let mut filled = vec![0usize; count];
-    let query = |q: usize| &queries[(first + q) * dim..(first + q + 1) * dim];
-    let skip = |q: usize| match exclude {
-        Exclude::Nothing => usize::MAX,
-        Exclude::SelfIndex(own) => own[first + q] as usize,
-    };
     for group_start in (0..count).step_by(QUERY_GROUP) {
         let group_len = QUERY_GROUP.min(count - group_start);
         for block_start in (0..n_tiles).step_by(BLOCK_TILES) {
@@ -450,7 +465,7 @@ fn search_range(
                 let n = QUAD.min(group_start + group_len - quad_start);
                 // A short quad repeats its last query; those sums are unused.
                 let points: [&[f64]; QUAD] =
-                    std::array::from_fn(|j| query(quad_start + j.min(n - 1)));
+                    std::array::from_fn(|j| share.query(quad_start + j.min(n - 1)));
                 let range = quad_start * k..(quad_start + n) * k;
                 let mut distance_rows = out_distances[range.clone()].chunks_mut(k);
                 let mut index_rows = out_indices[range].chunks_mut(k);
@@ -460,7 +475,7 @@ fn search_range(
                         distances,
                         indices,
                         filled: filled[quad_start + j],
-                        skip: skip(quad_start + j),
+                        skip: share.skip(quad_start + j),
                     })
                 });
                 for t in block_start..block_end {

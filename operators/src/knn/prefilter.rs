@@ -37,7 +37,7 @@
 
 use pulp::Simd;
 
-use super::{Exclude, PointSet, TILE, TopK};
+use super::{PointSet, SearchRange, TILE, TopK};
 
 /// Points per prefilter tile: one 64-byte line of `f32` per dimension.
 pub(super) const FTILE: usize = 16;
@@ -264,119 +264,99 @@ fn exact_squared_distance(set: &PointSet, i: usize, query: &[f64]) -> f64 {
     sum
 }
 
-/// What one search reads besides its output.
-pub(super) struct PrefilterSearch<'a> {
-    pub set: &'a PointSet,
-    pub prefilter: &'a Prefilter,
-    pub prepared: &'a PreparedQueries,
-    pub queries: &'a [f64],
-    pub first: usize,
-    pub k: usize,
-    pub exclude: Exclude<'a>,
-}
-
-impl PrefilterSearch<'_> {
-    /// Answer queries `first..first + out_indices.len() / k`.
-    #[inline(always)]
-    pub(super) fn run<S: Simd>(&self, simd: S, out_indices: &mut [u32], out_distances: &mut [f64]) {
-        let Self {
-            set,
-            prefilter,
-            prepared,
-            queries,
-            first,
-            k,
-            exclude,
-        } = *self;
-        let dim = set.dim;
-        let count = out_indices.len() / k;
-        out_distances.fill(f64::INFINITY);
-        out_indices.fill(u32::MAX);
-        let n_tiles = set.len.div_ceil(FTILE);
-        let tile_width = dim * FTILE;
-        let mut filled = vec![0usize; count];
-        let mut pass_queries = vec![0.0f32; QUERIES * dim];
-        let mut pass_columns = vec![0.0f32; QUERIES * dim];
-        let exact = |q: usize| &queries[(first + q) * dim..(first + q + 1) * dim];
-        let scaled = |q: usize| &prepared.coordinates[(first + q) * dim..(first + q + 1) * dim];
-        let skip = |q: usize| match exclude {
-            Exclude::Nothing => usize::MAX,
-            Exclude::SelfIndex(own) => own[first + q] as usize,
-        };
-        for group_start in (0..count).step_by(QUERY_GROUP) {
-            let group_end = (group_start + QUERY_GROUP).min(count);
-            let n_blocks = n_tiles.div_ceil(BLOCK_TILES);
-            let stride = block_stride(n_blocks);
-            for b in 0..n_blocks {
-                let block_start = (b * stride) % n_blocks * BLOCK_TILES;
-                let block_end = (block_start + BLOCK_TILES).min(n_tiles);
-                for pass_start in (group_start..group_end).step_by(QUERIES) {
-                    let n = QUERIES.min(group_end - pass_start);
-                    // Dimension-major; a short pass repeats its last query
-                    // (those sums are unused).
-                    for (j, query) in pass_queries.chunks_exact_mut(dim).enumerate() {
-                        query.copy_from_slice(scaled(pass_start + j.min(n - 1)));
+/// Answer the share's queries (`out_indices.len() / k` of them): the
+/// prefilter's estimates first, exact distances where they cannot rule a
+/// point out.
+#[inline(always)]
+pub(super) fn search_range<S: Simd>(
+    simd: S,
+    share: SearchRange<'_>,
+    prefilter: &Prefilter,
+    prepared: &PreparedQueries,
+    out_indices: &mut [u32],
+    out_distances: &mut [f64],
+) {
+    let SearchRange { set, first, k, .. } = share;
+    let dim = set.dim;
+    let count = out_indices.len() / k;
+    out_distances.fill(f64::INFINITY);
+    out_indices.fill(u32::MAX);
+    let n_tiles = set.len.div_ceil(FTILE);
+    let tile_width = dim * FTILE;
+    let mut filled = vec![0usize; count];
+    let mut pass_queries = vec![0.0f32; QUERIES * dim];
+    let mut pass_columns = vec![0.0f32; QUERIES * dim];
+    let scaled = |q: usize| &prepared.coordinates[(first + q) * dim..(first + q + 1) * dim];
+    for group_start in (0..count).step_by(QUERY_GROUP) {
+        let group_end = (group_start + QUERY_GROUP).min(count);
+        let n_blocks = n_tiles.div_ceil(BLOCK_TILES);
+        let stride = block_stride(n_blocks);
+        for b in 0..n_blocks {
+            let block_start = (b * stride) % n_blocks * BLOCK_TILES;
+            let block_end = (block_start + BLOCK_TILES).min(n_tiles);
+            for pass_start in (group_start..group_end).step_by(QUERIES) {
+                let n = QUERIES.min(group_end - pass_start);
+                // Dimension-major; a short pass repeats its last query
+                // (those sums are unused).
+                for (j, query) in pass_queries.chunks_exact_mut(dim).enumerate() {
+                    query.copy_from_slice(scaled(pass_start + j.min(n - 1)));
+                }
+                for (d, slot) in pass_columns.chunks_exact_mut(QUERIES).enumerate() {
+                    for (j, v) in slot.iter_mut().enumerate() {
+                        *v = pass_queries[j * dim + d];
                     }
-                    for (d, slot) in pass_columns.chunks_exact_mut(QUERIES).enumerate() {
-                        for (j, v) in slot.iter_mut().enumerate() {
-                            *v = pass_queries[j * dim + d];
+                }
+                let range = pass_start * k..(pass_start + n) * k;
+                let mut distance_rows = out_distances[range.clone()].chunks_mut(k);
+                let mut index_rows = out_indices[range].chunks_mut(k);
+                let mut tops: [Option<TopK<'_>>; QUERIES] = std::array::from_fn(|j| {
+                    Some(TopK {
+                        distances: distance_rows.next()?,
+                        indices: index_rows.next()?,
+                        filled: filled[pass_start + j],
+                        skip: share.skip(pass_start + j),
+                    })
+                });
+                let mut limits: [f32; QUERIES] = std::array::from_fn(|j| match &tops[j] {
+                    Some(top) if top.filled == k => prefilter.scaled_limit(top.distances[k - 1]),
+                    _ => f32::INFINITY,
+                });
+                let query_terms: [f32; QUERIES] = std::array::from_fn(|j| {
+                    prepared.lower_terms[first + pass_start + j.min(n - 1)]
+                });
+                for t in block_start..block_end {
+                    let tile = &prefilter.tiles[t * tile_width..(t + 1) * tile_width];
+                    let point_terms = &prefilter.lower_terms[t * FTILE..(t + 1) * FTILE];
+                    let dots = tile_dots(simd, tile, &pass_columns);
+                    for (j, top) in tops.iter_mut().enumerate() {
+                        let Some(top) = top else {
+                            continue;
+                        };
+                        // The estimate minus its bound, for every lane.
+                        let lower =
+                            |lane: usize| query_terms[j] + point_terms[lane] - 2.0 * dots[j][lane];
+                        let mut any = false;
+                        for lane in 0..FTILE {
+                            any |= lower(lane) <= limits[j];
                         }
-                    }
-                    let range = pass_start * k..(pass_start + n) * k;
-                    let mut distance_rows = out_distances[range.clone()].chunks_mut(k);
-                    let mut index_rows = out_indices[range].chunks_mut(k);
-                    let mut tops: [Option<TopK<'_>>; QUERIES] = std::array::from_fn(|j| {
-                        Some(TopK {
-                            distances: distance_rows.next()?,
-                            indices: index_rows.next()?,
-                            filled: filled[pass_start + j],
-                            skip: skip(pass_start + j),
-                        })
-                    });
-                    let mut limits: [f32; QUERIES] = std::array::from_fn(|j| match &tops[j] {
-                        Some(top) if top.filled == k => {
-                            prefilter.scaled_limit(top.distances[k - 1])
+                        if !any {
+                            continue;
                         }
-                        _ => f32::INFINITY,
-                    });
-                    let query_terms: [f32; QUERIES] = std::array::from_fn(|j| {
-                        prepared.lower_terms[first + pass_start + j.min(n - 1)]
-                    });
-                    for t in block_start..block_end {
-                        let tile = &prefilter.tiles[t * tile_width..(t + 1) * tile_width];
-                        let point_terms = &prefilter.lower_terms[t * FTILE..(t + 1) * FTILE];
-                        let dots = tile_dots(simd, tile, &pass_columns);
-                        for (j, top) in tops.iter_mut().enumerate() {
-                            let Some(top) = top else {
-                                continue;
-                            };
-                            // The estimate minus its bound, for every lane.
-                            let lower = |lane: usize| {
-                                query_terms[j] + point_terms[lane] - 2.0 * dots[j][lane]
-                            };
-                            let mut any = false;
-                            for lane in 0..FTILE {
-                                any |= lower(lane) <= limits[j];
-                            }
-                            if !any {
-                                continue;
-                            }
-                            let query = exact(pass_start + j);
-                            for lane in 0..FTILE {
-                                let index = t * FTILE + lane;
-                                if lower(lane) <= limits[j] && index < set.len {
-                                    let d2 = exact_squared_distance(set, index, query);
-                                    if top.offer_one(d2, index) && top.filled == k {
-                                        limits[j] = prefilter.scaled_limit(top.distances[k - 1]);
-                                    }
+                        let query = share.query(pass_start + j);
+                        for lane in 0..FTILE {
+                            let index = t * FTILE + lane;
+                            if lower(lane) <= limits[j] && index < set.len {
+                                let d2 = exact_squared_distance(set, index, query);
+                                if top.offer_one(d2, index) && top.filled == k {
+                                    limits[j] = prefilter.scaled_limit(top.distances[k - 1]);
                                 }
                             }
                         }
                     }
-                    for (j, top) in tops.iter().enumerate() {
-                        if let Some(top) = top {
-                            filled[pass_start + j] = top.filled;
-                        }
+                }
+                for (j, top) in tops.iter().enumerate() {
+                    if let Some(top) = top {
+                        filled[pass_start + j] = top.filled;
                     }
                 }
             }
