@@ -105,12 +105,14 @@ impl Prefilter {
         if len == 0 || dim == 0 {
             return None;
         }
-        let coordinate =
-            |i: usize, d: usize| exact_tiles[(i / TILE) * dim * TILE + d * TILE + i % TILE];
+        // Every pass reads the exact tiles in memory order (tile, dimension,
+        // lane); `lanes(t)` is how many of tile `t`'s lanes hold points.
+        let exact_tiles = exact_tiles.chunks_exact(dim * TILE);
+        let lanes = |t: usize| TILE.min(len - t * TILE);
         let mut centre = vec![0.0; dim];
-        for i in 0..len {
-            for (d, c) in centre.iter_mut().enumerate() {
-                *c += coordinate(i, d);
+        for (t, tile) in exact_tiles.clone().enumerate() {
+            for (column, c) in tile.chunks_exact(TILE).zip(centre.iter_mut()) {
+                *c += column[..lanes(t)].iter().sum::<f64>();
             }
         }
         centre.iter_mut().for_each(|c| *c /= len as f64);
@@ -120,9 +122,11 @@ impl Prefilter {
             return None;
         }
         let mut largest = 0.0f64;
-        for i in 0..len {
-            for (d, c) in centre.iter().enumerate() {
-                largest = largest.max((coordinate(i, d) - c).abs());
+        for (t, tile) in exact_tiles.clone().enumerate() {
+            for (column, c) in tile.chunks_exact(TILE).zip(&centre) {
+                for v in &column[..lanes(t)] {
+                    largest = largest.max((v - c).abs());
+                }
             }
         }
         if !largest.is_finite() {
@@ -138,15 +142,19 @@ impl Prefilter {
         let n_tiles = len.div_ceil(FTILE);
         let mut tiles = vec![0.0f32; n_tiles * dim * FTILE];
         let mut lower_terms = vec![f32::INFINITY; n_tiles * FTILE];
-        for (i, term) in lower_terms.iter_mut().enumerate().take(len) {
-            let base = (i / FTILE) * dim * FTILE + i % FTILE;
-            let mut sum = 0.0f32;
-            for (d, c) in centre.iter().enumerate() {
-                let v = ((coordinate(i, d) - c) * scale) as f32;
-                tiles[base + d * FTILE] = v;
-                sum += v * v;
+        for (t, tile) in exact_tiles.enumerate() {
+            let mut sums = [0.0f32; TILE];
+            for (d, (column, c)) in tile.chunks_exact(TILE).zip(&centre).enumerate() {
+                for (lane, (v, sum)) in column.iter().zip(&mut sums).enumerate().take(lanes(t)) {
+                    let i = t * TILE + lane;
+                    let v = ((v - c) * scale) as f32;
+                    tiles[(i / FTILE) * dim * FTILE + d * FTILE + i % FTILE] = v;
+                    *sum += v * v;
+                }
             }
-            *term = (1.0 - coefficient) * sum;
+            for (lane, sum) in sums.iter().enumerate().take(lanes(t)) {
+                lower_terms[t * TILE + lane] = (1.0 - coefficient) * sum;
+            }
         }
         Some(Self {
             tiles,
