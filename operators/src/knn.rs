@@ -698,6 +698,13 @@ mod tests {
         let mut queries: Vec<f64> = (0..40 * dim).map(|_| rng.uniform()).collect();
         queries[7] = 1e300;
         assert_prefilter_is_exact(&rows, dim, &queries, 4);
+        // Coordinates each within range whose squares overflow f32 when
+        // summed (300 of about 2^60): still exact.
+        let wide = 300;
+        let wide_rows: Vec<f64> = (0..100 * wide).map(|_| rng.uniform()).collect();
+        let mut wide_queries: Vec<f64> = (0..40 * wide).map(|_| rng.uniform()).collect();
+        wide_queries[..wide].fill(1.1e18);
+        assert_prefilter_is_exact(&wide_rows, wide, &wide_queries, 3);
         // A set whose coordinates overflow when summed has no prefilter.
         rows[3] = f64::MAX;
         rows[13] = f64::MAX;

@@ -184,6 +184,12 @@ impl Prefilter {
                 coordinates.push(v);
                 sum += v * v;
             }
+            // Enough huge coordinates overflow the norm in f32, making every
+            // estimate infinite (only a limit overflowing as well would
+            // keep that exact): the exact kernel instead.
+            if !sum.is_finite() {
+                return None;
+            }
             lower_terms.push((1.0 - self.coefficient) * sum - self.slack);
         }
         Some(PreparedQueries {
