@@ -382,6 +382,15 @@ impl SearchRange<'_> {
         &self.queries[(self.first + q) * dim..(self.first + q + 1) * dim]
     }
 
+    /// Empty answers for the share's queries (every slot (`+inf`,
+    /// `u32::MAX`), which any point precedes) and each query's count of
+    /// filled slots: none yet.
+    fn empty_answers(&self, out_indices: &mut [u32], out_distances: &mut [f64]) -> Vec<usize> {
+        out_distances.fill(f64::INFINITY);
+        out_indices.fill(u32::MAX);
+        vec![0; out_indices.len() / self.k]
+    }
+
     /// The set index query `q` of this share must not find.
     #[inline(always)]
     fn skip(&self, q: usize) -> usize {
@@ -451,12 +460,10 @@ impl pulp::WithSimd for SearchKernel<'_, '_> {
 fn search_range(share: SearchRange<'_>, out_indices: &mut [u32], out_distances: &mut [f64]) {
     let SearchRange { set, k, .. } = share;
     let dim = set.dim;
-    let count = out_indices.len() / k;
-    out_distances.fill(f64::INFINITY);
-    out_indices.fill(u32::MAX);
+    let mut filled = share.empty_answers(out_indices, out_distances);
+    let count = filled.len();
     let n_tiles = set.len.div_ceil(TILE);
     let tile_width = dim * TILE;
-    let mut filled = vec![0usize; count];
     for group_start in (0..count).step_by(QUERY_GROUP) {
         let group_len = QUERY_GROUP.min(count - group_start);
         for block_start in (0..n_tiles).step_by(BLOCK_TILES) {

@@ -292,34 +292,37 @@ pub(super) fn search_range<S: Simd>(
 ) {
     let SearchRange { set, first, k, .. } = share;
     let dim = set.dim;
-    let count = out_indices.len() / k;
-    out_distances.fill(f64::INFINITY);
-    out_indices.fill(u32::MAX);
+    let mut filled = share.empty_answers(out_indices, out_distances);
+    let count = filled.len();
     let n_tiles = set.len.div_ceil(FTILE);
     let tile_width = dim * FTILE;
-    let mut filled = vec![0usize; count];
-    let mut pass_queries = vec![0.0f32; QUERIES * dim];
-    let mut pass_columns = vec![0.0f32; QUERIES * dim];
+    let n_blocks = n_tiles.div_ceil(BLOCK_TILES);
+    let stride = block_stride(n_blocks);
+    // A group's queries, pass by pass, dimension-major within a pass (what
+    // `tile_dots` reads); a short pass repeats its last query (those sums
+    // are unused). Made once per group, read by every block.
+    let mut group_columns = vec![0.0f32; QUERY_GROUP * dim];
     let scaled = |q: usize| &prepared.coordinates[(first + q) * dim..(first + q + 1) * dim];
     for group_start in (0..count).step_by(QUERY_GROUP) {
         let group_end = (group_start + QUERY_GROUP).min(count);
-        let n_blocks = n_tiles.div_ceil(BLOCK_TILES);
-        let stride = block_stride(n_blocks);
+        for (p, columns) in group_columns.chunks_exact_mut(QUERIES * dim).enumerate() {
+            let pass_start = group_start + p * QUERIES;
+            if pass_start >= group_end {
+                break;
+            }
+            let n = QUERIES.min(group_end - pass_start);
+            for j in 0..QUERIES {
+                for (d, &v) in scaled(pass_start + j.min(n - 1)).iter().enumerate() {
+                    columns[d * QUERIES + j] = v;
+                }
+            }
+        }
         for b in 0..n_blocks {
             let block_start = (b * stride) % n_blocks * BLOCK_TILES;
             let block_end = (block_start + BLOCK_TILES).min(n_tiles);
-            for pass_start in (group_start..group_end).step_by(QUERIES) {
+            for (p, pass_start) in (group_start..group_end).step_by(QUERIES).enumerate() {
                 let n = QUERIES.min(group_end - pass_start);
-                // Dimension-major; a short pass repeats its last query
-                // (those sums are unused).
-                for (j, query) in pass_queries.chunks_exact_mut(dim).enumerate() {
-                    query.copy_from_slice(scaled(pass_start + j.min(n - 1)));
-                }
-                for (d, slot) in pass_columns.chunks_exact_mut(QUERIES).enumerate() {
-                    for (j, v) in slot.iter_mut().enumerate() {
-                        *v = pass_queries[j * dim + d];
-                    }
-                }
+                let pass_columns = &group_columns[p * QUERIES * dim..(p + 1) * QUERIES * dim];
                 let range = pass_start * k..(pass_start + n) * k;
                 let mut distance_rows = out_distances[range.clone()].chunks_mut(k);
                 let mut index_rows = out_indices[range].chunks_mut(k);
@@ -341,7 +344,7 @@ pub(super) fn search_range<S: Simd>(
                 for t in block_start..block_end {
                     let tile = &prefilter.tiles[t * tile_width..(t + 1) * tile_width];
                     let point_terms = &prefilter.lower_terms[t * FTILE..(t + 1) * FTILE];
-                    let dots = tile_dots(simd, tile, &pass_columns);
+                    let dots = tile_dots(simd, tile, pass_columns);
                     for (j, top) in tops.iter_mut().enumerate() {
                         let Some(top) = top else {
                             continue;
