@@ -12,6 +12,7 @@ use datafusion::prelude::SessionContext;
 use equipoise::JobRuntime;
 use equipoise::job::JobSpec;
 use equipoise::operators::detector::DetectorOptions;
+use equipoise::operators::detector::adaptive_tree::AdaptiveHoeffdingTree;
 use equipoise::operators::detector::balance::ClassBalance;
 use equipoise::operators::detector::logistic::{OnlineLogistic, Optimizer};
 use equipoise_connectors::GeneratorConfig;
@@ -165,6 +166,56 @@ async fn every_prediction_comes_from_the_model_before_its_row_was_learned() -> R
         .count();
     let minority = (2_000..3_000).filter(|&t| y[t] == Some(1)).count();
     assert!(found * 2 > minority, "{found} of {minority}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_adaptive_tree_is_trained_test_then_train_and_saved_as_it_learned() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctx = session()?;
+    ctx.register_table("t", Arc::new(table(6_000, None)?))?;
+    let out = collect(
+        &ctx,
+        &format!(
+            "SELECT * FROM train_detector('t', 'label', \
+             'learner=adaptive_tree, seed=3, balance=false, snapshot_dir={}')",
+            dir.path().display()
+        ),
+    )
+    .await?;
+    let (a, b, y) = (
+        column_f64(&out, "a"),
+        column_f64(&out, "b"),
+        column_i64(&out, "label"),
+    );
+    let predictions = column_i64(&out, "prediction");
+    // The same tree, driven by hand.
+    let mut tree = AdaptiveHoeffdingTree::new(3);
+    let (mut p, mut scratch) = (Vec::new(), Vec::new());
+    let mut slots: Vec<i64> = Vec::new();
+    for t in 0..a.len() {
+        let x = [a[t].expect("a"), b[t].expect("b")];
+        tree.predict_proba(&x, &mut p);
+        let expected = (0..p.len())
+            .max_by(|&i, &j| p[i].total_cmp(&p[j]))
+            .map(|i| slots[i]);
+        assert_eq!(predictions[t], expected, "row {t}");
+        let label = y[t].expect("label");
+        let slot = slots.iter().position(|&c| c == label).unwrap_or_else(|| {
+            slots.push(label);
+            slots.len() - 1
+        });
+        tree.learn(&x, slot, 1.0, &mut scratch);
+    }
+    assert!(tree.leaves() >= 2, "the tree never split");
+    let snapshot: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("train_detector-0.json")).expect("read"),
+    )
+    .expect("json");
+    assert_eq!(snapshot["learner"]["kind"], "adaptive_tree");
+    let saved: AdaptiveHoeffdingTree = serde_json::from_value(snapshot["learner"].clone())
+        .map_err(|e| datafusion::common::DataFusionError::Execution(format!("learner: {e}")))?;
+    assert_eq!(saved, tree);
     Ok(())
 }
 
@@ -359,7 +410,11 @@ async fn bad_options_are_one_line_plan_errors() -> Result<()> {
     for (sql, message) in [
         (
             "SELECT * FROM train_detector('t', 'label', 'learner=forest')",
-            "unknown learner 'forest'",
+            "unknown learner 'forest'; use logistic, tree or adaptive_tree",
+        ),
+        (
+            "SELECT * FROM train_detector('t', 'label', 'learner=adaptive_tree, seed=-1')",
+            "seed",
         ),
         (
             "SELECT * FROM train_detector('t', 'label', 'rate=-1')",

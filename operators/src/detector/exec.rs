@@ -187,6 +187,9 @@ struct Trainer {
     synthetic_rows: Count,
     retrains: Count,
     challengers_dropped: Count,
+    subtrees_replaced: Count,
+    /// The live learner's replacements already added to the metric.
+    replacements_counted: u64,
 }
 
 impl Trainer {
@@ -222,6 +225,8 @@ impl Trainer {
             synthetic_rows: builder().counter("synthetic_rows_learned", partition),
             retrains: builder().counter("retrains", partition),
             challengers_dropped: builder().counter("challengers_dropped", partition),
+            subtrees_replaced: builder().counter("subtrees_replaced", partition),
+            replacements_counted: 0,
         };
         trainer.restore()?;
         trainer.publish_version();
@@ -295,6 +300,7 @@ impl Trainer {
             None => self.learner.retrained_from(self.stage.options()),
         };
         self.learner = replacement;
+        self.replacements_counted = self.learner.subtrees_replaced();
         self.version += 1;
         self.retrains.add(1);
         self.prometheus
@@ -590,6 +596,10 @@ impl BatchProcessor for Trainer {
             self.handle(signal);
         }
         let out = self.process_batch(&batch)?;
+        let replaced = self.learner.subtrees_replaced();
+        self.subtrees_replaced
+            .add(usize::try_from(replaced.saturating_sub(self.replacements_counted)).unwrap_or(0));
+        self.replacements_counted = replaced;
         self.publish()?;
         if self.learned_since_snapshot >= self.stage.options().snapshot_every {
             self.save()?;

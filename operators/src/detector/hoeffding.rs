@@ -14,9 +14,10 @@
 //! log2(classes); it splits when best − second > ε or ε < τ. The children
 //! start from the class weights the Gaussians put on each side.
 //!
-//! Drift is handled outside the tree: the trainer replaces the model on a
-//! monitor's drift (River's `DriftRetrainingClassifier` pattern) rather
-//! than swapping subtrees as the adaptive tree does.
+//! This tree handles drift only through the trainer, which replaces the
+//! model on a monitor's drift (River's `DriftRetrainingClassifier`
+//! pattern); `adaptive_tree.rs` grows the same leaves and splits but also
+//! watches its own error and swaps subtrees.
 
 use serde::{Deserialize, Serialize};
 
@@ -99,7 +100,7 @@ fn entropy(weights: &[f64]) -> f64 {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct Leaf {
+pub(super) struct Leaf {
     class_weights: Vec<f64>,
     /// `[feature][class]`.
     estimators: Vec<Vec<Gaussian>>,
@@ -108,77 +109,25 @@ struct Leaf {
     bayes_correct: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum Node {
-    Leaf(Leaf),
-    Split {
-        feature: usize,
-        threshold: f64,
-        left: usize,
-        right: usize,
-    },
-}
-
-/// A split candidate: (merit, feature, threshold, class weights left,
-/// class weights right).
-type Candidate = (f64, usize, f64, Vec<f64>, Vec<f64>);
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HoeffdingTree {
-    pub grace_period: f64,
-    pub delta: f64,
-    pub tau: f64,
-    pub min_branch_fraction: f64,
-    pub candidates: usize,
-    nodes: Vec<Node>,
-    classes: usize,
-}
-
-impl Default for HoeffdingTree {
-    fn default() -> Self {
+impl Leaf {
+    /// A leaf that starts from the class weights a split gave its side.
+    pub(super) fn with_class_weights(class_weights: Vec<f64>) -> Self {
         Self {
-            grace_period: 200.0,
-            delta: 1e-7,
-            tau: 0.05,
-            min_branch_fraction: 0.01,
-            candidates: 10,
-            nodes: vec![Node::Leaf(Leaf::default())],
-            classes: 0,
+            class_weights,
+            ..Self::default()
         }
     }
-}
 
-impl HoeffdingTree {
-    pub fn leaves(&self) -> usize {
-        self.nodes
-            .iter()
-            .filter(|n| matches!(n, Node::Leaf(_)))
-            .count()
+    /// Whether the leaf has seen any weight.
+    pub(super) fn is_empty(&self) -> bool {
+        self.class_weights.iter().all(|&w| w <= 0.0)
     }
 
-    fn leaf_of(&self, x: &[f64]) -> usize {
-        let mut at = 0;
-        while let Node::Split {
-            feature,
-            threshold,
-            left,
-            right,
-        } = &self.nodes[at]
-        {
-            at = if x.get(*feature).copied().unwrap_or(0.0) <= *threshold {
-                *left
-            } else {
-                *right
-            };
-        }
-        at
-    }
-
-    fn majority(leaf: &Leaf, classes: usize, out: &mut Vec<f64>) {
+    fn majority(&self, classes: usize, out: &mut Vec<f64>) {
         out.clear();
-        let total: f64 = leaf.class_weights.iter().sum();
+        let total: f64 = self.class_weights.iter().sum();
         for c in 0..classes {
-            let w = leaf.class_weights.get(c).copied().unwrap_or(0.0);
+            let w = self.class_weights.get(c).copied().unwrap_or(0.0);
             out.push(if total > 0.0 {
                 w / total
             } else {
@@ -187,17 +136,17 @@ impl HoeffdingTree {
         }
     }
 
-    fn naive_bayes(leaf: &Leaf, classes: usize, x: &[f64], out: &mut Vec<f64>) {
+    fn naive_bayes(&self, classes: usize, x: &[f64], out: &mut Vec<f64>) {
         out.clear();
-        let total: f64 = leaf.class_weights.iter().sum();
+        let total: f64 = self.class_weights.iter().sum();
         for c in 0..classes {
-            let w = leaf.class_weights.get(c).copied().unwrap_or(0.0);
+            let w = self.class_weights.get(c).copied().unwrap_or(0.0);
             if w <= 0.0 || total <= 0.0 {
                 out.push(f64::NEG_INFINITY);
                 continue;
             }
             let mut log = (w / total).ln();
-            for (j, estimators) in leaf.estimators.iter().enumerate() {
+            for (j, estimators) in self.estimators.iter().enumerate() {
                 if let Some(g) = estimators.get(c)
                     && g.weight > 0.0
                 {
@@ -208,7 +157,7 @@ impl HoeffdingTree {
         }
         let max = out.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         if max == f64::NEG_INFINITY {
-            Self::majority(leaf, classes, out);
+            self.majority(classes, out);
             return;
         }
         let mut sum = 0.0;
@@ -221,69 +170,102 @@ impl HoeffdingTree {
         }
     }
 
-    fn argmax(p: &[f64]) -> Option<usize> {
-        (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b]))
-    }
-
-    /// Class probabilities of `x`.
-    pub fn predict_proba(&self, x: &[f64], out: &mut Vec<f64>) {
-        out.clear();
-        if self.classes == 0 {
-            return;
-        }
-        let Node::Leaf(leaf) = &self.nodes[self.leaf_of(x)] else {
-            return;
-        };
-        if leaf.bayes_correct > leaf.majority_correct {
-            Self::naive_bayes(leaf, self.classes, x, out);
+    /// Class probabilities by adaptive naive Bayes: naive Bayes once it has
+    /// been right more often (by weight) than the majority class.
+    pub(super) fn predict(&self, classes: usize, x: &[f64], out: &mut Vec<f64>) {
+        if self.bayes_correct > self.majority_correct {
+            self.naive_bayes(classes, x, out);
         } else {
-            Self::majority(leaf, self.classes, out);
+            self.majority(classes, out);
         }
     }
 
-    pub fn learn(&mut self, x: &[f64], class: usize, weight: f64) {
-        if !(weight.is_finite() && weight > 0.0) {
-            return;
-        }
-        self.classes = self.classes.max(class + 1);
-        let classes = self.classes;
-        let at = self.leaf_of(x);
-        let Node::Leaf(leaf) = &mut self.nodes[at] else {
-            return;
-        };
+    /// Learn one row; true when a split attempt is due (another grace
+    /// period of weight since the last one).
+    pub(super) fn learn(
+        &mut self,
+        x: &[f64],
+        class: usize,
+        weight: f64,
+        classes: usize,
+        rule: &SplitRule,
+        scratch: &mut Vec<f64>,
+    ) -> bool {
         // Which leaf predictor would have been right (adaptive NB).
-        let mut p = Vec::new();
-        Self::majority(leaf, classes, &mut p);
-        if Self::argmax(&p) == Some(class) {
-            leaf.majority_correct += weight;
+        self.majority(classes, scratch);
+        if argmax(scratch) == Some(class) {
+            self.majority_correct += weight;
         }
-        Self::naive_bayes(leaf, classes, x, &mut p);
-        if Self::argmax(&p) == Some(class) {
-            leaf.bayes_correct += weight;
+        self.naive_bayes(classes, x, scratch);
+        if argmax(scratch) == Some(class) {
+            self.bayes_correct += weight;
         }
-        if leaf.class_weights.len() < classes {
-            leaf.class_weights.resize(classes, 0.0);
+        if self.class_weights.len() < classes {
+            self.class_weights.resize(classes, 0.0);
         }
-        leaf.class_weights[class] += weight;
-        if leaf.estimators.len() < x.len() {
-            leaf.estimators.resize(x.len(), Vec::new());
+        self.class_weights[class] += weight;
+        if self.estimators.len() < x.len() {
+            self.estimators.resize(x.len(), Vec::new());
         }
         for (j, &xj) in x.iter().enumerate() {
-            let per_class = &mut leaf.estimators[j];
+            let per_class = &mut self.estimators[j];
             if per_class.len() < classes {
                 per_class.resize(classes, Gaussian::default());
             }
             per_class[class].update(xj, weight);
         }
-        let seen: f64 = leaf.class_weights.iter().sum();
-        if seen - leaf.weight_at_last_attempt >= self.grace_period {
-            leaf.weight_at_last_attempt = seen;
-            self.attempt_split(at);
+        let seen: f64 = self.class_weights.iter().sum();
+        if seen - self.weight_at_last_attempt >= rule.grace_period {
+            self.weight_at_last_attempt = seen;
+            true
+        } else {
+            false
         }
     }
+}
 
+/// The index of the largest value (the last of equal ones), if any.
+pub(super) fn argmax(p: &[f64]) -> Option<usize> {
+    (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b]))
+}
+
+/// A split candidate: (merit, feature, threshold, class weights left,
+/// class weights right).
+type Candidate = (f64, usize, f64, Vec<f64>, Vec<f64>);
+
+/// A split a leaf has earned.
+pub(super) struct Split {
+    pub feature: usize,
+    pub threshold: f64,
+    pub left: Vec<f64>,
+    pub right: Vec<f64>,
+}
+
+/// When and where a leaf splits (River's defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitRule {
+    pub grace_period: f64,
+    pub delta: f64,
+    pub tau: f64,
+    pub min_branch_fraction: f64,
+    pub candidates: usize,
+}
+
+impl Default for SplitRule {
+    fn default() -> Self {
+        Self {
+            grace_period: 200.0,
+            delta: 1e-7,
+            tau: 0.05,
+            min_branch_fraction: 0.01,
+            candidates: 10,
+        }
+    }
+}
+
+impl SplitRule {
     /// The best split of each feature, best first.
-    fn best_split(&self, leaf: &Leaf) -> Vec<Candidate> {
+    fn best_splits(&self, leaf: &Leaf, classes: usize) -> Vec<Candidate> {
         let total: f64 = leaf.class_weights.iter().sum();
         let parent = entropy(&leaf.class_weights);
         let mut best_per_feature = Vec::new();
@@ -299,8 +281,8 @@ impl HoeffdingTree {
             let mut best: Option<Candidate> = None;
             for i in 1..=self.candidates {
                 let threshold = lo + (hi - lo) * i as f64 / (self.candidates + 1) as f64;
-                let mut left = vec![0.0; self.classes];
-                let mut right = vec![0.0; self.classes];
+                let mut left = vec![0.0; classes];
+                let mut right = vec![0.0; classes];
                 for (c, g) in per_class.iter().enumerate() {
                     if g.weight <= 0.0 {
                         continue;
@@ -332,40 +314,117 @@ impl HoeffdingTree {
         best_per_feature
     }
 
-    fn attempt_split(&mut self, at: usize) {
-        let Node::Leaf(leaf) = &self.nodes[at] else {
-            return;
-        };
+    /// The split the Hoeffding bound allows `leaf` to make, if any.
+    pub(super) fn decide(&self, leaf: &Leaf, classes: usize) -> Option<Split> {
         if leaf.class_weights.iter().filter(|&&w| w > 0.0).count() < 2 {
-            return;
+            return None;
         }
-        let candidates = self.best_split(leaf);
-        let Some(best) = candidates.first() else {
-            return;
-        };
+        let mut candidates = self.best_splits(leaf, classes);
         // Not splitting is a candidate of merit 0.
         let second = candidates.get(1).map_or(0.0, |c| c.0.max(0.0));
         let n: f64 = leaf.class_weights.iter().sum();
-        let range = (self.classes.max(2) as f64).log2();
+        let range = (classes.max(2) as f64).log2();
         let epsilon = (range * range * (1.0 / self.delta).ln() / (2.0 * n)).sqrt();
+        let best = candidates.first()?;
         if best.0 > 0.0 && (best.0 - second > epsilon || epsilon < self.tau) {
-            let (_, feature, threshold, left, right) = best.clone();
-            let left_id = self.nodes.len();
-            self.nodes.push(Node::Leaf(Leaf {
-                class_weights: left,
-                ..Leaf::default()
-            }));
-            self.nodes.push(Node::Leaf(Leaf {
-                class_weights: right,
-                ..Leaf::default()
-            }));
-            self.nodes[at] = Node::Split {
+            let (_, feature, threshold, left, right) = candidates.swap_remove(0);
+            Some(Split {
                 feature,
                 threshold,
-                left: left_id,
-                right: left_id + 1,
+                left,
+                right,
+            })
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Node {
+    Leaf(Leaf),
+    Split {
+        feature: usize,
+        threshold: f64,
+        left: usize,
+        right: usize,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HoeffdingTree {
+    #[serde(flatten)]
+    pub rule: SplitRule,
+    nodes: Vec<Node>,
+    classes: usize,
+}
+
+impl HoeffdingTree {
+    pub fn leaves(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter(|n| matches!(n, Node::Leaf(_)))
+            .count()
+    }
+
+    fn leaf_of(&self, x: &[f64]) -> usize {
+        let mut at = 0;
+        while let Node::Split {
+            feature,
+            threshold,
+            left,
+            right,
+        } = &self.nodes[at]
+        {
+            at = if x.get(*feature).copied().unwrap_or(0.0) <= *threshold {
+                *left
+            } else {
+                *right
             };
         }
+        at
+    }
+
+    /// Class probabilities of `x`.
+    pub fn predict_proba(&self, x: &[f64], out: &mut Vec<f64>) {
+        out.clear();
+        if self.classes == 0 || self.nodes.is_empty() {
+            return;
+        }
+        if let Node::Leaf(leaf) = &self.nodes[self.leaf_of(x)] {
+            leaf.predict(self.classes, x, out);
+        }
+    }
+
+    pub fn learn(&mut self, x: &[f64], class: usize, weight: f64, scratch: &mut Vec<f64>) {
+        if !(weight.is_finite() && weight > 0.0) {
+            return;
+        }
+        if self.nodes.is_empty() {
+            self.nodes.push(Node::Leaf(Leaf::default()));
+        }
+        self.classes = self.classes.max(class + 1);
+        let at = self.leaf_of(x);
+        let Node::Leaf(leaf) = &mut self.nodes[at] else {
+            return;
+        };
+        if !leaf.learn(x, class, weight, self.classes, &self.rule, scratch) {
+            return;
+        }
+        let Some(split) = self.rule.decide(leaf, self.classes) else {
+            return;
+        };
+        let left = self.nodes.len();
+        self.nodes
+            .push(Node::Leaf(Leaf::with_class_weights(split.left)));
+        self.nodes
+            .push(Node::Leaf(Leaf::with_class_weights(split.right)));
+        self.nodes[at] = Node::Split {
+            feature: split.feature,
+            threshold: split.threshold,
+            left,
+            right: left + 1,
+        };
     }
 }
 
@@ -391,18 +450,18 @@ mod tests {
         let mut rng = Rng::new(3);
         let mut tree = HoeffdingTree::default();
         let (mut hits, mut rows) = ([0.0; 2], [0.0; 2]);
-        let mut p = Vec::new();
+        let (mut p, mut scratch) = (Vec::new(), Vec::new());
         for t in 0..30_000 {
             let x = [rng.uniform() * 10.0, rng.uniform()];
             // Class 1 (about 10%) when the first feature exceeds 9.
             let class = usize::from(x[0] > 9.0);
             tree.predict_proba(&x, &mut p);
             if t >= 20_000 {
-                let predicted = HoeffdingTree::argmax(&p);
+                let predicted = argmax(&p);
                 rows[class] += 1.0;
                 hits[class] += f64::from(u8::from(predicted == Some(class)));
             }
-            tree.learn(&x, class, 1.0);
+            tree.learn(&x, class, 1.0, &mut scratch);
         }
         assert!(tree.leaves() >= 2);
         let Node::Split { feature, .. } = &tree.nodes[0] else {

@@ -41,6 +41,7 @@
 //! `score_detector('t', 'path/to/train_detector-0.json')` scores with such
 //! a file.
 
+pub mod adaptive_tree;
 pub mod balance;
 pub mod challenger;
 pub mod exec;
@@ -75,6 +76,7 @@ pub const MODEL_VERSION: &str = "model_version";
 pub enum LearnerKind {
     Logistic,
     Tree,
+    AdaptiveTree,
 }
 
 /// Options of `train_detector`.
@@ -95,6 +97,8 @@ pub struct DetectorOptions {
     pub snapshot_dir: Option<PathBuf>,
     pub snapshot_every: u64,
     pub selection: FeatureSelection,
+    /// Seed of the adaptive tree's bootstrap weights.
+    pub seed: u64,
 }
 
 impl DetectorOptions {
@@ -111,6 +115,7 @@ impl DetectorOptions {
             snapshot_dir: None,
             snapshot_every: 100_000,
             selection: FeatureSelection::default(),
+            seed: 0,
         }
     }
 
@@ -130,9 +135,10 @@ impl DetectorOptions {
         parsed.learner = match options.take::<String>("learner")?.as_deref() {
             None | Some("logistic") => LearnerKind::Logistic,
             Some("tree") => LearnerKind::Tree,
+            Some("adaptive_tree") => LearnerKind::AdaptiveTree,
             Some(other) => {
                 return plan_err!(
-                    "train_detector: unknown learner '{other}'; use logistic or tree"
+                    "train_detector: unknown learner '{other}'; use logistic, tree or adaptive_tree"
                 );
             }
         };
@@ -162,6 +168,9 @@ impl DetectorOptions {
         parsed.snapshot_dir = options.take::<String>("snapshot_dir")?.map(PathBuf::from);
         if let Some(n) = options.take::<u64>("snapshot_every")? {
             parsed.snapshot_every = n;
+        }
+        if let Some(seed) = options.take::<u64>("seed")? {
+            parsed.seed = seed;
         }
         parsed.selection = FeatureSelection::take(&mut options)?;
         options.finish()?;

@@ -10,6 +10,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, exec_datafusion_err, plan_err};
 use serde::{Deserialize, Serialize};
 
+use super::adaptive_tree::AdaptiveHoeffdingTree;
 use super::hoeffding::HoeffdingTree;
 use super::logistic::OnlineLogistic;
 use super::{DetectorOptions, LearnerKind};
@@ -24,6 +25,7 @@ pub const SNAPSHOT_FORMAT: u32 = 1;
 pub enum Learner {
     Logistic(OnlineLogistic),
     Tree(HoeffdingTree),
+    AdaptiveTree(AdaptiveHoeffdingTree),
 }
 
 impl Learner {
@@ -36,6 +38,9 @@ impl Learner {
                 options.optimizer,
             )),
             LearnerKind::Tree => Self::Tree(HoeffdingTree::default()),
+            LearnerKind::AdaptiveTree => {
+                Self::AdaptiveTree(AdaptiveHoeffdingTree::new(options.seed))
+            }
         }
     }
 
@@ -45,7 +50,16 @@ impl Learner {
     pub fn retrained_from(&self, options: &DetectorOptions) -> Self {
         match self {
             Self::Logistic(m) => Self::Logistic(m.with_fresh_steps()),
-            Self::Tree(_) => Self::fresh(options),
+            Self::Tree(_) | Self::AdaptiveTree(_) => Self::fresh(options),
+        }
+    }
+
+    /// Subtrees an adaptive tree has replaced by their alternates (0 for
+    /// the other learners).
+    pub fn subtrees_replaced(&self) -> u64 {
+        match self {
+            Self::AdaptiveTree(m) => m.subtrees_replaced,
+            Self::Logistic(_) | Self::Tree(_) => 0,
         }
     }
 
@@ -54,6 +68,7 @@ impl Learner {
         match self {
             Self::Logistic(m) => m.predict_proba(x, out),
             Self::Tree(m) => m.predict_proba(x, out),
+            Self::AdaptiveTree(m) => m.predict_proba(x, out),
         }
     }
 
@@ -61,7 +76,8 @@ impl Learner {
     pub fn learn(&mut self, x: &[f64], class: usize, weight: f64, scratch: &mut Vec<f64>) {
         match self {
             Self::Logistic(m) => m.learn_with(x, class, weight, scratch),
-            Self::Tree(m) => m.learn(x, class, weight),
+            Self::Tree(m) => m.learn(x, class, weight, scratch),
+            Self::AdaptiveTree(m) => m.learn(x, class, weight, scratch),
         }
     }
 }

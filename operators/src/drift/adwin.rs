@@ -12,10 +12,12 @@
 //! log(window)) and an update allocates only when the window reaches a new
 //! power of two.
 
+use serde::{Deserialize, Serialize};
+
 use super::{DriftDetector, DriftState};
 
 /// One row of the histogram: summaries of 2^row values each, oldest first.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Row {
     sums: Vec<f64>,
     variances: Vec<f64>,
@@ -49,7 +51,9 @@ impl Row {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Serialisable, so that a model that carries detectors (the adaptive
+/// Hoeffding tree) round-trips through a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Adwin {
     pub delta: f64,
     pub clock: u64,

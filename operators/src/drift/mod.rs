@@ -87,7 +87,7 @@ pub trait DriftDetector: Send {
 /// River's `stats.Mean` with unit weights: `n` as a float and the
 /// incremental update `mean += (1 / n) * (x - mean)`, so that every mean is
 /// bit-identical to River's.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunningMean {
     pub n: f64,
     pub mean: f64,
