@@ -65,11 +65,14 @@ def write(path, header, rows):
         w.writerows(rows)
 
 
-def equipoise(path, exclude, batch, full=True):
+def equipoise(path, exclude, batch, full=True, learner=None):
     """`full`: the default pipeline; else the detector alone (its own class
-    balancing, no oversampler, no iCost) under the drift monitor."""
-    options = f"exclude={' '.join(exclude)}" if exclude else ""
-    extra = f", {options}" if options else ""
+    balancing, no oversampler, no iCost) under the drift monitor, with
+    `learner` if given."""
+    options = ", ".join(
+        ([f"exclude={' '.join(exclude)}"] if exclude else [])
+        + ([f"learner={learner}"] if learner else []))
+    extra = f", exclude={' '.join(exclude)}" if exclude else ""
     if full:
         stages = f"""
 CREATE VIEW balanced AS SELECT * FROM qc_smote('s', 'label', 'mode=stream{extra}');
@@ -120,6 +123,9 @@ def river(header, rows, make, features, binary):
     return truth, predicted, len(rows) / seconds
 
 
+TREE_BATCH = 8192
+TREE = f"Equipoise adaptive tree alone, {TREE_BATCH:,}-row batches"
+
 RIVER = {
     "River ROS + scaled LR": (lambda: imblearn.RandomOverSampler(
         compose.Pipeline(preprocessing.StandardScaler(), linear_model.LogisticRegression()),
@@ -166,6 +172,8 @@ def main():
             for batch in BATCHES:
                 t, p, rate = equipoise(path, exclude, batch, full=False)
                 line[f"Equipoise detector alone, {batch:,}-row batches"] = (*scores(t, p), rate)
+            t, p, rate = equipoise(path, exclude, TREE_BATCH, full=False, learner="adaptive_tree")
+            line[TREE] = (*scores(t, p), rate)
             for pipeline, (make, binary) in RIVER.items():
                 t, p, rate = river(header, rows, make, features, binary)
                 line[pipeline] = (*scores(t, p), rate)
@@ -173,14 +181,15 @@ def main():
             results.append(line)
     ours = [f"Equipoise, {b:,}-row batches" for b in BATCHES]
     alone = [f"Equipoise detector alone, {b:,}-row batches" for b in BATCHES]
-    pipelines = [*ours, *alone, *RIVER]
+    pipelines = [*ours, *alone, TREE, *RIVER]
     lines = [
         "# Continuously retrained detectors against River",
         "",
         "Command: `scripts/eval-detectors` (River 0.26.1; Equipoise's default pipeline "
         "`qc_smote` (stream mode) → `icost` (stream) → `train_detector` (online logistic "
         "regression, AdaGrad, class-balanced) → `drift_monitor` on its predictions, through "
-        "`equipoise sql`), and the detector alone under the monitor (no oversampler, no iCost). "
+        "`equipoise sql`), the detector alone under the monitor (no oversampler, no iCost), "
+        "and the adaptive Hoeffding tree in the detector's place. "
         "Every row is predicted before it is learned (prequential); scores over every row of "
         "the stream. Equipoise runs twice, streaming 256-row and 8,192-row (DataFusion's "
         "default) batches: a batch's synthetic rows come from earlier batches only, so "
@@ -204,6 +213,13 @@ def main():
             for b, name in zip(BATCHES, names):
                 lines.append(f"| {r['stream']} | {kind} | {b:,} | {r[name][0] - best:+.3f} | "
                              f"{r[name][3] / fastest:.1f}x |")
+    lines += ["", "The adaptive Hoeffding tree alone (`learner=adaptive_tree`, class-balanced, "
+              "under the monitor) against River's `HoeffdingAdaptiveTreeClassifier`:", "",
+              "| stream | G-mean: Equipoise − River HAT | speed: Equipoise / River HAT |",
+              "|---|---:|---:|"]
+    for r in results:
+        hat = r["River HAT"]
+        lines.append(f"| {r['stream']} | {r[TREE][0] - hat[0]:+.3f} | {r[TREE][3] / hat[3]:.1f}x |")
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w") as f:
         f.write("\n".join(lines) + "\n")
