@@ -210,6 +210,9 @@ pub fn gather_features(
     Ok(values)
 }
 
+/// Up to this many classes, [`ClassIndex::slot`] scans instead of hashing.
+const SCANNED_CLASSES: usize = 8;
+
 /// Classes in order of first appearance, with a lookup.
 #[derive(Debug, Default, Clone)]
 pub struct ClassIndex {
@@ -219,7 +222,13 @@ pub struct ClassIndex {
 
 impl ClassIndex {
     pub fn slot(&mut self, class: ClassValue) -> usize {
-        if let Some(&i) = self.lookup.get(&class) {
+        // A label column has few classes: comparing beats hashing
+        // (SipHash) once per row.
+        if self.classes.len() <= SCANNED_CLASSES {
+            if let Some(i) = self.classes.iter().position(|c| *c == class) {
+                return i;
+            }
+        } else if let Some(&i) = self.lookup.get(&class) {
             return i;
         }
         self.classes.push(class.clone());

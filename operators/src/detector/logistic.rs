@@ -135,10 +135,13 @@ impl OnlineLogistic {
             self.group_of.push(0);
         }
         // Adam's moments follow the weights' shape, also for a snapshot
-        // written without them.
+        // written without them. (Checked first: `resize` would build its
+        // fill value, an allocation, on every row.)
         let width = self.dim + 1;
-        self.first.resize(self.weights.len(), vec![0.0; width]);
-        self.second.resize(self.weights.len(), vec![0.0; width]);
+        if self.first.len() != self.weights.len() || self.second.len() != self.weights.len() {
+            self.first.resize(self.weights.len(), vec![0.0; width]);
+            self.second.resize(self.weights.len(), vec![0.0; width]);
+        }
     }
 
     /// `x` standardised into `z` (as wide as `x`): one square root per
