@@ -274,6 +274,13 @@ struct TopK<'a> {
 impl TopK<'_> {
     #[inline(always)]
     fn offer(&mut self, distances: &[f64; TILE], first: usize, len: usize) {
+        // Most tiles hold no point that could enter: one branch-free test
+        // over the lanes (no point enters above the k-th distance; NaN
+        // never does) saves the branch per lane.
+        let worst = self.distances[self.distances.len() - 1];
+        if !distances.iter().fold(false, |any, &d2| any | (d2 <= worst)) {
+            return;
+        }
         for (lane, &d2) in distances.iter().enumerate() {
             let index = first + lane;
             if index < len {

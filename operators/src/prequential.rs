@@ -214,8 +214,49 @@ pub struct ScoreAuc {
     /// never -0, so bit order is value order and equal bits are equal
     /// values): (negatives, positives).
     window_counts: BTreeMap<u64, (u64, u64)>,
-    /// Per bin: (negatives, positives).
-    bins: Vec<(u64, u64)>,
+    /// Whole-run counts per bin, and twice the Mann–Whitney wins over them
+    /// (integers, so kept as the rows come: asking costs nothing).
+    negatives: BinCounts,
+    positives: BinCounts,
+    twice_wins: u128,
+}
+
+/// Counts per bin with sums below a bin in O(log bins) (a Fenwick tree).
+#[derive(Debug, Clone)]
+struct BinCounts {
+    tree: Vec<u64>,
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl BinCounts {
+    fn new(bins: usize) -> Self {
+        Self {
+            tree: vec![0; bins + 1],
+            counts: vec![0; bins],
+            total: 0,
+        }
+    }
+
+    fn add(&mut self, bin: usize) {
+        self.counts[bin] += 1;
+        self.total += 1;
+        let mut i = bin + 1;
+        while i < self.tree.len() {
+            self.tree[i] += 1;
+            i += i & i.wrapping_neg();
+        }
+    }
+
+    /// Rows in bins before `bin`.
+    fn below(&self, bin: usize) -> u64 {
+        let (mut i, mut sum) = (bin, 0);
+        while i > 0 {
+            sum += self.tree[i];
+            i -= i & i.wrapping_neg();
+        }
+        sum
+    }
 }
 
 impl ScoreAuc {
@@ -224,7 +265,9 @@ impl ScoreAuc {
             window: window.max(1),
             recent: VecDeque::new(),
             window_counts: BTreeMap::new(),
-            bins: vec![(0, 0); AUC_BINS],
+            negatives: BinCounts::new(AUC_BINS),
+            positives: BinCounts::new(AUC_BINS),
+            twice_wins: 0,
         }
     }
 
@@ -243,7 +286,22 @@ impl ScoreAuc {
                 &mut counts.0
             }
         }
-        *count(&mut self.bins[bin], positive) += 1;
+        // A positive wins against the negatives below its bin and half wins
+        // against those in it; a negative, the other way round.
+        let (wins, same) = if positive {
+            (self.negatives.below(bin), self.negatives.counts[bin])
+        } else {
+            (
+                self.positives.total - self.positives.below(bin + 1),
+                self.positives.counts[bin],
+            )
+        };
+        self.twice_wins += 2 * u128::from(wins) + u128::from(same);
+        if positive {
+            self.positives.add(bin);
+        } else {
+            self.negatives.add(bin);
+        }
         *count(
             self.window_counts.entry(score.to_bits()).or_default(),
             positive,
@@ -275,7 +333,12 @@ impl ScoreAuc {
 
     pub fn roc_auc(&self, scope: Scope) -> Option<f64> {
         match scope {
-            Scope::Total => Self::from_counts(self.bins.iter().copied()),
+            Scope::Total => {
+                // Exact while the wins stay below 2^53, as a sum over the
+                // bins in f64 would be: the same value.
+                let pairs = self.positives.total as f64 * self.negatives.total as f64;
+                (pairs > 0.0).then(|| self.twice_wins as f64 * 0.5 / pairs)
+            }
             Scope::Sliding => Self::from_counts(self.window_counts.values().copied()),
         }
     }
@@ -356,7 +419,11 @@ mod tests {
                 _ => (rng.below(12) as f64 / 10.0) * if positive && t > 1_500 { 0.5 } else { 1.0 },
             };
             auc.update(raw, positive);
-            let stored = if raw.is_nan() { 0.0 } else { raw.clamp(0.0, 1.0) };
+            let stored = if raw.is_nan() {
+                0.0
+            } else {
+                raw.clamp(0.0, 1.0)
+            };
             rows.push_back((stored, positive));
             if rows.len() > 50 {
                 rows.pop_front();
@@ -365,6 +432,35 @@ mod tests {
             assert_eq!(auc.roc_auc(Scope::Sliding), expected, "row {t}");
         }
         assert!(auc.window_counts.len() <= 50);
+    }
+
+    #[test]
+    fn the_whole_run_auc_kept_per_row_equals_the_sum_over_its_bins() {
+        let mut rng = crate::rng::Rng::new(6);
+        let mut auc = ScoreAuc::new(10);
+        let mut bins = vec![(0u64, 0u64); AUC_BINS];
+        for t in 0..20_000 {
+            let positive = rng.uniform() < 0.1;
+            // Ties within bins and across rows, both ends of the range.
+            let score = match rng.below(10) {
+                0 => 0.0,
+                1 => 1.0,
+                2 => 0.123_45,
+                _ => rng.uniform() * if positive { 1.0 } else { 0.6 },
+            };
+            auc.update(score, positive);
+            let bin = ((score * AUC_BINS as f64) as usize).min(AUC_BINS - 1);
+            if positive {
+                bins[bin].1 += 1;
+            } else {
+                bins[bin].0 += 1;
+            }
+            if t % 97 == 0 || t == 19_999 {
+                let expected = ScoreAuc::from_counts(bins.iter().copied());
+                assert_eq!(auc.roc_auc(Scope::Total), expected, "row {t}");
+            }
+        }
+        assert!(auc.roc_auc(Scope::Total).is_some_and(|a| a > 0.6));
     }
 
     #[test]
