@@ -498,22 +498,18 @@ mod tests {
         hits as f64 / after as f64
     }
 
-    fn adaptive_accuracy(tree: AdaptiveHoeffdingTree) -> (f64, AdaptiveHoeffdingTree) {
+    #[test]
+    fn alternate_subtrees_recover_from_a_concept_swap_sooner_than_growing_the_old_tree() {
         let mut scratch = Vec::new();
-        let tree = std::cell::RefCell::new(tree);
-        let accuracy = concept_swap_accuracy(
+        let tree = std::cell::RefCell::new(AdaptiveHoeffdingTree::new(7));
+        let adaptive = concept_swap_accuracy(
             &mut |x, c| tree.borrow_mut().learn(x, c, 1.0, &mut scratch),
             &|x, p| tree.borrow().predict_proba(x, p),
             20_000,
             5_000,
             5_000,
         );
-        (accuracy, tree.into_inner())
-    }
-
-    #[test]
-    fn alternate_subtrees_recover_from_a_concept_swap_sooner_than_growing_the_old_tree() {
-        let (adaptive, tree) = adaptive_accuracy(AdaptiveHoeffdingTree::new(7));
+        let tree = tree.into_inner();
         let mut scratch = Vec::new();
         let plain = std::cell::RefCell::new(HoeffdingTree::default());
         let plain = concept_swap_accuracy(
