@@ -9,7 +9,7 @@
 //! classes with rows in scope. A class's gauges are published only while it
 //! has its own `class` label (the capped `other` bucket would mix classes).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::metrics::{OTHER_CLASS, SharedMetrics};
 
@@ -200,9 +200,7 @@ impl Prequential {
 const AUC_BINS: usize = 10_000;
 
 /// ROC-AUC of a score for the positive (minority) class: exact over the
-/// last `window` rows (kept as an ordered count of each distinct score, so
-/// asking costs no sort; a trainer publishes after every batch), and over
-/// the whole run from
+/// last `window` rows (sorted when asked), and over the whole run from
 /// counts in 10,000 equal score bins, ties within a bin counted as half
 /// (the error is at most the share of positive-negative pairs that share a
 /// bin). Scores outside [0, 1] are clamped.
@@ -210,53 +208,8 @@ const AUC_BINS: usize = 10_000;
 pub struct ScoreAuc {
     window: usize,
     recent: VecDeque<(f64, bool)>,
-    /// The window's scores by value (their bits: scores are in [0, 1] and
-    /// never -0, so bit order is value order and equal bits are equal
-    /// values): (negatives, positives).
-    window_counts: BTreeMap<u64, (u64, u64)>,
-    /// Whole-run counts per bin, and twice the Mann–Whitney wins over them
-    /// (integers, so kept as the rows come: asking costs nothing).
-    negatives: BinCounts,
-    positives: BinCounts,
-    twice_wins: u128,
-}
-
-/// Counts per bin with sums below a bin in O(log bins) (a Fenwick tree).
-#[derive(Debug, Clone)]
-struct BinCounts {
-    tree: Vec<u64>,
-    counts: Vec<u64>,
-    total: u64,
-}
-
-impl BinCounts {
-    fn new(bins: usize) -> Self {
-        Self {
-            tree: vec![0; bins + 1],
-            counts: vec![0; bins],
-            total: 0,
-        }
-    }
-
-    fn add(&mut self, bin: usize) {
-        self.counts[bin] += 1;
-        self.total += 1;
-        let mut i = bin + 1;
-        while i < self.tree.len() {
-            self.tree[i] += 1;
-            i += i & i.wrapping_neg();
-        }
-    }
-
-    /// Rows in bins before `bin`.
-    fn below(&self, bin: usize) -> u64 {
-        let (mut i, mut sum) = (bin, 0);
-        while i > 0 {
-            sum += self.tree[i];
-            i -= i & i.wrapping_neg();
-        }
-        sum
-    }
+    /// Per bin: (negatives, positives).
+    bins: Vec<(u64, u64)>,
 }
 
 impl ScoreAuc {
@@ -264,57 +217,25 @@ impl ScoreAuc {
         Self {
             window: window.max(1),
             recent: VecDeque::new(),
-            window_counts: BTreeMap::new(),
-            negatives: BinCounts::new(AUC_BINS),
-            positives: BinCounts::new(AUC_BINS),
-            twice_wins: 0,
+            bins: vec![(0, 0); AUC_BINS],
         }
     }
 
     pub fn update(&mut self, score: f64, positive: bool) {
-        // `+ 0.0` turns -0 into 0.
         let score = if score.is_nan() {
             0.0
         } else {
-            score.clamp(0.0, 1.0) + 0.0
+            score.clamp(0.0, 1.0)
         };
         let bin = ((score * AUC_BINS as f64) as usize).min(AUC_BINS - 1);
-        fn count(counts: &mut (u64, u64), positive: bool) -> &mut u64 {
-            if positive {
-                &mut counts.1
-            } else {
-                &mut counts.0
-            }
-        }
-        // A positive wins against the negatives below its bin and half wins
-        // against those in it; a negative, the other way round.
-        let (wins, same) = if positive {
-            (self.negatives.below(bin), self.negatives.counts[bin])
-        } else {
-            (
-                self.positives.total - self.positives.below(bin + 1),
-                self.positives.counts[bin],
-            )
-        };
-        self.twice_wins += 2 * u128::from(wins) + u128::from(same);
         if positive {
-            self.positives.add(bin);
+            self.bins[bin].1 += 1;
         } else {
-            self.negatives.add(bin);
+            self.bins[bin].0 += 1;
         }
-        *count(
-            self.window_counts.entry(score.to_bits()).or_default(),
-            positive,
-        ) += 1;
         self.recent.push_back((score, positive));
-        if self.recent.len() > self.window
-            && let Some((old, old_positive)) = self.recent.pop_front()
-            && let Some(counts) = self.window_counts.get_mut(&old.to_bits())
-        {
-            *count(counts, old_positive) -= 1;
-            if *counts == (0, 0) {
-                self.window_counts.remove(&old.to_bits());
-            }
+        if self.recent.len() > self.window {
+            self.recent.pop_front();
         }
     }
 
@@ -333,13 +254,27 @@ impl ScoreAuc {
 
     pub fn roc_auc(&self, scope: Scope) -> Option<f64> {
         match scope {
-            Scope::Total => {
-                // Exact while the wins stay below 2^53, as a sum over the
-                // bins in f64 would be: the same value.
-                let pairs = self.positives.total as f64 * self.negatives.total as f64;
-                (pairs > 0.0).then(|| self.twice_wins as f64 * 0.5 / pairs)
+            Scope::Total => Self::from_counts(self.bins.iter().copied()),
+            Scope::Sliding => {
+                let mut sorted: Vec<(f64, bool)> = self.recent.iter().copied().collect();
+                sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let mut groups = Vec::new();
+                let mut i = 0;
+                while i < sorted.len() {
+                    let (mut n, mut p) = (0, 0);
+                    let score = sorted[i].0;
+                    while i < sorted.len() && sorted[i].0 == score {
+                        if sorted[i].1 {
+                            p += 1;
+                        } else {
+                            n += 1;
+                        }
+                        i += 1;
+                    }
+                    groups.push((n, p));
+                }
+                Self::from_counts(groups.into_iter())
             }
-            Scope::Sliding => Self::from_counts(self.window_counts.values().copied()),
         }
     }
 }
@@ -389,78 +324,6 @@ mod tests {
         let binned = auc.roc_auc(Scope::Total).unwrap_or_default();
         assert!((binned - exact).abs() < 1e-12, "{binned}");
         assert_eq!(ScoreAuc::new(3).roc_auc(Scope::Total), None);
-    }
-
-    /// The window's AUC by sorting its rows and grouping equal scores.
-    fn sorted_auc(rows: &[(f64, bool)]) -> Option<f64> {
-        let mut sorted = rows.to_vec();
-        sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut groups = Vec::new();
-        for chunk in sorted.chunk_by(|a, b| a.0 == b.0) {
-            let positives = chunk.iter().filter(|r| r.1).count() as u64;
-            groups.push((chunk.len() as u64 - positives, positives));
-        }
-        ScoreAuc::from_counts(groups.into_iter())
-    }
-
-    #[test]
-    fn the_sliding_auc_equals_sorting_the_window_at_every_row() {
-        let mut rng = crate::rng::Rng::new(4);
-        let mut auc = ScoreAuc::new(50);
-        let mut rows = VecDeque::new();
-        for t in 0..3_000 {
-            // Coarse scores (many ties), zeros of both signs, out-of-range
-            // and NaN scores, and a drift in the positives' scores.
-            let positive = rng.uniform() < 0.2;
-            let raw = match rng.below(20) {
-                0 => -0.0,
-                1 => 1.5,
-                2 => f64::NAN,
-                _ => (rng.below(12) as f64 / 10.0) * if positive && t > 1_500 { 0.5 } else { 1.0 },
-            };
-            auc.update(raw, positive);
-            let stored = if raw.is_nan() {
-                0.0
-            } else {
-                raw.clamp(0.0, 1.0)
-            };
-            rows.push_back((stored, positive));
-            if rows.len() > 50 {
-                rows.pop_front();
-            }
-            let expected = sorted_auc(rows.make_contiguous());
-            assert_eq!(auc.roc_auc(Scope::Sliding), expected, "row {t}");
-        }
-        assert!(auc.window_counts.len() <= 50);
-    }
-
-    #[test]
-    fn the_whole_run_auc_kept_per_row_equals_the_sum_over_its_bins() {
-        let mut rng = crate::rng::Rng::new(6);
-        let mut auc = ScoreAuc::new(10);
-        let mut bins = vec![(0u64, 0u64); AUC_BINS];
-        for t in 0..20_000 {
-            let positive = rng.uniform() < 0.1;
-            // Ties within bins and across rows, both ends of the range.
-            let score = match rng.below(10) {
-                0 => 0.0,
-                1 => 1.0,
-                2 => 0.123_45,
-                _ => rng.uniform() * if positive { 1.0 } else { 0.6 },
-            };
-            auc.update(score, positive);
-            let bin = ((score * AUC_BINS as f64) as usize).min(AUC_BINS - 1);
-            if positive {
-                bins[bin].1 += 1;
-            } else {
-                bins[bin].0 += 1;
-            }
-            if t % 97 == 0 || t == 19_999 {
-                let expected = ScoreAuc::from_counts(bins.iter().copied());
-                assert_eq!(auc.roc_auc(Scope::Total), expected, "row {t}");
-            }
-        }
-        assert!(auc.roc_auc(Scope::Total).is_some_and(|a| a > 0.6));
     }
 
     #[test]

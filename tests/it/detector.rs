@@ -220,6 +220,60 @@ async fn the_adaptive_tree_is_trained_test_then_train_and_saved_as_it_learned() 
 }
 
 #[tokio::test]
+async fn the_prequential_gauges_describe_every_row_at_the_end_of_input() -> Result<()> {
+    // 3,000 rows in 256-row batches: the last rows arrive after the last
+    // periodic publication, so only the publication at the end covers them.
+    let runtime = Arc::new(JobRuntime::default());
+    let ctx = equipoise::new_session(Arc::clone(&runtime))?;
+    ctx.register_table("t", Arc::new(table(3_000, None)?))?;
+    let out = collect(&ctx, "SELECT * FROM train_detector('t', 'label')").await?;
+    let (y, scores) = (column_i64(&out, "label"), column_f64(&out, "score"));
+    // The exact ROC-AUC of the score over the last 1,000 rows (the window).
+    let last: Vec<(f64, bool)> = (2_000..3_000)
+        .map(|t| (scores[t].expect("score"), y[t] == Some(1)))
+        .collect();
+    let (mut wins, mut pairs) = (0.0, 0.0);
+    for &(p, _) in last.iter().filter(|r| r.1) {
+        for &(n, _) in last.iter().filter(|r| !r.1) {
+            pairs += 1.0;
+            wins += if p > n {
+                1.0
+            } else if p == n {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    let metrics = runtime.metric_set::<equipoise::operators::metrics::SharedMetrics>()?;
+    let gauge = |window: &str| {
+        metrics
+            .roc_auc
+            .with_label_values(&["train_detector-0", window])
+            .get()
+    };
+    assert!(
+        (gauge("sliding") - wins / pairs).abs() < 1e-12,
+        "{} vs {}",
+        gauge("sliding"),
+        wins / pairs
+    );
+    assert!(gauge("total") > 0.5);
+    let recall = metrics
+        .recall
+        .with_label_values(&["train_detector-0", "1", "total"])
+        .get();
+    let ones = (0..3_000).filter(|&t| y[t] == Some(1)).count();
+    let found = column_i64(&out, "prediction")
+        .iter()
+        .zip(&y)
+        .filter(|(p, l)| **l == Some(1) && **p == Some(1))
+        .count();
+    assert!((recall - found as f64 / ones as f64).abs() < 1e-12);
+    Ok(())
+}
+
+#[tokio::test]
 async fn synthetic_rows_are_learned_from_but_never_emitted() -> Result<()> {
     let ctx = session()?;
     ctx.register_table("t", Arc::new(table(2_000, None)?))?;
