@@ -32,7 +32,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::hoeffding::{Leaf, SplitRule, argmax};
+use super::hoeffding::{Leaf, SplitRule, argmax, goes_left};
 use crate::drift::{Adwin, DriftDetector, DriftState, RunningMean};
 use crate::rng::Rng;
 
@@ -52,6 +52,11 @@ enum ErrorChange {
 }
 
 impl ErrorWatch {
+    /// Start the error mean over (ADWIN keeps its own window).
+    fn restart(&mut self) {
+        self.error = RunningMean::default();
+    }
+
     fn observe(&mut self, wrong: bool) -> ErrorChange {
         let value = f64::from(u8::from(wrong));
         let before = self.error.mean;
@@ -179,7 +184,7 @@ impl AdaptiveHoeffdingTree {
             ..
         } = &self.nodes[at].kind
         {
-            at = if x.get(*feature).copied().unwrap_or(0.0) <= *threshold {
+            at = if goes_left(x, *feature, *threshold) {
                 *left
             } else {
                 *right
@@ -252,7 +257,7 @@ impl AdaptiveHoeffdingTree {
                     if let Some(alternate) = alternate {
                         self.add_votes(*alternate, x, out, vote);
                     }
-                    at = if x.get(*feature).copied().unwrap_or(0.0) <= *threshold {
+                    at = if goes_left(x, *feature, *threshold) {
                         *left
                     } else {
                         *right
@@ -327,9 +332,9 @@ impl AdaptiveHoeffdingTree {
                 mut alternate,
             } => {
                 match change {
-                    ErrorChange::Lower => self.nodes[at].watch.error = RunningMean::default(),
+                    ErrorChange::Lower => self.nodes[at].watch.restart(),
                     ErrorChange::Higher => {
-                        self.nodes[at].watch.error = RunningMean::default();
+                        self.nodes[at].watch.restart();
                         if let Some(old) = alternate {
                             self.release(old);
                         }
@@ -340,11 +345,16 @@ impl AdaptiveHoeffdingTree {
                         if let Some(candidate) = alternate {
                             match self.compare(at, candidate) {
                                 Some(true) => {
-                                    self.release(left);
-                                    self.release(right);
-                                    self.nodes[at].kind = Kind::Free;
-                                    self.nodes[at].watch = ErrorWatch::default();
-                                    self.free.push(at);
+                                    // Detach the alternate, then free the
+                                    // subtree it replaces.
+                                    self.nodes[at].kind = Kind::Split {
+                                        feature,
+                                        threshold,
+                                        left,
+                                        right,
+                                        alternate: None,
+                                    };
+                                    self.release(at);
                                     self.subtrees_replaced += 1;
                                     return self
                                         .learn_subtree(candidate, x, class, weight, scratch);
@@ -362,10 +372,10 @@ impl AdaptiveHoeffdingTree {
                 if let Some(candidate) = alternate {
                     alternate = Some(self.learn_subtree(candidate, x, class, weight, scratch));
                 }
-                let goes_left = x.get(feature).copied().unwrap_or(0.0) <= threshold;
-                let child = if goes_left { left } else { right };
+                let left_side = goes_left(x, feature, threshold);
+                let child = if left_side { left } else { right };
                 let child = self.learn_path(child, x, class, weight, wrong, scratch);
-                let (left, right) = if goes_left {
+                let (left, right) = if left_side {
                     (child, right)
                 } else {
                     (left, child)
@@ -425,7 +435,7 @@ impl AdaptiveHoeffdingTree {
             weight
         };
         if change == ErrorChange::Lower {
-            self.nodes[at].watch.error = RunningMean::default();
+            self.nodes[at].watch.restart();
         }
         let classes = self.classes;
         let Kind::Leaf(leaf) = &mut self.nodes[at].kind else {

@@ -40,7 +40,6 @@ use crate::runtime::{ControlSignal, JobRuntime};
 /// Operator kind and id prefix.
 pub const KIND: &str = "train_detector";
 
-/// Drift signals that mean the model, not only the mix, went stale.
 /// The prequential gauges are published after the first batch, then once
 /// at least this many rows have passed, and at the end of input: computing
 /// them (the sliding ROC-AUC sorts its window, the whole-run one passes over
@@ -48,6 +47,7 @@ pub const KIND: &str = "train_detector";
 /// at 256-row batches, and a scrape every few seconds sees no difference.
 const PUBLISH_EVERY_ROWS: usize = 1_024;
 
+/// Drift signals that mean the model, not only the mix, went stale.
 const PERFORMANCE_SIGNALS: [&str; 3] = ["recall", "error", "perfsim"];
 
 #[derive(Debug)]

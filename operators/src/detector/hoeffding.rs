@@ -224,6 +224,12 @@ impl Leaf {
     }
 }
 
+/// Whether `x` takes the left branch of a split on `feature` at
+/// `threshold` (a missing feature reads 0).
+pub(super) fn goes_left(x: &[f64], feature: usize, threshold: f64) -> bool {
+    x.get(feature).copied().unwrap_or(0.0) <= threshold
+}
+
 /// The index of the largest value (the last of equal ones), if any.
 pub(super) fn argmax(p: &[f64]) -> Option<usize> {
     (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b]))
@@ -376,7 +382,7 @@ impl HoeffdingTree {
             right,
         } = &self.nodes[at]
         {
-            at = if x.get(*feature).copied().unwrap_or(0.0) <= *threshold {
+            at = if goes_left(x, *feature, *threshold) {
                 *left
             } else {
                 *right
