@@ -268,13 +268,38 @@ pub fn batch_features(
     let dim = feature_indices.len();
     let mut values = vec![0.0; rows * dim];
     let mut complete = vec![true; rows];
-    for (d, &column) in feature_indices.iter().enumerate() {
-        let as_f64: ArrayRef = cast(batch.column(column), &DataType::Float64)?;
-        let array = as_f64.as_primitive::<Float64Type>();
-        for (row, value) in array.iter().enumerate() {
-            match value {
-                Some(v) if v.is_finite() => values[row * dim + d] = v,
-                _ => complete[row] = false,
+    let columns = feature_indices
+        .iter()
+        .map(|&column| cast(batch.column(column), &DataType::Float64))
+        .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
+    // Row-major from columns, a block of rows at a time, so the rows being
+    // written stay in cache while every column is read into them.
+    const BLOCK_ROWS: usize = 128;
+    for start in (0..rows).step_by(BLOCK_ROWS) {
+        let end = (start + BLOCK_ROWS).min(rows);
+        for (d, column) in columns.iter().enumerate() {
+            let array = column.as_primitive::<Float64Type>();
+            let block = &array.values()[start..end];
+            let targets = values[start * dim..end * dim].chunks_exact_mut(dim);
+            match array.nulls() {
+                None => {
+                    for ((row, target), &v) in (start..end).zip(targets).zip(block) {
+                        if v.is_finite() {
+                            target[d] = v;
+                        } else {
+                            complete[row] = false;
+                        }
+                    }
+                }
+                Some(nulls) => {
+                    for ((row, target), &v) in (start..end).zip(targets).zip(block) {
+                        if nulls.is_valid(row) && v.is_finite() {
+                            target[d] = v;
+                        } else {
+                            complete[row] = false;
+                        }
+                    }
+                }
             }
         }
     }

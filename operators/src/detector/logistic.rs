@@ -147,17 +147,17 @@ impl OnlineLogistic {
     /// `x` standardised into `z` (as wide as `x`): one square root per
     /// feature per row, shared by every class's logit and gradient.
     fn standardize(&self, x: &[f64], z: &mut [f64]) {
-        for (j, (zj, xj)) in z.iter_mut().zip(x).enumerate() {
-            let variance = if self.seen > 1.0 {
-                self.m2[j] / (self.seen - 1.0)
-            } else {
-                0.0
-            };
-            *zj = if variance > 0.0 {
-                (xj - self.mean[j]) / variance.sqrt()
-            } else {
-                0.0
-            };
+        if self.seen <= 1.0 {
+            z.iter_mut().for_each(|zj| *zj = 0.0);
+            return;
+        }
+        let count = self.seen - 1.0;
+        // Branch-free per feature, so the loop vectorizes; the operations
+        // and their order are those of the definition.
+        for ((zj, xj), (mean, m2)) in z.iter_mut().zip(x).zip(self.mean.iter().zip(&self.m2)) {
+            let variance = m2 / count;
+            let scaled = (xj - mean) / variance.sqrt();
+            *zj = if variance > 0.0 { scaled } else { 0.0 };
         }
     }
 
@@ -181,8 +181,24 @@ impl OnlineLogistic {
         out.resize(k + self.dim, 0.0);
         let (probabilities, z) = out.split_at_mut(k);
         self.standardize(x, z);
-        for (p, w) in probabilities.iter_mut().zip(&self.weights) {
-            *p = w[self.dim] + (0..self.dim).map(|j| w[j] * z[j]).sum::<f64>();
+        match (&mut *probabilities, self.weights.as_slice()) {
+            // Two classes, the common case: both sums in one pass, two
+            // independent chains of additions (each in the same order as
+            // below, so the same bits).
+            ([p0, p1], [w0, w1]) => {
+                let (mut s0, mut s1) = (0.0, 0.0);
+                for ((&a, &b), &zj) in w0.iter().zip(w1.iter()).zip(z.iter()) {
+                    s0 += a * zj;
+                    s1 += b * zj;
+                }
+                *p0 = w0[self.dim] + s0;
+                *p1 = w1[self.dim] + s1;
+            }
+            (probabilities, weights) => {
+                for (p, w) in probabilities.iter_mut().zip(weights) {
+                    *p = w[self.dim] + w.iter().zip(z.iter()).map(|(a, zj)| a * zj).sum::<f64>();
+                }
+            }
         }
         let max = probabilities
             .iter()
@@ -215,10 +231,11 @@ impl OnlineLogistic {
         }
         // Scaler first (Welford).
         self.seen += 1.0;
-        for (j, &xj) in x.iter().enumerate() {
-            let delta = xj - self.mean[j];
-            self.mean[j] += delta / self.seen;
-            self.m2[j] += delta * (xj - self.mean[j]);
+        let seen = self.seen;
+        for ((&xj, mean), m2) in x.iter().zip(&mut self.mean).zip(&mut self.m2) {
+            let delta = xj - *mean;
+            *mean += delta / seen;
+            *m2 += delta * (xj - *mean);
         }
         self.class_rows[class] += 1.0;
         if self.classes() < 2 {
@@ -264,14 +281,26 @@ impl OnlineLogistic {
 
     /// `z`: the standardised row.
     fn adagrad_step(&mut self, z: &[f64], p: &[f64], class: usize, weight: f64) {
+        let (rate, l2) = (self.rate, self.l2);
         for (k, &pk) in p.iter().enumerate() {
             let residual = pk - if k == class { 1.0 } else { 0.0 };
-            // The features, then the bias's constant input.
-            for (j, zj) in z.iter().copied().chain([1.0]).enumerate() {
-                let g = self.gradient(k, j, zj, residual, weight);
-                self.squares[k][j] += g * g;
-                self.weights[k][j] -= self.rate * g / (self.squares[k][j] + 1e-8).sqrt();
+            let (weights, squares) = (&mut self.weights[k], &mut self.squares[k]);
+            let Some((bias, features)) = weights.split_last_mut() else {
+                continue;
+            };
+            let Some((bias_square, feature_squares)) = squares.split_last_mut() else {
+                continue;
+            };
+            // The features (the terms of `gradient`, as one loop that
+            // vectorizes), then the bias's constant input.
+            for ((w, g2), &zj) in features.iter_mut().zip(feature_squares).zip(z) {
+                let g = residual * zj * weight + l2 * *w;
+                *g2 += g * g;
+                *w -= rate * g / (*g2 + 1e-8).sqrt();
             }
+            let g = residual * weight;
+            *bias_square += g * g;
+            *bias -= rate * g / (*bias_square + 1e-8).sqrt();
         }
     }
 
