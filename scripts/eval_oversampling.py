@@ -248,6 +248,24 @@ def main():
             cells.append(f"**{cell}**" if best[m] == s else cell)
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     lines += ["", "Best oversampler (bold) per metric: " + ", ".join(f"{m}: {best[m]}" for m in METRICS), ""]
+    # Which classifier a mean rank comes from: a sampler that cleans the
+    # majority class (SMOTEENN) helps an unpruned tree most.
+    lines += ["## Mean rank per classifier (1 = best)", "",
+              "| sampler | " + " | ".join(f"{m} {c}" for m in METRICS for c in CLASSIFIERS) + " |",
+              "|---|" + "---:|" * (len(METRICS) * len(CLASSIFIERS))]
+    per_classifier = {s: [] for s in SAMPLERS}
+    for metric in METRICS:
+        for cname in CLASSIFIERS:
+            acc = {s: [] for s in SAMPLERS}
+            for name in scores:
+                row = [scores[name][cname][s][metric] for s in SAMPLERS]
+                for s, r in zip(SAMPLERS, rank_rows(row)):
+                    acc[s].append(r)
+            for s in SAMPLERS:
+                per_classifier[s].append(float(np.mean(acc[s])) if acc[s] else float("nan"))
+    for s in SAMPLERS:
+        lines.append(f"| {s} | " + " | ".join(f"{r:.2f}" for r in per_classifier[s]) + " |")
+    lines.append("")
     for metric in METRICS:
         lines += [f"## {metric} per data set (mean over classifiers)", ""]
         short = [s.replace("imblearn ", "i:").replace("equipoise ", "e:") for s in SAMPLERS]
