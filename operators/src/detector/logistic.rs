@@ -70,6 +70,12 @@ const ADAM_BETA1: f64 = 0.9;
 const ADAM_BETA2: f64 = 0.999;
 const ADAM_EPSILON: f64 = 1e-8;
 
+/// A feature weight's gradient: the row's share plus L2's.
+#[inline(always)]
+fn feature_gradient(residual: f64, zj: f64, weight: f64, l2: f64, w: f64) -> f64 {
+    residual * zj * weight + l2 * w
+}
+
 impl OnlineLogistic {
     pub fn new(rate: f64, l2: f64, optimizer: Optimizer) -> Self {
         Self {
@@ -275,7 +281,7 @@ impl OnlineLogistic {
         if j == self.dim {
             residual * weight
         } else {
-            residual * zj * weight + self.l2 * self.weights[k][j]
+            feature_gradient(residual, zj, weight, self.l2, self.weights[k][j])
         }
     }
 
@@ -291,10 +297,10 @@ impl OnlineLogistic {
             let Some((bias_square, feature_squares)) = squares.split_last_mut() else {
                 continue;
             };
-            // The features (the terms of `gradient`, as one loop that
-            // vectorizes), then the bias's constant input.
+            // The features, as one loop that vectorizes, then the bias's
+            // constant input.
             for ((w, g2), &zj) in features.iter_mut().zip(feature_squares).zip(z) {
-                let g = residual * zj * weight + l2 * *w;
+                let g = feature_gradient(residual, zj, weight, l2, *w);
                 *g2 += g * g;
                 *w -= rate * g / (*g2 + 1e-8).sqrt();
             }
