@@ -24,6 +24,14 @@ struct Node {
     children: Option<(usize, usize)>,
 }
 
+/// Reused buffers of the build's splits.
+#[derive(Debug, Default)]
+struct SplitScratch {
+    keyed: Vec<(f64, u32)>,
+    order: Vec<u32>,
+    rows: Vec<f64>,
+}
+
 /// The tree: points reordered so that every node is a contiguous range.
 #[derive(Debug, Clone)]
 pub(super) struct KdTree {
@@ -44,7 +52,6 @@ impl KdTree {
     /// Build over `rows` (row-major, `dim` wide) listed in `subset`; point
     /// `i` of the tree's answers is `subset[i]`'s position `i`.
     pub(super) fn build(rows: &[f64], dim: usize, subset: &[usize]) -> Self {
-        let mut order: Vec<u32> = (0..subset.len() as u32).collect();
         let mut tree = Self {
             dim,
             points: Vec::new(),
@@ -52,16 +59,27 @@ impl KdTree {
             nodes: Vec::new(),
             bounds: Vec::new(),
         };
-        let coordinate = |i: u32, d: usize| rows[subset[i as usize] * dim + d];
-        tree.split(&mut order, 0, &coordinate);
+        // The points are gathered once and moved with their positions as
+        // the nodes split, so every node reads a contiguous block rather
+        // than following `subset` into `rows` at random.
+        let mut order: Vec<u32> = (0..subset.len() as u32).collect();
+        let mut work: Vec<f64> = Vec::with_capacity(subset.len() * dim);
+        for &r in subset {
+            work.extend_from_slice(&rows[r * dim..(r + 1) * dim]);
+        }
+        tree.split(&mut order, &mut work, 0, &mut SplitScratch::default());
         tree.points = vec![0.0; order.len() * dim];
-        for node in tree.nodes.iter().filter(|n| n.children.is_none()) {
+        for node in tree
+            .nodes
+            .iter()
+            .filter(|n| n.children.is_none() && dim > 0)
+        {
             let len = node.end - node.start;
             let block = &mut tree.points[node.start * dim..node.end * dim];
-            for (offset, &i) in order[node.start..node.end].iter().enumerate() {
-                let r = subset[i as usize];
-                for d in 0..dim {
-                    block[d * len + offset] = rows[r * dim + d];
+            let rows = &work[node.start * dim..node.end * dim];
+            for (offset, row) in rows.chunks_exact(dim).enumerate() {
+                for (d, &v) in row.iter().enumerate() {
+                    block[d * len + offset] = v;
                 }
             }
         }
@@ -69,11 +87,14 @@ impl KdTree {
         tree
     }
 
+    /// Node over `order` (positions) and `work` (their rows, in the same
+    /// order), both reordered so that the children are contiguous halves.
     fn split(
         &mut self,
         order: &mut [u32],
+        work: &mut [f64],
         start: usize,
-        coordinate: &impl Fn(u32, usize) -> f64,
+        scratch: &mut SplitScratch,
     ) -> usize {
         let dim = self.dim;
         let id = self.nodes.len();
@@ -82,29 +103,57 @@ impl KdTree {
             end: start + order.len(),
             children: None,
         });
-        let mut lo = vec![f64::INFINITY; dim];
-        let mut hi = vec![f64::NEG_INFINITY; dim];
-        for &i in order.iter() {
-            for d in 0..dim {
-                let v = coordinate(i, d);
-                lo[d] = lo[d].min(v);
-                hi[d] = hi[d].max(v);
+        if dim == 0 {
+            // No coordinates: one leaf.
+            return id;
+        }
+        let base = self.bounds.len();
+        self.bounds.extend(std::iter::repeat_n(f64::INFINITY, dim));
+        self.bounds
+            .extend(std::iter::repeat_n(f64::NEG_INFINITY, dim));
+        {
+            let (lo, hi) = self.bounds[base..].split_at_mut(dim);
+            for row in work.chunks_exact(dim) {
+                for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(row) {
+                    *l = l.min(v);
+                    *h = h.max(v);
+                }
             }
         }
-        self.bounds.extend_from_slice(&lo);
-        self.bounds.extend_from_slice(&hi);
+        let (lo, hi) = self.bounds[base..].split_at(dim);
         let widest = (0..dim).max_by(|&a, &b| (hi[a] - lo[a]).total_cmp(&(hi[b] - lo[b])));
         let Some(axis) = widest else { return id };
         if order.len() <= LEAF || hi[axis] <= lo[axis] {
             return id;
         }
         let mid = order.len() / 2;
-        order.select_nth_unstable_by(mid, |&a, &b| {
-            coordinate(a, axis).total_cmp(&coordinate(b, axis))
-        });
-        let (left_half, right_half) = order.split_at_mut(mid);
-        let left = self.split(left_half, start, coordinate);
-        let right = self.split(right_half, start + mid, coordinate);
+        // Select on (coordinate, row) pairs, then move the positions and
+        // rows into that order.
+        let keyed = &mut scratch.keyed;
+        keyed.clear();
+        keyed.extend(
+            work.chunks_exact(dim)
+                .enumerate()
+                .map(|(r, row)| (row[axis], r as u32)),
+        );
+        keyed.select_nth_unstable_by(mid, |a, b| a.0.total_cmp(&b.0));
+        scratch.order.clear();
+        scratch
+            .order
+            .extend(keyed.iter().map(|&(_, r)| order[r as usize]));
+        scratch.rows.clear();
+        for &(_, r) in keyed.iter() {
+            let r = r as usize;
+            scratch
+                .rows
+                .extend_from_slice(&work[r * dim..(r + 1) * dim]);
+        }
+        order.copy_from_slice(&scratch.order);
+        work.copy_from_slice(&scratch.rows);
+        let (left_order, right_order) = order.split_at_mut(mid);
+        let (left_work, right_work) = work.split_at_mut(mid * dim);
+        let left = self.split(left_order, left_work, start, scratch);
+        let right = self.split(right_order, right_work, start + mid, scratch);
         self.nodes[id].children = Some((left, right));
         id
     }
