@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from statistics import median
 
 from river import compose, imblearn, linear_model, preprocessing, tree
 
@@ -37,6 +38,9 @@ GENERATOR_ROWS = int(os.environ.get("GENERATOR_ROWS", "200000"))
 # balanced only from its second batch on; 256-row batches are close to row
 # by row but cost per-batch work. Both are reported.
 BATCHES = [256, 8192]
+# Rates are the median of this many runs (this shared machine's load moves
+# single runs by tens of percent, River's as much as ours).
+REPEATS = int(os.environ.get("REPEATS", "3"))
 
 
 def scores(truth, predicted):
@@ -87,20 +91,27 @@ CREATE VIEW trained AS SELECT * FROM train_detector('s', 'label', '{options}');"
     select = "SELECT label, prediction FROM drift_monitor('trained', 'label', 'prediction');"
     sql = f"SET datafusion.execution.batch_size = {batch};{stages}\n{select}\n"
     out = tempfile.NamedTemporaryFile(suffix=".csv", delete=False).name
-    started = time.perf_counter()
-    with open(out, "w") as f:
-        subprocess.run([BIN, "sql", "--table", f"s={path}", "--format", "csv", sql],
-                       stdout=f, check=True)
-    seconds = time.perf_counter() - started
+    walls, computes, outputs = [], [], set()
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        with open(out, "w") as f:
+            subprocess.run([BIN, "sql", "--table", f"s={path}", "--format", "csv", sql],
+                           stdout=f, check=True)
+        walls.append(time.perf_counter() - started)
+        with open(out) as f:
+            outputs.add(f.read())
+        explained = subprocess.run(
+            [BIN, "sql", "--table", f"s={path}",
+             f"SET datafusion.execution.batch_size = {batch};{stages}\nEXPLAIN ANALYZE {select}"],
+            capture_output=True, text=True, check=True).stdout
+        computes.append(operator_seconds(explained))
+    if len(outputs) != 1:
+        raise SystemExit(f"Equipoise gave different outputs over {REPEATS} runs of:\n{sql}")
     _, rows = read(out)
     os.unlink(out)
     truth = [r[0] for r in rows]
     predicted = [r[1] for r in rows]
-    explained = subprocess.run(
-        [BIN, "sql", "--table", f"s={path}",
-         f"SET datafusion.execution.batch_size = {batch};{stages}\nEXPLAIN ANALYZE {select}"],
-        capture_output=True, text=True, check=True).stdout
-    return truth, predicted, len(rows) / seconds, len(rows) / operator_seconds(explained)
+    return truth, predicted, len(rows) / median(walls), len(rows) / median(computes)
 
 
 UNITS = {"ns": 1e-9, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
@@ -126,24 +137,26 @@ def river(header, rows, make, features, binary):
     Boolean targets (True = class 1); the tree takes the class values."""
     index = [header.index(f) for f in features]
     label = header.index("label")
-    model = make()
-    truth, predicted = [], []
-    started = time.perf_counter()
-    for r in rows:
-        x = {header[i]: float(r[i]) for i in index}
-        y = int(r[label])
-        target = y == 1 if binary else y
-        p = model.predict_one(x)
-        truth.append(str(y))
-        if p is None:
-            predicted.append("0")
-        elif binary:
-            predicted.append("1" if p else "0")
-        else:
-            predicted.append(str(p))
-        model.learn_one(x, target)
-    seconds = time.perf_counter() - started
-    rate = len(rows) / seconds
+    times = []
+    for _ in range(REPEATS):
+        model = make()
+        truth, predicted = [], []
+        started = time.perf_counter()
+        for r in rows:
+            x = {header[i]: float(r[i]) for i in index}
+            y = int(r[label])
+            target = y == 1 if binary else y
+            p = model.predict_one(x)
+            truth.append(str(y))
+            if p is None:
+                predicted.append("0")
+            elif binary:
+                predicted.append("1" if p else "0")
+            else:
+                predicted.append(str(p))
+            model.learn_one(x, target)
+        times.append(time.perf_counter() - started)
+    rate = len(rows) / median(times)
     return truth, predicted, rate, rate
 
 
@@ -225,7 +238,8 @@ def main():
         "compute time of the pipeline's operators alone (the sum of their `elapsed_compute` in "
         "an `EXPLAIN ANALYZE` of the same query, the CSV scan excluded). River's rate is its "
         "predict/learn loop over rows already read (the dict of floats built per row "
-        "included), the boundary of the \"operators\" rate.",
+        f"included), the boundary of the \"operators\" rate. Every rate is the median of "
+        f"{REPEATS} runs (Equipoise's outputs are checked identical across them).",
         "",
         "| stream | rows | pipeline | G-mean | Macro-F1 | minority recall | rows/s (CLI) "
         "| rows/s (operators) |",
