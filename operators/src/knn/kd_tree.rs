@@ -59,6 +59,16 @@ impl KdTree {
             nodes: Vec::new(),
             bounds: Vec::new(),
         };
+        if dim == 0 {
+            // No coordinates: one leaf, every point at distance 0.
+            tree.nodes.push(Node {
+                start: 0,
+                end: subset.len(),
+                children: None,
+            });
+            tree.index = (0..subset.len() as u32).collect();
+            return tree;
+        }
         // The points are gathered once and moved with their positions as
         // the nodes split, so every node reads a contiguous block rather
         // than following `subset` into `rows` at random.
@@ -69,11 +79,7 @@ impl KdTree {
         }
         tree.split(&mut order, &mut work, 0, &mut SplitScratch::default());
         tree.points = vec![0.0; order.len() * dim];
-        for node in tree
-            .nodes
-            .iter()
-            .filter(|n| n.children.is_none() && dim > 0)
-        {
+        for node in tree.nodes.iter().filter(|n| n.children.is_none()) {
             let len = node.end - node.start;
             let block = &mut tree.points[node.start * dim..node.end * dim];
             let rows = &work[node.start * dim..node.end * dim];
@@ -103,10 +109,6 @@ impl KdTree {
             end: start + order.len(),
             children: None,
         });
-        if dim == 0 {
-            // No coordinates: one leaf.
-            return id;
-        }
         let base = self.bounds.len();
         self.bounds.extend(std::iter::repeat_n(f64::INFINITY, dim));
         self.bounds
