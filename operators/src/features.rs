@@ -281,24 +281,12 @@ pub fn batch_features(
             let array = column.as_primitive::<Float64Type>();
             let block = &array.values()[start..end];
             let targets = values[start * dim..end * dim].chunks_exact_mut(dim);
-            match array.nulls() {
-                None => {
-                    for ((row, target), &v) in (start..end).zip(targets).zip(block) {
-                        if v.is_finite() {
-                            target[d] = v;
-                        } else {
-                            complete[row] = false;
-                        }
-                    }
-                }
-                Some(nulls) => {
-                    for ((row, target), &v) in (start..end).zip(targets).zip(block) {
-                        if nulls.is_valid(row) && v.is_finite() {
-                            target[d] = v;
-                        } else {
-                            complete[row] = false;
-                        }
-                    }
+            let nulls = array.nulls();
+            for ((row, target), &v) in (start..end).zip(targets).zip(block) {
+                if nulls.is_none_or(|n| n.is_valid(row)) && v.is_finite() {
+                    target[d] = v;
+                } else {
+                    complete[row] = false;
                 }
             }
         }
