@@ -139,6 +139,48 @@ struct PairScore {
     enemies_len: u32,
 }
 
+/// Buffers [`ClassModel::score_pair`] reuses from pair to pair.
+#[derive(Debug)]
+struct PairScratch {
+    /// Per reference row, the last pool it joined: a pool drops repeated
+    /// rows without sorting.
+    last_pool: Vec<u32>,
+    pool_id: u32,
+    pool: Vec<usize>,
+    midpoint: Vec<f64>,
+    ranked: Vec<(f64, usize)>,
+}
+
+impl PairScratch {
+    fn new(rows: usize, dim: usize, pool_capacity: usize) -> Self {
+        Self {
+            last_pool: vec![0; rows],
+            pool_id: 0,
+            pool: Vec::with_capacity(pool_capacity),
+            midpoint: vec![0.0; dim],
+            ranked: Vec::with_capacity(pool_capacity),
+        }
+    }
+
+    /// The distinct rows of `parts`, in first-seen order.
+    fn pool_of(&mut self, parts: [&[usize]; 3]) -> Vec<usize> {
+        if self.pool_id == u32::MAX {
+            self.last_pool.fill(0);
+            self.pool_id = 0;
+        }
+        self.pool_id += 1;
+        let mut pool = std::mem::take(&mut self.pool);
+        pool.clear();
+        for &r in parts.into_iter().flatten() {
+            if self.last_pool[r] != self.pool_id {
+                self.last_pool[r] = self.pool_id;
+                pool.push(r);
+            }
+        }
+        pool
+    }
+}
+
 fn distance(a: &[f64], b: &[f64]) -> f64 {
     a.iter()
         .zip(b)
@@ -251,79 +293,43 @@ impl ClassModel {
         out: &mut Generated,
     ) {
         let candidates = candidates.max(1);
-        let (k, slot) = (self.k, self.slot);
         let dim = ctx.reference.dim;
         let space = ctx.space;
         let class_of = &ctx.reference.class_of;
         let row = |r: usize| &space[r * dim..(r + 1) * dim];
-        let regime = &self.regime;
-        let (low, high) = if regime.high_overlap {
-            (0.0, 0.5)
-        } else {
-            (0.0, 1.0)
-        };
-        let (around, same) = (&self.around, &self.same);
-        let mut midpoint = vec![0.0; dim];
+        let ClassRegime {
+            high_overlap,
+            purity_threshold,
+            ..
+        } = self.regime;
+        let (low, high) = if high_overlap { (0.0, 0.5) } else { (0.0, 1.0) };
+        let same_k = self.same.k;
         let mut candidate = vec![0.0; dim];
-        let mut pool: Vec<usize> = Vec::with_capacity(4 * k + 2);
-        let mut ranked: Vec<(f64, usize)> = Vec::with_capacity(4 * k + 2);
+        let mut scratch = PairScratch::new(class_of.len(), dim, 4 * self.k + 2);
         for (i, &count) in seeds.iter().enumerate() {
             let seed = self.members[i];
             for _ in 0..count {
-                if same.k == 0 {
+                if same_k == 0 {
                     out.rows.push(Synthetic::duplicate(seed));
                     continue;
                 }
                 let mut best: Option<(f64, usize, f64)> = None;
                 for _ in 0..candidates {
-                    let rank = ctx.rng.below(same.k);
-                    let neighbour = same.of(i)[rank];
+                    let rank = ctx.rng.below(same_k);
+                    let neighbour = self.same.of(i)[rank];
                     let step = low + (high - low) * ctx.rng.uniform();
-                    let pair = match self.pairs[i * same.k + rank] {
+                    let pair = match self.pairs[i * same_k + rank] {
                         Some(pair) => pair,
                         None => {
-                            let j = self.position[neighbour];
-                            pool.clear();
-                            pool.extend_from_slice(around.of(i));
-                            pool.extend_from_slice(around.of(j));
-                            pool.push(seed);
-                            pool.push(neighbour);
-                            pool.sort_unstable();
-                            pool.dedup();
-                            for (m, (a, b)) in midpoint
-                                .iter_mut()
-                                .zip(row(seed).iter().zip(row(neighbour)))
-                            {
-                                *m = 0.5 * (a + b);
-                            }
-                            ranked.clear();
-                            ranked.extend(pool.iter().map(|&r| (distance(&midpoint, row(r)), r)));
-                            ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-                            let take = k.min(ranked.len()).max(1);
-                            let purity = ranked
-                                .iter()
-                                .take(take)
-                                .filter(|(_, r)| class_of[*r] as usize == slot)
-                                .count() as f64
-                                / take as f64;
-                            let enemies_start = self.enemies.len() as u32;
-                            self.enemies.extend(
-                                pool.iter()
-                                    .filter(|&&r| class_of[r] as usize != slot)
-                                    .map(|&r| r as u32),
-                            );
-                            let pair = PairScore {
-                                purity,
-                                enemies_start,
-                                enemies_len: self.enemies.len() as u32 - enemies_start,
-                            };
-                            self.pairs[i * same.k + rank] = Some(pair);
+                            let pair =
+                                self.score_pair(space, class_of, i, neighbour, &mut scratch);
+                            self.pairs[i * same_k + rank] = Some(pair);
                             pair
                         }
                     };
                     let purity = pair.purity;
                     let mut score = purity;
-                    if regime.high_overlap {
+                    if high_overlap {
                         for ((c, a), b) in candidate.iter_mut().zip(row(seed)).zip(row(neighbour)) {
                             *c = a + step * (b - a);
                         }
@@ -342,7 +348,7 @@ impl ClassModel {
                     }
                 }
                 match best {
-                    Some((score, neighbour, step)) if score >= regime.purity_threshold => {
+                    Some((score, neighbour, step)) if score >= purity_threshold => {
                         out.rows
                             .push(Synthetic::interpolated(seed, neighbour, step));
                         out.candidates_rejected += candidates as u64 - 1;
@@ -353,6 +359,66 @@ impl ClassModel {
                     }
                 }
             }
+        }
+    }
+
+    /// Midpoint purity of the pair (member `i`, its neighbour row
+    /// `neighbour`) over the union of both rows' whole-set lists plus the
+    /// two rows, and where that pool's other-class rows go in `enemies`.
+    /// Only the `k` nearest of the pool count, so they are selected, not
+    /// sorted: the order (distance, row) is total, so the selected set is
+    /// the one a full sort would put first.
+    fn score_pair(
+        &mut self,
+        space: &[f64],
+        class_of: &[u32],
+        i: usize,
+        neighbour: usize,
+        scratch: &mut PairScratch,
+    ) -> PairScore {
+        let dim = scratch.midpoint.len();
+        let row = |r: usize| &space[r * dim..(r + 1) * dim];
+        let seed = self.members[i];
+        let j = self.position[neighbour];
+        let pool = scratch.pool_of([
+            self.around.of(i),
+            self.around.of(j),
+            &[seed, neighbour],
+        ]);
+        for (m, (a, b)) in scratch
+            .midpoint
+            .iter_mut()
+            .zip(row(seed).iter().zip(row(neighbour)))
+        {
+            *m = 0.5 * (a + b);
+        }
+        let PairScratch {
+            midpoint, ranked, ..
+        } = scratch;
+        ranked.clear();
+        ranked.extend(pool.iter().map(|&r| (distance(midpoint, row(r)), r)));
+        let take = self.k.min(ranked.len()).max(1);
+        if take < ranked.len() {
+            ranked.select_nth_unstable_by(take - 1, |a, b| {
+                a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
+            });
+        }
+        let purity = ranked[..take]
+            .iter()
+            .filter(|(_, r)| class_of[*r] as usize == self.slot)
+            .count() as f64
+            / take as f64;
+        let enemies_start = self.enemies.len() as u32;
+        self.enemies.extend(
+            pool.iter()
+                .filter(|&&r| class_of[r] as usize != self.slot)
+                .map(|&r| r as u32),
+        );
+        scratch.pool = pool;
+        PairScore {
+            purity,
+            enemies_start,
+            enemies_len: self.enemies.len() as u32 - enemies_start,
         }
     }
 }
