@@ -5,7 +5,7 @@
 //! (among all of the class). A class without DANGER rows gets no synthetic
 //! rows, as in imbalanced-learn (its counts then stay short of the target).
 
-use super::neighbourhood::{class_neighbours, whole_neighbours};
+use super::neighbourhood::{class_neighbours_from, whole_neighbours};
 use super::smote::sample_segments;
 use super::{GenerateContext, Generated};
 use crate::knn::PointSet;
@@ -29,13 +29,17 @@ pub fn generate(ctx: &mut GenerateContext<'_>, k: usize, m: usize) -> Generated 
             out.unfilled += amount;
             continue;
         }
-        let neighbours = class_neighbours(ctx.space, dim, members, k);
+        // Only DANGER rows seed, so only theirs are needed.
+        let neighbours = class_neighbours_from(ctx.space, dim, members, &danger, k, &around);
         let seeds: Vec<usize> = danger.iter().map(|&i| members[i]).collect();
-        let table: Vec<usize> = danger
-            .iter()
-            .flat_map(|&i| neighbours.of(i).iter().copied())
-            .collect();
-        sample_segments(ctx.rng, &seeds, neighbours.k, &table, amount, &mut out.rows);
+        sample_segments(
+            ctx.rng,
+            &seeds,
+            neighbours.k,
+            &neighbours.table,
+            amount,
+            &mut out.rows,
+        );
     }
     out
 }

@@ -31,6 +31,60 @@ pub fn class_neighbours(space: &[f64], dim: usize, members: &[usize], k: usize) 
     ClassNeighbours { k, table }
 }
 
+/// The `k` nearest same-class rows of the members listed in `wanted`
+/// (member indices; row `j` of the answer is `wanted[j]`'s), as
+/// [`class_neighbours`] gives them, taken from `around` where it can be:
+/// when a member's whole-set list holds at least `k` rows of its class,
+/// their first `k` are its nearest same-class rows (a nearer one would be
+/// in the list), with the same distances and the same tie order, since
+/// `members` ascend in reference row as the class set's indices do. Only
+/// the other members are searched for.
+pub fn class_neighbours_from(
+    space: &[f64],
+    dim: usize,
+    members: &[usize],
+    wanted: &[usize],
+    k: usize,
+    around: &WholeNeighbours,
+) -> ClassNeighbours {
+    debug_assert!(members.is_sorted());
+    let k = k.min(members.len().saturating_sub(1));
+    let mut table = vec![0; wanted.len() * k];
+    if k == 0 {
+        return ClassNeighbours { k, table };
+    }
+    let mut pending: Vec<usize> = Vec::new();
+    for (j, &i) in wanted.iter().enumerate() {
+        let out = &mut table[j * k..(j + 1) * k];
+        // Same-class rows are the members (sorted, so a binary search).
+        let mut same = around
+            .of(i)
+            .iter()
+            .filter(|&&r| members.binary_search(&r).is_ok());
+        let mut filled = 0;
+        for (slot_out, &r) in out.iter_mut().zip(&mut same) {
+            *slot_out = r;
+            filled += 1;
+        }
+        if filled < k {
+            pending.push(j);
+        }
+    }
+    if !pending.is_empty() {
+        let set = PointSet::from_subset(space, dim, members);
+        let asked: Vec<usize> = pending.iter().map(|&j| members[wanted[j]]).collect();
+        let queries = gather(space, dim, &asked);
+        let own: Vec<u32> = pending.iter().map(|&j| wanted[j] as u32).collect();
+        let found = search(&set, &queries, k, Exclude::SelfIndex(&own));
+        for (q, &j) in pending.iter().enumerate() {
+            for (slot_out, &i) in table[j * k..(j + 1) * k].iter_mut().zip(found.indices(q)) {
+                *slot_out = members[i as usize];
+            }
+        }
+    }
+    ClassNeighbours { k, table }
+}
+
 /// The `k` nearest rows of the whole set to every member (self excluded by
 /// index): reference-row indices and squared distances, nearest first.
 #[derive(Debug)]
@@ -89,4 +143,60 @@ pub fn gather(space: &[f64], dim: usize, rows: &[usize]) -> Vec<f64> {
         out.extend_from_slice(&space[r * dim..(r + 1) * dim]);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Rows on a small integer grid (many equal distances) in two classes;
+    /// the class set is two rows in three, so member order and reference
+    /// order interleave with the other class.
+    fn grid_rows(n: usize, dim: usize, seed: u64) -> (Vec<f64>, Vec<usize>) {
+        let mut rng = Rng::new(seed);
+        let rows: Vec<f64> = (0..n * dim).map(|_| rng.below(4) as f64).collect();
+        let members: Vec<usize> = (0..n).filter(|r| r % 3 != 0).collect();
+        (rows, members)
+    }
+
+    #[test]
+    fn class_neighbours_from_a_whole_list_equal_a_class_search() {
+        for (n, dim, whole_k, k) in [
+            (300, 2, 10, 5),
+            (600, 3, 10, 5),
+            (400, 12, 6, 5),
+            (40, 2, 4, 3),
+        ] {
+            let (rows, members) = grid_rows(n, dim, n as u64);
+            let whole = PointSet::from_rows(&rows, dim);
+            let around = whole_neighbours(&whole, &rows, &members, whole_k);
+            let searched = class_neighbours(&rows, dim, &members, k);
+            let all: Vec<usize> = (0..members.len()).collect();
+            let derived = class_neighbours_from(&rows, dim, &members, &all, k, &around);
+            assert_eq!(derived.k, searched.k);
+            assert_eq!(derived.table, searched.table, "n={n} dim={dim}");
+            // Some answers came from the whole lists, some from the search.
+            let from_lists = (0..members.len())
+                .filter(|&i| {
+                    around
+                        .of(i)
+                        .iter()
+                        .filter(|r| members.binary_search(r).is_ok())
+                        .count()
+                        >= k
+                })
+                .count();
+            assert!(
+                from_lists > 0 && from_lists < members.len(),
+                "n={n} dim={dim}: {from_lists}"
+            );
+            // A subset of members: row j is wanted[j]'s.
+            let wanted: Vec<usize> = (0..members.len()).rev().step_by(3).collect();
+            let some = class_neighbours_from(&rows, dim, &members, &wanted, k, &around);
+            for (j, &i) in wanted.iter().enumerate() {
+                assert_eq!(some.of(j), searched.of(i));
+            }
+        }
+    }
 }

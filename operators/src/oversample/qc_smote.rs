@@ -45,7 +45,9 @@ use std::sync::Arc;
 
 use datafusion::common::Result;
 
-use super::neighbourhood::{ClassNeighbours, WholeNeighbours, class_neighbours, whole_neighbours};
+use super::neighbourhood::{
+    ClassNeighbours, WholeNeighbours, class_neighbours_from, whole_neighbours,
+};
 use super::reservoir::{ReferenceSet, Reservoirs};
 use super::{GenerateContext, Generated, OversampleOptions, Synthetic};
 use crate::class_label::ClassValue;
@@ -206,7 +208,8 @@ impl ClassModel {
         let n = members.len();
         let row = |r: usize| &space[r * dim..(r + 1) * dim];
         let around = whole_neighbours(whole, space, &members, 2 * k);
-        let same = class_neighbours(space, dim, &members, k);
+        let all: Vec<usize> = (0..n).collect();
+        let same = class_neighbours_from(space, dim, &members, &all, k, &around);
         // Same-class neighbours are members, so every lookup finds one.
         let mut position = vec![usize::MAX; class_of.len()];
         for (i, &r) in members.iter().enumerate() {
@@ -321,8 +324,7 @@ impl ClassModel {
                     let pair = match self.pairs[i * same_k + rank] {
                         Some(pair) => pair,
                         None => {
-                            let pair =
-                                self.score_pair(space, class_of, i, neighbour, &mut scratch);
+                            let pair = self.score_pair(space, class_of, i, neighbour, &mut scratch);
                             self.pairs[i * same_k + rank] = Some(pair);
                             pair
                         }
@@ -380,11 +382,7 @@ impl ClassModel {
         let row = |r: usize| &space[r * dim..(r + 1) * dim];
         let seed = self.members[i];
         let j = self.position[neighbour];
-        let pool = scratch.pool_of([
-            self.around.of(i),
-            self.around.of(j),
-            &[seed, neighbour],
-        ]);
+        let pool = scratch.pool_of([self.around.of(i), self.around.of(j), &[seed, neighbour]]);
         for (m, (a, b)) in scratch
             .midpoint
             .iter_mut()
@@ -399,9 +397,7 @@ impl ClassModel {
         ranked.extend(pool.iter().map(|&r| (distance(midpoint, row(r)), r)));
         let take = self.k.min(ranked.len()).max(1);
         if take < ranked.len() {
-            ranked.select_nth_unstable_by(take - 1, |a, b| {
-                a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
-            });
+            ranked.select_nth_unstable_by(take - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         }
         let purity = ranked[..take]
             .iter()
