@@ -111,7 +111,7 @@ pub fn generate(
 
 /// The neighbourhood model of one class (steps 1-5): seeds, their
 /// weights, neighbour lists and regime. Building it is the method's cost
-/// (two kNN searches); drawing rows from it is cheap, so a stream reuses it
+/// (its kNN searches); drawing rows from it is cheap, so a stream reuses it
 /// while the rows it was built from stand (see `exec`).
 #[derive(Debug)]
 pub struct ClassModel {
@@ -429,7 +429,7 @@ pub const STREAM_TURNOVER: usize = 2;
 
 /// QC-SMOTE on a stream: the class models of one snapshot of the ring
 /// buffers, reused from batch to batch while the rows they were built from
-/// still stand. Building a model is two kNN searches over the window; a
+/// still stand. Building a model searches the window (see `build`); a
 /// 256-row batch asks for a few dozen rows, so rebuilding per batch would
 /// cost the search per batch. Rows are still drawn only from rows that
 /// arrived before the batch (the snapshot is older, never newer); a seed
