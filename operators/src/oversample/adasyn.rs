@@ -18,7 +18,7 @@
 
 use datafusion::common::{Result, exec_err};
 
-use super::neighbourhood::{class_neighbours, whole_neighbours};
+use super::neighbourhood::{class_neighbours_from, whole_neighbours};
 use super::{GenerateContext, Generated, Synthetic};
 use crate::knn::PointSet;
 
@@ -71,14 +71,16 @@ pub fn generate(ctx: &mut GenerateContext<'_>, k: usize) -> Result<Generated> {
             out.unfilled += amount;
             continue;
         }
-        let neighbours = class_neighbours(ctx.space, dim, members, k);
-        for (i, &count) in counts.iter().enumerate() {
-            for _ in 0..count {
+        // Only rows that seed need their neighbours.
+        let seeding: Vec<usize> = (0..members.len()).filter(|&i| counts[i] > 0).collect();
+        let neighbours = class_neighbours_from(ctx.space, dim, members, &seeding, k, &around);
+        for (j, &i) in seeding.iter().enumerate() {
+            for _ in 0..counts[i] {
                 if neighbours.k == 0 {
                     out.rows.push(Synthetic::duplicate(members[i]));
                     continue;
                 }
-                let neighbour = neighbours.of(i)[ctx.rng.below(neighbours.k)];
+                let neighbour = neighbours.of(j)[ctx.rng.below(neighbours.k)];
                 out.rows.push(Synthetic::interpolated(
                     members[i],
                     neighbour,
