@@ -164,22 +164,20 @@ impl PairScratch {
         }
     }
 
-    /// The distinct rows of `parts`, in first-seen order.
-    fn pool_of(&mut self, parts: [&[usize]; 3]) -> Vec<usize> {
+    /// Fill `pool` with the distinct rows of `parts`, in first-seen order.
+    fn fill_pool(&mut self, parts: [&[usize]; 3]) {
         if self.pool_id == u32::MAX {
             self.last_pool.fill(0);
             self.pool_id = 0;
         }
         self.pool_id += 1;
-        let mut pool = std::mem::take(&mut self.pool);
-        pool.clear();
+        self.pool.clear();
         for &r in parts.into_iter().flatten() {
             if self.last_pool[r] != self.pool_id {
                 self.last_pool[r] = self.pool_id;
-                pool.push(r);
+                self.pool.push(r);
             }
         }
-        pool
     }
 }
 
@@ -382,17 +380,19 @@ impl ClassModel {
         let row = |r: usize| &space[r * dim..(r + 1) * dim];
         let seed = self.members[i];
         let j = self.position[neighbour];
-        let pool = scratch.pool_of([self.around.of(i), self.around.of(j), &[seed, neighbour]]);
-        for (m, (a, b)) in scratch
-            .midpoint
+        scratch.fill_pool([self.around.of(i), self.around.of(j), &[seed, neighbour]]);
+        let PairScratch {
+            pool,
+            midpoint,
+            ranked,
+            ..
+        } = scratch;
+        for (m, (a, b)) in midpoint
             .iter_mut()
             .zip(row(seed).iter().zip(row(neighbour)))
         {
             *m = 0.5 * (a + b);
         }
-        let PairScratch {
-            midpoint, ranked, ..
-        } = scratch;
         ranked.clear();
         ranked.extend(pool.iter().map(|&r| (distance(midpoint, row(r)), r)));
         let take = self.k.min(ranked.len()).max(1);
@@ -410,7 +410,6 @@ impl ClassModel {
                 .filter(|&&r| class_of[r] as usize != self.slot)
                 .map(|&r| r as u32),
         );
-        scratch.pool = pool;
         PairScore {
             purity,
             enemies_start,
