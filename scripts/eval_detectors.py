@@ -89,7 +89,8 @@ CREATE VIEW trained AS SELECT * FROM train_detector('weighed', 'label', '{option
         stages = f"""
 CREATE VIEW trained AS SELECT * FROM train_detector('s', 'label', '{options}');"""
     select = "SELECT label, prediction FROM drift_monitor('trained', 'label', 'prediction');"
-    sql = f"SET datafusion.execution.batch_size = {batch};{stages}\n{select}\n"
+    views = f"SET datafusion.execution.batch_size = {batch};{stages}\n"
+    sql = f"{views}{select}\n"
     out = tempfile.NamedTemporaryFile(suffix=".csv", delete=False).name
     walls, computes, outputs = [], [], set()
     for _ in range(REPEATS):
@@ -102,7 +103,7 @@ CREATE VIEW trained AS SELECT * FROM train_detector('s', 'label', '{options}');"
             outputs.add(f.read())
         explained = subprocess.run(
             [BIN, "sql", "--table", f"s={path}",
-             f"SET datafusion.execution.batch_size = {batch};{stages}\nEXPLAIN ANALYZE {select}"],
+             f"{views}EXPLAIN ANALYZE {select}"],
             capture_output=True, text=True, check=True).stdout
         computes.append(operator_seconds(explained))
     if len(outputs) != 1:

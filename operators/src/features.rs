@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Schema};
 use datafusion::common::{Result, plan_err};
@@ -151,6 +152,13 @@ pub struct BatchSlots {
     pub labelled: Vec<Option<usize>>,
 }
 
+/// Whether feature value `v` of row `row` can be used: present (not NULL
+/// in `nulls`) and finite. A row is eligible when all its values are.
+#[inline(always)]
+fn usable(nulls: Option<&NullBuffer>, row: usize, v: f64) -> bool {
+    nulls.is_none_or(|n| n.is_valid(row)) && v.is_finite()
+}
+
 /// The class slots [`batch_features`] would give, reading the feature
 /// columns only to check that each value is present and finite.
 pub fn batch_slots(
@@ -164,8 +172,9 @@ pub fn batch_slots(
     for &column in feature_indices {
         let as_f64: ArrayRef = cast(batch.column(column), &DataType::Float64)?;
         let array = as_f64.as_primitive::<Float64Type>();
-        for ((ok, v), row) in complete.iter_mut().zip(array.values()).zip(0..) {
-            *ok &= v.is_finite() && array.is_valid(row);
+        let nulls = array.nulls();
+        for ((ok, &v), row) in complete.iter_mut().zip(array.values()).zip(0..) {
+            *ok &= usable(nulls, row, v);
         }
     }
     class_slots(batch, label_index, &complete, classes)
@@ -283,7 +292,7 @@ pub fn batch_features(
             let targets = values[start * dim..end * dim].chunks_exact_mut(dim);
             let nulls = array.nulls();
             for ((row, target), &v) in (start..end).zip(targets).zip(block) {
-                if nulls.is_none_or(|n| n.is_valid(row)) && v.is_finite() {
+                if usable(nulls, row, v) {
                     target[d] = v;
                 } else {
                     complete[row] = false;

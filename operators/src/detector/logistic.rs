@@ -76,6 +76,12 @@ fn feature_gradient(residual: f64, zj: f64, weight: f64, l2: f64, w: f64) -> f64
     residual * zj * weight + l2 * w
 }
 
+/// The bias's gradient: its input is the constant 1 and it takes no L2.
+#[inline(always)]
+fn bias_gradient(residual: f64, weight: f64) -> f64 {
+    residual * weight
+}
+
 impl OnlineLogistic {
     pub fn new(rate: f64, l2: f64, optimizer: Optimizer) -> Self {
         Self {
@@ -279,7 +285,7 @@ impl OnlineLogistic {
 
     fn gradient(&self, k: usize, j: usize, zj: f64, residual: f64, weight: f64) -> f64 {
         if j == self.dim {
-            residual * weight
+            bias_gradient(residual, weight)
         } else {
             feature_gradient(residual, zj, weight, self.l2, self.weights[k][j])
         }
@@ -304,7 +310,7 @@ impl OnlineLogistic {
                 *g2 += g * g;
                 *w -= rate * g / (*g2 + 1e-8).sqrt();
             }
-            let g = residual * weight;
+            let g = bias_gradient(residual, weight);
             *bias_square += g * g;
             *bias -= rate * g / (*bias_square + 1e-8).sqrt();
         }

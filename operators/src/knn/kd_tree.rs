@@ -9,7 +9,7 @@
 //! of a point inside); and candidates are ranked by (distance, index), so a
 //! tie goes to the lower index whatever order the tree visits points in.
 
-use super::Exclude;
+use super::{Exclude, TopK};
 
 /// Points per leaf: a leaf is scanned a column at a time, so a wide one
 /// costs little per point and saves box tests (64 measured faster than 32
@@ -204,18 +204,26 @@ impl KdTree {
         for q in 0..count {
             let query = &queries[(first + q) * dim..(first + q + 1) * dim];
             let skip = match exclude {
-                Exclude::Nothing => u32::MAX,
-                Exclude::SelfIndex(own) => own[first + q],
+                Exclude::Nothing => usize::MAX,
+                Exclude::SelfIndex(own) => own[first + q] as usize,
             };
-            let best_d = &mut out_distances[q * k..(q + 1) * k];
-            let best_i = &mut out_indices[q * k..(q + 1) * k];
-            best_d.fill(f64::INFINITY);
-            best_i.fill(u32::MAX);
-            let mut filled = 0;
+            let distances = &mut out_distances[q * k..(q + 1) * k];
+            let indices = &mut out_indices[q * k..(q + 1) * k];
+            distances.fill(f64::INFINITY);
+            indices.fill(u32::MAX);
+            // Ranked by (distance, index) as the exact kernel ranks: ties
+            // to the lower index, whatever order the leaves are visited in.
+            let mut top = TopK {
+                distances,
+                indices,
+                filled: 0,
+                skip,
+            };
             stack.clear();
             stack.push((0, self.box_distance(0, query)));
             while let Some((node, bound)) = stack.pop() {
-                if filled == k && bound > best_d[k - 1] {
+                // An unfilled answer's k-th distance is +inf: nothing pruned.
+                if bound > top.distances[k - 1] {
                     continue;
                 }
                 let n = &self.nodes[node];
@@ -254,13 +262,9 @@ impl KdTree {
                             }
                             // Which points could enter the top list: a
                             // vectorized compare against the k-th distance so
-                            // far, so that the ranked insertion below runs
-                            // only for those (ties go on to the full test).
-                            let limit = if filled == k {
-                                best_d[k - 1]
-                            } else {
-                                f64::INFINITY
-                            };
+                            // far, so that the ranked insertion runs only for
+                            // those (ties go on to its full test).
+                            let limit = top.distances[k - 1];
                             let mut entering: u64 = 0;
                             for (offset, &d2) in sums.iter().enumerate() {
                                 entering |= u64::from(d2 <= limit) << offset;
@@ -268,30 +272,8 @@ impl KdTree {
                             while entering != 0 {
                                 let offset = entering.trailing_zeros() as usize;
                                 entering &= entering - 1;
-                                let d2 = sums[offset];
                                 let index = self.index[n.start + chunk + offset];
-                                if index == skip {
-                                    continue;
-                                }
-                                // Rank by (distance, index): ties to the lower index.
-                                if filled == k
-                                    && (d2 > best_d[k - 1]
-                                        || (d2 == best_d[k - 1] && index > best_i[k - 1]))
-                                {
-                                    continue;
-                                }
-                                let mut pos = filled.min(k - 1);
-                                while pos > 0
-                                    && (best_d[pos - 1] > d2
-                                        || (best_d[pos - 1] == d2 && best_i[pos - 1] > index))
-                                {
-                                    best_d[pos] = best_d[pos - 1];
-                                    best_i[pos] = best_i[pos - 1];
-                                    pos -= 1;
-                                }
-                                best_d[pos] = d2;
-                                best_i[pos] = index;
-                                filled = (filled + 1).min(k);
+                                top.offer_one(sums[offset], index as usize);
                             }
                         }
                     }
