@@ -29,10 +29,11 @@ use std::sync::OnceLock;
 use std::thread;
 
 mod kd_tree;
+mod matrix;
 mod prefilter;
 
 use kd_tree::KdTree;
-use prefilter::{Prefilter, PreparedQueries};
+use prefilter::{Engine, Prefilter, PreparedQueries};
 
 /// Reference points in tiles of [`TILE`] points: within a tile, coordinate
 /// `d` of its points is contiguous, so the kernel reads one short vector per
@@ -107,14 +108,22 @@ impl PointSet {
         if usable && n_queries >= PREFILTER_MIN_QUERIES {
             self.prefilter
                 .get_or_init(|| {
-                    prefilter::is_fast()
-                        .then(|| Prefilter::new(&self.tiles, self.dim, self.len))
-                        .flatten()
+                    Engine::best(self.dim)
+                        .and_then(|engine| Prefilter::new(&self.tiles, self.dim, self.len, engine))
                 })
                 .as_ref()
         } else {
             self.prefilter.get().and_then(Option::as_ref)
         }
+    }
+
+    /// Searched through a prefilter of `engine` (where the coordinates
+    /// fit), whatever the query count.
+    #[cfg(test)]
+    fn with_engine(mut self, engine: Engine) -> Self {
+        let prefilter = Prefilter::new(&self.tiles, self.dim, self.len, engine);
+        self.prefilter = OnceLock::from(prefilter);
+        self
     }
 
     /// Searched by the exact kernel alone, never through the prefilter.
@@ -624,31 +633,40 @@ mod tests {
         }
     }
 
-    /// Both searches of `set` (prefilter where the CPU has it, exact kernel
-    /// alone) give identical answers, distances included.
+    /// Both searches of `set` (through the prefilter, with every engine
+    /// the CPU has, and the exact kernel alone) give identical answers,
+    /// distances included.
     fn assert_prefilter_is_exact(rows: &[f64], dim: usize, queries: &[f64], k: usize) {
         let set = PointSet::from_rows(rows, dim);
         let exact = set.clone().without_prefilter();
         let n = rows.len() / dim;
         let own: Vec<u32> = (0..n as u32).collect();
+        let expected_own = search(&exact, rows, k, Exclude::SelfIndex(&own));
+        let expected = search(&exact, queries, k, Exclude::Nothing);
+        // The default search builds the best engine's prefilter.
         assert_eq!(
             search(&set, rows, k, Exclude::SelfIndex(&own)),
-            search(&exact, rows, k, Exclude::SelfIndex(&own)),
+            expected_own,
             "dim={dim}, self excluded"
         );
-        // That search had queries enough to build the prefilter; the next
-        // one (maybe fewer) uses it too.
         let built = set.prefilter.get().is_some_and(Option::is_some);
-        assert_eq!(built, prefilter::is_fast(), "dim={dim}");
-        let found = search(&set, queries, k, Exclude::Nothing);
-        assert_eq!(
-            found,
-            search(&exact, queries, k, Exclude::Nothing),
-            "dim={dim}"
-        );
+        assert_eq!(built, Engine::best(dim).is_some(), "dim={dim}");
+        for engine in Engine::all_available(dim) {
+            let set = set.clone().with_engine(engine);
+            assert_eq!(
+                search(&set, rows, k, Exclude::SelfIndex(&own)),
+                expected_own,
+                "{engine:?} dim={dim}, self excluded"
+            );
+            assert_eq!(
+                search(&set, queries, k, Exclude::Nothing),
+                expected,
+                "{engine:?} dim={dim}"
+            );
+        }
         for q in (0..queries.len() / dim).step_by(13) {
-            let expected = naive(rows, dim, &queries[q * dim..(q + 1) * dim], k, None);
-            assert_eq!(found.indices(q), expected.as_slice(), "dim={dim} q={q}");
+            let naive = naive(rows, dim, &queries[q * dim..(q + 1) * dim], k, None);
+            assert_eq!(expected.indices(q), naive.as_slice(), "dim={dim} q={q}");
         }
     }
 

@@ -29,6 +29,24 @@
 //! query's current k-th exact distance (scaled): then its exact distance
 //! exceeds the k-th, and it could not enter (entry needs strictly less).
 //!
+//! Where the CPU has a matrix unit ([`matrix`]: AMX), the dot products
+//! come from it instead ([`Engine::Matrix`]): each coordinate is split
+//! into two `bf16` halves, `v = hi + lo` to within `2^-16` of `v` (the
+//! first half alone would be `2^-8`), and the unit sums, in `f32`, the
+//! exact products `q_hi x_hi + q_hi x_lo + q_lo x_hi` along a depth of three
+//! times the dimension (the dropped `q_lo x_lo` is within `2^-16` of
+//! `|q.x|`). With `e = (1.001 * 2^-8)^2` the relative error of a split
+//! coordinate (`2^-8` is `bf16`'s unit roundoff; the 1.001 covers rounding
+//! through `f32`) and `K` the padded depth, the estimate is then within
+//! `(5 e + (1.01 K + 2 n + 12) u) S` of the distance (coordinate rounding
+//! `4 e S`, the dropped products `e S`, the sums, the norms and the final
+//! additions); the coefficient is twice that, about `1.6e-4` at 20
+//! dimensions against `6e-6` for the vector engine: still far below the
+//! gap between a query's k-th distance and most points'. One unit
+//! instruction multiplies 16 x 32 by 32 x 16 values, so the estimates cost
+//! a fraction of the vector engine's multiply-adds, and what remains is
+//! comparing them with the limits and the exact recomputations.
+//!
 //! Centring keeps the bound small where the data sit far from the origin
 //! (a bound relative to `|x|^2` would otherwise cover every point and the
 //! prefilter would only cost); the power-of-two scale is exact and keeps
@@ -37,6 +55,9 @@
 
 use pulp::Simd;
 
+use super::matrix::{
+    self, DEPTH_CHUNK, MAX_CHUNKS, POINT_COLUMNS, QUERY_ROWS, TILE_CHUNK, TileUnit,
+};
 use super::{PointSet, SearchRange, TILE, TopK};
 
 /// Points per prefilter tile: one 64-byte line of `f32` per dimension.
@@ -49,6 +70,10 @@ const QUERIES: usize = 8;
 const BLOCK_TILES: usize = 32;
 /// Queries sharing one pass over a block.
 const QUERY_GROUP: usize = 64;
+/// Queries sharing one pass over a block with the matrix engine: four
+/// product blocks' worth, so that a block of point tiles (32 KiB of
+/// `bf16` at 20 dimensions) is read from memory once per 128 queries.
+const MATRIX_GROUP: usize = 4 * QUERY_ROWS;
 /// Largest scaled coordinate the prefilter takes: squares and sums of
 /// squares stay far below `f32::MAX`.
 const LARGEST: f64 = 1.152_921_504_606_847e18; // 2^60
@@ -75,12 +100,67 @@ pub(super) fn is_fast() -> bool {
     }
 }
 
+/// How a prefilter computes its dot products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Engine {
+    /// `f32` fused multiply-adds, a tile of 16 points per vector pass.
+    Vector,
+    /// The matrix unit, on coordinates split into two `bf16` halves.
+    Matrix,
+}
+
+impl Engine {
+    /// The fastest engine this machine runs for sets of `dim` dimensions,
+    /// if any. The matrix engine keeps its query tiles loaded, which takes
+    /// a depth of at most two chunks (`3 dim <= 64`); beyond, the vector
+    /// engine.
+    pub(super) fn best(dim: usize) -> Option<Self> {
+        if matrix::available() && matrix_chunks(dim) <= MAX_CHUNKS {
+            Some(Self::Matrix)
+        } else if is_fast() {
+            Some(Self::Vector)
+        } else {
+            None
+        }
+    }
+
+    /// Every engine this machine runs (the tests compare each with the
+    /// exact kernel).
+    #[cfg(test)]
+    pub(super) fn all_available(dim: usize) -> Vec<Self> {
+        let mut engines = Vec::new();
+        if is_fast() {
+            engines.push(Self::Vector);
+        }
+        if matrix::available() && matrix_chunks(dim) <= MAX_CHUNKS {
+            engines.push(Self::Matrix);
+        }
+        engines
+    }
+}
+
+/// Depth chunks of the matrix engine's rows: three halves per dimension.
+fn matrix_chunks(dim: usize) -> usize {
+    (3 * dim).div_ceil(DEPTH_CHUNK)
+}
+
+/// The estimates' copy of the points, per engine.
+#[derive(Debug, Clone)]
+enum Copies {
+    /// `tiles[(i / FTILE) * dim * FTILE + d * FTILE + i % FTILE]` is the
+    /// scaled, centred coordinate `d` of point `i`; padding lanes are 0.
+    Vector { tiles: Vec<f32> },
+    /// Per tile of [`FTILE`] points, `chunks` blocks of [`TILE_CHUNK`]
+    /// `bf16` values in the unit's pair layout (see [`TileUnit::dots`]),
+    /// of each point's depth row `[hi, lo, hi]` (zero-padded to `chunks *
+    /// DEPTH_CHUNK`); a query's row is `[hi, hi, lo]`.
+    Matrix { tiles: Vec<u16>, chunks: usize },
+}
+
 /// The single-precision copy of a point set.
 #[derive(Debug, Clone)]
 pub(super) struct Prefilter {
-    /// `tiles[(i / FTILE) * dim * FTILE + d * FTILE + i % FTILE]` is the
-    /// scaled, centred coordinate `d` of point `i`; padding lanes are 0.
-    tiles: Vec<f32>,
+    copies: Copies,
     /// Each point's share of an estimate's lower end, `(1 - c) |x|^2` for
     /// the bound's coefficient `c`; `+inf` on padding lanes, so that no
     /// estimate there passes.
@@ -88,7 +168,8 @@ pub(super) struct Prefilter {
     centre: Vec<f64>,
     /// A power of two: exact to apply, and `scale^2` is exact too.
     scale: f64,
-    /// `2 (2 n + 8) u`: the bound is `coefficient * S + slack`, so an
+    /// `2 (2 n + 8) u` (vector engine; see the module doc for the matrix
+    /// engine's): the bound is `coefficient * S + slack`, so an
     /// estimate's lower end is `(1 - c) |q|^2 - slack + (1 - c) |x|^2 -
     /// 2 q.x`, a query's term plus a point's minus the dot product.
     coefficient: f32,
@@ -101,7 +182,7 @@ pub(super) struct Prefilter {
 impl Prefilter {
     /// From the exact kernel's tiles (`TILE` points per tile); `None` when
     /// the coordinates do not fit.
-    pub(super) fn new(exact_tiles: &[f64], dim: usize, len: usize) -> Option<Self> {
+    pub(super) fn new(exact_tiles: &[f64], dim: usize, len: usize, engine: Engine) -> Option<Self> {
         if len == 0 || dim == 0 {
             return None;
         }
@@ -138,62 +219,137 @@ impl Prefilter {
         } else {
             1.0
         };
-        let coefficient = 2.0 * (2.0 * dim as f32 + 8.0) * UNIT_ROUNDOFF;
-        let n_tiles = len.div_ceil(FTILE);
-        let mut tiles = vec![0.0f32; n_tiles * dim * FTILE];
-        let mut lower_terms = vec![f32::INFINITY; n_tiles * FTILE];
-        for (t, tile) in exact_tiles.enumerate() {
-            let mut sums = [0.0f32; TILE];
-            for (d, (column, c)) in tile.chunks_exact(TILE).zip(&centre).enumerate() {
-                for (lane, (v, sum)) in column.iter().zip(&mut sums).enumerate().take(lanes(t)) {
-                    let i = t * TILE + lane;
-                    let v = ((v - c) * scale) as f32;
-                    tiles[(i / FTILE) * dim * FTILE + d * FTILE + i % FTILE] = v;
-                    *sum += v * v;
+        let slack = (2.0 * dim as f64 * (f64::from_bits(1) * scale) * scale)
+            .max(F32_UNDERFLOW_SLACK) as f32;
+        let scaled = |v: f64, c: f64| (v - c) * scale;
+        match engine {
+            Engine::Vector => {
+                let coefficient = 2.0 * (2.0 * dim as f32 + 8.0) * UNIT_ROUNDOFF;
+                let n_tiles = len.div_ceil(FTILE);
+                let mut tiles = vec![0.0f32; n_tiles * dim * FTILE];
+                let mut lower_terms = vec![f32::INFINITY; n_tiles * FTILE];
+                for (t, tile) in exact_tiles.enumerate() {
+                    let mut sums = [0.0f32; TILE];
+                    for (d, (column, &c)) in tile.chunks_exact(TILE).zip(&centre).enumerate() {
+                        for (lane, (&v, sum)) in
+                            column.iter().zip(&mut sums).enumerate().take(lanes(t))
+                        {
+                            let i = t * TILE + lane;
+                            let v = scaled(v, c) as f32;
+                            tiles[(i / FTILE) * dim * FTILE + d * FTILE + i % FTILE] = v;
+                            *sum += v * v;
+                        }
+                    }
+                    for (lane, sum) in sums.iter().enumerate().take(lanes(t)) {
+                        lower_terms[t * TILE + lane] = (1.0 - coefficient) * sum;
+                    }
                 }
+                Some(Self {
+                    copies: Copies::Vector { tiles },
+                    lower_terms,
+                    centre,
+                    scale,
+                    coefficient,
+                    slack,
+                })
             }
-            for (lane, sum) in sums.iter().enumerate().take(lanes(t)) {
-                lower_terms[t * TILE + lane] = (1.0 - coefficient) * sum;
+            Engine::Matrix => {
+                let chunks = matrix_chunks(dim);
+                if chunks > MAX_CHUNKS {
+                    return None;
+                }
+                let coefficient = matrix_coefficient(dim, chunks);
+                let n_tiles = len.div_ceil(FTILE);
+                let mut tiles = vec![0u16; n_tiles * chunks * TILE_CHUNK];
+                let mut lower_terms = vec![f32::INFINITY; n_tiles * FTILE];
+                for (t, tile) in exact_tiles.enumerate() {
+                    let mut norms = [0.0f64; TILE];
+                    for (d, (column, &c)) in tile.chunks_exact(TILE).zip(&centre).enumerate() {
+                        for (lane, (&v, norm)) in
+                            column.iter().zip(&mut norms).enumerate().take(lanes(t))
+                        {
+                            let i = t * TILE + lane;
+                            let (hi, lo) = split(scaled(v, c));
+                            let (tile, p) = (i / FTILE, i % FTILE);
+                            for (depth, value) in [(d, hi), (dim + d, lo), (2 * dim + d, hi)] {
+                                let (chunk, row, e) =
+                                    (depth / DEPTH_CHUNK, depth % DEPTH_CHUNK / 2, depth % 2);
+                                tiles[(tile * chunks + chunk) * TILE_CHUNK
+                                    + row * DEPTH_CHUNK
+                                    + p * 2
+                                    + e] = value;
+                            }
+                            let whole = matrix::from_bf16(hi) + matrix::from_bf16(lo);
+                            *norm += whole * whole;
+                        }
+                    }
+                    for (lane, norm) in norms.iter().enumerate().take(lanes(t)) {
+                        lower_terms[t * TILE + lane] =
+                            ((1.0 - f64::from(coefficient)) * norm) as f32;
+                    }
+                }
+                Some(Self {
+                    copies: Copies::Matrix { tiles, chunks },
+                    lower_terms,
+                    centre,
+                    scale,
+                    coefficient,
+                    slack,
+                })
             }
         }
-        Some(Self {
-            tiles,
-            lower_terms,
-            centre,
-            scale,
-            coefficient,
-            slack: (2.0 * dim as f64 * (f64::from_bits(1) * scale) * scale).max(F32_UNDERFLOW_SLACK)
-                as f32,
-        })
     }
 
     /// The queries in the prefilter's coordinates; `None` when one of them
     /// does not fit (the exact kernel then answers the whole search).
     pub(super) fn prepare(&self, queries: &[f64]) -> Option<PreparedQueries> {
         let dim = self.centre.len();
-        let mut coordinates = Vec::with_capacity(queries.len());
+        let mut coordinates = Vec::new();
+        let mut rows = Vec::new();
         let mut lower_terms = Vec::with_capacity(queries.len() / dim);
+        let mut scaled_query = vec![0.0; dim];
         for query in queries.chunks_exact(dim) {
-            let mut sum = 0.0f32;
-            for (v, c) in query.iter().zip(&self.centre) {
-                let scaled = (v - c) * self.scale;
+            for ((v, c), scaled) in query.iter().zip(&self.centre).zip(&mut scaled_query) {
+                *scaled = (v - c) * self.scale;
                 if scaled.is_nan() || scaled.abs() > LARGEST {
                     return None;
                 }
-                let v = scaled as f32;
-                coordinates.push(v);
-                sum += v * v;
             }
+            let norm_term = match &self.copies {
+                Copies::Vector { .. } => {
+                    let mut sum = 0.0f32;
+                    for &scaled in &scaled_query {
+                        let v = scaled as f32;
+                        coordinates.push(v);
+                        sum += v * v;
+                    }
+                    (1.0 - self.coefficient) * sum
+                }
+                Copies::Matrix { chunks, .. } => {
+                    let start = rows.len();
+                    rows.resize(start + chunks * DEPTH_CHUNK, 0);
+                    let row = &mut rows[start..];
+                    let mut norm = 0.0f64;
+                    for (d, &scaled) in scaled_query.iter().enumerate() {
+                        let (hi, lo) = split(scaled);
+                        (row[d], row[dim + d], row[2 * dim + d]) = (hi, hi, lo);
+                        let whole = matrix::from_bf16(hi) + matrix::from_bf16(lo);
+                        norm += whole * whole;
+                    }
+                    ((1.0 - f64::from(self.coefficient)) * norm) as f32
+                }
+            };
             // Enough huge coordinates overflow the norm in f32, making every
             // estimate infinite (only a limit overflowing as well would
             // keep that exact): the exact kernel instead.
-            if !sum.is_finite() {
+            if !norm_term.is_finite() {
                 return None;
             }
-            lower_terms.push((1.0 - self.coefficient) * sum - self.slack);
+            lower_terms.push(norm_term - self.slack);
         }
         Some(PreparedQueries {
             coordinates,
+            rows,
             lower_terms,
         })
     }
@@ -209,8 +365,30 @@ impl Prefilter {
 /// estimate's lower end (`(1 - c) |q|^2 - slack`).
 #[derive(Debug)]
 pub(super) struct PreparedQueries {
+    /// Vector engine: `dim` scaled coordinates per query.
     coordinates: Vec<f32>,
+    /// Matrix engine: one depth row (`[hi, hi, lo]`, padded) per query.
+    rows: Vec<u16>,
     lower_terms: Vec<f32>,
+}
+
+/// A scaled coordinate as two `bf16` halves, `hi + lo` within
+/// [`SPLIT_ERROR`] of it (each rounding is to nearest, through `f32`).
+fn split(v: f64) -> (u16, u16) {
+    let hi = matrix::to_bf16(v);
+    (hi, matrix::to_bf16(v - matrix::from_bf16(hi)))
+}
+
+/// The relative error of a split coordinate: two roundings to nearest
+/// `bf16` (8 significant bits: unit roundoff `2^-8`), each through `f32`.
+const SPLIT_ERROR: f64 = (1.001 / 256.0) * (1.001 / 256.0);
+
+/// The matrix engine's bound coefficient (module doc): twice `5 e + (1.01
+/// K + 2 n + 12) u` for split coordinates within `e` and depth `K`.
+fn matrix_coefficient(dim: usize, chunks: usize) -> f32 {
+    let depth = (chunks * DEPTH_CHUNK) as f64;
+    let sums = (1.01 * depth + 2.0 * dim as f64 + 12.0) * f64::from(UNIT_ROUNDOFF);
+    (2.0 * (5.0 * SPLIT_ERROR + sums)) as f32
 }
 
 /// Dot products of eight queries with the sixteen points of one tile, the
@@ -290,43 +468,184 @@ pub(super) fn search_range<S: Simd>(
     out_indices: &mut [u32],
     out_distances: &mut [f64],
 ) {
-    let SearchRange { set, first, k, .. } = share;
-    let dim = set.dim;
-    let mut filled = share.empty_answers(out_indices, out_distances);
-    let count = filled.len();
-    let n_tiles = set.len.div_ceil(FTILE);
-    let tile_width = dim * FTILE;
-    let n_blocks = n_tiles.div_ceil(BLOCK_TILES);
-    let stride = block_stride(n_blocks);
-    // A group's queries, pass by pass, dimension-major within a pass (what
-    // `tile_dots` reads); a short pass repeats its last query (those sums
-    // are unused). Made once per group, read by every block.
-    let mut group_columns = vec![0.0f32; QUERY_GROUP * dim];
-    let scaled = |q: usize| &prepared.coordinates[(first + q) * dim..(first + q + 1) * dim];
-    for group_start in (0..count).step_by(QUERY_GROUP) {
-        let group_end = (group_start + QUERY_GROUP).min(count);
-        for (p, columns) in group_columns.chunks_exact_mut(QUERIES * dim).enumerate() {
-            let pass_start = group_start + p * QUERIES;
-            if pass_start >= group_end {
+    let dim = share.set.dim;
+    match &prefilter.copies {
+        Copies::Vector { tiles } => {
+            let mut dots = VectorDots {
+                simd,
+                tiles,
+                tile_width: dim * FTILE,
+                coordinates: &prepared.coordinates,
+                dim,
+                columns: vec![0.0f32; QUERY_GROUP * dim],
+                out: [[0.0; FTILE]; QUERIES],
+            };
+            scan(
+                &mut dots,
+                share,
+                prefilter,
+                prepared,
+                out_indices,
+                out_distances,
+            );
+        }
+        Copies::Matrix { tiles, chunks } => {
+            // The unit is configured per thread; without it (never, as
+            // `Engine::best` chose it) the exact kernel answers.
+            let Some(unit) = TileUnit::new() else {
+                super::search_range(share, out_indices, out_distances);
+                return;
+            };
+            let depth = chunks * DEPTH_CHUNK;
+            let mut dots = MatrixDots {
+                unit,
+                tiles,
+                chunks: *chunks,
+                rows: &prepared.rows,
+                depth,
+                group_rows: vec![0; MATRIX_GROUP * depth],
+                loaded_pass: None,
+                out: [[0.0; POINT_COLUMNS]; QUERY_ROWS],
+            };
+            scan(
+                &mut dots,
+                share,
+                prefilter,
+                prepared,
+                out_indices,
+                out_distances,
+            );
+        }
+    }
+}
+
+/// Dot products of `Q` queries with `P` points at a time, for [`scan`].
+trait Dots<const Q: usize, const P: usize> {
+    /// Queries sharing one pass over a block of tiles (a multiple of `Q`).
+    const GROUP: usize;
+    /// Lay out queries `first..first + count` of the prepared queries.
+    fn load_group(&mut self, first: usize, count: usize);
+    /// The products of the group's pass `pass` (its queries `Q pass..`)
+    /// with the `P` points from tile `tile` on.
+    fn dots(&mut self, pass: usize, tile: usize) -> &[[f32; P]; Q];
+}
+
+struct VectorDots<'a, S> {
+    simd: S,
+    tiles: &'a [f32],
+    tile_width: usize,
+    coordinates: &'a [f32],
+    dim: usize,
+    /// A group's queries, pass by pass, dimension-major within a pass
+    /// (what `tile_dots` reads).
+    columns: Vec<f32>,
+    out: [[f32; FTILE]; QUERIES],
+}
+
+impl<S: Simd> Dots<QUERIES, FTILE> for VectorDots<'_, S> {
+    const GROUP: usize = QUERY_GROUP;
+
+    #[inline(always)]
+    fn load_group(&mut self, first: usize, count: usize) {
+        let dim = self.dim;
+        for (p, columns) in self.columns.chunks_exact_mut(QUERIES * dim).enumerate() {
+            let pass_start = p * QUERIES;
+            if pass_start >= count {
                 break;
             }
-            let n = QUERIES.min(group_end - pass_start);
+            // A short pass repeats its last query (those sums are unused).
+            let n = QUERIES.min(count - pass_start);
             for j in 0..QUERIES {
-                for (d, &v) in scaled(pass_start + j.min(n - 1)).iter().enumerate() {
+                let q = first + pass_start + j.min(n - 1);
+                for (d, &v) in self.coordinates[q * dim..(q + 1) * dim].iter().enumerate() {
                     columns[d * QUERIES + j] = v;
                 }
             }
         }
+    }
+
+    #[inline(always)]
+    fn dots(&mut self, pass: usize, tile: usize) -> &[[f32; FTILE]; QUERIES] {
+        let columns = &self.columns[pass * QUERIES * self.dim..(pass + 1) * QUERIES * self.dim];
+        let tile = &self.tiles[tile * self.tile_width..(tile + 1) * self.tile_width];
+        self.out = tile_dots(self.simd, tile, columns);
+        &self.out
+    }
+}
+
+struct MatrixDots<'a> {
+    unit: TileUnit,
+    tiles: &'a [u16],
+    chunks: usize,
+    rows: &'a [u16],
+    depth: usize,
+    /// The group's query rows (a short group repeats its last query).
+    group_rows: Vec<u16>,
+    /// The group's pass whose queries the unit holds.
+    loaded_pass: Option<usize>,
+    out: [[f32; POINT_COLUMNS]; QUERY_ROWS],
+}
+
+impl Dots<QUERY_ROWS, POINT_COLUMNS> for MatrixDots<'_> {
+    const GROUP: usize = MATRIX_GROUP;
+
+    #[inline(always)]
+    fn load_group(&mut self, first: usize, count: usize) {
+        let depth = self.depth;
+        for (j, row) in self.group_rows.chunks_exact_mut(depth).enumerate() {
+            let q = first + j.min(count - 1);
+            row.copy_from_slice(&self.rows[q * depth..(q + 1) * depth]);
+        }
+        self.loaded_pass = None;
+    }
+
+    #[inline(always)]
+    fn dots(&mut self, pass: usize, tile: usize) -> &[[f32; POINT_COLUMNS]; QUERY_ROWS] {
+        if self.loaded_pass != Some(pass) {
+            let pass_rows = QUERY_ROWS * self.depth;
+            let queries = &self.group_rows[pass * pass_rows..(pass + 1) * pass_rows];
+            self.unit.load_queries(queries, self.chunks);
+            self.loaded_pass = Some(pass);
+        }
+        let width = self.chunks * TILE_CHUNK;
+        self.unit
+            .dots(&self.tiles[tile * width..(tile + 1) * width], &mut self.out);
+        &self.out
+    }
+}
+
+/// The search proper, whatever computes the dot products: per group of
+/// queries, blocks of tiles in a scattered order (see [`block_stride`]),
+/// each point's estimate compared with its query's limit, exact distances
+/// for the points the estimate cannot rule out.
+#[inline(always)]
+fn scan<const Q: usize, const P: usize, D: Dots<Q, P>>(
+    engine: &mut D,
+    share: SearchRange<'_>,
+    prefilter: &Prefilter,
+    prepared: &PreparedQueries,
+    out_indices: &mut [u32],
+    out_distances: &mut [f64],
+) {
+    let SearchRange { set, first, k, .. } = share;
+    let mut filled = share.empty_answers(out_indices, out_distances);
+    let count = filled.len();
+    let n_tiles = prefilter.lower_terms.len() / FTILE;
+    let tiles_per_step = P / FTILE;
+    let n_blocks = n_tiles.div_ceil(BLOCK_TILES);
+    let stride = block_stride(n_blocks);
+    for group_start in (0..count).step_by(D::GROUP) {
+        let group_end = (group_start + D::GROUP).min(count);
+        engine.load_group(first + group_start, group_end - group_start);
         for b in 0..n_blocks {
             let block_start = (b * stride) % n_blocks * BLOCK_TILES;
             let block_end = (block_start + BLOCK_TILES).min(n_tiles);
-            for (p, pass_start) in (group_start..group_end).step_by(QUERIES).enumerate() {
-                let n = QUERIES.min(group_end - pass_start);
-                let pass_columns = &group_columns[p * QUERIES * dim..(p + 1) * QUERIES * dim];
+            for (p, pass_start) in (group_start..group_end).step_by(Q).enumerate() {
+                let n = Q.min(group_end - pass_start);
                 let range = pass_start * k..(pass_start + n) * k;
                 let mut distance_rows = out_distances[range.clone()].chunks_mut(k);
                 let mut index_rows = out_indices[range].chunks_mut(k);
-                let mut tops: [Option<TopK<'_>>; QUERIES] = std::array::from_fn(|j| {
+                let mut tops: [Option<TopK<'_>>; Q] = std::array::from_fn(|j| {
                     Some(TopK {
                         distances: distance_rows.next()?,
                         indices: index_rows.next()?,
@@ -334,17 +653,16 @@ pub(super) fn search_range<S: Simd>(
                         skip: share.skip(pass_start + j),
                     })
                 });
-                let mut limits: [f32; QUERIES] = std::array::from_fn(|j| match &tops[j] {
+                let mut limits: [f32; Q] = std::array::from_fn(|j| match &tops[j] {
                     Some(top) if top.filled == k => prefilter.scaled_limit(top.distances[k - 1]),
                     _ => f32::INFINITY,
                 });
-                let query_terms: [f32; QUERIES] = std::array::from_fn(|j| {
+                let query_terms: [f32; Q] = std::array::from_fn(|j| {
                     prepared.lower_terms[first + pass_start + j.min(n - 1)]
                 });
-                for t in block_start..block_end {
-                    let tile = &prefilter.tiles[t * tile_width..(t + 1) * tile_width];
-                    let point_terms = &prefilter.lower_terms[t * FTILE..(t + 1) * FTILE];
-                    let dots = tile_dots(simd, tile, pass_columns);
+                for t in (block_start..block_end).step_by(tiles_per_step) {
+                    let point_terms = &prefilter.lower_terms[t * FTILE..t * FTILE + P];
+                    let dots = engine.dots(p, t);
                     for (j, top) in tops.iter_mut().enumerate() {
                         let Some(top) = top else {
                             continue;
@@ -353,14 +671,14 @@ pub(super) fn search_range<S: Simd>(
                         let lower =
                             |lane: usize| query_terms[j] + point_terms[lane] - 2.0 * dots[j][lane];
                         let mut any = false;
-                        for lane in 0..FTILE {
+                        for lane in 0..P {
                             any |= lower(lane) <= limits[j];
                         }
                         if !any {
                             continue;
                         }
                         let query = share.query(pass_start + j);
-                        for lane in 0..FTILE {
+                        for lane in 0..P {
                             let index = t * FTILE + lane;
                             if lower(lane) <= limits[j] && index < set.len {
                                 let d2 = exact_squared_distance(set, index, query);
@@ -378,5 +696,38 @@ pub(super) fn search_range<S: Simd>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// The premise of the matrix engine's bound: `hi + lo` is within
+    /// `SPLIT_ERROR` of every coordinate (or within the flushed range),
+    /// including values whose low bits sit just past a rounding boundary.
+    #[test]
+    fn split_coordinates_are_within_the_bounds_error() {
+        let mut rng = Rng::new(41);
+        let mut worst = 0.0f64;
+        for i in 0..200_000 {
+            let mantissa = 1.0 + rng.uniform();
+            // Every tenth value just past a bf16 halfway point, where the
+            // first rounding leaves the largest remainder.
+            let mantissa = if i % 10 == 0 {
+                (mantissa * 256.0).floor() / 256.0 + 1.0 / 512.0 + rng.uniform() * 1e-7
+            } else {
+                mantissa
+            };
+            let v = mantissa * 2f64.powi((rng.uniform() * 120.0) as i32 - 60);
+            let v = if i % 2 == 0 { v } else { -v };
+            let (hi, lo) = split(v);
+            let error = (v - matrix::from_bf16(hi) - matrix::from_bf16(lo)).abs() / v.abs();
+            worst = worst.max(error);
+            assert!(error <= SPLIT_ERROR, "{v}: {error}");
+        }
+        // The bound is not loose by more than the margin for double rounding.
+        assert!(worst > SPLIT_ERROR / 8.0, "worst {worst}");
     }
 }
