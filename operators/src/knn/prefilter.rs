@@ -262,30 +262,32 @@ impl Prefilter {
                 let n_tiles = len.div_ceil(FTILE);
                 let mut tiles = vec![0u16; n_tiles * chunks * TILE_CHUNK];
                 let mut lower_terms = vec![f32::INFINITY; n_tiles * FTILE];
+                // Where depth `k` of point 0 of a tile goes (point `p` is
+                // `2 p` further): chunk, row of the pair, place in the pair.
+                let depth_offsets: Vec<usize> = (0..3 * dim)
+                    .map(|k| {
+                        (k / DEPTH_CHUNK) * TILE_CHUNK + (k % DEPTH_CHUNK / 2) * DEPTH_CHUNK + k % 2
+                    })
+                    .collect();
+                let (first, second, third) = (
+                    &depth_offsets[..dim],
+                    &depth_offsets[dim..2 * dim],
+                    &depth_offsets[2 * dim..],
+                );
                 for (t, tile) in exact_tiles.enumerate() {
-                    let mut norms = [0.0f64; TILE];
-                    for (d, (column, &c)) in tile.chunks_exact(TILE).zip(&centre).enumerate() {
-                        for (lane, (&v, norm)) in
-                            column.iter().zip(&mut norms).enumerate().take(lanes(t))
-                        {
-                            let i = t * TILE + lane;
-                            let (hi, lo) = split(scaled(v, c));
-                            let (tile, p) = (i / FTILE, i % FTILE);
-                            for (depth, value) in [(d, hi), (dim + d, lo), (2 * dim + d, hi)] {
-                                let (chunk, row, e) =
-                                    (depth / DEPTH_CHUNK, depth % DEPTH_CHUNK / 2, depth % 2);
-                                tiles[(tile * chunks + chunk) * TILE_CHUNK
-                                    + row * DEPTH_CHUNK
-                                    + p * 2
-                                    + e] = value;
-                            }
+                    for lane in 0..lanes(t) {
+                        let i = t * TILE + lane;
+                        let base = (i / FTILE) * chunks * TILE_CHUNK + (i % FTILE) * 2;
+                        let mut norm = 0.0f64;
+                        for d in 0..dim {
+                            let (hi, lo) = split(scaled(tile[d * TILE + lane], centre[d]));
+                            tiles[base + first[d]] = hi;
+                            tiles[base + second[d]] = lo;
+                            tiles[base + third[d]] = hi;
                             let whole = matrix::from_bf16(hi) + matrix::from_bf16(lo);
-                            *norm += whole * whole;
+                            norm += whole * whole;
                         }
-                    }
-                    for (lane, norm) in norms.iter().enumerate().take(lanes(t)) {
-                        lower_terms[t * TILE + lane] =
-                            ((1.0 - f64::from(coefficient)) * norm) as f32;
+                        lower_terms[i] = ((1.0 - f64::from(coefficient)) * norm) as f32;
                     }
                 }
                 Some(Self {

@@ -182,11 +182,35 @@ impl PairScratch {
 }
 
 fn distance(a: &[f64], b: &[f64]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum::<f64>()
-        .sqrt()
+    squared_distance(a, b).sqrt()
+}
+
+fn squared_distance(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>()
+}
+
+/// Whether one of `enemies` (rows of `space`) is nearer to `candidate`
+/// than `seed` is: the minimum of their distances below the seed's, with
+/// the distances rounded as `distance` rounds them (a square root is
+/// monotone, so the minimum of roots is the root of the minimum). Stops
+/// at the first such enemy, and stops summing an enemy's squares once they
+/// reach the seed's, where it can no longer be nearer.
+fn nearer_than_seed(candidate: &[f64], seed: &[f64], enemies: &[u32], space: &[f64]) -> bool {
+    let dim = candidate.len();
+    let to_seed_squared = squared_distance(candidate, seed);
+    let to_seed = to_seed_squared.sqrt();
+    enemies.iter().any(|&r| {
+        let r = r as usize;
+        let enemy = &space[r * dim..(r + 1) * dim];
+        let mut sum = 0.0;
+        for (x, y) in candidate.iter().zip(enemy) {
+            sum += (x - y) * (x - y);
+            if sum >= to_seed_squared {
+                return false;
+            }
+        }
+        sum.sqrt() < to_seed
+    })
 }
 
 impl ClassModel {
@@ -286,6 +310,12 @@ impl ClassModel {
     /// Steps 6-7: `seeds[i]` rows from member `i`, each the best of
     /// `candidates` or a duplicate of its seed. `ctx` must hold the
     /// reference set and space the model was built from.
+    ///
+    /// In three phases, so that the costly two run on every core with the
+    /// rows the sequential method would make: every candidate's neighbour
+    /// rank and step are drawn first, in the order that method draws them
+    /// (scoring draws nothing); then the pairs drawn for the first time are
+    /// scored; then each row picks its best candidate.
     pub fn fill(
         &mut self,
         ctx: &mut GenerateContext<'_>,
@@ -294,88 +324,173 @@ impl ClassModel {
         out: &mut Generated,
     ) {
         let candidates = candidates.max(1);
-        let dim = ctx.reference.dim;
-        let space = ctx.space;
-        let class_of = &ctx.reference.class_of;
-        let row = |r: usize| &space[r * dim..(r + 1) * dim];
-        let ClassRegime {
-            high_overlap,
-            purity_threshold,
-            ..
-        } = self.regime;
-        let (low, high) = if high_overlap { (0.0, 0.5) } else { (0.0, 1.0) };
         let same_k = self.same.k;
-        let mut candidate = vec![0.0; dim];
-        let mut scratch = PairScratch::new(class_of.len(), dim, 4 * self.k + 2);
-        for (i, &count) in seeds.iter().enumerate() {
-            let seed = self.members[i];
-            for _ in 0..count {
-                if same_k == 0 {
-                    out.rows.push(Synthetic::duplicate(seed));
-                    continue;
-                }
-                let mut best: Option<(f64, usize, f64)> = None;
-                for _ in 0..candidates {
-                    let rank = ctx.rng.below(same_k);
-                    let neighbour = self.same.of(i)[rank];
-                    let step = low + (high - low) * ctx.rng.uniform();
-                    let pair = match self.pairs[i * same_k + rank] {
-                        Some(pair) => pair,
-                        None => {
-                            let pair = self.score_pair(space, class_of, i, neighbour, &mut scratch);
-                            self.pairs[i * same_k + rank] = Some(pair);
-                            pair
-                        }
-                    };
-                    let purity = pair.purity;
-                    let mut score = purity;
-                    if high_overlap {
-                        for ((c, a), b) in candidate.iter_mut().zip(row(seed)).zip(row(neighbour)) {
-                            *c = a + step * (b - a);
-                        }
-                        let to_seed = distance(&candidate, row(seed));
-                        let start = pair.enemies_start as usize;
-                        let to_enemy = self.enemies[start..start + pair.enemies_len as usize]
-                            .iter()
-                            .map(|&r| distance(&candidate, row(r as usize)))
-                            .fold(f64::INFINITY, f64::min);
-                        if to_enemy < to_seed {
-                            score -= CLEARANCE_PENALTY;
-                        }
-                    }
-                    if best.is_none_or(|(s, _, _)| score > s) {
-                        best = Some((score, neighbour, step));
-                    }
-                }
-                match best {
-                    Some((score, neighbour, step)) if score >= purity_threshold => {
-                        out.rows
-                            .push(Synthetic::interpolated(seed, neighbour, step));
-                        out.candidates_rejected += candidates as u64 - 1;
-                    }
-                    _ => {
-                        out.rows.push(Synthetic::duplicate(seed));
-                        out.candidates_rejected += candidates as u64;
-                    }
+        let rows: Vec<u32> = seeds
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &count)| std::iter::repeat_n(i as u32, count as usize))
+            .collect();
+        if same_k == 0 {
+            out.rows.extend(
+                rows.iter()
+                    .map(|&i| Synthetic::duplicate(self.members[i as usize])),
+            );
+            return;
+        }
+        let (low, high) = if self.regime.high_overlap {
+            (0.0, 0.5)
+        } else {
+            (0.0, 1.0)
+        };
+        let draws: Vec<Draw> = (0..rows.len() * candidates)
+            .map(|_| {
+                let rank = ctx.rng.below(same_k) as u32;
+                let step = low + (high - low) * ctx.rng.uniform();
+                Draw { rank, step }
+            })
+            .collect();
+        let space = ctx.space;
+        self.score_drawn_pairs(ctx.reference, space, &rows, &draws, candidates);
+        let model = &*self;
+        let decide = |first: usize, end: usize| {
+            let mut made = Vec::with_capacity(end - first);
+            let mut rejected = 0u64;
+            let mut candidate = vec![0.0; ctx.reference.dim];
+            for (r, &i) in rows[first..end].iter().enumerate() {
+                let row_draws = &draws[(first + r) * candidates..(first + r + 1) * candidates];
+                let (synthetic, row_rejected) =
+                    model.best_candidate(space, i as usize, row_draws, &mut candidate);
+                made.push(synthetic);
+                rejected += row_rejected;
+            }
+            (made, rejected)
+        };
+        for (made, rejected) in in_parallel(rows.len(), rows.len() * candidates, decide) {
+            out.rows.extend(made);
+            out.candidates_rejected += rejected;
+        }
+    }
+
+    /// Score, on every core, the pairs `draws` reaches that no earlier
+    /// draw did, and cache them in `pairs` (their other-class rows in
+    /// `enemies`).
+    fn score_drawn_pairs(
+        &mut self,
+        reference: &ReferenceSet,
+        space: &[f64],
+        rows: &[u32],
+        draws: &[Draw],
+        candidates: usize,
+    ) {
+        let same_k = self.same.k;
+        let mut queued = vec![false; self.pairs.len()];
+        let mut new_pairs = Vec::new();
+        for (r, &i) in rows.iter().enumerate() {
+            for draw in &draws[r * candidates..(r + 1) * candidates] {
+                let slot = i as usize * same_k + draw.rank as usize;
+                if self.pairs[slot].is_none() && !queued[slot] {
+                    queued[slot] = true;
+                    new_pairs.push(slot);
                 }
             }
+        }
+        let model = &*self;
+        let class_of = &reference.class_of[..];
+        let score = |first: usize, end: usize| {
+            let mut scratch = PairScratch::new(class_of.len(), reference.dim, 4 * model.k + 2);
+            let mut enemies = Vec::new();
+            let scored: Vec<(usize, f64, usize, usize)> = new_pairs[first..end]
+                .iter()
+                .map(|&slot| {
+                    let (i, rank) = (slot / same_k, slot % same_k);
+                    let start = enemies.len();
+                    let purity = model.score_pair(
+                        space,
+                        class_of,
+                        i,
+                        model.same.of(i)[rank],
+                        &mut scratch,
+                        &mut enemies,
+                    );
+                    (slot, purity, start, enemies.len() - start)
+                })
+                .collect();
+            (scored, enemies)
+        };
+        // A pair's score costs about as much as 40 candidates' clearance.
+        for (scored, enemies) in in_parallel(new_pairs.len(), new_pairs.len() * 40, score) {
+            let base = self.enemies.len();
+            self.enemies.extend(enemies);
+            for (slot, purity, start, len) in scored {
+                self.pairs[slot] = Some(PairScore {
+                    purity,
+                    enemies_start: (base + start) as u32,
+                    enemies_len: len as u32,
+                });
+            }
+        }
+    }
+
+    /// The best of a row's candidates (member `i`, its scored `draws`),
+    /// or a duplicate of its seed when the best falls below the purity
+    /// threshold; and how many candidates were rejected.
+    fn best_candidate(
+        &self,
+        space: &[f64],
+        i: usize,
+        draws: &[Draw],
+        candidate: &mut [f64],
+    ) -> (Synthetic, u64) {
+        let dim = candidate.len();
+        let row = |r: usize| &space[r * dim..(r + 1) * dim];
+        let seed = self.members[i];
+        let same_k = self.same.k;
+        let mut best: Option<(f64, usize, f64)> = None;
+        for &Draw { rank, step } in draws {
+            let neighbour = self.same.of(i)[rank as usize];
+            // Scored by `score_drawn_pairs` before any row is decided.
+            let Some(pair) = self.pairs[i * same_k + rank as usize] else {
+                continue;
+            };
+            let mut score = pair.purity;
+            if self.regime.high_overlap {
+                for ((c, a), b) in candidate.iter_mut().zip(row(seed)).zip(row(neighbour)) {
+                    *c = a + step * (b - a);
+                }
+                let start = pair.enemies_start as usize;
+                let enemies = &self.enemies[start..start + pair.enemies_len as usize];
+                if nearer_than_seed(candidate, row(seed), enemies, space) {
+                    score -= CLEARANCE_PENALTY;
+                }
+            }
+            if best.is_none_or(|(s, _, _)| score > s) {
+                best = Some((score, neighbour, step));
+            }
+        }
+        let drawn = draws.len() as u64;
+        match best {
+            Some((score, neighbour, step)) if score >= self.regime.purity_threshold => {
+                (Synthetic::interpolated(seed, neighbour, step), drawn - 1)
+            }
+            _ => (Synthetic::duplicate(seed), drawn),
         }
     }
 
     /// Midpoint purity of the pair (member `i`, its neighbour row
     /// `neighbour`) over the union of both rows' whole-set lists plus the
-    /// two rows, and where that pool's other-class rows go in `enemies`.
+    /// two rows; the pool's other-class rows are appended to `enemies`.
     /// Only the `k` nearest of the pool count, so they are selected, not
     /// sorted: the order (distance, row) is total, so the selected set is
     /// the one a full sort would put first.
     fn score_pair(
-        &mut self,
+        &self,
         space: &[f64],
         class_of: &[u32],
         i: usize,
         neighbour: usize,
         scratch: &mut PairScratch,
-    ) -> PairScore {
+        enemies: &mut Vec<u32>,
+    ) -> f64 {
         let dim = scratch.midpoint.len();
         let row = |r: usize| &space[r * dim..(r + 1) * dim];
         let seed = self.members[i];
@@ -399,23 +514,58 @@ impl ClassModel {
         if take < ranked.len() {
             ranked.select_nth_unstable_by(take - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         }
-        let purity = ranked[..take]
-            .iter()
-            .filter(|(_, r)| class_of[*r] as usize == self.slot)
-            .count() as f64
-            / take as f64;
-        let enemies_start = self.enemies.len() as u32;
-        self.enemies.extend(
+        enemies.extend(
             pool.iter()
                 .filter(|&&r| class_of[r] as usize != self.slot)
                 .map(|&r| r as u32),
         );
-        PairScore {
-            purity,
-            enemies_start,
-            enemies_len: self.enemies.len() as u32 - enemies_start,
-        }
+        ranked[..take]
+            .iter()
+            .filter(|(_, r)| class_of[*r] as usize == self.slot)
+            .count() as f64
+            / take as f64
     }
+}
+
+/// One candidate of a synthetic row: its neighbour's rank in the seed's
+/// same-class list and its interpolation step.
+#[derive(Debug, Clone, Copy)]
+struct Draw {
+    rank: u32,
+    step: f64,
+}
+
+/// Below this much work (candidates, or their equivalent), threads cost
+/// more than they save: a stream's batch stays on its own thread.
+const PARALLEL_WORK: usize = 65_536;
+
+/// `work(first, end)` over `0..n` in one contiguous share per core (one
+/// share when `cost` is small), the results in share order.
+fn in_parallel<T: Send>(n: usize, cost: usize, work: impl Fn(usize, usize) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism()
+        .map(std::num::NonZeroUsize::get)
+        .unwrap_or(1);
+    if threads == 1 || cost < PARALLEL_WORK || n < 2 {
+        return vec![work(0, n)];
+    }
+    let share = n.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .step_by(share)
+            .map(|first| {
+                let work = &work;
+                scope.spawn(move || work(first, (first + share).min(n)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 /// A class's model is rebuilt once new rows of its class reach this share
