@@ -55,9 +55,7 @@
 
 use pulp::Simd;
 
-use super::matrix::{
-    self, DEPTH_CHUNK, MAX_CHUNKS, POINT_COLUMNS, QUERY_ROWS, TILE_CHUNK, TileUnit,
-};
+use super::matrix::{self, DEPTH, DEPTH_CHUNK, POINT_COLUMNS, QUERY_ROWS, TILE_CHUNK, TileUnit};
 use super::{PointSet, SearchRange, TILE, TopK};
 
 /// Points per prefilter tile: one 64-byte line of `f32` per dimension.
@@ -115,7 +113,7 @@ impl Engine {
     /// a depth of at most two chunks (`3 dim <= 64`); beyond, the vector
     /// engine.
     pub(super) fn best(dim: usize) -> Option<Self> {
-        if matrix::available() && matrix_chunks(dim) <= MAX_CHUNKS {
+        if matrix::available() && fits_matrix_depth(dim) {
             Some(Self::Matrix)
         } else if is_fast() {
             Some(Self::Vector)
@@ -132,16 +130,17 @@ impl Engine {
         if is_fast() {
             engines.push(Self::Vector);
         }
-        if matrix::available() && matrix_chunks(dim) <= MAX_CHUNKS {
+        if matrix::available() && fits_matrix_depth(dim) {
             engines.push(Self::Matrix);
         }
         engines
     }
 }
 
-/// Depth chunks of the matrix engine's rows: three halves per dimension.
-fn matrix_chunks(dim: usize) -> usize {
-    (3 * dim).div_ceil(DEPTH_CHUNK)
+/// Whether a row of the matrix engine (three halves per dimension) fits
+/// the unit's depth.
+fn fits_matrix_depth(dim: usize) -> bool {
+    3 * dim <= DEPTH
 }
 
 /// The estimates' copy of the points, per engine.
@@ -150,11 +149,11 @@ enum Copies {
     /// `tiles[(i / FTILE) * dim * FTILE + d * FTILE + i % FTILE]` is the
     /// scaled, centred coordinate `d` of point `i`; padding lanes are 0.
     Vector { tiles: Vec<f32> },
-    /// Per tile of [`FTILE`] points, `chunks` blocks of [`TILE_CHUNK`]
-    /// `bf16` values in the unit's pair layout (see [`TileUnit::dots`]),
-    /// of each point's depth row `[hi, lo, hi]` (zero-padded to `chunks *
-    /// DEPTH_CHUNK`); a query's row is `[hi, hi, lo]`.
-    Matrix { tiles: Vec<u16>, chunks: usize },
+    /// Per tile of [`FTILE`] points, two blocks of [`TILE_CHUNK`] `bf16`
+    /// values in the unit's pair layout (see [`TileUnit::dots`]), of each
+    /// point's depth row `[hi, lo, hi]` (zero-padded to [`DEPTH`]); a
+    /// query's row is `[hi, hi, lo]`.
+    Matrix { tiles: Vec<u16> },
 }
 
 /// The single-precision copy of a point set.
@@ -254,13 +253,12 @@ impl Prefilter {
                 })
             }
             Engine::Matrix => {
-                let chunks = matrix_chunks(dim);
-                if chunks > MAX_CHUNKS {
+                if !fits_matrix_depth(dim) {
                     return None;
                 }
-                let coefficient = matrix_coefficient(dim, chunks);
+                let coefficient = matrix_coefficient(dim);
                 let n_tiles = len.div_ceil(FTILE);
-                let mut tiles = vec![0u16; n_tiles * chunks * TILE_CHUNK];
+                let mut tiles = vec![0u16; n_tiles * 2 * TILE_CHUNK];
                 let mut lower_terms = vec![f32::INFINITY; n_tiles * FTILE];
                 // Where depth `k` of point 0 of a tile goes (point `p` is
                 // `2 p` further): chunk, row of the pair, place in the pair.
@@ -277,7 +275,7 @@ impl Prefilter {
                 for (t, tile) in exact_tiles.enumerate() {
                     for lane in 0..lanes(t) {
                         let i = t * TILE + lane;
-                        let base = (i / FTILE) * chunks * TILE_CHUNK + (i % FTILE) * 2;
+                        let base = (i / FTILE) * 2 * TILE_CHUNK + (i % FTILE) * 2;
                         let mut norm = 0.0f64;
                         for d in 0..dim {
                             let (hi, lo) = split(scaled(tile[d * TILE + lane], centre[d]));
@@ -291,7 +289,7 @@ impl Prefilter {
                     }
                 }
                 Some(Self {
-                    copies: Copies::Matrix { tiles, chunks },
+                    copies: Copies::Matrix { tiles },
                     lower_terms,
                     centre,
                     scale,
@@ -327,9 +325,9 @@ impl Prefilter {
                     }
                     (1.0 - self.coefficient) * sum
                 }
-                Copies::Matrix { chunks, .. } => {
+                Copies::Matrix { .. } => {
                     let start = rows.len();
-                    rows.resize(start + chunks * DEPTH_CHUNK, 0);
+                    rows.resize(start + DEPTH, 0);
                     let row = &mut rows[start..];
                     let mut norm = 0.0f64;
                     for (d, &scaled) in scaled_query.iter().enumerate() {
@@ -387,8 +385,8 @@ const SPLIT_ERROR: f64 = (1.001 / 256.0) * (1.001 / 256.0);
 
 /// The matrix engine's bound coefficient (module doc): twice `5 e + (1.01
 /// K + 2 n + 12) u` for split coordinates within `e` and depth `K`.
-fn matrix_coefficient(dim: usize, chunks: usize) -> f32 {
-    let depth = (chunks * DEPTH_CHUNK) as f64;
+fn matrix_coefficient(dim: usize) -> f32 {
+    let depth = DEPTH as f64;
     let sums = (1.01 * depth + 2.0 * dim as f64 + 12.0) * f64::from(UNIT_ROUNDOFF);
     (2.0 * (5.0 * SPLIT_ERROR + sums)) as f32
 }
@@ -491,21 +489,18 @@ pub(super) fn search_range<S: Simd>(
                 out_distances,
             );
         }
-        Copies::Matrix { tiles, chunks } => {
+        Copies::Matrix { tiles } => {
             // The unit is configured per thread; without it (never, as
             // `Engine::best` chose it) the exact kernel answers.
             let Some(unit) = TileUnit::new() else {
                 super::search_range(share, out_indices, out_distances);
                 return;
             };
-            let depth = chunks * DEPTH_CHUNK;
             let mut dots = MatrixDots {
                 unit,
                 tiles,
-                chunks: *chunks,
                 rows: &prepared.rows,
-                depth,
-                group_rows: vec![0; MATRIX_GROUP * depth],
+                group_rows: vec![0; MATRIX_GROUP * DEPTH],
                 loaded_pass: None,
                 out: [[0.0; POINT_COLUMNS]; QUERY_ROWS],
             };
@@ -578,9 +573,7 @@ impl<S: Simd> Dots<QUERIES, FTILE> for VectorDots<'_, S> {
 struct MatrixDots<'a> {
     unit: TileUnit,
     tiles: &'a [u16],
-    chunks: usize,
     rows: &'a [u16],
-    depth: usize,
     /// The group's query rows (a short group repeats its last query).
     group_rows: Vec<u16>,
     /// The group's pass whose queries the unit holds.
@@ -593,10 +586,9 @@ impl Dots<QUERY_ROWS, POINT_COLUMNS> for MatrixDots<'_> {
 
     #[inline(always)]
     fn load_group(&mut self, first: usize, count: usize) {
-        let depth = self.depth;
-        for (j, row) in self.group_rows.chunks_exact_mut(depth).enumerate() {
+        for (j, row) in self.group_rows.chunks_exact_mut(DEPTH).enumerate() {
             let q = first + j.min(count - 1);
-            row.copy_from_slice(&self.rows[q * depth..(q + 1) * depth]);
+            row.copy_from_slice(&self.rows[q * DEPTH..(q + 1) * DEPTH]);
         }
         self.loaded_pass = None;
     }
@@ -604,12 +596,12 @@ impl Dots<QUERY_ROWS, POINT_COLUMNS> for MatrixDots<'_> {
     #[inline(always)]
     fn dots(&mut self, pass: usize, tile: usize) -> &[[f32; POINT_COLUMNS]; QUERY_ROWS] {
         if self.loaded_pass != Some(pass) {
-            let pass_rows = QUERY_ROWS * self.depth;
+            let pass_rows = QUERY_ROWS * DEPTH;
             let queries = &self.group_rows[pass * pass_rows..(pass + 1) * pass_rows];
-            self.unit.load_queries(queries, self.chunks);
+            self.unit.load_queries(queries);
             self.loaded_pass = Some(pass);
         }
-        let width = self.chunks * TILE_CHUNK;
+        let width = 2 * TILE_CHUNK;
         self.unit
             .dots(&self.tiles[tile * width..(tile + 1) * width], &mut self.out);
         &self.out
