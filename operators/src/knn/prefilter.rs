@@ -156,7 +156,8 @@ enum Copies {
     Matrix { tiles: Vec<u16> },
 }
 
-/// The single-precision copy of a point set.
+/// A point set's reduced-precision copy (per engine) and the terms of its
+/// estimates' error bound.
 #[derive(Debug, Clone)]
 pub(super) struct Prefilter {
     copies: Copies,
@@ -221,7 +222,7 @@ impl Prefilter {
         let slack = (2.0 * dim as f64 * (f64::from_bits(1) * scale) * scale)
             .max(F32_UNDERFLOW_SLACK) as f32;
         let scaled = |v: f64, c: f64| (v - c) * scale;
-        match engine {
+        let (copies, lower_terms, coefficient) = match engine {
             Engine::Vector => {
                 let coefficient = 2.0 * (2.0 * dim as f32 + 8.0) * UNIT_ROUNDOFF;
                 let n_tiles = len.div_ceil(FTILE);
@@ -243,14 +244,7 @@ impl Prefilter {
                         lower_terms[t * TILE + lane] = (1.0 - coefficient) * sum;
                     }
                 }
-                Some(Self {
-                    copies: Copies::Vector { tiles },
-                    lower_terms,
-                    centre,
-                    scale,
-                    coefficient,
-                    slack,
-                })
+                (Copies::Vector { tiles }, lower_terms, coefficient)
             }
             Engine::Matrix => {
                 if !fits_matrix_depth(dim) {
@@ -278,26 +272,26 @@ impl Prefilter {
                         let base = (i / FTILE) * 2 * TILE_CHUNK + (i % FTILE) * 2;
                         let mut norm = 0.0f64;
                         for d in 0..dim {
-                            let (hi, lo) = split(scaled(tile[d * TILE + lane], centre[d]));
+                            let (hi, lo, value) = split(scaled(tile[d * TILE + lane], centre[d]));
                             tiles[base + first[d]] = hi;
                             tiles[base + second[d]] = lo;
                             tiles[base + third[d]] = hi;
-                            let whole = matrix::from_bf16(hi) + matrix::from_bf16(lo);
-                            norm += whole * whole;
+                            norm += value * value;
                         }
                         lower_terms[i] = ((1.0 - f64::from(coefficient)) * norm) as f32;
                     }
                 }
-                Some(Self {
-                    copies: Copies::Matrix { tiles },
-                    lower_terms,
-                    centre,
-                    scale,
-                    coefficient,
-                    slack,
-                })
+                (Copies::Matrix { tiles }, lower_terms, coefficient)
             }
-        }
+        };
+        Some(Self {
+            copies,
+            lower_terms,
+            centre,
+            scale,
+            coefficient,
+            slack,
+        })
     }
 
     /// The queries in the prefilter's coordinates; `None` when one of them
@@ -331,10 +325,9 @@ impl Prefilter {
                     let row = &mut rows[start..];
                     let mut norm = 0.0f64;
                     for (d, &scaled) in scaled_query.iter().enumerate() {
-                        let (hi, lo) = split(scaled);
+                        let (hi, lo, value) = split(scaled);
                         (row[d], row[dim + d], row[2 * dim + d]) = (hi, hi, lo);
-                        let whole = matrix::from_bf16(hi) + matrix::from_bf16(lo);
-                        norm += whole * whole;
+                        norm += value * value;
                     }
                     ((1.0 - f64::from(self.coefficient)) * norm) as f32
                 }
@@ -372,11 +365,14 @@ pub(super) struct PreparedQueries {
     lower_terms: Vec<f32>,
 }
 
-/// A scaled coordinate as two `bf16` halves, `hi + lo` within
-/// [`SPLIT_ERROR`] of it (each rounding is to nearest, through `f32`).
-fn split(v: f64) -> (u16, u16) {
+/// A scaled coordinate as two `bf16` halves and the value they stand for,
+/// `hi + lo`, within [`SPLIT_ERROR`] of it (each rounding is to nearest,
+/// through `f32`). The norms are taken of that value, which is what the
+/// unit multiplies.
+fn split(v: f64) -> (u16, u16, f64) {
     let hi = matrix::to_bf16(v);
-    (hi, matrix::to_bf16(v - matrix::from_bf16(hi)))
+    let lo = matrix::to_bf16(v - matrix::from_bf16(hi));
+    (hi, lo, matrix::from_bf16(hi) + matrix::from_bf16(lo))
 }
 
 /// The relative error of a split coordinate: two roundings to nearest
@@ -716,8 +712,8 @@ mod tests {
             };
             let v = mantissa * 2f64.powi((rng.uniform() * 120.0) as i32 - 60);
             let v = if i % 2 == 0 { v } else { -v };
-            let (hi, lo) = split(v);
-            let error = (v - matrix::from_bf16(hi) - matrix::from_bf16(lo)).abs() / v.abs();
+            let (_, _, value) = split(v);
+            let error = (v - value).abs() / v.abs();
             worst = worst.max(error);
             assert!(error <= SPLIT_ERROR, "{v}: {error}");
         }
