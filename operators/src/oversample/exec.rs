@@ -687,7 +687,6 @@ pub fn synthetic_batch(
             (chunk as usize, row as usize)
         })
         .collect();
-    let dim = reference.dim;
     let all_duplicates = rows.iter().all(|r| r.duplicate);
     let any_duplicate = rows.iter().any(|r| r.duplicate);
     let mut feature_of = vec![None; input_width];
@@ -702,29 +701,27 @@ pub fn synthetic_batch(
             .collect();
         Ok(interleave(&arrays, &seeds)?)
     };
+    let mut values = synthetic_features(reference, rows);
     let mut out: Vec<ArrayRef> = Vec::with_capacity(input_width + 2);
     for (c, feature) in feature_of.iter().enumerate() {
         let Some(d) = *feature else {
             out.push(copied(c)?);
             continue;
         };
+        let values = Float64Array::from(std::mem::take(&mut values[d]));
+        let target = schema.field(c).data_type();
+        if matches!(target, DataType::Float64) {
+            // The reference holds a Float64 column's values as read, so a
+            // duplicate's value is its seed's, bit for bit.
+            out.push(Arc::new(values));
+            continue;
+        }
         if all_duplicates {
             out.push(copied(c)?);
             continue;
         }
-        let values: Vec<f64> = rows
-            .iter()
-            .map(|r| {
-                let a = reference.features[r.seed * dim + d];
-                let b = reference.features[r.neighbour * dim + d];
-                a + r.step * (b - a)
-            })
-            .collect();
-        let values = Float64Array::from(values);
-        let target = schema.field(c).data_type();
-        // A float feature's duplicate is its seed's value exactly (the
-        // step is 0 and f32 survives the trip through f64); an integer's
-        // is copied, as an i64 beyond 2^53 would not survive.
+        // An integer duplicate is copied, as an i64 beyond 2^53 would not
+        // survive the trip through f64.
         let seeds_values = if target.is_integer() && any_duplicate {
             Some(copied(c)?)
         } else {
@@ -747,6 +744,41 @@ pub fn synthetic_batch(
     Ok(RecordBatch::try_new(Arc::clone(schema), out)?)
 }
 
+/// The synthetic rows' feature values, one vector per feature: a
+/// duplicate's are its seed's, an interpolated row's `a + step (b - a)`
+/// from seed `a` towards neighbour `b`. Made row by row, so each row reads
+/// its seed and neighbour as two contiguous rows of the row-major reference
+/// (a feature-by-feature pass would visit both once per feature).
+fn synthetic_features(reference: &ReferenceSet, rows: &[Synthetic]) -> Vec<Vec<f64>> {
+    // Rows go through a small row-major block (cache-resident) that is
+    // then written out column by column.
+    const BLOCK: usize = 16;
+    let dim = reference.dim;
+    let mut values = vec![vec![0.0; rows.len()]; dim];
+    let mut block = vec![0.0; BLOCK * dim];
+    for (b, chunk) in rows.chunks(BLOCK).enumerate() {
+        for (r, out) in chunk.iter().zip(block.chunks_exact_mut(dim.max(1))) {
+            let a = reference.row(r.seed);
+            if r.duplicate {
+                out.copy_from_slice(a);
+            } else {
+                let b = reference.row(r.neighbour);
+                for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                    *o = x + r.step * (y - x);
+                }
+            }
+        }
+        let first = b * BLOCK;
+        for (d, column) in values.iter_mut().enumerate() {
+            let column = &mut column[first..first + chunk.len()];
+            for (v, row) in column.iter_mut().zip(block.chunks_exact(dim)) {
+                *v = row[d];
+            }
+        }
+    }
+    values
+}
+
 /// Interpolated values in the column's own type: floats as computed,
 /// integers rounded to the nearest. With `copied` (the seeds' own values),
 /// duplicates keep the seed's exact value.
@@ -756,9 +788,6 @@ fn to_column_type(
     copied: Option<&ArrayRef>,
     rows: &[Synthetic],
 ) -> Result<ArrayRef> {
-    if matches!(target, DataType::Float64) {
-        return Ok(Arc::new(values));
-    }
     let values: Float64Array = if target.is_integer() {
         values.unary(f64::round)
     } else {
