@@ -347,3 +347,74 @@ async fn a_reset_signal_shrinks_the_buffers_of_a_streaming_oversampler() -> Resu
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_duplicate_keeps_its_seeds_values_bit_for_bit() -> Result<()> {
+    use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::MemTable;
+    use std::sync::Arc;
+
+    // Class 1 has one row, so it can only be duplicated; class 2's rows are
+    // interpolated: one batch of synthetic rows holds both kinds. The
+    // seed's -0.0 would come out as 0.0 if a duplicate were computed as
+    // `seed + 0 x difference`, and an i64 above 2^53 would not survive f64.
+    let big = (1i64 << 60) + 1;
+    let x = vec![
+        1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, -0.0, -2.0, -3.0, -4.0,
+    ];
+    let n = vec![0, 1, 2, 3, 4, 5, 6, 7, big, 10, 20, 30];
+    let label = vec![0i64, 0, 0, 0, 0, 0, 0, 0, 1, 2, 2, 2];
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("x", DataType::Float64, false),
+        Field::new("n", DataType::Int64, false),
+        Field::new("label", DataType::Int64, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Float64Array::from(x)),
+        Arc::new(Int64Array::from(n)),
+        Arc::new(Int64Array::from(label)),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+    let ctx = SessionContext::new();
+    equipoise::register_all(&ctx)?;
+    ctx.register_table("t", Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))?;
+    for method in ["smote", "random_oversample"] {
+        let sql = format!(
+            "SELECT x, n, label, synthetic_kind FROM {method}('t', 'label', 'seed=3') \
+             WHERE is_synthetic"
+        );
+        let batches = ctx.sql(&sql).await?.collect().await?;
+        let mut per_class = [0usize; 3];
+        for batch in &batches {
+            let x = batch.column(0).as_primitive::<Float64Type>();
+            let n = batch.column(1).as_primitive::<Int64Type>();
+            let label = batch.column(2).as_primitive::<Int64Type>();
+            let kind = batch.column(3).as_string::<i32>();
+            for r in 0..batch.num_rows() {
+                let class = label.value(r) as usize;
+                per_class[class] += 1;
+                match class {
+                    1 => {
+                        assert_eq!(kind.value(r), "duplicate", "{method}");
+                        assert_eq!(x.value(r).to_bits(), (-0.0f64).to_bits(), "{method}");
+                        assert_eq!(n.value(r), big, "{method}");
+                    }
+                    2 => {
+                        assert!((-4.0..=-2.0).contains(&x.value(r)), "{method}");
+                        if method == "random_oversample" {
+                            let seed = [(-2.0, 10), (-3.0, 20), (-4.0, 30)]
+                                .contains(&(x.value(r), n.value(r)));
+                            assert!(seed, "{method}: not a copy of a seed");
+                        } else {
+                            assert_eq!(kind.value(r), "interpolated", "{method}");
+                        }
+                    }
+                    _ => panic!("{method}: the majority class was oversampled"),
+                }
+            }
+        }
+        assert_eq!(per_class, [0, 7, 5], "{method}");
+    }
+    Ok(())
+}
