@@ -755,20 +755,22 @@ fn synthetic_features(reference: &ReferenceSet, rows: &[Synthetic]) -> Vec<Vec<f
     const BLOCK: usize = 16;
     let dim = reference.dim;
     let mut values = vec![vec![0.0; rows.len()]; dim];
+    if dim == 0 {
+        return values;
+    }
     let mut block = vec![0.0; BLOCK * dim];
-    for (b, chunk) in rows.chunks(BLOCK).enumerate() {
-        for (r, out) in chunk.iter().zip(block.chunks_exact_mut(dim.max(1))) {
-            let a = reference.row(r.seed);
+    for (first, chunk) in (0..).step_by(BLOCK).zip(rows.chunks(BLOCK)) {
+        for (r, out) in chunk.iter().zip(block.chunks_exact_mut(dim)) {
+            let seed = reference.row(r.seed);
             if r.duplicate {
-                out.copy_from_slice(a);
+                out.copy_from_slice(seed);
             } else {
-                let b = reference.row(r.neighbour);
-                for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-                    *o = x + r.step * (y - x);
+                let neighbour = reference.row(r.neighbour);
+                for ((o, &a), &b) in out.iter_mut().zip(seed).zip(neighbour) {
+                    *o = a + r.step * (b - a);
                 }
             }
         }
-        let first = b * BLOCK;
         for (d, column) in values.iter_mut().enumerate() {
             let column = &mut column[first..first + chunk.len()];
             for (v, row) in column.iter_mut().zip(block.chunks_exact(dim)) {
