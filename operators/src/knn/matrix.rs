@@ -32,6 +32,8 @@ pub(super) const DEPTH: usize = 2 * DEPTH_CHUNK;
 /// `bf16` values of one point tile for one depth chunk: 16 rows of 16
 /// points x 2 (the pairs `tdpbf16ps` multiplies and adds together).
 pub(super) const TILE_CHUNK: usize = 16 * DEPTH_CHUNK;
+/// `bf16` values of one point tile over the whole depth (its two chunks).
+pub(super) const POINT_TILE: usize = (DEPTH / DEPTH_CHUNK) * TILE_CHUNK;
 
 /// Whether this CPU has the matrix unit and the operating system lets this
 /// process use it (asked once; Linux leaves tile state off until asked).
@@ -182,7 +184,7 @@ impl TileUnit {
     #[inline(never)]
     pub(super) fn dots(&self, points: &[u16], out: &mut [[f32; POINT_COLUMNS]; QUERY_ROWS]) {
         assert!(self.loaded, "queries loaded");
-        assert_eq!(points.len(), 2 * TILE_CHUNK, "point tile");
+        assert_eq!(points.len(), POINT_TILE, "point tile");
         let out_rows = out.as_mut_ptr().cast::<f32>();
         // SAFETY: tiles configured and queries loaded on this thread (see
         // `load_queries`). Point chunk `c` reads the 1,024 bytes at byte
@@ -291,7 +293,7 @@ mod tests {
             unit.load_queries(&queries);
             // Two point tiles against the same loaded queries.
             for tile in 0..2 {
-                let mut points = vec![0u16; 2 * TILE_CHUNK];
+                let mut points = vec![0u16; POINT_TILE];
                 for p in 0..POINT_COLUMNS {
                     for d in 0..depth {
                         let (c, r, e) = (d / DEPTH_CHUNK, d % DEPTH_CHUNK / 2, d % 2);

@@ -55,7 +55,9 @@
 
 use pulp::Simd;
 
-use super::matrix::{self, DEPTH, DEPTH_CHUNK, POINT_COLUMNS, QUERY_ROWS, TILE_CHUNK, TileUnit};
+use super::matrix::{
+    self, DEPTH, DEPTH_CHUNK, POINT_COLUMNS, POINT_TILE, QUERY_ROWS, TILE_CHUNK, TileUnit,
+};
 use super::{PointSet, SearchRange, TILE, TopK};
 
 /// Points per prefilter tile: one 64-byte line of `f32` per dimension.
@@ -252,7 +254,7 @@ impl Prefilter {
                 }
                 let coefficient = matrix_coefficient(dim);
                 let n_tiles = len.div_ceil(FTILE);
-                let mut tiles = vec![0u16; n_tiles * 2 * TILE_CHUNK];
+                let mut tiles = vec![0u16; n_tiles * POINT_TILE];
                 let mut lower_terms = vec![f32::INFINITY; n_tiles * FTILE];
                 // Where depth `k` of point 0 of a tile goes (point `p` is
                 // `2 p` further): chunk, row of the pair, place in the pair.
@@ -269,7 +271,7 @@ impl Prefilter {
                 for (t, tile) in exact_tiles.enumerate() {
                     for lane in 0..lanes(t) {
                         let i = t * TILE + lane;
-                        let base = (i / FTILE) * 2 * TILE_CHUNK + (i % FTILE) * 2;
+                        let base = (i / FTILE) * POINT_TILE + (i % FTILE) * 2;
                         let mut norm = 0.0f64;
                         for d in 0..dim {
                             let (hi, lo, value) = split(scaled(tile[d * TILE + lane], centre[d]));
@@ -597,9 +599,10 @@ impl Dots<QUERY_ROWS, POINT_COLUMNS> for MatrixDots<'_> {
             self.unit.load_queries(queries);
             self.loaded_pass = Some(pass);
         }
-        let width = 2 * TILE_CHUNK;
-        self.unit
-            .dots(&self.tiles[tile * width..(tile + 1) * width], &mut self.out);
+        self.unit.dots(
+            &self.tiles[tile * POINT_TILE..(tile + 1) * POINT_TILE],
+            &mut self.out,
+        );
         &self.out
     }
 }
