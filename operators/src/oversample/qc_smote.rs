@@ -127,18 +127,17 @@ pub struct ClassModel {
     position: Vec<usize>,
     regime: ClassRegime,
     /// Per (member, neighbour rank) pair, `k` slots per member, filled as
-    /// drawn: the midpoint purity and where the pair's pool's other-class
-    /// rows are in `enemies`.
+    /// drawn.
     pairs: Vec<Option<PairScore>>,
-    enemies: Vec<u32>,
 }
 
 /// What a (seed, neighbour) pair's candidates share, whatever their step.
 #[derive(Debug, Clone, Copy)]
 struct PairScore {
     purity: f64,
-    enemies_start: u32,
-    enemies_len: u32,
+    /// A candidate of the pair fails majority clearance when its step is
+    /// above this ([`clearance_limit`]).
+    clear_up_to: f64,
 }
 
 /// Buffers [`ClassModel::score_pair`] reuses from pair to pair.
@@ -181,36 +180,43 @@ impl PairScratch {
     }
 }
 
+/// The largest step `t` at which the candidate `c = s + t (n - s)` of seed
+/// `s` and neighbour `n` has none of `enemies` nearer than the seed; `+inf`
+/// when no step brings one nearer.
+///
+/// Why one number per pair: for an enemy `e`,
+/// `|c - e|² - |c - s|² = |s - e|² + 2t (s - e)·(n - s) = a + t b`, linear
+/// in `t`, and `a >= 0`. So `e` is nearer than the seed exactly when
+/// `b < 0` and `t > a / -b`, and a candidate fails clearance when its step
+/// is above the least of these bounds. Every candidate of the pair is then
+/// checked with one comparison instead of a distance to every enemy.
+fn clearance_limit<'a>(
+    seed: &[f64],
+    neighbour: &[f64],
+    enemies: impl Iterator<Item = &'a [f64]>,
+) -> f64 {
+    let mut limit = f64::INFINITY;
+    for enemy in enemies {
+        let (mut a, mut b) = (0.0, 0.0);
+        for ((s, n), e) in seed.iter().zip(neighbour).zip(enemy) {
+            let to_seed = s - e;
+            a += to_seed * to_seed;
+            b += to_seed * (n - s);
+        }
+        let b = 2.0 * b;
+        if b < 0.0 {
+            limit = limit.min(a / -b);
+        }
+    }
+    limit
+}
+
 fn distance(a: &[f64], b: &[f64]) -> f64 {
     squared_distance(a, b).sqrt()
 }
 
 fn squared_distance(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>()
-}
-
-/// Whether one of `enemies` (rows of `space`) is nearer to `candidate`
-/// than `seed` is: the minimum of their distances below the seed's, with
-/// the distances rounded as `distance` rounds them (a square root is
-/// monotone, so the minimum of roots is the root of the minimum). Stops
-/// at the first such enemy, and stops summing an enemy's squares once they
-/// reach the seed's, where it can no longer be nearer.
-fn nearer_than_seed(candidate: &[f64], seed: &[f64], enemies: &[u32], space: &[f64]) -> bool {
-    let dim = candidate.len();
-    let to_seed_squared = squared_distance(candidate, seed);
-    let to_seed = to_seed_squared.sqrt();
-    enemies.iter().any(|&r| {
-        let r = r as usize;
-        let enemy = &space[r * dim..(r + 1) * dim];
-        let mut sum = 0.0;
-        for (x, y) in candidate.iter().zip(enemy) {
-            sum += (x - y) * (x - y);
-            if sum >= to_seed_squared {
-                return false;
-            }
-        }
-        sum.sqrt() < to_seed
-    })
 }
 
 impl ClassModel {
@@ -301,7 +307,6 @@ impl ClassModel {
             around,
             position,
             pairs: vec![None; n * same.k],
-            enemies: Vec::new(),
             same,
             regime,
         }
@@ -311,11 +316,11 @@ impl ClassModel {
     /// `candidates` or a duplicate of its seed. `ctx` must hold the
     /// reference set and space the model was built from.
     ///
-    /// In three phases, so that the costly two run on every core with the
+    /// In three phases, so that the costly one runs on every core with the
     /// rows the sequential method would make: every candidate's neighbour
     /// rank and step are drawn first, in the order that method draws them
     /// (scoring draws nothing); then the pairs drawn for the first time are
-    /// scored; then each row picks its best candidate.
+    /// scored on every core; then each row picks its best candidate.
     pub fn fill(
         &mut self,
         ctx: &mut GenerateContext<'_>,
@@ -351,29 +356,18 @@ impl ClassModel {
             .collect();
         let space = ctx.space;
         self.score_drawn_pairs(ctx.reference, space, &rows, &draws, candidates);
-        let model = &*self;
-        let decide = |first: usize, end: usize| {
-            let mut made = Vec::with_capacity(end - first);
-            let mut rejected = 0u64;
-            let mut candidate = vec![0.0; ctx.reference.dim];
-            for (r, &i) in rows[first..end].iter().enumerate() {
-                let row_draws = &draws[(first + r) * candidates..(first + r + 1) * candidates];
-                let (synthetic, row_rejected) =
-                    model.best_candidate(space, i as usize, row_draws, &mut candidate);
-                made.push(synthetic);
-                rejected += row_rejected;
-            }
-            (made, rejected)
-        };
-        for (made, rejected) in in_parallel(rows.len(), rows.len() * candidates, decide) {
-            out.rows.extend(made);
+        // A candidate's decision is a look-up and a comparison (the pair
+        // holds its clearance limit): one thread.
+        out.rows.reserve(rows.len());
+        for (i, row_draws) in rows.iter().zip(draws.chunks_exact(candidates)) {
+            let (synthetic, rejected) = self.best_candidate(*i as usize, row_draws);
+            out.rows.push(synthetic);
             out.candidates_rejected += rejected;
         }
     }
 
     /// Score, on every core, the pairs `draws` reaches that no earlier
-    /// draw did, and cache them in `pairs` (their other-class rows in
-    /// `enemies`).
+    /// draw did, and cache them in `pairs`.
     fn score_drawn_pairs(
         &mut self,
         reference: &ReferenceSet,
@@ -398,35 +392,21 @@ impl ClassModel {
         let class_of = &reference.class_of[..];
         let score = |first: usize, end: usize| {
             let mut scratch = PairScratch::new(class_of.len(), reference.dim, 4 * model.k + 2);
-            let mut enemies = Vec::new();
-            let scored: Vec<(usize, f64, usize, usize)> = new_pairs[first..end]
+            new_pairs[first..end]
                 .iter()
                 .map(|&slot| {
                     let (i, rank) = (slot / same_k, slot % same_k);
-                    let start = enemies.len();
-                    let purity = model.score_pair(
-                        space,
-                        class_of,
-                        i,
-                        model.same.of(i)[rank],
-                        &mut scratch,
-                        &mut enemies,
-                    );
-                    (slot, purity, start, enemies.len() - start)
+                    let score =
+                        model.score_pair(space, class_of, i, model.same.of(i)[rank], &mut scratch);
+                    (slot, score)
                 })
-                .collect();
-            (scored, enemies)
+                .collect::<Vec<_>>()
         };
-        // A pair's score costs about as much as 40 candidates' clearance.
-        for (scored, enemies) in in_parallel(new_pairs.len(), new_pairs.len() * 40, score) {
-            let base = self.enemies.len();
-            self.enemies.extend(enemies);
-            for (slot, purity, start, len) in scored {
-                self.pairs[slot] = Some(PairScore {
-                    purity,
-                    enemies_start: (base + start) as u32,
-                    enemies_len: len as u32,
-                });
+        // A pair's score: its pool's distances to the midpoint and its
+        // enemies' clearance terms, about 40 distances.
+        for scored in in_parallel(new_pairs.len(), new_pairs.len() * 40, score) {
+            for (slot, score) in scored {
+                self.pairs[slot] = Some(score);
             }
         }
     }
@@ -434,15 +414,7 @@ impl ClassModel {
     /// The best of a row's candidates (member `i`, its scored `draws`),
     /// or a duplicate of its seed when the best falls below the purity
     /// threshold; and how many candidates were rejected.
-    fn best_candidate(
-        &self,
-        space: &[f64],
-        i: usize,
-        draws: &[Draw],
-        candidate: &mut [f64],
-    ) -> (Synthetic, u64) {
-        let dim = candidate.len();
-        let row = |r: usize| &space[r * dim..(r + 1) * dim];
+    fn best_candidate(&self, i: usize, draws: &[Draw]) -> (Synthetic, u64) {
         let seed = self.members[i];
         let same_k = self.same.k;
         let mut best: Option<(f64, usize, f64)> = None;
@@ -453,15 +425,8 @@ impl ClassModel {
                 continue;
             };
             let mut score = pair.purity;
-            if self.regime.high_overlap {
-                for ((c, a), b) in candidate.iter_mut().zip(row(seed)).zip(row(neighbour)) {
-                    *c = a + step * (b - a);
-                }
-                let start = pair.enemies_start as usize;
-                let enemies = &self.enemies[start..start + pair.enemies_len as usize];
-                if nearer_than_seed(candidate, row(seed), enemies, space) {
-                    score -= CLEARANCE_PENALTY;
-                }
+            if self.regime.high_overlap && step > pair.clear_up_to {
+                score -= CLEARANCE_PENALTY;
             }
             if best.is_none_or(|(s, _, _)| score > s) {
                 best = Some((score, neighbour, step));
@@ -478,7 +443,8 @@ impl ClassModel {
 
     /// Midpoint purity of the pair (member `i`, its neighbour row
     /// `neighbour`) over the union of both rows' whole-set lists plus the
-    /// two rows; the pool's other-class rows are appended to `enemies`.
+    /// two rows, and the pair's clearance limit against the pool's
+    /// other-class rows.
     /// Only the `k` nearest of the pool count, so they are selected, not
     /// sorted: the order (distance, row) is total, so the selected set is
     /// the one a full sort would put first.
@@ -489,8 +455,7 @@ impl ClassModel {
         i: usize,
         neighbour: usize,
         scratch: &mut PairScratch,
-        enemies: &mut Vec<u32>,
-    ) -> f64 {
+    ) -> PairScore {
         let dim = scratch.midpoint.len();
         let row = |r: usize| &space[r * dim..(r + 1) * dim];
         let seed = self.members[i];
@@ -514,16 +479,19 @@ impl ClassModel {
         if take < ranked.len() {
             ranked.select_nth_unstable_by(take - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         }
-        enemies.extend(
-            pool.iter()
-                .filter(|&&r| class_of[r] as usize != self.slot)
-                .map(|&r| r as u32),
-        );
-        ranked[..take]
+        let purity = ranked[..take]
             .iter()
             .filter(|(_, r)| class_of[*r] as usize == self.slot)
             .count() as f64
-            / take as f64
+            / take as f64;
+        let enemies = pool
+            .iter()
+            .filter(|&&r| class_of[r] as usize != self.slot)
+            .map(|&r| row(r));
+        PairScore {
+            purity,
+            clear_up_to: clearance_limit(row(seed), row(neighbour), enemies),
+        }
     }
 }
 
@@ -535,8 +503,8 @@ struct Draw {
     step: f64,
 }
 
-/// Below this much work (candidates, or their equivalent), threads cost
-/// more than they save: a stream's batch stays on its own thread.
+/// Below this much work (in distances between rows), threads cost more
+/// than they save: a stream's batch stays on its own thread.
 const PARALLEL_WORK: usize = 65_536;
 
 /// `work(first, end)` over `0..n` in one contiguous share per core (one
@@ -787,6 +755,69 @@ pub fn sample(weights: &[f64], amount: u64, rng: &mut Rng) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_step_fails_clearance_exactly_when_an_enemy_is_nearer_than_the_seed() {
+        let mut rng = Rng::new(5);
+        let mut point =
+            |dim: usize| -> Vec<f64> { (0..dim).map(|_| rng.uniform() * 4.0 - 2.0).collect() };
+        let (mut failed, mut cleared) = (0, 0);
+        for trial in 0..2_000 {
+            let dim = 1 + trial % 6;
+            let seed = point(dim);
+            let neighbour = point(dim);
+            let enemies: Vec<Vec<f64>> = (0..1 + trial % 7).map(|_| point(dim)).collect();
+            let limit = clearance_limit(&seed, &neighbour, enemies.iter().map(Vec::as_slice));
+            for step in [0.0, 0.1, 0.25, 0.4, 0.5, 0.75, 0.99] {
+                let candidate: Vec<f64> = seed
+                    .iter()
+                    .zip(&neighbour)
+                    .map(|(s, n)| s + step * (n - s))
+                    .collect();
+                let to_seed = distance(&candidate, &seed);
+                let nearest_enemy = enemies
+                    .iter()
+                    .map(|e| distance(&candidate, e))
+                    .fold(f64::INFINITY, f64::min);
+                // Distances within rounding of each other are a tie either
+                // way; the limit decides them, the direct test may not.
+                if (nearest_enemy - to_seed).abs() < 1e-9 {
+                    continue;
+                }
+                let enemy_nearer = nearest_enemy < to_seed;
+                assert_eq!(
+                    step > limit,
+                    enemy_nearer,
+                    "trial {trial}, step {step}, limit {limit}"
+                );
+                if enemy_nearer {
+                    failed += 1;
+                } else {
+                    cleared += 1;
+                }
+            }
+        }
+        // Both outcomes are exercised.
+        assert!(
+            failed > 1_000 && cleared > 1_000,
+            "{failed} failed, {cleared} cleared"
+        );
+        // No enemy, or one on the seed (never strictly nearer): every step
+        // clears. One on the neighbour is nearer past the midpoint.
+        let (seed, neighbour) = ([0.0, 0.0], [1.0, 0.0]);
+        assert_eq!(
+            clearance_limit(&seed, &neighbour, std::iter::empty()),
+            f64::INFINITY
+        );
+        assert_eq!(
+            clearance_limit(&seed, &neighbour, [&seed[..]].into_iter()),
+            f64::INFINITY
+        );
+        assert_eq!(
+            clearance_limit(&seed, &neighbour, [&neighbour[..]].into_iter()),
+            0.5
+        );
+    }
 
     #[test]
     fn allocation_sums_to_the_amount_and_follows_weights() {
