@@ -77,30 +77,54 @@ impl Typology {
 /// arrival order; only rows identical in rank and features keep their
 /// relative arrival order, and those are interchangeable.
 pub fn canonical_order(features: &[f64], dim: usize, rank: &[u32]) -> Vec<usize> {
+    canonical_order_by(features, dim, rank, |values| {
+        let mut h = 0xCBF2_9CE4_8422_2325u64;
+        for v in values {
+            h = (h ^ v.to_bits()).wrapping_mul(0x0000_0100_0000_01B3);
+            h ^= h >> 29;
+        }
+        h
+    })
+}
+
+/// [`canonical_order`] with the hash of a row's values given (tests force
+/// collisions with it).
+fn canonical_order_by(
+    features: &[f64],
+    dim: usize,
+    rank: &[u32],
+    hash: impl Fn(&[f64]) -> u64,
+) -> Vec<usize> {
     let n = rank.len();
     let row = |i: usize| &features[i * dim..(i + 1) * dim];
-    let keys: Vec<(u32, u64)> = (0..n)
-        .map(|i| {
-            let mut h = 0xCBF2_9CE4_8422_2325u64;
-            for v in row(i) {
-                h = (h ^ v.to_bits()).wrapping_mul(0x0000_0100_0000_01B3);
-                h ^= h >> 29;
-            }
-            (rank[i], h)
-        })
-        .collect();
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_unstable_by(|&a, &b| {
-        keys[a].cmp(&keys[b]).then_with(|| {
-            row(a)
-                .iter()
-                .zip(row(b))
-                .map(|(x, y)| x.total_cmp(y))
-                .find(|o| o.is_ne())
-                .unwrap_or(Ordering::Equal)
-                .then(a.cmp(&b))
-        })
-    });
+    // Sorted by value, not through the index: the keys sit beside their
+    // row numbers, and the row number makes each key unique.
+    let mut keyed: Vec<(u32, u64, u32)> =
+        (0..n).map(|i| (rank[i], hash(row(i)), i as u32)).collect();
+    keyed.sort_unstable();
+    let mut order: Vec<usize> = keyed.iter().map(|&(_, _, i)| i as usize).collect();
+    // Rows of one class whose hashes collide are ordered by their values,
+    // then by row number: within such a run the row numbers are already
+    // ascending, so only runs holding different values need sorting.
+    let mut start = 0;
+    while start < n {
+        let mut end = start + 1;
+        while end < n && keyed[end].0 == keyed[start].0 && keyed[end].1 == keyed[start].1 {
+            end += 1;
+        }
+        if end - start > 1 {
+            order[start..end].sort_by(|&a, &b| {
+                row(a)
+                    .iter()
+                    .zip(row(b))
+                    .map(|(x, y)| x.total_cmp(y))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(Ordering::Equal)
+                    .then(a.cmp(&b))
+            });
+        }
+        start = end;
+    }
     order
 }
 
@@ -165,6 +189,21 @@ mod tests {
                 Typology::Outlier
             ]
         );
+    }
+
+    #[test]
+    fn colliding_hashes_fall_back_to_the_values_then_the_position() {
+        // Every row hashes alike, so the order comes from the fallback
+        // alone: by rank, then values, then position.
+        let features = [3.0, 1.0, 2.0, 1.0, 0.5, 9.0, 2.0, -0.0, 0.0];
+        let rank = [1, 0, 1, 0, 0, 0, 1, 0, 0];
+        let order = canonical_order_by(&features, 1, &rank, |_| 7);
+        assert_eq!(order, [7, 8, 4, 1, 3, 5, 2, 6, 0]);
+        // A real hash gives the same order among rows of equal values.
+        let hashed = canonical_order(&features, 1, &rank);
+        let position = |o: &[usize], i: usize| o.iter().position(|&x| x == i);
+        assert!(position(&hashed, 1) < position(&hashed, 3));
+        assert!(position(&hashed, 2) < position(&hashed, 6));
     }
 
     #[test]

@@ -384,15 +384,18 @@ impl ReferenceSet {
                 if sd > 0.0 { 1.0 / sd } else { 1.0 }
             })
             .collect();
-        self.features
-            .chunks_exact(dim.max(1))
-            .flat_map(|row| {
-                row.iter()
-                    .zip(&mean)
-                    .zip(&scale)
-                    .map(|((v, m), s)| (v - m) * s)
-            })
-            .collect()
+        // Written row by row into place: a flattening iterator would not
+        // vectorize.
+        let mut out = vec![0.0; self.features.len()];
+        for (to, row) in out
+            .chunks_exact_mut(dim.max(1))
+            .zip(self.features.chunks_exact(dim.max(1)))
+        {
+            for (((o, v), m), s) in to.iter_mut().zip(row).zip(&mean).zip(&scale) {
+                *o = (v - m) * s;
+            }
+        }
+        out
     }
 }
 
