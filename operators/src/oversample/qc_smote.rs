@@ -136,7 +136,8 @@ pub struct ClassModel {
 struct PairScore {
     purity: f64,
     /// A candidate of the pair fails majority clearance when its step is
-    /// above this ([`clearance_limit`]).
+    /// above this ([`clearance_limit`]; `+inf` outside the high-overlap
+    /// regime, where clearance is not required).
     clear_up_to: f64,
 }
 
@@ -484,13 +485,19 @@ impl ClassModel {
             .filter(|(_, r)| class_of[*r] as usize == self.slot)
             .count() as f64
             / take as f64;
-        let enemies = pool
-            .iter()
-            .filter(|&&r| class_of[r] as usize != self.slot)
-            .map(|&r| row(r));
+        // Clearance is checked only in the high-overlap regime.
+        let clear_up_to = if self.regime.high_overlap {
+            let enemies = pool
+                .iter()
+                .filter(|&&r| class_of[r] as usize != self.slot)
+                .map(|&r| row(r));
+            clearance_limit(row(seed), row(neighbour), enemies)
+        } else {
+            f64::INFINITY
+        };
         PairScore {
             purity,
-            clear_up_to: clearance_limit(row(seed), row(neighbour), enemies),
+            clear_up_to,
         }
     }
 }
