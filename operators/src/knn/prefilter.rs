@@ -74,6 +74,9 @@ const QUERY_GROUP: usize = 64;
 /// product blocks' worth, so that a block of point tiles (32 KiB of
 /// `bf16` at 20 dimensions) is read from memory once per 128 queries.
 const MATRIX_GROUP: usize = 4 * QUERY_ROWS;
+/// Fewest coordinates whose conversion to the matrix engine's halves is
+/// split across cores (below, starting threads costs more than it saves).
+const PARALLEL_CONVERSION: usize = 1 << 20;
 /// Largest scaled coordinate the prefilter takes: squares and sums of
 /// squares stay far below `f32::MAX`.
 const LARGEST: f64 = 1.152_921_504_606_847e18; // 2^60
@@ -188,6 +191,7 @@ impl Prefilter {
         if len == 0 || dim == 0 {
             return None;
         }
+        let exact = exact_tiles;
         // Every pass reads the exact tiles in memory order (tile, dimension,
         // lane); `lanes(t)` is how many of tile `t`'s lanes hold points.
         let exact_tiles = exact_tiles.chunks_exact(dim * TILE);
@@ -204,14 +208,18 @@ impl Prefilter {
         if !centre.iter().all(|c| c.is_finite()) {
             return None;
         }
-        let mut largest = 0.0f64;
+        // A running maximum per lane, so that whole tiles take vector
+        // maxima; the maximum of maxima is the same value.
+        let mut per_lane = [0.0f64; TILE];
         for (t, tile) in exact_tiles.clone().enumerate() {
+            let n = lanes(t);
             for (column, c) in tile.chunks_exact(TILE).zip(&centre) {
-                for v in &column[..lanes(t)] {
-                    largest = largest.max((v - c).abs());
+                for (m, v) in per_lane[..n].iter_mut().zip(&column[..n]) {
+                    *m = m.max((v - c).abs());
                 }
             }
         }
+        let largest = per_lane.iter().fold(0.0f64, |a, &b| a.max(b));
         if !largest.is_finite() {
             return None;
         }
@@ -253,36 +261,19 @@ impl Prefilter {
                     return None;
                 }
                 let coefficient = matrix_coefficient(dim);
-                let n_tiles = len.div_ceil(FTILE);
-                let mut tiles = vec![0u16; n_tiles * POINT_TILE];
-                let mut lower_terms = vec![f32::INFINITY; n_tiles * FTILE];
-                // Where depth `k` of point 0 of a tile goes (point `p` is
-                // `2 p` further): chunk, row of the pair, place in the pair.
-                let depth_offsets: Vec<usize> = (0..3 * dim)
-                    .map(|k| {
-                        (k / DEPTH_CHUNK) * TILE_CHUNK + (k % DEPTH_CHUNK / 2) * DEPTH_CHUNK + k % 2
-                    })
-                    .collect();
-                let (first, second, third) = (
-                    &depth_offsets[..dim],
-                    &depth_offsets[dim..2 * dim],
-                    &depth_offsets[2 * dim..],
-                );
-                for (t, tile) in exact_tiles.enumerate() {
-                    for lane in 0..lanes(t) {
-                        let i = t * TILE + lane;
-                        let base = (i / FTILE) * POINT_TILE + (i % FTILE) * 2;
-                        let mut norm = 0.0f64;
-                        for d in 0..dim {
-                            let (hi, lo, value) = split(scaled(tile[d * TILE + lane], centre[d]));
-                            tiles[base + first[d]] = hi;
-                            tiles[base + second[d]] = lo;
-                            tiles[base + third[d]] = hi;
-                            norm += value * value;
-                        }
-                        lower_terms[i] = ((1.0 - f64::from(coefficient)) * norm) as f32;
-                    }
-                }
+                let threads = if len * dim >= PARALLEL_CONVERSION {
+                    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+                } else {
+                    1
+                };
+                let points = ScaledPoints {
+                    exact,
+                    dim,
+                    len,
+                    centre: &centre,
+                    scale,
+                };
+                let (tiles, lower_terms) = points.matrix_copies(coefficient, threads);
                 (Copies::Matrix { tiles }, lower_terms, coefficient)
             }
         };
@@ -375,6 +366,77 @@ fn split(v: f64) -> (u16, u16, f64) {
     let hi = matrix::to_bf16(v);
     let lo = matrix::to_bf16(v - matrix::from_bf16(hi));
     (hi, lo, matrix::from_bf16(hi) + matrix::from_bf16(lo))
+}
+
+/// A set's exact tiles with the centre and scale the prefilter applies.
+struct ScaledPoints<'a> {
+    exact: &'a [f64],
+    dim: usize,
+    len: usize,
+    centre: &'a [f64],
+    scale: f64,
+}
+
+impl ScaledPoints<'_> {
+    /// The matrix engine's tiles and lower terms, converted on `threads`
+    /// cores (each point on its own, so shares of whole tiles give the
+    /// same bits as one piece).
+    fn matrix_copies(&self, coefficient: f32, threads: usize) -> (Vec<u16>, Vec<f32>) {
+        let n_tiles = self.len.div_ceil(FTILE);
+        let mut tiles = vec![0u16; n_tiles * POINT_TILE];
+        let mut lower_terms = vec![f32::INFINITY; n_tiles * FTILE];
+        let share = n_tiles.div_ceil(threads.max(1)).max(1);
+        if threads <= 1 {
+            self.matrix_share(coefficient, 0, &mut tiles, &mut lower_terms);
+        } else {
+            std::thread::scope(|scope| {
+                let tile_shares = tiles.chunks_mut(share * POINT_TILE);
+                let term_shares = lower_terms.chunks_mut(share * FTILE);
+                for (s, (tiles, terms)) in tile_shares.zip(term_shares).enumerate() {
+                    scope.spawn(move || self.matrix_share(coefficient, s * share, tiles, terms));
+                }
+            });
+        }
+        (tiles, lower_terms)
+    }
+
+    /// Tiles from `first_tile` on, as many as `lower_terms` covers.
+    fn matrix_share(
+        &self,
+        coefficient: f32,
+        first_tile: usize,
+        tiles: &mut [u16],
+        lower_terms: &mut [f32],
+    ) {
+        let dim = self.dim;
+        // Where depth `k` of point 0 of a tile goes (point `p` is `2 p`
+        // further): chunk, row of the pair, place in the pair.
+        let depth_offsets: Vec<usize> = (0..3 * dim)
+            .map(|k| (k / DEPTH_CHUNK) * TILE_CHUNK + (k % DEPTH_CHUNK / 2) * DEPTH_CHUNK + k % 2)
+            .collect();
+        let (first, second, third) = (
+            &depth_offsets[..dim],
+            &depth_offsets[dim..2 * dim],
+            &depth_offsets[2 * dim..],
+        );
+        let start = first_tile * FTILE;
+        let end = (start + lower_terms.len()).min(self.len);
+        for i in start..end {
+            let tile = &self.exact[(i / TILE) * dim * TILE..][..dim * TILE];
+            let lane = i % TILE;
+            let base = (i / FTILE - first_tile) * POINT_TILE + (i % FTILE) * 2;
+            let mut norm = 0.0f64;
+            for d in 0..dim {
+                let scaled = (tile[d * TILE + lane] - self.centre[d]) * self.scale;
+                let (hi, lo, value) = split(scaled);
+                tiles[base + first[d]] = hi;
+                tiles[base + second[d]] = lo;
+                tiles[base + third[d]] = hi;
+                norm += value * value;
+            }
+            lower_terms[i - start] = ((1.0 - f64::from(coefficient)) * norm) as f32;
+        }
+    }
 }
 
 /// The relative error of a split coordinate: two roundings to nearest
@@ -696,6 +758,33 @@ fn scan<const Q: usize, const P: usize, D: Dots<Q, P>>(
 mod tests {
     use super::*;
     use crate::rng::Rng;
+
+    #[test]
+    fn matrix_copies_in_shares_equal_one_conversion() {
+        let mut rng = Rng::new(3);
+        let dim = 7;
+        // Five whole prefilter tiles and three points of a sixth.
+        let len = 5 * FTILE + 3;
+        let rows: Vec<f64> = (0..len * dim).map(|_| rng.uniform() * 10.0 - 4.0).collect();
+        let set = PointSet::tiles_from_subset(&rows, dim, &(0..len).collect::<Vec<_>>());
+        let centre: Vec<f64> = (0..dim).map(|d| d as f64 * 0.1).collect();
+        let points = ScaledPoints {
+            exact: &set.tiles,
+            dim,
+            len,
+            centre: &centre,
+            scale: 0.125,
+        };
+        let coefficient = matrix_coefficient(dim);
+        let (tiles, terms) = points.matrix_copies(coefficient, 1);
+        assert!(terms[..len].iter().all(|t| t.is_finite() && *t > 0.0));
+        assert!(terms[len..].iter().all(|t| *t == f32::INFINITY));
+        for threads in [2, 3, 4, 16] {
+            let (shared_tiles, shared_terms) = points.matrix_copies(coefficient, threads);
+            assert_eq!(shared_tiles, tiles, "{threads}");
+            assert_eq!(shared_terms, terms, "{threads}");
+        }
+    }
 
     /// The premise of the matrix engine's bound: `hi + lo` is within
     /// `SPLIT_ERROR` of every coordinate (or within the flushed range),
