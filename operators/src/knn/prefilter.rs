@@ -191,13 +191,12 @@ impl Prefilter {
         if len == 0 || dim == 0 {
             return None;
         }
-        let exact = exact_tiles;
         // Every pass reads the exact tiles in memory order (tile, dimension,
         // lane); `lanes(t)` is how many of tile `t`'s lanes hold points.
-        let exact_tiles = exact_tiles.chunks_exact(dim * TILE);
+        let exact_chunks = exact_tiles.chunks_exact(dim * TILE);
         let lanes = |t: usize| TILE.min(len - t * TILE);
         let mut centre = vec![0.0; dim];
-        for (t, tile) in exact_tiles.clone().enumerate() {
+        for (t, tile) in exact_chunks.clone().enumerate() {
             for (column, c) in tile.chunks_exact(TILE).zip(centre.iter_mut()) {
                 *c += column[..lanes(t)].iter().sum::<f64>();
             }
@@ -211,7 +210,7 @@ impl Prefilter {
         // A running maximum per lane, so that whole tiles take vector
         // maxima; the maximum of maxima is the same value.
         let mut per_lane = [0.0f64; TILE];
-        for (t, tile) in exact_tiles.clone().enumerate() {
+        for (t, tile) in exact_chunks.clone().enumerate() {
             let n = lanes(t);
             for (column, c) in tile.chunks_exact(TILE).zip(&centre) {
                 for (m, v) in per_lane[..n].iter_mut().zip(&column[..n]) {
@@ -238,7 +237,7 @@ impl Prefilter {
                 let n_tiles = len.div_ceil(FTILE);
                 let mut tiles = vec![0.0f32; n_tiles * dim * FTILE];
                 let mut lower_terms = vec![f32::INFINITY; n_tiles * FTILE];
-                for (t, tile) in exact_tiles.enumerate() {
+                for (t, tile) in exact_chunks.enumerate() {
                     let mut sums = [0.0f32; TILE];
                     for (d, (column, &c)) in tile.chunks_exact(TILE).zip(&centre).enumerate() {
                         for (lane, (&v, sum)) in
@@ -267,7 +266,7 @@ impl Prefilter {
                     1
                 };
                 let points = ScaledPoints {
-                    exact,
+                    exact: exact_tiles,
                     dim,
                     len,
                     centre: &centre,
