@@ -208,6 +208,12 @@ const PARALLEL_WORK: usize = 4_000_000;
 /// Below this many queries a tree search is not split across threads.
 const TREE_PARALLEL_QUERIES: usize = 1_024;
 
+/// Cores this process may run on (1 when the system does not say): what
+/// every split of work across threads divides by.
+pub(crate) fn cores() -> usize {
+    thread::available_parallelism().map_or(1, NonZeroUsize::get)
+}
+
 /// The `k` nearest points of `set` to each query (`queries` row-major, as
 /// wide as the set).
 pub fn search(set: &PointSet, queries: &[f64], k: usize, exclude: Exclude<'_>) -> Neighbours {
@@ -227,9 +233,7 @@ pub fn search(set: &PointSet, queries: &[f64], k: usize, exclude: Exclude<'_>) -
             squared_distances,
         };
     }
-    let threads = thread::available_parallelism()
-        .map(NonZeroUsize::get)
-        .unwrap_or(1);
+    let threads = cores();
     let work = n_queries.saturating_mul(set.len).saturating_mul(dim.max(1));
     let parallel = threads > 1
         && match set.tree {

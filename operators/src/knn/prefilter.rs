@@ -261,7 +261,7 @@ impl Prefilter {
                 }
                 let coefficient = matrix_coefficient(dim);
                 let threads = if len * dim >= PARALLEL_CONVERSION {
-                    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+                    super::cores()
                 } else {
                     1
                 };

@@ -137,11 +137,41 @@ pub fn whole_neighbours(
     }
 }
 
+/// Fewest values a row gather splits across cores.
+const PARALLEL_GATHER: usize = 1 << 20;
+
+/// Rows `rows` of `space` (row-major, `dim` wide), in that order; on every
+/// core for large sets (a copy per row, so the same values either way).
 pub fn gather(space: &[f64], dim: usize, rows: &[usize]) -> Vec<f64> {
-    let mut out = Vec::with_capacity(rows.len() * dim);
-    for &r in rows {
-        out.extend_from_slice(&space[r * dim..(r + 1) * dim]);
+    let threads = if rows.len() * dim >= PARALLEL_GATHER {
+        crate::knn::cores()
+    } else {
+        1
+    };
+    gather_on(space, dim, rows, threads)
+}
+
+fn gather_on(space: &[f64], dim: usize, rows: &[usize], threads: usize) -> Vec<f64> {
+    let mut out = vec![0.0; rows.len() * dim];
+    if dim == 0 || rows.is_empty() {
+        return out;
     }
+    let copy = |first: usize, to: &mut [f64]| {
+        for (row, &r) in to.chunks_exact_mut(dim).zip(&rows[first..]) {
+            row.copy_from_slice(&space[r * dim..(r + 1) * dim]);
+        }
+    };
+    if threads <= 1 {
+        copy(0, &mut out);
+        return out;
+    }
+    let share = rows.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        for (s, to) in out.chunks_mut(share * dim).enumerate() {
+            let copy = &copy;
+            scope.spawn(move || copy(s * share, to));
+        }
+    });
     out
 }
 
@@ -149,6 +179,18 @@ pub fn gather(space: &[f64], dim: usize, rows: &[usize]) -> Vec<f64> {
 mod tests {
     use super::*;
     use crate::rng::Rng;
+
+    #[test]
+    fn rows_gathered_in_shares_equal_one_gather() {
+        let dim = 3;
+        let rows: Vec<f64> = (0..40 * dim).map(|v| v as f64 * 0.5 - 7.0).collect();
+        let order: Vec<usize> = (0..40).map(|i| (i * 17 + 5) % 40).collect();
+        let one = gather_on(&rows, dim, &order, 1);
+        assert_eq!(&one[..dim], &rows[5 * dim..6 * dim]);
+        for threads in [2, 3, 7, 64] {
+            assert_eq!(gather_on(&rows, dim, &order, threads), one, "{threads}");
+        }
+    }
 
     /// Rows on a small integer grid (many equal distances) in two classes;
     /// the class set is two rows in three, so member order and reference

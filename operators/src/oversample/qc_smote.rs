@@ -517,9 +517,7 @@ const PARALLEL_WORK: usize = 65_536;
 /// `work(first, end)` over `0..n` in one contiguous share per core (one
 /// share when `cost` is small), the results in share order.
 fn in_parallel<T: Send>(n: usize, cost: usize, work: impl Fn(usize, usize) -> T + Sync) -> Vec<T> {
-    let threads = std::thread::available_parallelism()
-        .map(std::num::NonZeroUsize::get)
-        .unwrap_or(1);
+    let threads = crate::knn::cores();
     if threads == 1 || cost < PARALLEL_WORK || n < 2 {
         return vec![work(0, n)];
     }

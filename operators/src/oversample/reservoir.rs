@@ -23,6 +23,7 @@ use datafusion::arrow::array::{RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::common::Result;
 
+use super::neighbourhood::gather;
 use crate::complexity::canonical_order;
 use crate::features::{BatchFeatures, ClassIndex, gather_features};
 
@@ -340,7 +341,7 @@ impl ReferenceSet {
         let rank_of = classes.ranks();
         let rank: Vec<u32> = self.class_of.iter().map(|&c| rank_of[c as usize]).collect();
         let order = canonical_order(&self.features, dim, &rank);
-        let features = gather_rows(&self.features, dim, &order);
+        let features = gather(&self.features, dim, &order);
         let mut class_of = Vec::with_capacity(order.len());
         let mut locator = Vec::with_capacity(order.len());
         let mut arrival = Vec::with_capacity(order.len());
@@ -398,44 +399,6 @@ impl ReferenceSet {
     }
 }
 
-/// Fewest values a row gather splits across cores.
-const PARALLEL_GATHER: usize = 1 << 20;
-
-/// Rows `order` of `rows` (row-major, `dim` wide), in that order; on every
-/// core for large sets (a copy per row, so the same values either way).
-fn gather_rows(rows: &[f64], dim: usize, order: &[usize]) -> Vec<f64> {
-    let threads = if order.len() * dim >= PARALLEL_GATHER {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    } else {
-        1
-    };
-    gather_rows_on(rows, dim, order, threads)
-}
-
-fn gather_rows_on(rows: &[f64], dim: usize, order: &[usize], threads: usize) -> Vec<f64> {
-    let mut out = vec![0.0; order.len() * dim];
-    if dim == 0 || order.is_empty() {
-        return out;
-    }
-    let copy = |first: usize, to: &mut [f64]| {
-        for (row, &old) in to.chunks_exact_mut(dim).zip(&order[first..]) {
-            row.copy_from_slice(&rows[old * dim..(old + 1) * dim]);
-        }
-    };
-    if threads <= 1 {
-        copy(0, &mut out);
-        return out;
-    }
-    let share = order.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        for (s, to) in out.chunks_mut(share * dim).enumerate() {
-            let copy = &copy;
-            scope.spawn(move || copy(s * share, to));
-        }
-    });
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,22 +407,6 @@ mod tests {
     use datafusion::arrow::datatypes::Float64Type;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
-
-    #[test]
-    fn rows_gathered_in_shares_equal_one_gather() {
-        let dim = 3;
-        let rows: Vec<f64> = (0..40 * dim).map(|v| v as f64 * 0.5 - 7.0).collect();
-        let order: Vec<usize> = (0..40).map(|i| (i * 17 + 5) % 40).collect();
-        let one = gather_rows_on(&rows, dim, &order, 1);
-        assert_eq!(&one[..dim], &rows[5 * dim..6 * dim]);
-        for threads in [2, 3, 7, 64] {
-            assert_eq!(
-                gather_rows_on(&rows, dim, &order, threads),
-                one,
-                "{threads}"
-            );
-        }
-    }
 
     fn batch(xs: &[Option<f64>], labels: &[Option<i64>]) -> Result<RecordBatch> {
         let schema = Arc::new(Schema::new(vec![
