@@ -29,6 +29,15 @@
 //! query's current k-th exact distance (scaled): then its exact distance
 //! exceeds the k-th, and it could not enter (entry needs strictly less).
 //!
+//! The comparison is arranged so that a point costs one addition: the
+//! queries are multiplied by `-2` before the products (exact for powers of
+//! two, so the products are exactly `-2` times the unscaled ones), and the
+//! query's share of the lower end moves to the other side, `x_term - 2 q.x
+//! <= limit - q_term`. Rounding the two sides instead of the one sum moves
+//! the comparison by at most `6 u S` (a skip needs `limit < 3 S`), against
+//! the `4 u S` counted for the final additions: the extra `2 u S` is far
+//! inside the factor of two.
+//!
 //! Where the CPU has a matrix unit ([`matrix`]: AMX), the dot products
 //! come from it instead ([`Engine::Matrix`]): each coordinate is split
 //! into two `bf16` halves, `v = hi + lo` to within `2^-16` of `v` (the
@@ -70,10 +79,13 @@ const QUERIES: usize = 8;
 const BLOCK_TILES: usize = 32;
 /// Queries sharing one pass over a block.
 const QUERY_GROUP: usize = 64;
-/// Queries sharing one pass over a block with the matrix engine: four
-/// product blocks' worth, so that a block of point tiles (32 KiB of
-/// `bf16` at 20 dimensions) is read from memory once per 128 queries.
-const MATRIX_GROUP: usize = 4 * QUERY_ROWS;
+/// Queries sharing one pass over a block with the matrix engine: 64
+/// product blocks' worth, so that the point tiles (25.6 MB of `bf16` for
+/// 200,000 points) stream from memory once per 2,048 queries; a block
+/// (64 KiB at 20 dimensions) then serves them from the core's cache. With
+/// four blocks' worth (128 queries) the unit waited on memory: 15% of a
+/// 5,000-query search of 200,000 points.
+const MATRIX_GROUP: usize = 64 * QUERY_ROWS;
 /// Fewest coordinates whose conversion to the matrix engine's halves is
 /// split across cores (below, starting threads costs more than it saves).
 const PARALLEL_CONVERSION: usize = 1 << 20;
@@ -306,7 +318,7 @@ impl Prefilter {
                     let mut sum = 0.0f32;
                     for &scaled in &scaled_query {
                         let v = scaled as f32;
-                        coordinates.push(v);
+                        coordinates.push(-2.0 * v);
                         sum += v * v;
                     }
                     (1.0 - self.coefficient) * sum
@@ -318,6 +330,7 @@ impl Prefilter {
                     let mut norm = 0.0f64;
                     for (d, &scaled) in scaled_query.iter().enumerate() {
                         let (hi, lo, value) = split(scaled);
+                        let (hi, lo) = (times_minus_two(hi), times_minus_two(lo));
                         (row[d], row[dim + d], row[2 * dim + d]) = (hi, hi, lo);
                         norm += value * value;
                     }
@@ -346,13 +359,15 @@ impl Prefilter {
     }
 }
 
-/// Queries in the prefilter's coordinates, with their shares of an
-/// estimate's lower end (`(1 - c) |q|^2 - slack`).
+/// Queries in the prefilter's coordinates times `-2` (so the engines'
+/// products are `-2 q.x`), with their shares of an estimate's lower end
+/// (`(1 - c) |q|^2 - slack`).
 #[derive(Debug)]
 pub(super) struct PreparedQueries {
-    /// Vector engine: `dim` scaled coordinates per query.
+    /// Vector engine: `dim` scaled coordinates per query, times `-2`.
     coordinates: Vec<f32>,
-    /// Matrix engine: one depth row (`[hi, hi, lo]`, padded) per query.
+    /// Matrix engine: one depth row (`[hi, hi, lo]`, padded) per query,
+    /// each half times `-2`.
     rows: Vec<u16>,
     lower_terms: Vec<f32>,
 }
@@ -365,6 +380,13 @@ fn split(v: f64) -> (u16, u16, f64) {
     let hi = matrix::to_bf16(v);
     let lo = matrix::to_bf16(v - matrix::from_bf16(hi));
     (hi, lo, matrix::from_bf16(hi) + matrix::from_bf16(lo))
+}
+
+/// `-2` times a `bf16` half, exactly: the halves [`split`] makes are 0 or
+/// at least `2^-126` and far below overflow, so doubling only moves the
+/// exponent.
+fn times_minus_two(half: u16) -> u16 {
+    matrix::to_bf16(-2.0 * matrix::from_bf16(half))
 }
 
 /// A set's exact tiles with the centre and scale the prefilter applies.
@@ -549,6 +571,7 @@ pub(super) fn search_range<S: Simd>(
             );
         }
         Copies::Matrix { tiles } => {
+            let share_queries = out_indices.len().checked_div(share.k).unwrap_or(0);
             // The unit is configured per thread; without it (never, as
             // `Engine::best` chose it) the exact kernel answers.
             let Some(unit) = TileUnit::new() else {
@@ -559,7 +582,12 @@ pub(super) fn search_range<S: Simd>(
                 unit,
                 tiles,
                 rows: &prepared.rows,
-                group_rows: vec![0; MATRIX_GROUP * DEPTH],
+                // A group's rows, whole passes, no more than the share.
+                group_rows: vec![
+                    0;
+                    MATRIX_GROUP.min(share_queries.next_multiple_of(QUERY_ROWS))
+                        * DEPTH
+                ],
                 loaded_pass: None,
                 out: [[0.0; POINT_COLUMNS]; QUERY_ROWS],
             };
@@ -575,7 +603,8 @@ pub(super) fn search_range<S: Simd>(
     }
 }
 
-/// Dot products of `Q` queries with `P` points at a time, for [`scan`].
+/// Dot products of `Q` queries with `P` points at a time, for [`scan`]
+/// (of the prepared queries, so `-2 q.x`).
 trait Dots<const Q: usize, const P: usize> {
     /// Queries sharing one pass over a block of tiles (a multiple of `Q`).
     const GROUP: usize;
@@ -707,40 +736,53 @@ fn scan<const Q: usize, const P: usize, D: Dots<Q, P>>(
                         skip: share.skip(pass_start + j),
                     })
                 });
-                let mut limits: [f32; Q] = std::array::from_fn(|j| match &tops[j] {
-                    Some(top) if top.filled == k => prefilter.scaled_limit(top.distances[k - 1]),
-                    _ => f32::INFINITY,
-                });
+                // A point may enter a query's answer only if its share of
+                // the estimate's lower end, `x_term - 2 q.x`, is at most the
+                // query's threshold, `limit - q_term` (module doc); `-inf`
+                // for the unused queries of a short pass, which nothing
+                // passes.
                 let query_terms: [f32; Q] = std::array::from_fn(|j| {
                     prepared.lower_terms[first + pass_start + j.min(n - 1)]
+                });
+                let threshold = |top: &TopK<'_>, j: usize| {
+                    if top.filled == k {
+                        prefilter.scaled_limit(top.distances[k - 1]) - query_terms[j]
+                    } else {
+                        f32::INFINITY
+                    }
+                };
+                let mut thresholds: [f32; Q] = std::array::from_fn(|j| {
+                    tops[j]
+                        .as_ref()
+                        .map_or(f32::NEG_INFINITY, |top| threshold(top, j))
                 });
                 for t in (block_start..block_end).step_by(tiles_per_step) {
                     let point_terms = &prefilter.lower_terms[t * FTILE..t * FTILE + P];
                     let dots = engine.dots(p, t);
-                    for (j, top) in tops.iter_mut().enumerate() {
-                        let Some(top) = top else {
-                            continue;
-                        };
-                        // The estimate minus its bound, for every lane.
-                        let lower =
-                            |lane: usize| query_terms[j] + point_terms[lane] - 2.0 * dots[j][lane];
+                    for (j, (products, top)) in dots.iter().zip(tops.iter_mut()).enumerate() {
+                        let lower = |lane: usize| point_terms[lane] + products[lane];
+                        let mut limit = thresholds[j];
                         let mut any = false;
                         for lane in 0..P {
-                            any |= lower(lane) <= limits[j];
+                            any |= lower(lane) <= limit;
                         }
                         if !any {
                             continue;
                         }
+                        let Some(top) = top else {
+                            continue;
+                        };
                         let query = share.query(pass_start + j);
                         for lane in 0..P {
                             let index = t * FTILE + lane;
-                            if lower(lane) <= limits[j] && index < set.len {
+                            if lower(lane) <= limit && index < set.len {
                                 let d2 = exact_squared_distance(set, index, query);
                                 if top.offer_one(d2, index) && top.filled == k {
-                                    limits[j] = prefilter.scaled_limit(top.distances[k - 1]);
+                                    limit = threshold(top, j);
                                 }
                             }
                         }
+                        thresholds[j] = limit;
                     }
                 }
                 for (j, top) in tops.iter().enumerate() {
