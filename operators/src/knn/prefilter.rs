@@ -744,7 +744,7 @@ fn scan<const Q: usize, const P: usize, D: Dots<Q, P>>(
                 let query_terms: [f32; Q] = std::array::from_fn(|j| {
                     prepared.lower_terms[first + pass_start + j.min(n - 1)]
                 });
-                let threshold = |top: &TopK<'_>, j: usize| {
+                let threshold_of = |top: &TopK<'_>, j: usize| {
                     if top.filled == k {
                         prefilter.scaled_limit(top.distances[k - 1]) - query_terms[j]
                     } else {
@@ -754,17 +754,17 @@ fn scan<const Q: usize, const P: usize, D: Dots<Q, P>>(
                 let mut thresholds: [f32; Q] = std::array::from_fn(|j| {
                     tops[j]
                         .as_ref()
-                        .map_or(f32::NEG_INFINITY, |top| threshold(top, j))
+                        .map_or(f32::NEG_INFINITY, |top| threshold_of(top, j))
                 });
                 for t in (block_start..block_end).step_by(tiles_per_step) {
                     let point_terms = &prefilter.lower_terms[t * FTILE..t * FTILE + P];
                     let dots = engine.dots(p, t);
                     for (j, (products, top)) in dots.iter().zip(tops.iter_mut()).enumerate() {
                         let lower = |lane: usize| point_terms[lane] + products[lane];
-                        let mut limit = thresholds[j];
+                        let mut threshold = thresholds[j];
                         let mut any = false;
                         for lane in 0..P {
-                            any |= lower(lane) <= limit;
+                            any |= lower(lane) <= threshold;
                         }
                         if !any {
                             continue;
@@ -775,14 +775,14 @@ fn scan<const Q: usize, const P: usize, D: Dots<Q, P>>(
                         let query = share.query(pass_start + j);
                         for lane in 0..P {
                             let index = t * FTILE + lane;
-                            if lower(lane) <= limit && index < set.len {
+                            if lower(lane) <= threshold && index < set.len {
                                 let d2 = exact_squared_distance(set, index, query);
                                 if top.offer_one(d2, index) && top.filled == k {
-                                    limit = threshold(top, j);
+                                    threshold = threshold_of(top, j);
                                 }
                             }
                         }
-                        thresholds[j] = limit;
+                        thresholds[j] = threshold;
                     }
                 }
                 for (j, top) in tops.iter().enumerate() {
