@@ -562,11 +562,7 @@ pub(super) fn search_range<S: Simd>(
                 tile_width: dim * FTILE,
                 coordinates: &prepared.coordinates,
                 dim,
-                // A group's queries, whole passes, no more than the share.
-                columns: vec![
-                    0.0f32;
-                    QUERY_GROUP.min(share_queries.next_multiple_of(QUERIES)) * dim
-                ],
+                columns: vec![0.0f32; group_len(QUERY_GROUP, QUERIES, share_queries) * dim],
                 out: [[0.0; FTILE]; QUERIES],
             };
             scan(
@@ -589,12 +585,7 @@ pub(super) fn search_range<S: Simd>(
                 unit,
                 tiles,
                 rows: &prepared.rows,
-                // A group's rows, whole passes, no more than the share.
-                group_rows: vec![
-                    0;
-                    MATRIX_GROUP.min(share_queries.next_multiple_of(QUERY_ROWS))
-                        * DEPTH
-                ],
+                group_rows: vec![0; group_len(MATRIX_GROUP, QUERY_ROWS, share_queries) * DEPTH],
                 loaded_pass: None,
                 out: [[0.0; POINT_COLUMNS]; QUERY_ROWS],
             };
@@ -608,6 +599,13 @@ pub(super) fn search_range<S: Simd>(
             );
         }
     }
+}
+
+/// Queries a group buffer holds: whole passes of `pass` queries, no more
+/// than the `group` nor than the share's queries need (a small search
+/// does not zero a full group's buffer).
+fn group_len(group: usize, pass: usize, share_queries: usize) -> usize {
+    group.min(share_queries.next_multiple_of(pass))
 }
 
 /// Dot products of `Q` queries with `P` points at a time, for [`scan`]
