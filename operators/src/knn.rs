@@ -24,6 +24,7 @@
 //! in more dimensions a tree prunes too little to pay for itself (the
 //! operators' metrics data has 20 and more), so brute force it is.
 
+use std::borrow::Cow;
 use std::num::NonZeroUsize;
 use std::sync::OnceLock;
 use std::thread;
@@ -35,17 +36,28 @@ mod prefilter;
 use kd_tree::KdTree;
 use prefilter::{Engine, Prefilter, PreparedQueries};
 
-/// Reference points in tiles of [`TILE`] points: within a tile, coordinate
-/// `d` of its points is contiguous, so the kernel reads one short vector per
-/// dimension and keeps the tile's distances in registers.
+/// Reference points, as row-major coordinates, as tiles of [`TILE`] points
+/// (within a tile, coordinate `d` of its points is contiguous, so the exact
+/// kernel reads one short vector per dimension and keeps the tile's
+/// distances in registers), or as a k-d tree.
+///
+/// A set made from all of the caller's rows borrows them: the prefilter is
+/// converted from them and recomputes its exact distances from them (a
+/// point's coordinates in two or three cache lines, where the tiles spread
+/// them over `dim`), so a set searched only through the prefilter never
+/// copies its points in `f64`. The tiles are made by the first search that
+/// runs the exact kernel.
 #[derive(Debug, Clone)]
-pub struct PointSet {
+pub struct PointSet<'a> {
     dim: usize,
     len: usize,
+    /// `rows[i * dim + d]` is coordinate `d` of point `i`; empty for a set
+    /// made as tiles ([`Self::tiles_from_subset`]) or as a tree.
+    rows: Cow<'a, [f64]>,
     /// `tiles[(i / TILE) * dim * TILE + d * TILE + i % TILE]` is coordinate
     /// `d` of point `i`; lanes past `len` are padding, never reported.
-    /// Empty when the set is searched through `tree`.
-    tiles: Vec<f64>,
+    /// Never made for a set searched through `tree`.
+    tiles: OnceLock<Vec<f64>>,
     tree: Option<KdTree>,
     /// Single-precision copy searched first in many dimensions (see
     /// [`Prefilter`]), made by the first search with enough queries to
@@ -64,39 +76,97 @@ const TREE_MIN_POINTS: usize = 256;
 /// Points per tile: one 64-byte cache line of `f64` per dimension.
 pub const TILE: usize = 8;
 
-impl PointSet {
-    /// From `rows`, row-major with `dim` values per row.
-    pub fn from_rows(rows: &[f64], dim: usize) -> Self {
+impl<'a> PointSet<'a> {
+    /// From `rows`, row-major with `dim` values per row, borrowed (a tree
+    /// copies them into its own order).
+    pub fn from_rows(rows: &'a [f64], dim: usize) -> Self {
         let len = rows.len().checked_div(dim).unwrap_or(0);
-        let all: Vec<usize> = (0..len).collect();
-        Self::from_subset(rows, dim, &all)
-    }
-
-    /// From the rows of `rows` (row-major, `dim` wide) listed in `subset`.
-    pub fn from_subset(rows: &[f64], dim: usize, subset: &[usize]) -> Self {
-        if (1..=TREE_MAX_DIM).contains(&dim) && subset.len() >= TREE_MIN_POINTS {
-            return Self::tree_from_subset(rows, dim, subset);
-        }
-        Self::tiles_from_subset(rows, dim, subset)
-    }
-
-    /// Searched by brute force, whatever the dimension.
-    pub fn tiles_from_subset(rows: &[f64], dim: usize, subset: &[usize]) -> Self {
-        let len = subset.len();
-        let mut tiles = vec![0.0; len.div_ceil(TILE) * dim * TILE];
-        for (i, &r) in subset.iter().enumerate() {
-            let base = (i / TILE) * dim * TILE + i % TILE;
-            for d in 0..dim {
-                tiles[base + d * TILE] = rows[r * dim + d];
-            }
+        if (1..=TREE_MAX_DIM).contains(&dim) && len >= TREE_MIN_POINTS {
+            let all: Vec<usize> = (0..len).collect();
+            return Self::tree_from_subset(rows, dim, &all);
         }
         Self {
             dim,
             len,
-            tiles,
+            rows: Cow::Borrowed(&rows[..len * dim]),
+            tiles: OnceLock::new(),
             tree: None,
             prefilter: OnceLock::new(),
         }
+    }
+
+    /// The same set, owning its coordinates (copied if borrowed).
+    pub fn into_owned(self) -> PointSet<'static> {
+        PointSet {
+            dim: self.dim,
+            len: self.len,
+            rows: Cow::Owned(self.rows.into_owned()),
+            tiles: self.tiles,
+            tree: self.tree,
+            prefilter: self.prefilter,
+        }
+    }
+
+    /// From the rows of `rows` (row-major, `dim` wide) listed in `subset`,
+    /// gathered row-major (or into a tree).
+    pub fn from_subset(rows: &[f64], dim: usize, subset: &[usize]) -> Self {
+        if (1..=TREE_MAX_DIM).contains(&dim) && subset.len() >= TREE_MIN_POINTS {
+            return Self::tree_from_subset(rows, dim, subset);
+        }
+        let mut gathered = Vec::with_capacity(subset.len() * dim);
+        for &r in subset {
+            gathered.extend_from_slice(&rows[r * dim..(r + 1) * dim]);
+        }
+        Self {
+            dim,
+            len: subset.len(),
+            rows: Cow::Owned(gathered),
+            tiles: OnceLock::new(),
+            tree: None,
+            prefilter: OnceLock::new(),
+        }
+    }
+
+    /// Searched by brute force, whatever the dimension, its points copied
+    /// straight into the exact kernel's tiles (for a set searched by few
+    /// queries, which the exact kernel answers).
+    pub fn tiles_from_subset(rows: &[f64], dim: usize, subset: &[usize]) -> Self {
+        let tiles = tiles_of(subset.len(), dim, |i| {
+            let r = subset[i];
+            &rows[r * dim..(r + 1) * dim]
+        });
+        Self {
+            dim,
+            len: subset.len(),
+            rows: Cow::Owned(Vec::new()),
+            tiles: OnceLock::from(tiles),
+            tree: None,
+            prefilter: OnceLock::new(),
+        }
+    }
+
+    /// The exact kernel's tiles, made on first use.
+    fn tiles(&self) -> &[f64] {
+        self.tiles.get_or_init(|| {
+            let dim = self.dim;
+            tiles_of(self.len, dim, |i| &self.rows[i * dim..(i + 1) * dim])
+        })
+    }
+
+    /// Point `i`'s coordinates: its row, or (for a set made as tiles)
+    /// gathered from its tile into `buffer`.
+    #[inline(always)]
+    fn point<'b>(&'b self, i: usize, buffer: &'b mut [f64]) -> &'b [f64] {
+        let dim = self.dim;
+        if !self.rows.is_empty() {
+            return &self.rows[i * dim..(i + 1) * dim];
+        }
+        let tiles = self.tiles();
+        let base = (i / TILE) * dim * TILE + i % TILE;
+        for (d, v) in buffer.iter_mut().enumerate().take(dim) {
+            *v = tiles[base + d * TILE];
+        }
+        &buffer[..dim]
     }
 
     /// The prefilter for a search of `n_queries`: made now if there are
@@ -108,8 +178,7 @@ impl PointSet {
         if usable && n_queries >= PREFILTER_MIN_QUERIES {
             self.prefilter
                 .get_or_init(|| {
-                    Engine::best(self.dim)
-                        .and_then(|engine| Prefilter::new(&self.tiles, self.dim, self.len, engine))
+                    Engine::best(self.dim).and_then(|engine| Prefilter::new(self, engine))
                 })
                 .as_ref()
         } else {
@@ -121,7 +190,7 @@ impl PointSet {
     /// fit), whatever the query count.
     #[cfg(test)]
     fn with_engine(mut self, engine: Engine) -> Self {
-        let prefilter = Prefilter::new(&self.tiles, self.dim, self.len, engine);
+        let prefilter = Prefilter::new(&self, engine);
         self.prefilter = OnceLock::from(prefilter);
         self
     }
@@ -138,7 +207,8 @@ impl PointSet {
         Self {
             dim,
             len: subset.len(),
-            tiles: Vec::new(),
+            rows: Cow::Owned(Vec::new()),
+            tiles: OnceLock::new(),
             tree: Some(KdTree::build(rows, dim, subset)),
             prefilter: OnceLock::from(None),
         }
@@ -155,6 +225,19 @@ impl PointSet {
     pub fn dim(&self) -> usize {
         self.dim
     }
+}
+
+/// `len` points of `dim` coordinates (`point(i)` gives point `i`'s) laid
+/// out as the exact kernel's tiles.
+fn tiles_of<'p>(len: usize, dim: usize, point: impl Fn(usize) -> &'p [f64]) -> Vec<f64> {
+    let mut tiles = vec![0.0; len.div_ceil(TILE) * dim * TILE];
+    for i in 0..len {
+        let base = (i / TILE) * dim * TILE + i % TILE;
+        for (d, &v) in point(i).iter().enumerate() {
+            tiles[base + d * TILE] = v;
+        }
+    }
+    tiles
 }
 
 /// The answer to a batch of queries: `k` neighbours per query, nearest
@@ -243,6 +326,10 @@ pub fn search(set: &PointSet, queries: &[f64], k: usize, exclude: Exclude<'_>) -
     let prefilter = set.prefilter_for(n_queries);
     let prepared = prefilter.and_then(|p| p.prepare(queries));
     let prepared = prefilter.zip(prepared.as_ref());
+    if set.tree.is_none() && prepared.is_none() {
+        // Made once, before the threads that share them.
+        set.tiles();
+    }
     let kernel = |first, out_indices, out_distances| SearchKernel {
         share: SearchRange {
             set,
@@ -387,7 +474,7 @@ fn tile_distances(
 /// against `set`.
 #[derive(Clone, Copy)]
 struct SearchRange<'a> {
-    set: &'a PointSet,
+    set: &'a PointSet<'a>,
     queries: &'a [f64],
     first: usize,
     k: usize,
@@ -484,6 +571,7 @@ fn search_range(share: SearchRange<'_>, out_indices: &mut [u32], out_distances: 
     let count = filled.len();
     let n_tiles = set.len.div_ceil(TILE);
     let tile_width = dim * TILE;
+    let tiles = set.tiles();
     for group_start in (0..count).step_by(QUERY_GROUP) {
         let group_len = QUERY_GROUP.min(count - group_start);
         for block_start in (0..n_tiles).step_by(BLOCK_TILES) {
@@ -506,7 +594,7 @@ fn search_range(share: SearchRange<'_>, out_indices: &mut [u32], out_distances: 
                     })
                 });
                 for t in block_start..block_end {
-                    let tile = &set.tiles[t * tile_width..(t + 1) * tile_width];
+                    let tile = &tiles[t * tile_width..(t + 1) * tile_width];
                     let limits: [f64; QUAD] = std::array::from_fn(|j| match &tops[j] {
                         Some(top) if top.filled == k => top.distances[k - 1],
                         Some(_) => f64::INFINITY,

@@ -163,17 +163,81 @@ fn fits_matrix_depth(dim: usize) -> bool {
     3 * dim <= DEPTH
 }
 
+/// A buffer whose first element sits on a 64-byte boundary, so that a
+/// 64-byte row of it (a tile row of the matrix unit, an AVX-512 register of
+/// `f32`) is one cache line, not two: a large `Vec` comes from `mmap`
+/// 16 bytes past a page boundary, and every row of it then straddles a
+/// line.
+#[derive(Debug)]
+struct LineAligned<T> {
+    data: Vec<T>,
+    start: usize,
+    len: usize,
+}
+
+impl<T: Copy> LineAligned<T> {
+    const LINE: usize = 64;
+
+    /// `len` copies of `value`.
+    fn filled(value: T, len: usize) -> Self {
+        let spare = Self::LINE / size_of::<T>();
+        let data = vec![value; len + spare];
+        // `align_offset` may decline (`usize::MAX`); the buffer is then
+        // still correct, only unaligned.
+        let start = data.as_ptr().align_offset(Self::LINE).min(spare);
+        Self { data, start, len }
+    }
+
+    fn as_slice(&self) -> &[T] {
+        &self.data[self.start..self.start + self.len]
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.data[self.start..self.start + self.len]
+    }
+}
+
+impl<T: Copy> std::ops::Deref for LineAligned<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        self.as_slice()
+    }
+}
+
+impl<T: Copy> Clone for LineAligned<T> {
+    /// A fresh aligned buffer (a cloned `Vec` could sit anywhere).
+    fn clone(&self) -> Self {
+        let slice = self.as_slice();
+        let Some(&first) = slice.first() else {
+            return Self {
+                data: Vec::new(),
+                start: 0,
+                len: 0,
+            };
+        };
+        let mut copy = Self::filled(first, slice.len());
+        copy.as_mut_slice().copy_from_slice(slice);
+        copy
+    }
+}
+
+/// A value starting on a 64-byte boundary (see [`LineAligned`]).
+#[derive(Debug, Clone, Copy)]
+#[repr(align(64))]
+struct LineStart<T>(T);
+
 /// The estimates' copy of the points, per engine.
 #[derive(Debug, Clone)]
 enum Copies {
     /// `tiles[(i / FTILE) * dim * FTILE + d * FTILE + i % FTILE]` is the
     /// scaled, centred coordinate `d` of point `i`; padding lanes are 0.
-    Vector { tiles: Vec<f32> },
+    Vector { tiles: LineAligned<f32> },
     /// Per tile of [`FTILE`] points, two blocks of [`TILE_CHUNK`] `bf16`
     /// values in the unit's pair layout (see [`TileUnit::dots`]), of each
     /// point's depth row `[hi, lo, hi]` (zero-padded to [`DEPTH`]); a
     /// query's row is `[hi, hi, lo]`.
-    Matrix { tiles: Vec<u16> },
+    Matrix { tiles: LineAligned<u16> },
 }
 
 /// A point set's reduced-precision copy (per engine) and the terms of its
@@ -184,7 +248,7 @@ pub(super) struct Prefilter {
     /// Each point's share of an estimate's lower end, `(1 - c) |x|^2` for
     /// the bound's coefficient `c`; `+inf` on padding lanes, so that no
     /// estimate there passes.
-    lower_terms: Vec<f32>,
+    lower_terms: LineAligned<f32>,
     centre: Vec<f64>,
     /// A power of two: exact to apply, and `scale^2` is exact too.
     scale: f64,
@@ -200,20 +264,17 @@ pub(super) struct Prefilter {
 }
 
 impl Prefilter {
-    /// From the exact kernel's tiles (`TILE` points per tile); `None` when
-    /// the coordinates do not fit.
-    pub(super) fn new(exact_tiles: &[f64], dim: usize, len: usize, engine: Engine) -> Option<Self> {
+    /// From `set`'s points; `None` when the coordinates do not fit.
+    pub(super) fn new(set: &PointSet<'_>, engine: Engine) -> Option<Self> {
+        let (dim, len) = (set.dim, set.len);
         if len == 0 || dim == 0 {
             return None;
         }
-        // Every pass reads the exact tiles in memory order (tile, dimension,
-        // lane); `lanes(t)` is how many of tile `t`'s lanes hold points.
-        let exact_chunks = exact_tiles.chunks_exact(dim * TILE);
-        let lanes = |t: usize| TILE.min(len - t * TILE);
+        let mut buffer = vec![0.0; dim];
         let mut centre = vec![0.0; dim];
-        for (t, tile) in exact_chunks.clone().enumerate() {
-            for (column, c) in tile.chunks_exact(TILE).zip(centre.iter_mut()) {
-                *c += column[..lanes(t)].iter().sum::<f64>();
+        for i in 0..len {
+            for (c, v) in centre.iter_mut().zip(set.point(i, &mut buffer)) {
+                *c += v;
             }
         }
         centre.iter_mut().for_each(|c| *c /= len as f64);
@@ -222,18 +283,16 @@ impl Prefilter {
         if !centre.iter().all(|c| c.is_finite()) {
             return None;
         }
-        // A running maximum per lane, so that whole tiles take vector
-        // maxima; the maximum of maxima is the same value.
-        let mut per_lane = [0.0f64; TILE];
-        for (t, tile) in exact_chunks.clone().enumerate() {
-            let n = lanes(t);
-            for (column, c) in tile.chunks_exact(TILE).zip(&centre) {
-                for (m, v) in per_lane[..n].iter_mut().zip(&column[..n]) {
-                    *m = m.max((v - c).abs());
-                }
+        // A running maximum per dimension (vector maxima across a row); the
+        // maximum of maxima is the same value.
+        let mut per_dimension = vec![0.0f64; dim];
+        for i in 0..len {
+            let point = set.point(i, &mut buffer);
+            for ((m, v), c) in per_dimension.iter_mut().zip(point).zip(&centre) {
+                *m = m.max((v - c).abs());
             }
         }
-        let largest = per_lane.iter().fold(0.0f64, |a, &b| a.max(b));
+        let largest = per_dimension.iter().fold(0.0f64, |a, &b| a.max(b));
         if !largest.is_finite() {
             return None;
         }
@@ -250,25 +309,24 @@ impl Prefilter {
             Engine::Vector => {
                 let coefficient = 2.0 * (2.0 * dim as f32 + 8.0) * UNIT_ROUNDOFF;
                 let n_tiles = len.div_ceil(FTILE);
-                let mut tiles = vec![0.0f32; n_tiles * dim * FTILE];
-                let mut lower_terms = vec![f32::INFINITY; n_tiles * FTILE];
-                for (t, tile) in exact_chunks.enumerate() {
-                    let mut sums = [0.0f32; TILE];
-                    for (d, (column, &c)) in tile.chunks_exact(TILE).zip(&centre).enumerate() {
-                        for (lane, (&v, sum)) in
-                            column.iter().zip(&mut sums).enumerate().take(lanes(t))
-                        {
-                            let i = t * TILE + lane;
-                            let v = scaled(v, c) as f32;
-                            tiles[(i / FTILE) * dim * FTILE + d * FTILE + i % FTILE] = v;
-                            *sum += v * v;
-                        }
+                let mut tile_buffer = LineAligned::filled(0.0f32, n_tiles * dim * FTILE);
+                let mut term_buffer = LineAligned::filled(f32::INFINITY, n_tiles * FTILE);
+                let (tiles, lower_terms) = (tile_buffer.as_mut_slice(), term_buffer.as_mut_slice());
+                for (i, term) in lower_terms.iter_mut().enumerate().take(len) {
+                    let mut sum = 0.0f32;
+                    let base = (i / FTILE) * dim * FTILE + i % FTILE;
+                    for (d, (&v, &c)) in set.point(i, &mut buffer).iter().zip(&centre).enumerate() {
+                        let v = scaled(v, c) as f32;
+                        tiles[base + d * FTILE] = v;
+                        sum += v * v;
                     }
-                    for (lane, sum) in sums.iter().enumerate().take(lanes(t)) {
-                        lower_terms[t * TILE + lane] = (1.0 - coefficient) * sum;
-                    }
+                    *term = (1.0 - coefficient) * sum;
                 }
-                (Copies::Vector { tiles }, lower_terms, coefficient)
+                (
+                    Copies::Vector { tiles: tile_buffer },
+                    term_buffer,
+                    coefficient,
+                )
             }
             Engine::Matrix => {
                 if !fits_matrix_depth(dim) {
@@ -281,9 +339,7 @@ impl Prefilter {
                     1
                 };
                 let points = ScaledPoints {
-                    exact: exact_tiles,
-                    dim,
-                    len,
+                    set,
                     centre: &centre,
                     scale,
                 };
@@ -392,11 +448,9 @@ fn times_minus_two(half: u16) -> u16 {
     matrix::to_bf16(-2.0 * matrix::from_bf16(half))
 }
 
-/// A set's exact tiles with the centre and scale the prefilter applies.
+/// A set's points with the centre and scale the prefilter applies.
 struct ScaledPoints<'a> {
-    exact: &'a [f64],
-    dim: usize,
-    len: usize,
+    set: &'a PointSet<'a>,
     centre: &'a [f64],
     scale: f64,
 }
@@ -405,13 +459,18 @@ impl ScaledPoints<'_> {
     /// The matrix engine's tiles and lower terms, converted on `threads`
     /// cores (each point on its own, so shares of whole tiles give the
     /// same bits as one piece).
-    fn matrix_copies(&self, coefficient: f32, threads: usize) -> (Vec<u16>, Vec<f32>) {
-        let n_tiles = self.len.div_ceil(FTILE);
-        let mut tiles = vec![0u16; n_tiles * POINT_TILE];
-        let mut lower_terms = vec![f32::INFINITY; n_tiles * FTILE];
+    fn matrix_copies(
+        &self,
+        coefficient: f32,
+        threads: usize,
+    ) -> (LineAligned<u16>, LineAligned<f32>) {
+        let n_tiles = self.set.len.div_ceil(FTILE);
+        let mut tile_buffer = LineAligned::filled(0u16, n_tiles * POINT_TILE);
+        let mut term_buffer = LineAligned::filled(f32::INFINITY, n_tiles * FTILE);
+        let (tiles, lower_terms) = (tile_buffer.as_mut_slice(), term_buffer.as_mut_slice());
         let share = n_tiles.div_ceil(threads.max(1)).max(1);
         if threads <= 1 {
-            self.matrix_share(coefficient, 0, &mut tiles, &mut lower_terms);
+            self.matrix_share(coefficient, 0, tiles, lower_terms);
         } else {
             std::thread::scope(|scope| {
                 let tile_shares = tiles.chunks_mut(share * POINT_TILE);
@@ -421,7 +480,7 @@ impl ScaledPoints<'_> {
                 }
             });
         }
-        (tiles, lower_terms)
+        (tile_buffer, term_buffer)
     }
 
     /// Tiles from `first_tile` on, as many as `lower_terms` covers.
@@ -432,7 +491,7 @@ impl ScaledPoints<'_> {
         tiles: &mut [u16],
         lower_terms: &mut [f32],
     ) {
-        let dim = self.dim;
+        let dim = self.set.dim;
         // Where depth `k` of point 0 of a tile goes (point `p` is `2 p`
         // further): chunk, row of the pair, place in the pair.
         let depth_offsets: Vec<usize> = (0..3 * dim)
@@ -444,14 +503,14 @@ impl ScaledPoints<'_> {
             &depth_offsets[2 * dim..],
         );
         let start = first_tile * FTILE;
-        let end = (start + lower_terms.len()).min(self.len);
+        let end = (start + lower_terms.len()).min(self.set.len);
+        let mut buffer = vec![0.0; dim];
         for i in start..end {
-            let tile = &self.exact[(i / TILE) * dim * TILE..][..dim * TILE];
-            let lane = i % TILE;
+            let point = self.set.point(i, &mut buffer);
             let base = (i / FTILE - first_tile) * POINT_TILE + (i % FTILE) * 2;
             let mut norm = 0.0f64;
-            for d in 0..dim {
-                let scaled = (tile[d * TILE + lane] - self.centre[d]) * self.scale;
+            for (d, (&v, &c)) in point.iter().zip(self.centre).enumerate() {
+                let scaled = (v - c) * self.scale;
                 let (hi, lo, value) = split(scaled);
                 tiles[base + first[d]] = hi;
                 tiles[base + second[d]] = lo;
@@ -527,15 +586,24 @@ fn block_stride(n_blocks: usize) -> usize {
 }
 
 /// The exact squared distance of point `i` to `query`: the exact kernel's
-/// arithmetic, in its order (so the same bits).
+/// arithmetic, in its order (so the same bits), from the set's rows (or,
+/// for a set made as tiles, its tile).
 #[inline(always)]
-fn exact_squared_distance(set: &PointSet, i: usize, query: &[f64]) -> f64 {
+fn exact_squared_distance(set: &PointSet<'_>, i: usize, query: &[f64]) -> f64 {
     let dim = set.dim;
-    let base = (i / TILE) * dim * TILE + i % TILE;
     let mut sum = 0.0;
-    for (d, &q) in query.iter().enumerate() {
-        let u = set.tiles[base + d * TILE] - q;
-        sum += u * u;
+    if set.rows.is_empty() {
+        let tiles = set.tiles();
+        let base = (i / TILE) * dim * TILE + i % TILE;
+        for (d, &q) in query.iter().enumerate() {
+            let u = tiles[base + d * TILE] - q;
+            sum += u * u;
+        }
+    } else {
+        for (&x, &q) in set.rows[i * dim..(i + 1) * dim].iter().zip(query) {
+            let u = x - q;
+            sum += u * u;
+        }
     }
     sum
 }
@@ -558,7 +626,7 @@ pub(super) fn search_range<S: Simd>(
         Copies::Vector { tiles } => {
             let mut dots = VectorDots {
                 simd,
-                tiles,
+                tiles: tiles.as_slice(),
                 tile_width: dim * FTILE,
                 coordinates: &prepared.coordinates,
                 dim,
@@ -583,11 +651,14 @@ pub(super) fn search_range<S: Simd>(
             };
             let mut dots = MatrixDots {
                 unit,
-                tiles,
+                tiles: tiles.as_slice(),
                 rows: &prepared.rows,
-                group_rows: vec![0; group_len(MATRIX_GROUP, QUERY_ROWS, share_queries) * DEPTH],
+                group_rows: LineAligned::filled(
+                    0,
+                    group_len(MATRIX_GROUP, QUERY_ROWS, share_queries) * DEPTH,
+                ),
                 loaded_pass: None,
-                out: [[0.0; POINT_COLUMNS]; QUERY_ROWS],
+                out: LineStart([[0.0; POINT_COLUMNS]; QUERY_ROWS]),
             };
             scan(
                 &mut dots,
@@ -668,10 +739,11 @@ struct MatrixDots<'a> {
     tiles: &'a [u16],
     rows: &'a [u16],
     /// The group's query rows (a short group repeats its last query).
-    group_rows: Vec<u16>,
+    group_rows: LineAligned<u16>,
     /// The group's pass whose queries the unit holds.
     loaded_pass: Option<usize>,
-    out: [[f32; POINT_COLUMNS]; QUERY_ROWS],
+    /// The unit's products, stored by rows of 64 bytes.
+    out: LineStart<[[f32; POINT_COLUMNS]; QUERY_ROWS]>,
 }
 
 impl Dots<QUERY_ROWS, POINT_COLUMNS> for MatrixDots<'_> {
@@ -679,7 +751,12 @@ impl Dots<QUERY_ROWS, POINT_COLUMNS> for MatrixDots<'_> {
 
     #[inline(always)]
     fn load_group(&mut self, first: usize, count: usize) {
-        for (j, row) in self.group_rows.chunks_exact_mut(DEPTH).enumerate() {
+        for (j, row) in self
+            .group_rows
+            .as_mut_slice()
+            .chunks_exact_mut(DEPTH)
+            .enumerate()
+        {
             let q = first + j.min(count - 1);
             row.copy_from_slice(&self.rows[q * DEPTH..(q + 1) * DEPTH]);
         }
@@ -696,9 +773,9 @@ impl Dots<QUERY_ROWS, POINT_COLUMNS> for MatrixDots<'_> {
         }
         self.unit.dots(
             &self.tiles[tile * POINT_TILE..(tile + 1) * POINT_TILE],
-            &mut self.out,
+            &mut self.out.0,
         );
-        &self.out
+        &self.out.0
     }
 }
 
@@ -718,7 +795,8 @@ fn scan<const Q: usize, const P: usize, D: Dots<Q, P>>(
     let SearchRange { set, first, k, .. } = share;
     let mut filled = share.empty_answers(out_indices, out_distances);
     let count = filled.len();
-    let n_tiles = prefilter.lower_terms.len() / FTILE;
+    let lower_terms = prefilter.lower_terms.as_slice();
+    let n_tiles = lower_terms.len() / FTILE;
     let tiles_per_step = P / FTILE;
     let n_blocks = n_tiles.div_ceil(BLOCK_TILES);
     let stride = block_stride(n_blocks);
@@ -762,7 +840,7 @@ fn scan<const Q: usize, const P: usize, D: Dots<Q, P>>(
                         .map_or(f32::NEG_INFINITY, |top| threshold_of(top, j))
                 });
                 for t in (block_start..block_end).step_by(tiles_per_step) {
-                    let point_terms = &prefilter.lower_terms[t * FTILE..t * FTILE + P];
+                    let point_terms = &lower_terms[t * FTILE..t * FTILE + P];
                     let dots = engine.dots(p, t);
                     for (j, (products, top)) in dots.iter().zip(tops.iter_mut()).enumerate() {
                         let lower = |lane: usize| point_terms[lane] + products[lane];
@@ -812,24 +890,52 @@ mod tests {
         // Five whole prefilter tiles and three points of a sixth.
         let len = 5 * FTILE + 3;
         let rows: Vec<f64> = (0..len * dim).map(|_| rng.uniform() * 10.0 - 4.0).collect();
-        let set = PointSet::tiles_from_subset(&rows, dim, &(0..len).collect::<Vec<_>>());
+        let all: Vec<usize> = (0..len).collect();
         let centre: Vec<f64> = (0..dim).map(|d| d as f64 * 0.1).collect();
+        let coefficient = matrix_coefficient(dim);
+        let from_rows = PointSet::from_rows(&rows, dim);
         let points = ScaledPoints {
-            exact: &set.tiles,
-            dim,
-            len,
+            set: &from_rows,
             centre: &centre,
             scale: 0.125,
         };
-        let coefficient = matrix_coefficient(dim);
         let (tiles, terms) = points.matrix_copies(coefficient, 1);
         assert!(terms[..len].iter().all(|t| t.is_finite() && *t > 0.0));
         assert!(terms[len..].iter().all(|t| *t == f32::INFINITY));
         for threads in [2, 3, 4, 16] {
             let (shared_tiles, shared_terms) = points.matrix_copies(coefficient, threads);
-            assert_eq!(shared_tiles, tiles, "{threads}");
-            assert_eq!(shared_terms, terms, "{threads}");
+            assert_eq!(*shared_tiles, *tiles, "{threads}");
+            assert_eq!(*shared_terms, *terms, "{threads}");
         }
+        // A set made as tiles reads the same coordinates from them.
+        let from_tiles = PointSet::tiles_from_subset(&rows, dim, &all);
+        let points = ScaledPoints {
+            set: &from_tiles,
+            centre: &centre,
+            scale: 0.125,
+        };
+        let (shared_tiles, shared_terms) = points.matrix_copies(coefficient, 2);
+        assert_eq!(*shared_tiles, *tiles);
+        assert_eq!(*shared_terms, *terms);
+    }
+
+    #[test]
+    fn line_aligned_buffers_start_on_a_line_and_clone_aligned() {
+        for len in [0, 1, 31, 32, 1_000, 100_000] {
+            let mut buffer = LineAligned::filled(7u16, len);
+            assert_eq!(buffer.len(), len);
+            assert!(buffer.iter().all(|&v| v == 7));
+            if len == 0 {
+                continue;
+            }
+            assert_eq!(buffer.as_ptr() as usize % 64, 0, "{len}");
+            buffer.as_mut_slice()[len - 1] = 9;
+            let copy = buffer.clone();
+            assert_eq!(*copy, *buffer);
+            assert_eq!(copy.as_ptr() as usize % 64, 0, "{len}");
+        }
+        let block = LineStart([0u8; 3]);
+        assert_eq!(&raw const block as usize % 64, 0);
     }
 
     /// The premise of the matrix engine's bound: `hi + lo` is within

@@ -560,7 +560,9 @@ pub const STREAM_TURNOVER: usize = 2;
 pub struct StreamModels {
     reference: Arc<ReferenceSet>,
     space: Vec<f64>,
-    whole: Option<PointSet>,
+    /// The space's points, searched (a copy: the set cannot borrow from
+    /// the struct that holds it).
+    whole: Option<PointSet<'static>>,
     models: Vec<Option<ClassModel>>,
     /// Rows held per class at the snapshot, and eligible rows inserted per
     /// class since.
@@ -660,7 +662,8 @@ impl StreamModels {
                 continue;
             };
             let model = model_slot.get_or_insert_with(|| {
-                let whole = whole.get_or_insert_with(|| PointSet::from_rows(space, reference.dim));
+                let whole = whole
+                    .get_or_insert_with(|| PointSet::from_rows(space, reference.dim).into_owned());
                 ClassModel::build(reference, space, whole, slot, options.k, &options.qc)
             });
             let seeds = sample(&model.weights, amount, ctx.rng);
