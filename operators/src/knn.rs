@@ -743,18 +743,24 @@ mod tests {
         );
         let built = set.prefilter.get().is_some_and(Option::is_some);
         assert_eq!(built, Engine::best(dim).is_some(), "dim={dim}");
+        // A set made as tiles converts and recomputes from its tiles, one
+        // made from rows from its rows: both must answer alike.
+        let all: Vec<usize> = (0..n).collect();
+        let as_tiles = PointSet::tiles_from_subset(rows, dim, &all);
         for engine in Engine::all_available(dim) {
-            let set = set.clone().with_engine(engine);
-            assert_eq!(
-                search(&set, rows, k, Exclude::SelfIndex(&own)),
-                expected_own,
-                "{engine:?} dim={dim}, self excluded"
-            );
-            assert_eq!(
-                search(&set, queries, k, Exclude::Nothing),
-                expected,
-                "{engine:?} dim={dim}"
-            );
+            for (layout, set) in [("rows", &set), ("tiles", &as_tiles)] {
+                let set = set.clone().with_engine(engine);
+                assert_eq!(
+                    search(&set, rows, k, Exclude::SelfIndex(&own)),
+                    expected_own,
+                    "{engine:?} {layout} dim={dim}, self excluded"
+                );
+                assert_eq!(
+                    search(&set, queries, k, Exclude::Nothing),
+                    expected,
+                    "{engine:?} {layout} dim={dim}"
+                );
+            }
         }
         for q in (0..queries.len() / dim).step_by(13) {
             let naive = naive(rows, dim, &queries[q * dim..(q + 1) * dim], k, None);
