@@ -162,11 +162,34 @@ impl<'a> PointSet<'a> {
             return &self.rows[i * dim..(i + 1) * dim];
         }
         let tiles = self.tiles();
-        let base = (i / TILE) * dim * TILE + i % TILE;
+        let base = tile_offset(i, dim);
         for (d, v) in buffer.iter_mut().enumerate().take(dim) {
             *v = tiles[base + d * TILE];
         }
         &buffer[..dim]
+    }
+
+    /// The squared distance of point `i` to `query`: the exact kernel's
+    /// arithmetic, in its order (so the same bits), from the point's row
+    /// (or, for a set made as tiles, its tile).
+    #[inline(always)]
+    fn squared_distance(&self, i: usize, query: &[f64]) -> f64 {
+        let dim = self.dim;
+        let mut sum = 0.0;
+        if self.rows.is_empty() {
+            let tiles = self.tiles();
+            let base = tile_offset(i, dim);
+            for (d, &q) in query.iter().enumerate() {
+                let u = tiles[base + d * TILE] - q;
+                sum += u * u;
+            }
+        } else {
+            for (&x, &q) in self.rows[i * dim..(i + 1) * dim].iter().zip(query) {
+                let u = x - q;
+                sum += u * u;
+            }
+        }
+        sum
     }
 
     /// The prefilter for a search of `n_queries`: made now if there are
@@ -227,12 +250,19 @@ impl<'a> PointSet<'a> {
     }
 }
 
+/// Where coordinate 0 of point `i` sits in tiles of `dim` dimensions
+/// (coordinate `d` is `d * TILE` further).
+#[inline(always)]
+fn tile_offset(i: usize, dim: usize) -> usize {
+    (i / TILE) * dim * TILE + i % TILE
+}
+
 /// `len` points of `dim` coordinates (`point(i)` gives point `i`'s) laid
 /// out as the exact kernel's tiles.
 fn tiles_of<'p>(len: usize, dim: usize, point: impl Fn(usize) -> &'p [f64]) -> Vec<f64> {
     let mut tiles = vec![0.0; len.div_ceil(TILE) * dim * TILE];
     for i in 0..len {
-        let base = (i / TILE) * dim * TILE + i % TILE;
+        let base = tile_offset(i, dim);
         for (d, &v) in point(i).iter().enumerate() {
             tiles[base + d * TILE] = v;
         }

@@ -67,7 +67,7 @@ use pulp::Simd;
 use super::matrix::{
     self, DEPTH, DEPTH_CHUNK, POINT_COLUMNS, POINT_TILE, QUERY_ROWS, TILE_CHUNK, TileUnit,
 };
-use super::{PointSet, SearchRange, TILE, TopK};
+use super::{PointSet, SearchRange, TopK};
 
 /// Points per prefilter tile: one 64-byte line of `f32` per dimension.
 pub(super) const FTILE: usize = 16;
@@ -585,29 +585,6 @@ fn block_stride(n_blocks: usize) -> usize {
     stride
 }
 
-/// The exact squared distance of point `i` to `query`: the exact kernel's
-/// arithmetic, in its order (so the same bits), from the set's rows (or,
-/// for a set made as tiles, its tile).
-#[inline(always)]
-fn exact_squared_distance(set: &PointSet<'_>, i: usize, query: &[f64]) -> f64 {
-    let dim = set.dim;
-    let mut sum = 0.0;
-    if set.rows.is_empty() {
-        let tiles = set.tiles();
-        let base = (i / TILE) * dim * TILE + i % TILE;
-        for (d, &q) in query.iter().enumerate() {
-            let u = tiles[base + d * TILE] - q;
-            sum += u * u;
-        }
-    } else {
-        for (&x, &q) in set.rows[i * dim..(i + 1) * dim].iter().zip(query) {
-            let u = x - q;
-            sum += u * u;
-        }
-    }
-    sum
-}
-
 /// Answer the share's queries (`out_indices.len() / k` of them): the
 /// prefilter's estimates first, exact distances where they cannot rule a
 /// point out.
@@ -859,7 +836,7 @@ fn scan<const Q: usize, const P: usize, D: Dots<Q, P>>(
                         for lane in 0..P {
                             let index = t * FTILE + lane;
                             if lower(lane) <= threshold && index < set.len {
-                                let d2 = exact_squared_distance(set, index, query);
+                                let d2 = set.squared_distance(index, query);
                                 if top.offer_one(d2, index) && top.filled == k {
                                     threshold = threshold_of(top, j);
                                 }
