@@ -777,6 +777,9 @@ fn scan<const Q: usize, const P: usize, D: Dots<Q, P>>(
     let tiles_per_step = P / FTILE;
     let n_blocks = n_tiles.div_ceil(BLOCK_TILES);
     let stride = block_stride(n_blocks);
+    // A step's (query, lane) pairs to recompute, and their distances.
+    let mut candidates = vec![(0usize, 0usize); Q * P];
+    let mut exact = vec![0.0f64; Q * P];
     for group_start in (0..count).step_by(D::GROUP) {
         let group_end = (group_start + D::GROUP).min(count);
         engine.load_group(first + group_start, group_end - group_start);
@@ -819,9 +822,12 @@ fn scan<const Q: usize, const P: usize, D: Dots<Q, P>>(
                 for t in (block_start..block_end).step_by(tiles_per_step) {
                     let point_terms = &lower_terms[t * FTILE..t * FTILE + P];
                     let dots = engine.dots(p, t);
-                    for (j, (products, top)) in dots.iter().zip(tops.iter_mut()).enumerate() {
+                    // The (query, lane) pairs the estimates cannot rule out,
+                    // against the thresholds as the step began.
+                    let mut pending = 0;
+                    for (j, products) in dots.iter().enumerate() {
                         let lower = |lane: usize| point_terms[lane] + products[lane];
-                        let mut threshold = thresholds[j];
+                        let threshold = thresholds[j];
                         let mut any = false;
                         for lane in 0..P {
                             any |= lower(lane) <= threshold;
@@ -829,20 +835,35 @@ fn scan<const Q: usize, const P: usize, D: Dots<Q, P>>(
                         if !any {
                             continue;
                         }
-                        let Some(top) = top else {
+                        for lane in 0..P {
+                            // Appended without a branch: the pair is written
+                            // always, counted only when it passes.
+                            candidates[pending] = (j, lane);
+                            pending += usize::from(lower(lane) <= threshold);
+                        }
+                    }
+                    if pending == 0 {
+                        continue;
+                    }
+                    // Their exact distances first, all at once: each is a
+                    // chain of `dim` dependent additions, and independent
+                    // chains overlap where one at a time would wait on each.
+                    for (&(j, lane), d2) in candidates[..pending].iter().zip(&mut exact) {
+                        let index = (t * FTILE + lane).min(set.len - 1);
+                        *d2 = set.squared_distance(index, share.query(pass_start + j));
+                    }
+                    // Then offered in (query, lane) order. A pair a tighter
+                    // threshold would have skipped is offered too, and
+                    // enters only if it precedes the query's k-th: the
+                    // answer is the same.
+                    for (&(j, lane), &d2) in candidates[..pending].iter().zip(&exact) {
+                        let index = t * FTILE + lane;
+                        let Some(top) = tops[j].as_mut() else {
                             continue;
                         };
-                        let query = share.query(pass_start + j);
-                        for lane in 0..P {
-                            let index = t * FTILE + lane;
-                            if lower(lane) <= threshold && index < set.len {
-                                let d2 = set.squared_distance(index, query);
-                                if top.offer_one(d2, index) && top.filled == k {
-                                    threshold = threshold_of(top, j);
-                                }
-                            }
+                        if index < set.len && top.offer_one(d2, index) && top.filled == k {
+                            thresholds[j] = threshold_of(top, j);
                         }
-                        thresholds[j] = threshold;
                     }
                 }
                 for (j, top) in tops.iter().enumerate() {
