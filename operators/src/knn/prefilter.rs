@@ -270,11 +270,25 @@ impl Prefilter {
         if len == 0 || dim == 0 {
             return None;
         }
+        // One pass for the sums and each dimension's extremes: `|v - c|`
+        // rounds monotonically in `v` on either side of `c`, so its
+        // largest value over the set is at the smallest or the largest `v`,
+        // the same value a second pass over every `v` would find.
         let mut buffer = vec![0.0; dim];
         let mut centre = vec![0.0; dim];
+        let mut smallest = vec![f64::INFINITY; dim];
+        let mut greatest = vec![f64::NEG_INFINITY; dim];
         for i in 0..len {
-            for (c, v) in centre.iter_mut().zip(set.point(i, &mut buffer)) {
+            let point = set.point(i, &mut buffer);
+            for (((c, lo), hi), &v) in centre
+                .iter_mut()
+                .zip(&mut smallest)
+                .zip(&mut greatest)
+                .zip(point)
+            {
                 *c += v;
+                *lo = lo.min(v);
+                *hi = hi.max(v);
             }
         }
         centre.iter_mut().for_each(|c| *c /= len as f64);
@@ -283,16 +297,12 @@ impl Prefilter {
         if !centre.iter().all(|c| c.is_finite()) {
             return None;
         }
-        // A running maximum per dimension (vector maxima across a row); the
-        // maximum of maxima is the same value.
-        let mut per_dimension = vec![0.0f64; dim];
-        for i in 0..len {
-            let point = set.point(i, &mut buffer);
-            for ((m, v), c) in per_dimension.iter_mut().zip(point).zip(&centre) {
-                *m = m.max((v - c).abs());
-            }
-        }
-        let largest = per_dimension.iter().fold(0.0f64, |a, &b| a.max(b));
+        let largest = centre
+            .iter()
+            .zip(smallest.iter().zip(&greatest))
+            .fold(0.0f64, |a, (c, (lo, hi))| {
+                a.max((lo - c).abs()).max((hi - c).abs())
+            });
         if !largest.is_finite() {
             return None;
         }
