@@ -859,6 +859,9 @@ fn scan<const Q: usize, const P: usize, D: Dots<Q, P>>(
                     // chain of `dim` dependent additions, and independent
                     // chains overlap where one at a time would wait on each.
                     for (&(j, lane), d2) in candidates[..pending].iter().zip(&mut exact) {
+                        // A padding lane past the last point passes only an
+                        // unfilled answer's infinite threshold: measured to
+                        // the last point instead, and never offered.
                         let index = (t * FTILE + lane).min(set.len - 1);
                         *d2 = set.squared_distance(index, share.query(pass_start + j));
                     }
