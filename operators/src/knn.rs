@@ -81,7 +81,7 @@ impl<'a> PointSet<'a> {
     /// copies them into its own order).
     pub fn from_rows(rows: &'a [f64], dim: usize) -> Self {
         let len = rows.len().checked_div(dim).unwrap_or(0);
-        if (1..=TREE_MAX_DIM).contains(&dim) && len >= TREE_MIN_POINTS {
+        if searched_by_tree(dim, len) {
             let all: Vec<usize> = (0..len).collect();
             return Self::tree_from_subset(rows, dim, &all);
         }
@@ -110,7 +110,7 @@ impl<'a> PointSet<'a> {
     /// From the rows of `rows` (row-major, `dim` wide) listed in `subset`,
     /// gathered row-major (or into a tree).
     pub fn from_subset(rows: &[f64], dim: usize, subset: &[usize]) -> Self {
-        if (1..=TREE_MAX_DIM).contains(&dim) && subset.len() >= TREE_MIN_POINTS {
+        if searched_by_tree(dim, subset.len()) {
             return Self::tree_from_subset(rows, dim, subset);
         }
         let mut gathered = Vec::with_capacity(subset.len() * dim);
@@ -248,6 +248,12 @@ impl<'a> PointSet<'a> {
     pub fn dim(&self) -> usize {
         self.dim
     }
+}
+
+/// Whether a set of `len` points in `dim` dimensions is searched through a
+/// k-d tree (few dimensions, enough points) rather than by brute force.
+fn searched_by_tree(dim: usize, len: usize) -> bool {
+    (1..=TREE_MAX_DIM).contains(&dim) && len >= TREE_MIN_POINTS
 }
 
 /// Where coordinate 0 of point `i` sits in tiles of `dim` dimensions

@@ -19,8 +19,9 @@ impl ClassNeighbours {
 }
 
 pub fn class_neighbours(space: &[f64], dim: usize, members: &[usize], k: usize) -> ClassNeighbours {
-    let set = PointSet::from_subset(space, dim, members);
+    // The members are both the set and the queries: gathered once.
     let queries = gather(space, dim, members);
+    let set = PointSet::from_rows(&queries, dim);
     let own: Vec<u32> = (0..members.len() as u32).collect();
     let found = search(&set, &queries, k, Exclude::SelfIndex(&own));
     let k = found.k();
