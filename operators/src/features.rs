@@ -142,16 +142,6 @@ pub struct BatchFeatures {
     pub complete: Vec<bool>,
 }
 
-/// Class slots of a batch's rows, found without copying its features out
-/// (what [`BatchFeatures`] holds besides the values).
-#[derive(Debug)]
-pub struct BatchSlots {
-    /// Class slot of each row, `None` for an ineligible row.
-    pub slots: Vec<Option<usize>>,
-    /// Class slot of each labelled row (eligible or not), for class counts.
-    pub labelled: Vec<Option<usize>>,
-}
-
 /// Whether feature value `v` of row `row` can be used: present (not NULL
 /// in `nulls`) and finite. A row is eligible when all its values are.
 #[inline(always)]
@@ -159,73 +149,57 @@ fn usable(nulls: Option<&NullBuffer>, row: usize, v: f64) -> bool {
     nulls.is_none_or(|n| n.is_valid(row)) && v.is_finite()
 }
 
-/// The class slots [`batch_features`] would give, reading the feature
-/// columns only to check that each value is present and finite.
-pub fn batch_slots(
+/// Each row's class slot, `None` for a NULL label, read without the
+/// features: a bounded input holds its batches as they came and checks
+/// the eligibility of only the rows it reads, with [`gather_eligible`]
+/// (a method that fills the minority from its own rows never reads the
+/// majority's features).
+pub fn batch_labels(
     batch: &RecordBatch,
     label_index: usize,
-    feature_indices: &[usize],
     classes: &mut ClassIndex,
-) -> Result<BatchSlots> {
-    let rows = batch.num_rows();
-    let mut complete = vec![true; rows];
-    for &column in feature_indices {
-        let as_f64: ArrayRef = cast(batch.column(column), &DataType::Float64)?;
-        let array = as_f64.as_primitive::<Float64Type>();
-        match array.nulls() {
-            // The common case, as its own loop: it vectorizes.
-            None => {
-                for (ok, &v) in complete.iter_mut().zip(array.values()) {
-                    *ok &= v.is_finite();
-                }
-            }
-            nulls => {
-                for ((ok, &v), row) in complete.iter_mut().zip(array.values()).zip(0..) {
-                    *ok &= usable(nulls, row, v);
-                }
-            }
-        }
-    }
-    class_slots(batch, label_index, &complete, classes)
-}
-
-/// Each row's class slot, and for rows whose features are `complete`, the
-/// slot they are eligible in.
-fn class_slots(
-    batch: &RecordBatch,
-    label_index: usize,
-    complete: &[bool],
-    classes: &mut ClassIndex,
-) -> Result<BatchSlots> {
+) -> Result<Vec<Option<usize>>> {
     let mut labelled = Vec::with_capacity(batch.num_rows());
     for_each_class(batch.column(label_index), |_, class| {
         labelled.push(class.map(|c| classes.slot(c)));
     })?;
-    let slots = labelled
-        .iter()
-        .zip(complete)
-        .map(|(slot, ok)| if *ok { *slot } else { None })
-        .collect();
-    Ok(BatchSlots { slots, labelled })
+    Ok(labelled)
 }
 
-/// The features of `rows` of `batch`, row-major, as [`batch_features`]
-/// reads them (the rows must be eligible).
-pub fn gather_features(
+/// The eligible rows among `rows` of `batch` (every feature present and
+/// finite, as [`batch_features`] decides) and their features, row-major.
+/// Eligibility is checked as the values are copied: one pass over them.
+pub fn gather_eligible(
     batch: &RecordBatch,
     feature_indices: &[usize],
     rows: &[u32],
-) -> Result<Vec<f64>> {
+) -> Result<(Vec<u32>, Vec<f64>)> {
     let dim = feature_indices.len();
     let mut values = vec![0.0; rows.len() * dim];
+    let mut complete = vec![true; rows.len()];
     for (d, &column) in feature_indices.iter().enumerate() {
         let as_f64: ArrayRef = cast(batch.column(column), &DataType::Float64)?;
-        let column = as_f64.as_primitive::<Float64Type>().values();
-        for (i, &row) in rows.iter().enumerate() {
-            values[i * dim + d] = column[row as usize];
+        let array = as_f64.as_primitive::<Float64Type>();
+        let (column, nulls) = (array.values(), array.nulls());
+        for (i, (ok, &row)) in complete.iter_mut().zip(rows).enumerate() {
+            let v = column[row as usize];
+            values[i * dim + d] = v;
+            *ok &= usable(nulls, row as usize, v);
         }
     }
-    Ok(values)
+    if complete.iter().all(|&ok| ok) {
+        return Ok((rows.to_vec(), values));
+    }
+    // Ineligible rows are rare: close the gaps they leave, in place.
+    let mut kept = Vec::with_capacity(rows.len());
+    for (i, &row) in rows.iter().enumerate() {
+        if complete[i] {
+            values.copy_within(i * dim..(i + 1) * dim, kept.len() * dim);
+            kept.push(row);
+        }
+    }
+    values.truncate(kept.len() * dim);
+    Ok((kept, values))
 }
 
 /// Up to this many classes, [`ClassIndex::slot`] scans instead of hashing.
@@ -309,7 +283,12 @@ pub fn batch_features(
             }
         }
     }
-    let BatchSlots { slots, labelled } = class_slots(batch, label_index, &complete, classes)?;
+    let labelled = batch_labels(batch, label_index, classes)?;
+    let slots = labelled
+        .iter()
+        .zip(&complete)
+        .map(|(slot, ok)| if *ok { *slot } else { None })
+        .collect();
     Ok(BatchFeatures {
         dim,
         values,
@@ -317,4 +296,75 @@ pub fn batch_features(
         labelled,
         complete,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Float64Array, Int32Array, Int64Array};
+    use datafusion::arrow::datatypes::Field;
+    use std::sync::Arc;
+
+    #[test]
+    fn gathered_rows_are_the_eligible_ones_with_batch_features_values() -> Result<()> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Float64, true),
+            Field::new("label", DataType::Int64, true),
+            Field::new("b", DataType::Int32, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Float64Array::from(vec![
+                    Some(0.5),
+                    Some(f64::NAN),
+                    Some(2.5),
+                    None,
+                    Some(4.5),
+                    Some(f64::NEG_INFINITY),
+                    Some(6.5),
+                ])),
+                Arc::new(Int64Array::from(vec![
+                    Some(1),
+                    Some(1),
+                    None,
+                    Some(0),
+                    Some(1),
+                    Some(0),
+                    Some(0),
+                ])),
+                Arc::new(Int32Array::from(vec![
+                    Some(10),
+                    Some(11),
+                    Some(12),
+                    Some(13),
+                    None,
+                    Some(15),
+                    Some(16),
+                ])),
+            ],
+        )?;
+        let mut classes = ClassIndex::default();
+        let features = batch_features(&batch, 1, &[0, 2], &mut classes)?;
+        let labelled = batch_labels(&batch, 1, &mut classes)?;
+        assert_eq!(labelled, features.labelled);
+        // Every labelled row asked for; the eligible ones come back.
+        let asked: Vec<u32> = (0..7).filter(|&r| labelled[r as usize].is_some()).collect();
+        let (kept, values) = gather_eligible(&batch, &[0, 2], &asked)?;
+        let eligible: Vec<u32> = (0..7)
+            .filter(|&r| features.slots[r as usize].is_some())
+            .collect();
+        assert_eq!(kept, eligible);
+        assert_eq!(kept, [0, 6]);
+        let expected: Vec<f64> = kept
+            .iter()
+            .flat_map(|&r| features.values[r as usize * 2..][..2].to_vec())
+            .collect();
+        assert_eq!(values, expected);
+        assert_eq!(values, [0.5, 10.0, 6.5, 16.0]);
+        // All eligible: the rows as asked, in the order asked.
+        let (kept, values) = gather_eligible(&batch, &[0, 2], &[6, 0])?;
+        assert_eq!((kept, values), (vec![6, 0], vec![6.5, 16.0, 0.5, 10.0]));
+        Ok(())
+    }
 }

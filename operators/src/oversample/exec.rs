@@ -33,7 +33,7 @@ use crate::batch_stream::{
     BatchProcessor, only_child, only_input_stream, processed_stream, single_stream_plan_methods,
     single_stream_properties,
 };
-use crate::features::{BatchFeatures, ClassIndex, batch_features, batch_slots};
+use crate::features::{BatchFeatures, ClassIndex, batch_features, batch_labels};
 use crate::metrics::{ClassLabels, SharedMetrics};
 use crate::rng::Rng;
 use crate::runtime::{ControlSignal, JobRuntime, MetricSet};
@@ -399,15 +399,11 @@ impl Oversampler {
         self.counters.input_rows.add(batch.num_rows());
         let mut out = vec![self.with_marker_columns(batch)?];
         if self.bounded {
-            // Every row is read once, at the end: hold the batch as it is.
-            let slots = batch_slots(
-                batch,
-                self.columns.label_index,
-                &self.columns.feature_indices,
-                &mut self.classes,
-            )?;
-            self.count_labelled(&slots.labelled);
-            self.reservoirs.hold(batch, slots.slots)?;
+            // Every row is read once, at the end: hold the batch as it is
+            // (its features are read, and checked, only then).
+            let labelled = batch_labels(batch, self.columns.label_index, &mut self.classes)?;
+            self.count_labelled(&labelled);
+            self.reservoirs.hold(batch, labelled)?;
         } else {
             let features = batch_features(
                 batch,

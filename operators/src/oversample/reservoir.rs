@@ -25,7 +25,7 @@ use datafusion::common::Result;
 
 use super::neighbourhood::gather;
 use crate::complexity::canonical_order;
-use crate::features::{BatchFeatures, ClassIndex, gather_features};
+use crate::features::{BatchFeatures, ClassIndex, gather_eligible};
 
 #[derive(Debug)]
 struct Chunk {
@@ -48,8 +48,9 @@ struct ClassReservoir {
 #[derive(Debug)]
 struct HeldBatch {
     batch: RecordBatch,
-    /// Class slot of each row, `None` for an ineligible row.
-    slots: Vec<Option<usize>>,
+    /// Class slot of each row, `None` for a NULL label. Whether a row is
+    /// eligible is checked only when its features are read.
+    labelled: Vec<Option<usize>>,
     /// Arrival number of the batch's first row.
     first_arrival: u64,
 }
@@ -64,7 +65,9 @@ pub struct Reservoirs {
     /// Input rows seen so far (the next arrival number).
     arrived: u64,
     /// Batches held whole, newer than every chunk; their rows and their
-    /// eligible rows per class.
+    /// labelled rows per class (eligible or not: eligibility is checked
+    /// when the rows are read, so these bound the eligible rows from
+    /// above).
     held: Vec<HeldBatch>,
     held_rows: usize,
     held_per_class: Vec<usize>,
@@ -85,7 +88,9 @@ impl Reservoirs {
         }
     }
 
-    /// Rows held for class `slot`.
+    /// Rows held for class `slot`: its eligible rows, plus, on a bounded
+    /// input, the labelled rows of the batches still held as they came
+    /// (whose eligibility is checked when they are read).
     pub fn len_of(&self, slot: usize) -> usize {
         self.per_class.get(slot).map_or(0, |r| r.len)
             + self.held_per_class.get(slot).copied().unwrap_or(0)
@@ -117,14 +122,18 @@ impl Reservoirs {
         Ok(())
     }
 
-    /// Hold `batch` as it is, with its rows' class slots (eligible rows
-    /// only): what a bounded input does, whose rows are all read once, at
-    /// the end. Nothing is copied while the held batches total at most
-    /// `capacity` rows and no class exceeds it; past that, every held batch
-    /// is compacted into per-class chunks, as [`Self::insert`] makes them,
-    /// so memory stays bounded by the window.
-    pub fn hold(&mut self, batch: &RecordBatch, slots: Vec<Option<usize>>) -> Result<()> {
-        for &slot in slots.iter().flatten() {
+    /// Hold `batch` as it is, with its rows' class slots (`None` for a
+    /// NULL label): what a bounded input does, whose rows are all read
+    /// once, at the end. Nothing is copied, and no feature is read, while
+    /// the held batches total at most `capacity` rows and no class exceeds
+    /// it; past that, every held batch is compacted into per-class chunks
+    /// of its eligible rows, as [`Self::insert`] makes them, so memory stays
+    /// bounded by the window. Counting labelled rows, an upper bound on the
+    /// eligible ones, compacts no later than counting eligible rows would,
+    /// and compaction keeps each class's newest eligible rows: the
+    /// reference set is the same.
+    pub fn hold(&mut self, batch: &RecordBatch, labelled: Vec<Option<usize>>) -> Result<()> {
+        for &slot in labelled.iter().flatten() {
             if self.held_per_class.len() <= slot {
                 self.held_per_class.resize(slot + 1, 0);
             }
@@ -133,7 +142,7 @@ impl Reservoirs {
         self.held_rows += batch.num_rows();
         self.held.push(HeldBatch {
             batch: batch.clone(),
-            slots,
+            labelled,
             first_arrival: self.arrived,
         });
         self.arrived += batch.num_rows() as u64;
@@ -144,16 +153,25 @@ impl Reservoirs {
         Ok(())
     }
 
-    /// Turn every held batch into per-class chunks (oldest first).
+    /// Turn every held batch into per-class chunks of its eligible rows
+    /// (oldest first).
     fn compact(&mut self) -> Result<()> {
         for held in std::mem::take(&mut self.held) {
-            for (slot, rows) in rows_by_class(&held.slots).into_iter().enumerate() {
-                let rows = &rows[rows.len().saturating_sub(self.capacity)..];
-                if rows.is_empty() {
+            for (slot, rows) in rows_by_class(&held.labelled).into_iter().enumerate() {
+                let (rows, features) = gather_eligible(&held.batch, &self.feature_indices, &rows)?;
+                // Only the newest `capacity` eligible rows can survive.
+                let first = rows.len().saturating_sub(self.capacity);
+                if first == rows.len() {
                     continue;
                 }
-                let features = gather_features(&held.batch, &self.feature_indices, rows)?;
-                self.push_chunk(slot, &held.batch, rows, features, held.first_arrival)?;
+                let features = features[first * self.dim..].to_vec();
+                self.push_chunk(
+                    slot,
+                    &held.batch,
+                    &rows[first..],
+                    features,
+                    held.first_arrival,
+                )?;
             }
         }
         self.held_rows = 0;
@@ -233,14 +251,14 @@ impl Reservoirs {
         let mut arrival = Vec::with_capacity(total);
         let mut members = vec![Vec::new(); classes];
         let mut chunks = Vec::new();
-        // Held batches: the included rows' features, read once per batch.
+        // Held batches: the included classes' eligible rows and their
+        // features, read once per batch.
         let mut held_rows = Vec::with_capacity(self.held.len());
         for held in &self.held {
-            let rows: Vec<u32> = (0..held.slots.len() as u32)
-                .filter(|&r| held.slots[r as usize].is_some_and(&include))
+            let rows: Vec<u32> = (0..held.labelled.len() as u32)
+                .filter(|&r| held.labelled[r as usize].is_some_and(&include))
                 .collect();
-            let values = gather_features(&held.batch, &self.feature_indices, &rows)?;
-            held_rows.push((rows, values));
+            held_rows.push(gather_eligible(&held.batch, &self.feature_indices, &rows)?);
         }
         for slot in (0..classes).filter(|&slot| include(slot)) {
             if let Some(reservoir) = self.per_class.get(slot) {
@@ -260,7 +278,7 @@ impl Reservoirs {
                 let chunk_id = chunks.len() as u32;
                 let mut used = false;
                 for (i, &row) in rows.iter().enumerate() {
-                    if held.slots[row as usize] != Some(slot) {
+                    if held.labelled[row as usize] != Some(slot) {
                         continue;
                     }
                     used = true;
@@ -287,7 +305,7 @@ impl Reservoirs {
     }
 }
 
-/// Row numbers of each class slot's eligible rows, in row order.
+/// Row numbers of each class slot's rows (those with a slot), in row order.
 fn rows_by_class(slots: &[Option<usize>]) -> Vec<Vec<u32>> {
     let mut rows_of: Vec<Vec<u32>> = Vec::new();
     for (row, slot) in slots.iter().enumerate() {
@@ -402,7 +420,7 @@ impl ReferenceSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::{ClassIndex, batch_features, batch_slots};
+    use crate::features::{ClassIndex, batch_features, batch_labels};
     use datafusion::arrow::array::{AsArray, Float64Array, Int64Array};
     use datafusion::arrow::datatypes::Float64Type;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -463,18 +481,27 @@ mod tests {
             let mut inserted = Reservoirs::new(capacity, vec![0]);
             let mut held = Reservoirs::new(capacity, vec![0]);
             for start in 0..5 {
+                // A NULL, a NaN and an infinite feature, in both classes.
                 let xs: Vec<Option<f64>> = (0..4)
-                    .map(|i| (i != 2 || start != 1).then_some(f64::from(start * 4 + i)))
+                    .map(|i| match (start, i) {
+                        (1, 2) => None,
+                        (3, 1) => Some(f64::NAN),
+                        (4, 0) => Some(f64::INFINITY),
+                        _ => Some(f64::from(start * 4 + i)),
+                    })
                     .collect();
                 let b = batch(&xs, &[Some(0), Some(1), Some(0), None])?;
                 let features = batch_features(&b, 1, &[0], &mut classes)?;
-                let slots = batch_slots(&b, 1, &[0], &mut classes)?;
-                assert_eq!(slots.slots, features.slots);
-                assert_eq!(slots.labelled, features.labelled);
+                let labelled = batch_labels(&b, 1, &mut classes)?;
+                assert_eq!(labelled, features.labelled);
                 inserted.insert(&b, &features)?;
-                held.hold(&b, slots.slots)?;
-                assert_eq!(held.len_of(0), inserted.len_of(0));
-                assert_eq!(held.len_of(1), inserted.len_of(1));
+                held.hold(&b, labelled)?;
+                // Held rows count before their eligibility is known: never
+                // fewer than the eligible ones, and never past the window.
+                for slot in 0..2 {
+                    assert!(held.len_of(slot) >= inserted.len_of(slot));
+                    assert!(held.len_of(slot) <= capacity);
+                }
             }
             let (a, b) = (inserted.reference()?, held.reference()?);
             assert_eq!(a.features, b.features, "capacity {capacity}");
@@ -494,7 +521,7 @@ mod tests {
             }
             // Only the classes asked for: class 1's rows alone.
             let ones = held.reference_of(|slot| slot == 1)?;
-            assert_eq!(ones.members[1].len(), held.len_of(1));
+            assert_eq!(ones.members[1].len(), inserted.len_of(1));
             assert!(ones.members[0].is_empty());
             assert!(ones.class_of.iter().all(|&c| c == 1));
         }
