@@ -7,10 +7,11 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray,
 };
+use datafusion::arrow::buffer::{BooleanBuffer, Buffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::{cast, interleave};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, plan_err};
+use datafusion::common::{Result, exec_err, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::EmissionType;
@@ -636,7 +637,10 @@ impl Oversampler {
     fn with_marker_columns(&self, batch: &RecordBatch) -> Result<RecordBatch> {
         let n = batch.num_rows();
         let mut columns = batch.columns().to_vec();
-        columns.push(Arc::new(BooleanArray::from(vec![false; n])));
+        columns.push(Arc::new(BooleanArray::new(
+            BooleanBuffer::new_unset(n),
+            None,
+        )));
         columns.push(Arc::new(StringArray::new_null(n)));
         Ok(RecordBatch::try_new(
             Arc::clone(&self.columns.output_schema),
@@ -725,19 +729,41 @@ pub fn synthetic_batch(
         };
         out.push(to_column_type(values, target, seeds_values.as_ref(), rows)?);
     }
-    out.push(Arc::new(BooleanArray::from(vec![true; rows.len()])));
-    out.push(Arc::new(
-        rows.iter()
-            .map(|r| {
-                Some(if r.duplicate {
-                    "duplicate"
-                } else {
-                    "interpolated"
-                })
-            })
-            .collect::<StringArray>(),
-    ));
+    out.push(Arc::new(BooleanArray::new(
+        BooleanBuffer::new_set(rows.len()),
+        None,
+    )));
+    out.push(Arc::new(kind_column(rows)?));
     Ok(RecordBatch::try_new(Arc::clone(schema), out)?)
+}
+
+/// The `synthetic_kind` of synthetic rows, `interpolated` or `duplicate`,
+/// its buffers written directly (collected, a `StringArray` is appended
+/// value by value).
+fn kind_column(rows: &[Synthetic]) -> Result<StringArray> {
+    const INTERPOLATED: &[u8] = b"interpolated";
+    const DUPLICATE: &[u8] = b"duplicate";
+    let mut offsets = Vec::with_capacity(rows.len() + 1);
+    let mut values = Vec::with_capacity(rows.len() * INTERPOLATED.len());
+    offsets.push(0i32);
+    for row in rows {
+        values.extend_from_slice(if row.duplicate {
+            DUPLICATE
+        } else {
+            INTERPOLATED
+        });
+        let Ok(end) = i32::try_from(values.len()) else {
+            return exec_err!(
+                "a synthetic batch's synthetic_kind exceeds 2 GiB; lower datafusion.execution.batch_size"
+            );
+        };
+        offsets.push(end);
+    }
+    Ok(StringArray::try_new(
+        OffsetBuffer::new(ScalarBuffer::from(offsets)),
+        Buffer::from_vec(values),
+        None,
+    )?)
 }
 
 /// The synthetic rows' feature values, one vector per feature: a

@@ -355,6 +355,15 @@ impl GenerateContext<'_> {
             }
             fill.push((slot, amount));
         }
+        // The methods make about the rows asked for (ADASYN a few fewer,
+        // by its rounding; Borderline-SMOTE none for a class without
+        // seeds in danger): room for them at once, not by repeated
+        // doubling (room never written to is never touched).
+        let total: u64 = fill.iter().map(|&(_, amount)| amount).sum();
+        if let Ok(total) = usize::try_from(total) {
+            // Declined, the rows are made all the same, growing as they go.
+            out.rows.try_reserve(total).ok();
+        }
         fill
     }
 
