@@ -1,6 +1,7 @@
 //! The execution node shared by every oversampling method, its per-stream
 //! state, and how synthetic rows become Arrow columns.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use datafusion::arrow::buffer::{BooleanBuffer, Buffer, OffsetBuffer, ScalarBuffe
 use datafusion::arrow::compute::{cast, interleave};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, exec_err, plan_err};
+use datafusion::common::{Result, exec_err, internal_err, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::EmissionType;
@@ -35,6 +36,7 @@ use crate::batch_stream::{
     single_stream_properties,
 };
 use crate::features::{BatchFeatures, ClassIndex, batch_features, batch_labels};
+use crate::knn::cores;
 use crate::metrics::{ClassLabels, SharedMetrics};
 use crate::rng::Rng;
 use crate::runtime::{ControlSignal, JobRuntime, MetricSet};
@@ -283,8 +285,9 @@ struct Oversampler {
     /// False when the input merges partitions, so that rows arrive in an
     /// order that varies from run to run.
     arrival_order_is_stable: bool,
-    /// Synthetic rows made at the end of bounded input, materialized one
-    /// batch per poll so memory holds one batch of them, not all.
+    /// Synthetic rows made at the end of bounded input, materialized a
+    /// few batches at a time (one per core, on their own threads) and
+    /// emitted one per poll, so memory holds those batches, not all.
     deferred: Option<Deferred>,
     /// QC-SMOTE's class models on a stream, reused between batches.
     stream_models: Option<StreamModels>,
@@ -293,7 +296,10 @@ struct Oversampler {
 struct Deferred {
     reference: Arc<ReferenceSet>,
     rows: Vec<Synthetic>,
+    /// The first row not yet materialized.
     next: usize,
+    /// Batches materialized and not yet emitted, in order.
+    ready: VecDeque<RecordBatch>,
 }
 
 impl BatchProcessor for Oversampler {
@@ -417,9 +423,12 @@ impl Oversampler {
             if amounts.iter().any(|&a| a > 0) {
                 // From the reservoirs as they were before this batch.
                 if let Some(made) = self.synthesize(&amounts)? {
-                    for rows in made.rows.chunks(self.batch_size) {
-                        out.push(synthetic_batch(&self.columns, &made.reference, rows)?);
-                    }
+                    out.extend(synthetic_batches(
+                        &self.columns,
+                        &made.reference,
+                        &made.rows,
+                        self.batch_size,
+                    )?);
                 }
             }
             self.reservoirs.insert(batch, &features)?;
@@ -461,21 +470,27 @@ impl Oversampler {
         let Some(deferred) = self.deferred.as_mut() else {
             return Ok(None);
         };
-        let end = (deferred.next + self.batch_size).min(deferred.rows.len());
-        if deferred.next >= end {
-            self.deferred = None;
-            return Ok(None);
+        if deferred.ready.is_empty() {
+            let end = (deferred.next + cores() * self.batch_size).min(deferred.rows.len());
+            if deferred.next >= end {
+                self.deferred = None;
+                return Ok(None);
+            }
+            let elapsed = self.counters.baseline.elapsed_compute().clone();
+            let _timer = elapsed.timer();
+            deferred.ready.extend(synthetic_batches(
+                &self.columns,
+                &deferred.reference,
+                &deferred.rows[deferred.next..end],
+                self.batch_size,
+            )?);
+            deferred.next = end;
         }
-        let elapsed = self.counters.baseline.elapsed_compute().clone();
-        let _timer = elapsed.timer();
-        let batch = synthetic_batch(
-            &self.columns,
-            &deferred.reference,
-            &deferred.rows[deferred.next..end],
-        )?;
-        deferred.next = end;
-        self.record_output(std::slice::from_ref(&batch));
-        Ok(Some(batch))
+        let batch = deferred.ready.pop_front();
+        if let Some(batch) = &batch {
+            self.record_output(std::slice::from_ref(batch));
+        }
+        Ok(batch)
     }
 
     fn record_output(&self, batches: &[RecordBatch]) {
@@ -568,6 +583,7 @@ impl Oversampler {
             reference,
             rows: generated.rows,
             next: 0,
+            ready: VecDeque::new(),
         }))
     }
 
@@ -669,6 +685,51 @@ fn window_of(options: &OversampleOptions, bounded: bool) -> usize {
     } else {
         OversampleOptions::STREAM_WINDOW
     })
+}
+
+/// Below this many synthetic rows, materializing on threads costs more
+/// than it saves.
+const PARALLEL_ROWS: usize = 4_096;
+
+/// Materialize `rows` as batches of `batch_size` rows, in order. The
+/// batches are independent, so with enough rows they are split between
+/// the cores: each thread makes a contiguous run of them.
+fn synthetic_batches(
+    columns: &ColumnPlan,
+    reference: &ReferenceSet,
+    rows: &[Synthetic],
+    batch_size: usize,
+) -> Result<Vec<RecordBatch>> {
+    let chunks: Vec<&[Synthetic]> = rows.chunks(batch_size.max(1)).collect();
+    let make = |chunks: &[&[Synthetic]]| -> Result<Vec<RecordBatch>> {
+        chunks
+            .iter()
+            .map(|rows| synthetic_batch(columns, reference, rows))
+            .collect()
+    };
+    let threads = cores().min(chunks.len());
+    if threads <= 1 || rows.len() < PARALLEL_ROWS {
+        return make(&chunks);
+    }
+    let per_thread = chunks.len().div_ceil(threads);
+    let mut runs = chunks.chunks(per_thread);
+    let first = runs.next().unwrap_or_default();
+    let made: Vec<Result<Vec<RecordBatch>>> = std::thread::scope(|scope| {
+        let others: Vec<_> = runs.map(|run| scope.spawn(move || make(run))).collect();
+        // This thread makes the first run while the others make theirs.
+        let mut made = vec![make(first)];
+        for handle in others {
+            made.push(handle.join().unwrap_or_else(|_| {
+                internal_err!("a thread materializing synthetic rows panicked")
+            }));
+        }
+        made
+    });
+    let mut batches = Vec::with_capacity(chunks.len());
+    for run in made {
+        batches.extend(run?);
+    }
+    Ok(batches)
 }
 
 /// Materialize synthetic rows: every column copied from the seed, then the
