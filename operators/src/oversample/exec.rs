@@ -887,3 +887,63 @@ fn to_column_type(
     }
     Ok(converted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::batch_labels;
+    use datafusion::arrow::array::{Int32Array, Int64Array};
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    #[test]
+    fn batches_made_on_threads_equal_batches_made_one_by_one() -> Result<()> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("x", DataType::Float64, false),
+            Field::new("n", DataType::Int32, false),
+            Field::new("label", DataType::Int64, false),
+        ]));
+        let rows = 300;
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Float64Array::from_iter_values(
+                    (0..rows).map(|i| f64::from(i) * 0.37 - 20.0),
+                )),
+                Arc::new(Int32Array::from_iter_values((0..rows).map(|i| i * 7 % 101))),
+                Arc::new(Int64Array::from_iter_values(
+                    (0..rows).map(|i| i64::from(i % 3 == 0)),
+                )),
+            ],
+        )?;
+        let stage = OversampleStage::try_new(
+            Method::Smote,
+            OversampleOptions::parse(Method::Smote, "label", "")?,
+        )?;
+        let columns = stage.columns(&schema)?;
+        let mut classes = ClassIndex::default();
+        let mut reservoirs = Reservoirs::new(1_000, columns.feature_indices.clone());
+        reservoirs.hold(&batch, batch_labels(&batch, 2, &mut classes)?)?;
+        let reference = reservoirs.reference()?;
+        let mut rng = Rng::new(11);
+        // Enough rows for threads, duplicates among them (integer copies).
+        let synthetic: Vec<Synthetic> = (0..3 * PARALLEL_ROWS)
+            .map(|i| {
+                let seed = rng.below(reference.len());
+                if i % 5 == 0 {
+                    Synthetic::duplicate(seed)
+                } else {
+                    Synthetic::interpolated(seed, rng.below(reference.len()), rng.uniform())
+                }
+            })
+            .collect();
+        let batch_size = 1_000;
+        let on_threads = synthetic_batches(&columns, &reference, &synthetic, batch_size)?;
+        let one_by_one = synthetic
+            .chunks(batch_size)
+            .map(|rows| synthetic_batch(&columns, &reference, rows))
+            .collect::<Result<Vec<_>>>()?;
+        assert_eq!(on_threads.len(), synthetic.len().div_ceil(batch_size));
+        assert_eq!(on_threads, one_by_one);
+        Ok(())
+    }
+}
