@@ -687,8 +687,8 @@ fn window_of(options: &OversampleOptions, bounded: bool) -> usize {
     })
 }
 
-/// Below this many synthetic rows, materializing on threads costs more
-/// than it saves.
+/// Fewer synthetic rows than this (half a default batch) are materialized
+/// on the calling thread: too little work to be worth starting threads.
 const PARALLEL_ROWS: usize = 4_096;
 
 /// Materialize `rows` as batches of `batch_size` rows, in order. The

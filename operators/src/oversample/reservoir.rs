@@ -158,13 +158,14 @@ impl Reservoirs {
     fn compact(&mut self) -> Result<()> {
         for held in std::mem::take(&mut self.held) {
             for (slot, rows) in rows_by_class(&held.labelled).into_iter().enumerate() {
-                let (rows, features) = gather_eligible(&held.batch, &self.feature_indices, &rows)?;
+                let (rows, mut features) =
+                    gather_eligible(&held.batch, &self.feature_indices, &rows)?;
                 // Only the newest `capacity` eligible rows can survive.
                 let first = rows.len().saturating_sub(self.capacity);
                 if first == rows.len() {
                     continue;
                 }
-                let features = features[first * self.dim..].to_vec();
+                features.drain(..first * self.dim);
                 self.push_chunk(
                     slot,
                     &held.batch,
