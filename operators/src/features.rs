@@ -172,7 +172,7 @@ pub fn batch_labels(
 pub fn gather_eligible(
     batch: &RecordBatch,
     feature_indices: &[usize],
-    rows: &[u32],
+    mut rows: Vec<u32>,
 ) -> Result<(Vec<u32>, Vec<f64>)> {
     let dim = feature_indices.len();
     let mut values = vec![0.0; rows.len() * dim];
@@ -181,25 +181,27 @@ pub fn gather_eligible(
         let as_f64: ArrayRef = cast(batch.column(column), &DataType::Float64)?;
         let array = as_f64.as_primitive::<Float64Type>();
         let (column, nulls) = (array.values(), array.nulls());
-        for (i, (ok, &row)) in complete.iter_mut().zip(rows).enumerate() {
+        for (i, (ok, &row)) in complete.iter_mut().zip(&rows).enumerate() {
             let v = column[row as usize];
             values[i * dim + d] = v;
             *ok &= usable(nulls, row as usize, v);
         }
     }
     if complete.iter().all(|&ok| ok) {
-        return Ok((rows.to_vec(), values));
+        return Ok((rows, values));
     }
     // Ineligible rows are rare: close the gaps they leave, in place.
-    let mut kept = Vec::with_capacity(rows.len());
-    for (i, &row) in rows.iter().enumerate() {
-        if complete[i] {
-            values.copy_within(i * dim..(i + 1) * dim, kept.len() * dim);
-            kept.push(row);
+    let mut kept = 0;
+    for (i, &ok) in complete.iter().enumerate() {
+        if ok {
+            values.copy_within(i * dim..(i + 1) * dim, kept * dim);
+            rows[kept] = rows[i];
+            kept += 1;
         }
     }
-    values.truncate(kept.len() * dim);
-    Ok((kept, values))
+    rows.truncate(kept);
+    values.truncate(kept * dim);
+    Ok((rows, values))
 }
 
 /// Up to this many classes, [`ClassIndex::slot`] scans instead of hashing.
@@ -350,7 +352,7 @@ mod tests {
         assert_eq!(labelled, features.labelled);
         // Every labelled row asked for; the eligible ones come back.
         let asked: Vec<u32> = (0..7).filter(|&r| labelled[r as usize].is_some()).collect();
-        let (kept, values) = gather_eligible(&batch, &[0, 2], &asked)?;
+        let (kept, values) = gather_eligible(&batch, &[0, 2], asked)?;
         let eligible: Vec<u32> = (0..7)
             .filter(|&r| features.slots[r as usize].is_some())
             .collect();
@@ -363,7 +365,7 @@ mod tests {
         assert_eq!(values, expected);
         assert_eq!(values, [0.5, 10.0, 6.5, 16.0]);
         // All eligible: the rows as asked, in the order asked.
-        let (kept, values) = gather_eligible(&batch, &[0, 2], &[6, 0])?;
+        let (kept, values) = gather_eligible(&batch, &[0, 2], vec![6, 0])?;
         assert_eq!((kept, values), (vec![6, 0], vec![6.5, 16.0, 0.5, 10.0]));
         Ok(())
     }

@@ -25,9 +25,10 @@
 //! operators' metrics data has 20 and more), so brute force it is.
 
 use std::borrow::Cow;
-use std::num::NonZeroUsize;
 use std::sync::OnceLock;
 use std::thread;
+
+use crate::parallel::cores;
 
 mod kd_tree;
 mod matrix;
@@ -326,12 +327,6 @@ const QUERY_GROUP: usize = 64;
 const PARALLEL_WORK: usize = 4_000_000;
 /// Below this many queries a tree search is not split across threads.
 const TREE_PARALLEL_QUERIES: usize = 1_024;
-
-/// Cores this process may run on (1 when the system does not say): what
-/// every split of work across threads divides by.
-pub(crate) fn cores() -> usize {
-    thread::available_parallelism().map_or(1, NonZeroUsize::get)
-}
 
 /// The `k` nearest points of `set` to each query (`queries` row-major, as
 /// wide as the set).

@@ -36,6 +36,7 @@ pub mod knn;
 pub mod metrics;
 pub mod options;
 pub mod oversample;
+pub mod parallel;
 pub mod prequential;
 pub mod rng;
 pub mod runtime;

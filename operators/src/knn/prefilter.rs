@@ -344,7 +344,7 @@ impl Prefilter {
                 }
                 let coefficient = matrix_coefficient(dim);
                 let threads = if len * dim >= PARALLEL_CONVERSION {
-                    super::cores()
+                    crate::parallel::cores()
                 } else {
                     1
                 };

@@ -12,7 +12,7 @@ use datafusion::arrow::buffer::{BooleanBuffer, Buffer, OffsetBuffer, ScalarBuffe
 use datafusion::arrow::compute::{cast, interleave};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, exec_err, internal_err, plan_err};
+use datafusion::common::{Result, exec_err, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::EmissionType;
@@ -36,8 +36,8 @@ use crate::batch_stream::{
     single_stream_properties,
 };
 use crate::features::{BatchFeatures, ClassIndex, batch_features, batch_labels};
-use crate::knn::cores;
 use crate::metrics::{ClassLabels, SharedMetrics};
+use crate::parallel::{cores, in_shares};
 use crate::rng::Rng;
 use crate::runtime::{ControlSignal, JobRuntime, MetricSet};
 
@@ -707,26 +707,11 @@ fn synthetic_batches(
             .map(|rows| synthetic_batch(columns, reference, rows))
             .collect()
     };
-    let threads = cores().min(chunks.len());
-    if threads <= 1 || rows.len() < PARALLEL_ROWS {
-        return make(&chunks);
-    }
-    let per_thread = chunks.len().div_ceil(threads);
-    let mut runs = chunks.chunks(per_thread);
-    let first = runs.next().unwrap_or_default();
-    let made: Vec<Result<Vec<RecordBatch>>> = std::thread::scope(|scope| {
-        let others: Vec<_> = runs.map(|run| scope.spawn(move || make(run))).collect();
-        // This thread makes the first run while the others make theirs.
-        let mut made = vec![make(first)];
-        for handle in others {
-            made.push(handle.join().unwrap_or_else(|_| {
-                internal_err!("a thread materializing synthetic rows panicked")
-            }));
-        }
-        made
+    let runs = in_shares(chunks.len(), rows.len() >= PARALLEL_ROWS, |first, end| {
+        make(&chunks[first..end])
     });
     let mut batches = Vec::with_capacity(chunks.len());
-    for run in made {
+    for run in runs {
         batches.extend(run?);
     }
     Ok(batches)

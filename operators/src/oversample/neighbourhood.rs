@@ -145,7 +145,7 @@ const PARALLEL_GATHER: usize = 1 << 20;
 /// core for large sets (a copy per row, so the same values either way).
 pub fn gather(space: &[f64], dim: usize, rows: &[usize]) -> Vec<f64> {
     let threads = if rows.len() * dim >= PARALLEL_GATHER {
-        crate::knn::cores()
+        crate::parallel::cores()
     } else {
         1
     };

@@ -52,6 +52,7 @@ use super::reservoir::{ReferenceSet, Reservoirs};
 use super::{GenerateContext, Generated, OversampleOptions, Synthetic};
 use crate::class_label::ClassValue;
 use crate::knn::PointSet;
+use crate::parallel::in_shares;
 use crate::rng::Rng;
 
 /// Score penalty of a candidate failing majority clearance.
@@ -405,7 +406,11 @@ impl ClassModel {
         };
         // A pair's score: its pool's distances to the midpoint and its
         // enemies' clearance terms, about 40 distances.
-        for scored in in_parallel(new_pairs.len(), new_pairs.len() * 40, score) {
+        for scored in in_shares(
+            new_pairs.len(),
+            new_pairs.len() * 40 >= PARALLEL_WORK,
+            score,
+        ) {
             for (slot, score) in scored {
                 self.pairs[slot] = Some(score);
             }
@@ -513,33 +518,6 @@ struct Draw {
 /// Below this much work (in distances between rows), threads cost more
 /// than they save: a stream's batch stays on its own thread.
 const PARALLEL_WORK: usize = 65_536;
-
-/// `work(first, end)` over `0..n` in one contiguous share per core (one
-/// share when `cost` is small), the results in share order.
-fn in_parallel<T: Send>(n: usize, cost: usize, work: impl Fn(usize, usize) -> T + Sync) -> Vec<T> {
-    let threads = crate::knn::cores();
-    if threads == 1 || cost < PARALLEL_WORK || n < 2 {
-        return vec![work(0, n)];
-    }
-    let share = n.div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..n)
-            .step_by(share)
-            .map(|first| {
-                let work = &work;
-                scope.spawn(move || work(first, (first + share).min(n)))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    })
-}
 
 /// A class's model is rebuilt once new rows of its class reach this share
 /// of the rows it was built from, or once the rows inserted since the

@@ -159,7 +159,7 @@ impl Reservoirs {
         for held in std::mem::take(&mut self.held) {
             for (slot, rows) in rows_by_class(&held.labelled).into_iter().enumerate() {
                 let (rows, mut features) =
-                    gather_eligible(&held.batch, &self.feature_indices, &rows)?;
+                    gather_eligible(&held.batch, &self.feature_indices, rows)?;
                 // Only the newest `capacity` eligible rows can survive.
                 let first = rows.len().saturating_sub(self.capacity);
                 if first == rows.len() {
@@ -259,7 +259,7 @@ impl Reservoirs {
             let rows: Vec<u32> = (0..held.labelled.len() as u32)
                 .filter(|&r| held.labelled[r as usize].is_some_and(&include))
                 .collect();
-            held_rows.push(gather_eligible(&held.batch, &self.feature_indices, &rows)?);
+            held_rows.push(gather_eligible(&held.batch, &self.feature_indices, rows)?);
         }
         for slot in (0..classes).filter(|&slot| include(slot)) {
             if let Some(reservoir) = self.per_class.get(slot) {
