@@ -202,24 +202,47 @@ fn metrics_are_served_while_the_job_runs_and_sigterm_stops_it_cleanly() {
         .spawn()
         .expect("spawn equipoise run");
 
-    // Wait until both classes have been counted and QC-SMOTE has made rows.
+    // Wait until both classes have been counted, QC-SMOTE has made rows and
+    // every operator has finished a batch. Each operator publishes its
+    // series as its own batches finish, so a scrape can fall between two
+    // operators' first batches: wait for all the series checked below.
     let deadline = Instant::now() + Duration::from_secs(30);
     let fault_series = "equipoise_rows_processed_total{class=\"1\",operator=\"class_monitor-0\"}";
     let synthetic_series =
         "equipoise_synthetic_rows_total{class=\"1\",kind=\"interpolated\",operator=\"qc_smote-0\"}";
     let weighed_series =
         "equipoise_complexity_rows_total{category=\"pure\",class=\"1\",operator=\"icost-0\"}";
+    let overlap_series = "equipoise_minority_overlap{operator=\"icost-0\"}";
+    let class_prior_series = "equipoise_drift_detector_state{class=\"1\",detector=\"adwin\",operator=\"drift_monitor-0\",signal=\"class_prior\"}";
+    let operators = [
+        "class_monitor-0",
+        "qc_smote-0",
+        "icost-0",
+        "drift_monitor-0",
+    ];
+    let batches_of = |body: &str, operator: &str| {
+        sample(
+            body,
+            &format!("equipoise_batch_duration_seconds_count{{operator=\"{operator}\"}}"),
+        )
+    };
     let exposition = loop {
         if let Some(body) = http_get(port, "/metrics")
             && sample(&body, fault_series).is_some()
             && sample(&body, synthetic_series).is_some_and(|n| n > 0.0)
             && sample(&body, weighed_series).is_some()
+            && sample(&body, overlap_series).is_some()
+            && sample(&body, class_prior_series).is_some()
+            && operators
+                .iter()
+                .all(|operator| batches_of(&body, operator).is_some_and(|n| n > 0.0))
         {
             break body;
         }
         assert!(
             Instant::now() < deadline,
-            "no fault rows in the metrics in time"
+            "the job's series did not all appear in time: {}",
+            http_get(port, "/metrics").unwrap_or_default()
         );
         sleep(Duration::from_millis(100));
     };
@@ -238,31 +261,14 @@ fn metrics_are_served_while_the_job_runs_and_sigterm_stops_it_cleanly() {
     assert!(exposition.contains("# TYPE equipoise_batches_processed_total counter"));
     assert!(exposition.contains("# TYPE equipoise_imbalance_ratio gauge"));
     assert!(exposition.contains("# TYPE equipoise_synthetic_candidates_rejected_total counter"));
-    let overlap = sample(
-        &exposition,
-        "equipoise_minority_overlap{operator=\"icost-0\"}",
-    )
-    .expect("the overlap gauge is exported");
+    let overlap = sample(&exposition, overlap_series).expect("the overlap gauge is exported");
     assert!((0.0..=1.0).contains(&overlap), "overlap {overlap}");
-    // The drift monitor's series exist (reading 0 until something fires),
-    // and every operator reports its batch latency.
-    let class_prior_state = sample(
-        &exposition,
-        "equipoise_drift_detector_state{class=\"1\",detector=\"adwin\",operator=\"drift_monitor-0\",signal=\"class_prior\"}",
+    // The drift monitor's state is one of none (0), warning (1), drift (2).
+    let state = sample(&exposition, class_prior_series);
+    assert!(
+        state.is_some_and(|s| [0.0, 1.0, 2.0].contains(&s)),
+        "{state:?}"
     );
-    assert!(class_prior_state.is_some(), "{exposition}");
-    for operator in [
-        "class_monitor-0",
-        "qc_smote-0",
-        "icost-0",
-        "drift_monitor-0",
-    ] {
-        let batches = sample(
-            &exposition,
-            &format!("equipoise_batch_duration_seconds_count{{operator=\"{operator}\"}}"),
-        );
-        assert!(batches.is_some_and(|n| n > 0.0), "{operator}: {batches:?}");
-    }
     assert_eq!(http_get(port, "/healthz").as_deref(), Some("ok\n"));
     check_exposition_with_promtool(&exposition);
 
