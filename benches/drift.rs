@@ -51,6 +51,10 @@ impl DriftDetector for Recall {
     }
 }
 
+/// The `equipoise` binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-drift");
     let binary = support::read_le(&root.join("binary.f64"), WRITER, f64::from_le_bytes)?;

@@ -64,6 +64,10 @@ fn generated(rows: usize, features: usize, seed: u64) -> (Vec<f64>, Vec<i64>) {
     (x, y)
 }
 
+/// The `equipoise` binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let filter = std::env::var("BENCH_FILTER").unwrap_or_default();

@@ -42,6 +42,10 @@ fn median(mut f: impl FnMut()) -> f64 {
     times[RUNS / 2].as_secs_f64()
 }
 
+/// The `equipoise` binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), String> {
     let x: Vec<f64> = read("x.f64")?
         .chunks_exact(8)

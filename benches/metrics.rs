@@ -78,6 +78,10 @@ async fn median_time(ctx: &SessionContext, sql: &str) -> Result<(Duration, Strin
     Ok((times[RUNS / 2], value))
 }
 
+/// The `equipoise` binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let (label, prediction, score, fine) = columns();

@@ -29,6 +29,10 @@ fn table() -> Result<MemTable> {
     support::table_of(&x, &y, FEATURES)
 }
 
+/// The `equipoise` binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let partitions = std::env::var("BENCH_PARTITIONS")

@@ -14,6 +14,11 @@ use equipoise::{JobRuntime, progress};
 use equipoise_connectors::GeneratorConfig;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc keeps freed pages for reuse; the system allocator gave them back
+/// and faulted them in again for every batch (see `docs/benchmarks.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "equipoise",
