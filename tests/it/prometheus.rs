@@ -96,21 +96,31 @@ fn a_prometheus_server_scrapes_the_job_and_loads_the_alert_rules() {
             .expect("spawn prometheus"),
     );
 
-    // The first scrape becomes queryable after a few seconds: poll.
+    // The first scrape becomes queryable after a few seconds: poll, until
+    // a scrape holds both classes' row counts, the decayed class share and
+    // the drift monitor's series (each operator publishes its series as its
+    // own first batch finishes, so an early scrape may hold only some).
+    let query = |q: &str| {
+        api(prometheus_port, &format!("/api/v1/query?query={q}"))
+            .map(|r| series(&r))
+            .unwrap_or_default()
+    };
     let deadline = Instant::now() + Duration::from_secs(90);
-    let per_class = loop {
-        let found = api(
-            prometheus_port,
-            "/api/v1/query?query=equipoise_rows_processed_total",
-        )
-        .map(|r| series(&r))
-        .unwrap_or_default();
-        if found.len() == 2 && found.iter().all(|(_, v)| *v > 0.0) {
-            break found;
+    let (per_class, shares, drift_series) = loop {
+        let per_class = query("equipoise_rows_processed_total");
+        let shares = query("equipoise_class_share_ratio");
+        let drift_series = query("equipoise_drift_detector_state");
+        if per_class.len() == 2
+            && per_class.iter().all(|(_, v)| *v > 0.0)
+            && shares.iter().any(|(c, _)| c == "1")
+            && drift_series.len() >= 2
+        {
+            break (per_class, shares, drift_series);
         }
         assert!(
             Instant::now() < deadline,
-            "Prometheus never held both classes' row counts: {found:?}"
+            "Prometheus never held the job's series: rows {per_class:?}, shares {shares:?}, \
+             drift {drift_series:?}"
         );
         sleep(Duration::from_millis(250));
     };
@@ -128,25 +138,16 @@ fn a_prometheus_server_scrapes_the_job_and_loads_the_alert_rules() {
         .find(|(c, _)| c == "1")
         .map_or(0.0, |s| s.1);
     assert!(normal > faults, "{per_class:?}");
-
-    // The decayed class share and the drift monitor's series are there too.
-    let shares = api(
-        prometheus_port,
-        "/api/v1/query?query=equipoise_class_share_ratio",
-    )
-    .map(|r| series(&r))
-    .unwrap_or_default();
     assert!(
         shares.iter().any(|(c, v)| c == "1" && *v > 0.0 && *v < 0.2),
         "{shares:?}"
     );
-    let drift_series = api(
-        prometheus_port,
-        "/api/v1/query?query=equipoise_drift_detector_state",
-    )
-    .map(|r| series(&r))
-    .unwrap_or_default();
-    assert!(drift_series.len() >= 2, "{drift_series:?}");
+    assert!(
+        drift_series
+            .iter()
+            .all(|(_, state)| [0.0, 1.0, 2.0].contains(state)),
+        "{drift_series:?}"
+    );
 
     // Every alert rule loaded and evaluated without error.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -208,17 +208,33 @@ async fn a_job_resumes_from_its_snapshot_where_it_stopped() -> Result<()> {
     Ok(())
 }
 
+/// Reports the rows the sink has received so far.
+struct RowsSeen(tokio::sync::watch::Sender<u64>);
+impl ProgressReporter for RowsSeen {
+    fn update(&mut self, tally: &equipoise::job::ClassTally, _: Duration) {
+        self.0.send_replace(tally.rows());
+    }
+    fn finish(&mut self) {}
+}
+
 #[tokio::test]
 async fn stop_ends_an_unbounded_job_after_whole_batches() -> Result<()> {
     let spec = JobSpec::embedded_default(GeneratorConfig {
         batch_size: 700,
         ..GeneratorConfig::default()
     });
+    // Stopped once rows have arrived (however slow the machine), and
+    // while more are on their way.
+    let (rows_seen, mut seen) = tokio::sync::watch::channel(0u64);
+    let stop = async move {
+        seen.wait_for(|&rows| rows > 0).await.ok();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let summary = within(run_job(
         &spec,
         Arc::new(JobRuntime::default()),
-        &mut Silent,
-        tokio::time::sleep(Duration::from_millis(300)),
+        &mut RowsSeen(rows_seen),
+        stop,
     ))
     .await?;
     assert!(summary.stopped);
