@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::{Result, exec_err, plan_err};
@@ -63,13 +63,7 @@ pub fn for_each_class(
             }
         }
         t if t.is_integer() => {
-            // u64 labels above i64::MAX fail the cast with an error, never wrap.
-            let ints = cast(labels, &DataType::Int64)?;
-            let ints = ints.as_primitive::<Int64Type>();
-            if ints.null_count() != labels.null_count() {
-                return exec_err!("label value out of the 64-bit signed range");
-            }
-            for (row, value) in ints.iter().enumerate() {
+            for (row, value) in integer_labels(labels)?.iter().enumerate() {
                 each(row, value.map(ClassValue::Int));
             }
         }
@@ -78,10 +72,63 @@ pub fn for_each_class(
     Ok(())
 }
 
+/// Each row's class as the slot `slot_of` gives it, `None` for a NULL
+/// label. `slot_of` is called once per run of equal labels, not per row: a
+/// label column is long runs of few values, and a string label is then
+/// compared where [`for_each_class`] would copy it.
+pub fn class_slots(
+    labels: &ArrayRef,
+    mut slot_of: impl FnMut(ClassValue) -> usize,
+) -> Result<Vec<Option<usize>>> {
+    let mut slots = Vec::with_capacity(labels.len());
+    match labels.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            let strings = cast(labels, &DataType::Utf8)?;
+            let mut last: Option<(&str, usize)> = None;
+            for value in strings.as_string::<i32>().iter() {
+                slots.push(value.map(|v| match last {
+                    Some((label, slot)) if label == v => slot,
+                    _ => {
+                        let slot = slot_of(ClassValue::Str(v.to_string()));
+                        last = Some((v, slot));
+                        slot
+                    }
+                }));
+            }
+        }
+        t if t.is_integer() => {
+            let mut last: Option<(i64, usize)> = None;
+            for value in integer_labels(labels)?.iter() {
+                slots.push(value.map(|v| match last {
+                    Some((label, slot)) if label == v => slot,
+                    _ => {
+                        let slot = slot_of(ClassValue::Int(v));
+                        last = Some((v, slot));
+                        slot
+                    }
+                }));
+            }
+        }
+        _ => for_each_class(labels, |_, class| slots.push(class.map(&mut slot_of)))?,
+    }
+    Ok(slots)
+}
+
+/// An integer label column as `i64`; u64 labels above `i64::MAX` fail the
+/// cast with an error, never wrap.
+fn integer_labels(labels: &ArrayRef) -> Result<Int64Array> {
+    let ints = cast(labels, &DataType::Int64)?;
+    let ints = ints.as_primitive::<Int64Type>().clone();
+    if ints.null_count() != labels.null_count() {
+        return exec_err!("label value out of the 64-bit signed range");
+    }
+    Ok(ints)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Int32Array, StringArray, UInt64Array};
+    use datafusion::arrow::array::{BooleanArray, Int32Array, StringArray, UInt64Array};
     use std::sync::Arc;
 
     fn classes(array: &ArrayRef) -> Result<Vec<Option<ClassValue>>> {
@@ -107,6 +154,76 @@ mod tests {
     fn huge_unsigned_labels_are_an_error_not_a_wrap() {
         let labels: ArrayRef = Arc::new(UInt64Array::from(vec![u64::MAX]));
         assert!(classes(&labels).is_err());
+        assert!(class_slots(&labels, |_| 0).is_err());
+    }
+
+    /// Slots in order of first appearance, as the operators' class indexes
+    /// give them; every call recorded.
+    fn slots_and_calls(labels: &ArrayRef) -> Result<(Vec<Option<usize>>, Vec<ClassValue>)> {
+        let mut seen: Vec<ClassValue> = Vec::new();
+        let mut calls = Vec::new();
+        let slots = class_slots(labels, |class| {
+            calls.push(class.clone());
+            seen.iter().position(|c| *c == class).unwrap_or_else(|| {
+                seen.push(class);
+                seen.len() - 1
+            })
+        })?;
+        Ok((slots, calls))
+    }
+
+    #[test]
+    fn class_slots_ask_once_per_run_of_equal_labels() -> Result<()> {
+        let ints: ArrayRef = Arc::new(Int32Array::from(vec![
+            Some(0),
+            Some(0),
+            None,
+            Some(0),
+            Some(1),
+            Some(1),
+            Some(0),
+        ]));
+        let (slots, calls) = slots_and_calls(&ints)?;
+        assert_eq!(
+            slots,
+            vec![Some(0), Some(0), None, Some(0), Some(1), Some(1), Some(0)]
+        );
+        // A NULL does not end a run; a change of label does.
+        assert_eq!(
+            calls,
+            vec![ClassValue::Int(0), ClassValue::Int(1), ClassValue::Int(0)]
+        );
+
+        let strings: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("clean"),
+            Some("clean"),
+            Some("defect"),
+            None,
+            Some("clean"),
+        ]));
+        let (slots, calls) = slots_and_calls(&strings)?;
+        assert_eq!(slots, vec![Some(0), Some(0), Some(1), None, Some(0)]);
+        assert_eq!(calls.len(), 3);
+
+        // Every label type gives the slots for_each_class's values give.
+        let booleans: ArrayRef = Arc::new(BooleanArray::from(vec![Some(true), None, Some(false)]));
+        for labels in [ints, strings, booleans] {
+            let (slots, _) = slots_and_calls(&labels)?;
+            let mut seen: Vec<ClassValue> = Vec::new();
+            let expected: Vec<Option<usize>> = classes(&labels)?
+                .into_iter()
+                .map(|class| {
+                    class.map(|class| {
+                        seen.iter().position(|c| *c == class).unwrap_or_else(|| {
+                            seen.push(class);
+                            seen.len() - 1
+                        })
+                    })
+                })
+                .collect();
+            assert_eq!(slots, expected, "{:?}", labels.data_type());
+        }
+        Ok(())
     }
 
     #[test]

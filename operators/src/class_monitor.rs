@@ -31,7 +31,7 @@ use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 
 use crate::batch_stream::only_child;
-use crate::class_label::{ClassValue, check_label_type, for_each_class};
+use crate::class_label::{ClassValue, check_label_type, class_slots};
 use crate::features::column_list;
 use crate::metrics::{ClassLabels, SharedMetrics};
 use crate::runtime::{
@@ -111,15 +111,8 @@ impl ClassMix {
     /// and its unlabelled rows.
     fn observe(&mut self, labels: &ArrayRef, decay: f64) -> Result<(Vec<u64>, u64)> {
         let n = labels.len();
-        let mut slots = Vec::with_capacity(n);
-        let mut unlabelled = 0;
-        for_each_class(labels, |_, class| match class {
-            Some(class) => slots.push(Some(self.class_slot(class))),
-            None => {
-                slots.push(None);
-                unlabelled += 1;
-            }
-        })?;
+        let slots = class_slots(labels, |class| self.class_slot(class))?;
+        let unlabelled = slots.iter().filter(|slot| slot.is_none()).count() as u64;
         // Row j of n is followed by n-1-j rows, so it weighs decay^(n-1-j) now.
         let mut added_rows = vec![0u64; self.classes.len()];
         let mut added_weight = vec![0f64; self.classes.len()];

@@ -11,7 +11,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Schema};
 use datafusion::common::{Result, plan_err};
 
-use crate::class_label::{ClassValue, check_label_type, for_each_class};
+use crate::class_label::{ClassValue, check_label_type, class_slots};
 use crate::options::Options;
 
 /// The `features` and `exclude` options.
@@ -159,11 +159,7 @@ pub fn batch_labels(
     label_index: usize,
     classes: &mut ClassIndex,
 ) -> Result<Vec<Option<usize>>> {
-    let mut labelled = Vec::with_capacity(batch.num_rows());
-    for_each_class(batch.column(label_index), |_, class| {
-        labelled.push(class.map(|c| classes.slot(c)));
-    })?;
-    Ok(labelled)
+    class_slots(batch.column(label_index), |c| classes.slot(c))
 }
 
 /// The eligible rows among `rows` of `batch` (every feature present and

@@ -30,7 +30,7 @@ use crate::batch_stream::{
     BatchProcessor, only_child, only_input_stream, processed_stream, single_stream_plan_methods,
     single_stream_properties,
 };
-use crate::class_label::{check_label_type, for_each_class};
+use crate::class_label::{check_label_type, class_slots};
 use crate::features::{ClassIndex, column_list};
 use crate::metrics::SharedMetrics;
 use crate::runtime::{ControlSignal, DriftEvent, JobRuntime};
@@ -339,12 +339,7 @@ struct Watcher {
 impl Watcher {
     /// Class slots of a class column, `None` for NULL.
     fn slots(&mut self, column: &Arc<dyn Array>) -> Result<Vec<Option<usize>>> {
-        let mut slots = Vec::with_capacity(column.len());
-        let classes = &mut self.classes;
-        for_each_class(column, |_, class| {
-            slots.push(class.map(|c| classes.slot(c)))
-        })?;
-        Ok(slots)
+        class_slots(column, |c| self.classes.slot(c))
     }
 
     /// Labels (and zeroed series) for classes seen for the first time.

@@ -26,7 +26,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::expressions::Literal;
 
 use super::{Adwin, Ddm, DdmOci, DriftDetector, Eddm, HddmA, HddmW, Kswin, PageHinkley};
-use crate::class_label::{check_label_type, for_each_class};
+use crate::class_label::{check_label_type, class_slots};
 use crate::features::ClassIndex;
 
 /// The detectors SQL knows.
@@ -382,8 +382,7 @@ impl DdmOciEvaluator {
         let mut slots = [Vec::new(), Vec::new()];
         for (column, out) in values.iter().zip(&mut slots) {
             let column = column.slice(range.start, range.len());
-            let classes = &mut self.classes;
-            for_each_class(&column, |_, class| out.push(class.map(|c| classes.slot(c))))?;
+            *out = class_slots(&column, |c| self.classes.slot(c))?;
         }
         let [truth, predicted] = slots;
         Ok(truth
