@@ -157,17 +157,22 @@ mod tests {
         assert!(class_slots(&labels, |_| 0).is_err());
     }
 
-    /// Slots in order of first appearance, as the operators' class indexes
-    /// give them; every call recorded.
+    /// `class`'s slot in order of first appearance, as the operators' class
+    /// indexes give them.
+    fn first_seen_slot(seen: &mut Vec<ClassValue>, class: ClassValue) -> usize {
+        seen.iter().position(|c| *c == class).unwrap_or_else(|| {
+            seen.push(class);
+            seen.len() - 1
+        })
+    }
+
+    /// Slots in order of first appearance; every call recorded.
     fn slots_and_calls(labels: &ArrayRef) -> Result<(Vec<Option<usize>>, Vec<ClassValue>)> {
         let mut seen: Vec<ClassValue> = Vec::new();
         let mut calls = Vec::new();
         let slots = class_slots(labels, |class| {
             calls.push(class.clone());
-            seen.iter().position(|c| *c == class).unwrap_or_else(|| {
-                seen.push(class);
-                seen.len() - 1
-            })
+            first_seen_slot(&mut seen, class)
         })?;
         Ok((slots, calls))
     }
@@ -212,14 +217,7 @@ mod tests {
             let mut seen: Vec<ClassValue> = Vec::new();
             let expected: Vec<Option<usize>> = classes(&labels)?
                 .into_iter()
-                .map(|class| {
-                    class.map(|class| {
-                        seen.iter().position(|c| *c == class).unwrap_or_else(|| {
-                            seen.push(class);
-                            seen.len() - 1
-                        })
-                    })
-                })
+                .map(|class| class.map(|class| first_seen_slot(&mut seen, class)))
                 .collect();
             assert_eq!(slots, expected, "{:?}", labels.data_type());
         }
