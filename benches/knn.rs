@@ -9,6 +9,8 @@
 //!   (Borderline-SMOTE's danger test, ADASYN's and QC-SMOTE's neighbourhoods);
 //! - `knn_minority_vs_minority`: every minority row's 5 nearest same-class rows
 //!   (SMOTE's neighbours).
+//!
+//! `BENCH_FILTER=<search>` runs one of them.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -63,24 +65,31 @@ fn main() -> Result<(), String> {
     let own_in_all: Vec<u32> = minority.iter().map(|&i| i as u32).collect();
     let own_in_minority: Vec<u32> = (0..minority.len() as u32).collect();
 
-    let all = PointSet::from_rows(&x, FEATURES);
-    let seconds = median(|| {
-        let found = search(&all, &queries, 10, Exclude::SelfIndex(&own_in_all));
-        std::hint::black_box(found);
-    });
-    println!(
-        "equipoise\tknn_minority_vs_all\t{seconds:.6}\t{}",
-        minority.len()
-    );
+    let filter = std::env::var("BENCH_FILTER").unwrap_or_default();
+    let wanted = |name: &str| filter.is_empty() || filter == name;
 
-    let same = PointSet::from_rows(&queries, FEATURES);
-    let seconds = median(|| {
-        let found = search(&same, &queries, 5, Exclude::SelfIndex(&own_in_minority));
-        std::hint::black_box(found);
-    });
-    println!(
-        "equipoise\tknn_minority_vs_minority\t{seconds:.6}\t{}",
-        minority.len()
-    );
+    if wanted("knn_minority_vs_all") {
+        let all = PointSet::from_rows(&x, FEATURES);
+        let seconds = median(|| {
+            let found = search(&all, &queries, 10, Exclude::SelfIndex(&own_in_all));
+            std::hint::black_box(found);
+        });
+        println!(
+            "equipoise\tknn_minority_vs_all\t{seconds:.6}\t{}",
+            minority.len()
+        );
+    }
+
+    if wanted("knn_minority_vs_minority") {
+        let same = PointSet::from_rows(&queries, FEATURES);
+        let seconds = median(|| {
+            let found = search(&same, &queries, 5, Exclude::SelfIndex(&own_in_minority));
+            std::hint::black_box(found);
+        });
+        println!(
+            "equipoise\tknn_minority_vs_minority\t{seconds:.6}\t{}",
+            minority.len()
+        );
+    }
     Ok(())
 }
