@@ -66,30 +66,18 @@ fn main() -> Result<(), String> {
     let own_in_minority: Vec<u32> = (0..minority.len() as u32).collect();
 
     let filter = std::env::var("BENCH_FILTER").unwrap_or_default();
-    let wanted = |name: &str| filter.is_empty() || filter == name;
-
-    if wanted("knn_minority_vs_all") {
-        let all = PointSet::from_rows(&x, FEATURES);
+    let timed = |name: &str, set: &[f64], k: usize, own: &[u32]| {
+        if !filter.is_empty() && filter != name {
+            return;
+        }
+        let set = PointSet::from_rows(set, FEATURES);
         let seconds = median(|| {
-            let found = search(&all, &queries, 10, Exclude::SelfIndex(&own_in_all));
+            let found = search(&set, &queries, k, Exclude::SelfIndex(own));
             std::hint::black_box(found);
         });
-        println!(
-            "equipoise\tknn_minority_vs_all\t{seconds:.6}\t{}",
-            minority.len()
-        );
-    }
-
-    if wanted("knn_minority_vs_minority") {
-        let same = PointSet::from_rows(&queries, FEATURES);
-        let seconds = median(|| {
-            let found = search(&same, &queries, 5, Exclude::SelfIndex(&own_in_minority));
-            std::hint::black_box(found);
-        });
-        println!(
-            "equipoise\tknn_minority_vs_minority\t{seconds:.6}\t{}",
-            minority.len()
-        );
-    }
+        println!("equipoise\t{name}\t{seconds:.6}\t{}", minority.len());
+    };
+    timed("knn_minority_vs_all", &x, 10, &own_in_all);
+    timed("knn_minority_vs_minority", &queries, 5, &own_in_minority);
     Ok(())
 }

@@ -433,7 +433,8 @@ impl Prefilter {
                 return None;
             }
             lower_terms.push(norm_term - self.slack);
-            upper_terms.push((f64::from(norm_term) * self.upper_ratio()) as f32 + self.slack);
+            let upper_term = f64::from(norm_term) * upper_ratio(self.coefficient);
+            upper_terms.push(upper_term as f32 + self.slack);
         }
         Some(PreparedQueries {
             coordinates,
@@ -455,14 +456,10 @@ impl Prefilter {
     fn bounds_exact_sums(&self, upper_end: f32) -> bool {
         f64::from(upper_end) / self.scale / self.scale <= f64::MAX / 4.0
     }
-
-    /// `(1 + c) / (1 - c)`: a lower term's `(1 - c) |v|^2` to the upper
-    /// term's `(1 + c) |v|^2`.
-    fn upper_ratio(&self) -> f64 {
-        upper_ratio(self.coefficient)
-    }
 }
 
+/// `(1 + c) / (1 - c)`: a lower term's `(1 - c) |v|^2` to the upper term's
+/// `(1 + c) |v|^2`, for the bound's coefficient `c`.
 fn upper_ratio(coefficient: f32) -> f64 {
     let c = f64::from(coefficient);
     (1.0 + c) / (1.0 - c)
