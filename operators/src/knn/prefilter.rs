@@ -57,9 +57,10 @@
 //! comparing them with the limits and the exact recomputations.
 //!
 //! A query's limit starts as a bound, not as infinity: in the first block
-//! a query group meets, the upper ends of the estimates (`estimate +
-//! bound`, the same terms with `1 + c` for `1 - c`) are reduced to the
-//! least per lane, and the `k`-th least of those sixteen lanes, which are
+//! a query group meets, the upper ends of the estimates (the estimate plus
+//! twice the bound: the same terms with `1 + 2c` for `1 - c`; see
+//! [`upper_ratio`]) are reduced to the least per lane, and the `k`-th
+//! least of those sixteen lanes, which are
 //! sixteen different points, bounds the exact distances of `k` points and
 //! so the query's `k`-th nearest ([`lane_minima`]). Until then every point
 //! of a step passed an unfilled answer and was recomputed and inserted;
@@ -263,7 +264,7 @@ pub(super) struct Prefilter {
     /// the bound's coefficient `c`; `+inf` on padding lanes, so that no
     /// estimate there passes.
     lower_terms: LineAligned<f32>,
-    /// Each point's share of an estimate's upper end, `(1 + c) |x|^2`;
+    /// Each point's share of an estimate's upper end, `(1 + 2c) |x|^2`;
     /// `+inf` on padding lanes, so that no padding lane bounds an answer.
     upper_terms: LineAligned<f32>,
     centre: Vec<f64>,
@@ -458,16 +459,20 @@ impl Prefilter {
     }
 }
 
-/// `(1 + c) / (1 - c)`: a lower term's `(1 - c) |v|^2` to the upper term's
-/// `(1 + c) |v|^2`, for the bound's coefficient `c`.
+/// `(1 + 2c) / (1 - c)`: a lower term's `(1 - c) |v|^2` to the upper
+/// term's `(1 + 2c) |v|^2`, for the bound's coefficient `c`. The upper end
+/// takes the bound twice: its sum is rounded a few more times than the
+/// lower end's comparison (the terms here, the sum of three, the limit
+/// less the query's lower term), each within a few `u S`, and the second
+/// `c S` (at least `2 (2 n + 8) u S`) covers them however few the
+/// dimensions.
 fn upper_ratio(coefficient: f32) -> f64 {
     let c = f64::from(coefficient);
-    (1.0 + c) / (1.0 - c)
+    (1.0 + 2.0 * c) / (1.0 - c)
 }
 
 /// The points' shares of the estimates' upper ends, from their lower ones
-/// (`+inf` stays `+inf`). The rounding to `f32` is one more unit roundoff
-/// of `|x|^2`, inside the bound's factor of two.
+/// (`+inf` stays `+inf`).
 fn upper_terms(lower_terms: &LineAligned<f32>, coefficient: f32) -> LineAligned<f32> {
     let ratio = upper_ratio(coefficient);
     let mut upper = lower_terms.clone();
@@ -488,7 +493,7 @@ pub(super) struct PreparedQueries {
     /// each half times `-2`.
     rows: Vec<u16>,
     lower_terms: Vec<f32>,
-    /// Their shares of an estimate's upper end, `(1 + c) |q|^2 + slack`.
+    /// Their shares of an estimate's upper end, `(1 + 2c) |q|^2 + slack`.
     upper_terms: Vec<f32>,
 }
 
