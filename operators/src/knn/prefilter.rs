@@ -882,9 +882,10 @@ fn scan<const Q: usize, const P: usize, D: Dots<Q, P>>(
                 if b == 0 && seeding {
                     let own: [usize; Q] =
                         std::array::from_fn(|j| share.skip(pass_start + j.min(n - 1)));
-                    let minima = lane_minima(engine, p, block_start..block_end, upper_terms, &own);
-                    for (j, seed) in seeds.iter_mut().enumerate() {
-                        let kth = kth_least(&minima[j], k);
+                    let mut minima =
+                        lane_minima(engine, p, block_start..block_end, upper_terms, &own);
+                    for ((seed, lanes), j) in seeds.iter_mut().zip(&mut minima).zip(0..) {
+                        let (_, &mut kth, _) = lanes.select_nth_unstable_by(k - 1, f32::total_cmp);
                         let upper_end = kth + prepared.upper_terms[first + pass_start + j];
                         let threshold = upper_end - query_terms[j];
                         *seed = if prefilter.bounds_exact_sums(upper_end) && !threshold.is_nan() {
@@ -970,10 +971,10 @@ fn scan<const Q: usize, const P: usize, D: Dots<Q, P>>(
 
 /// Per query of pass `pass`, the least upper end of an estimate in each
 /// lane over the tiles of `block` (a query's own point left out: `own[j]`
-/// is query `j`'s excluded index; a NaN never enters, `+inf` where
-/// nothing did). The lanes hold distinct points, so the
-/// `k`-th least of a query's minima bounds the exact distances of `k`
-/// points from above, and so its `k`-th nearest distance: a limit before
+/// is query `j`'s excluded index; a NaN never enters, `+inf` where nothing
+/// did). The lanes hold distinct points, so the `k`-th least of a query's
+/// minima bounds the exact distances of `k` points from above, and so its
+/// `k`-th nearest distance: a limit before
 /// any exact distance is known. Without it, every point of a step passes
 /// an unfilled answer's infinite limit and the first block offers dozens
 /// of points per query, each recomputed exactly and inserted.
@@ -1003,39 +1004,10 @@ fn lane_minima<const Q: usize, const P: usize, D: Dots<Q, P>>(
     minima
 }
 
-/// The `k`-th least of `values` (`1 <= k <= P`): the value with fewer
-/// than `k` values below it and at least `k` at or below it, counted
-/// without a branch (a selection over sixteen values mispredicts more than
-/// it compares). The values hold no NaN
-/// ([`lane_minima`] never lets one in).
-#[inline(always)]
-fn kth_least<const P: usize>(values: &[f32; P], k: usize) -> f32 {
-    let mut kth = f32::INFINITY;
-    for &v in values {
-        let below = values.iter().filter(|&&w| w < v).count();
-        let at_or_below = values.iter().filter(|&&w| w <= v).count();
-        if below < k && at_or_below >= k {
-            kth = v;
-        }
-    }
-    kth
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rng::Rng;
-
-    #[test]
-    fn kth_least_counts_ties() {
-        let values = [3.0, -1.0, 3.0, f32::INFINITY, 0.5, 3.0, 7.0, -1.0];
-        let mut sorted = values;
-        sorted.sort_by(f32::total_cmp);
-        for k in 1..=values.len() {
-            assert_eq!(kth_least(&values, k), sorted[k - 1], "k={k}");
-        }
-        assert_eq!(kth_least(&[f32::INFINITY; 4], 2), f32::INFINITY);
-    }
 
     #[test]
     fn matrix_copies_in_shares_equal_one_conversion() {
