@@ -2,7 +2,10 @@
 """Evaluate Equipoise's oversamplers against imbalanced-learn's.
 
 For every binary data set under ../shared/data (skipped with a message when
-the folder is absent): stratified 5-fold cross-validation with fixed seeds.
+the folder is absent): repeated stratified 5-fold cross-validation with fixed
+seeds (3 repeats by default, as the QC-SMOTE paper evaluates: one 5-fold run
+moves a sampler's mean rank by about half a rank from its random draws
+alone; repeat r shuffles the folds with seed r and gives every sampler seed r).
 Each training fold is over-sampled by every Equipoise operator (through
 `equipoise sql` on a CSV of the fold) and by imbalanced-learn's SMOTE,
 BorderlineSMOTE, ADASYN and SMOTEENN (and left alone); the same scikit-learn
@@ -12,15 +15,18 @@ test fold with Macro-F1, ROC-AUC and G-mean. Missing values are imputed with
 the training fold's medians before anything else, for every method alike.
 
 Writes docs/benchmarks/oversampling.md: mean ranks (1 = best; per data set
-and classifier, averaged) and per-data-set means over classifiers.
+and classifier, averaged), the Nemenyi critical difference of those ranks,
+and per-data-set means over classifiers.
 
 Usage: scripts/eval-oversampling [--datasets a,b] [--qc-options 'k=5, ...']
-       [--only SAMPLER]
+       [--only SAMPLER] [--repeats 3]
 
 Scores are cached per data set and sampler in
 target/eval-oversampling-cache.json; `--only "equipoise qc_smote"` recomputes
 that sampler (a comma-separated list of name prefixes, e.g. "equipoise",
-also works) and takes the others from the cache (for tuning runs).
+also works) and takes the others from the cache (for tuning runs). A cache
+entry is keyed by the protocol too, so runs with other repeat counts do not
+mix.
 """
 
 import json
@@ -41,6 +47,7 @@ from imblearn.over_sampling import ADASYN, SMOTE, BorderlineSMOTE
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, roc_auc_score
+from scipy.stats import studentized_range
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -57,10 +64,10 @@ FOLDS = 5
 
 EQUIPOISE = ["random_oversample", "smote", "borderline_smote", "adasyn", "qc_smote"]
 IMBLEARN = {
-    "imblearn SMOTE": lambda: SMOTE(random_state=SEED),
-    "imblearn BorderlineSMOTE": lambda: BorderlineSMOTE(random_state=SEED),
-    "imblearn ADASYN": lambda: ADASYN(random_state=SEED),
-    "imblearn SMOTEENN": lambda: SMOTEENN(random_state=SEED),
+    "imblearn SMOTE": lambda seed: SMOTE(random_state=seed),
+    "imblearn BorderlineSMOTE": lambda seed: BorderlineSMOTE(random_state=seed),
+    "imblearn ADASYN": lambda seed: ADASYN(random_state=seed),
+    "imblearn SMOTEENN": lambda seed: SMOTEENN(random_state=seed),
 }
 SAMPLERS = ["none"] + list(IMBLEARN) + [f"equipoise {m}" for m in EQUIPOISE]
 CLASSIFIERS = {
@@ -97,10 +104,10 @@ def write_csv(path, header, x, y):
             f.write(",".join(repr(float(v)) for v in row) + f",{int(label)}\n")
 
 
-def equipoise_resample(binary, method, header, x, y, workdir, extra=""):
+def equipoise_resample(binary, method, header, x, y, workdir, seed, extra=""):
     train = os.path.join(workdir, "train.csv")
     write_csv(train, header, x, y)
-    options = f"seed={SEED}" + (f", {extra}" if extra else "")
+    options = f"seed={seed}" + (f", {extra}" if extra else "")
     query = f"SELECT * FROM {method}('t', 'label', '{options}')"
     out = subprocess.run(
         [binary, "sql", "--table", f"t={train}", "--format", "csv", query],
@@ -131,6 +138,14 @@ def rank_rows(scores):
     return ranks
 
 
+def critical_difference(n_samplers, n_blocks, alpha=0.05):
+    """Nemenyi critical difference (Demsar 2006) of mean ranks over
+    `n_blocks` rankings of `n_samplers`: two mean ranks further apart than
+    this differ at level `alpha`."""
+    q = studentized_range.ppf(1 - alpha, n_samplers, np.inf) / np.sqrt(2)
+    return q * np.sqrt(n_samplers * (n_samplers + 1) / (6 * n_blocks))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--datasets", default="")
@@ -139,7 +154,13 @@ def main():
     parser.add_argument("--qc-options", default="")
     parser.add_argument("--only", default="")
     parser.add_argument("--cache", default=os.path.join(ROOT, "target/eval-oversampling-cache.json"))
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if args.repeats < 1:
+        print("error: --repeats must be at least 1", file=sys.stderr)
+        return 2
+    # One 5-fold run keeps the key of earlier caches.
+    protocol = "" if args.repeats == 1 else f"|{args.repeats}x{FOLDS}"
     cache = {}
     if os.path.exists(args.cache):
         with open(args.cache) as f:
@@ -156,9 +177,15 @@ def main():
     with tempfile.TemporaryDirectory() as workdir:
         for name, header, x_all, y_all in datasets:
             t0 = time.time()
-            folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=SEED)
             per = {c: {s: {m: [] for m in METRICS} for s in SAMPLERS} for c in CLASSIFIERS}
-            for train_idx, test_idx in folds.split(x_all, y_all):
+            splits = [
+                (SEED + r, train_idx, test_idx)
+                for r in range(args.repeats)
+                for train_idx, test_idx in StratifiedKFold(
+                    n_splits=FOLDS, shuffle=True, random_state=SEED + r
+                ).split(x_all, y_all)
+            ]
+            for seed, train_idx, test_idx in splits:
                 x_train, y_train = x_all[train_idx], y_all[train_idx]
                 x_test, y_test = x_all[test_idx], y_all[test_idx]
                 medians = np.nanmedian(x_train, axis=0)
@@ -169,18 +196,19 @@ def main():
                     recompute = not args.only or any(
                         sampler.startswith(o.strip()) for o in args.only.split(",")
                     )
-                    if not recompute and f"{name}|{sampler}" in cache:
+                    if not recompute and f"{name}|{sampler}{protocol}" in cache:
                         continue
                     try:
                         if sampler == "none":
                             xr, yr = x_train, y_train
                         elif sampler in IMBLEARN:
-                            xr, yr = IMBLEARN[sampler]().fit_resample(x_train, y_train)
+                            xr, yr = IMBLEARN[sampler](seed).fit_resample(x_train, y_train)
                         else:
                             method = sampler.split(" ", 1)[1]
                             extra = args.qc_options if method == "qc_smote" else ""
                             xr, yr = equipoise_resample(
-                                args.binary, method, header, x_train, y_train, workdir, extra
+                                args.binary, method, header, x_train, y_train, workdir, seed,
+                                extra,
                             )
                     except Exception as e:  # recorded, then trained without resampling
                         failures.append(f"{name}: {sampler}: {str(e).splitlines()[0][:160]}")
@@ -195,7 +223,7 @@ def main():
                         per[cname][sampler]["G-mean"].append(geometric_mean_score(y_test, pred))
             scores[name] = {c: {} for c in CLASSIFIERS}
             for sampler in SAMPLERS:
-                key = f"{name}|{sampler}"
+                key = f"{name}|{sampler}{protocol}"
                 if per[next(iter(CLASSIFIERS))][sampler]["Macro-F1"]:
                     cache[key] = {
                         c: {m: float(np.mean(v)) for m, v in per[c][sampler].items()}
@@ -212,9 +240,14 @@ def main():
         "",
         f"Generated by `scripts/eval-oversampling` in {time.time() - started:.0f} s "
         f"(scikit-learn {sklearn.__version__}, imbalanced-learn {imblearn.__version__}). "
-        f"Stratified {FOLDS}-fold cross-validation (shuffle, seed {SEED}) on every binary data set "
-        "under `../shared/data`; training folds median-imputed, then over-sampled (default "
-        "options, seed 0, `sampling_strategy='auto'`); classifiers: LR (standardized logistic "
+        + (f"Stratified {FOLDS}-fold cross-validation (shuffle, seed {SEED})"
+           if args.repeats == 1 else
+           f"Stratified {FOLDS}-fold cross-validation repeated {args.repeats} times (repeat r: "
+           "folds shuffled with seed r, every sampler seeded with r; scores are means over "
+           f"all {args.repeats * FOLDS} folds)")
+        + " on every binary data set under `../shared/data`; training folds median-imputed, "
+        "then over-sampled (default options, `sampling_strategy='auto'`); classifiers: LR "
+        "(standardized logistic "
         "regression), DT (decision tree), RF (random forest, 100 trees), fixed seeds; the test "
         "folds are never resampled."
         + (f" QC-SMOTE options: `{args.qc_options}`." if args.qc_options else "")
@@ -248,6 +281,22 @@ def main():
             cells.append(f"**{cell}**" if best[m] == s else cell)
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     lines += ["", "Best oversampler (bold) per metric: " + ", ".join(f"{m}: {best[m]}" for m in METRICS), ""]
+    # Whether the best mean rank is a clear lead or within chance: the
+    # rankings (one per data set and classifier) are the blocks.
+    blocks = len(scores) * len(CLASSIFIERS)
+    if blocks:
+        cd = critical_difference(len(SAMPLERS), blocks)
+        lines += [
+            f"Nemenyi critical difference (alpha = 0.05, {len(SAMPLERS)} samplers, {blocks} "
+            f"rankings): {cd:.2f}. Two mean ranks closer than this are not shown to differ. "
+            "Per metric, the best oversampler's lead over the next best: "
+            + ", ".join(
+                f"{m} {min(mean_ranks[s][m] for s in oversamplers if s != best[m]) - mean_ranks[best[m]][m]:.2f}"
+                for m in METRICS
+            )
+            + ".",
+            "",
+        ]
     # Which classifier a mean rank comes from: a sampler that cleans the
     # majority class (SMOTEENN) helps an unpruned tree most.
     lines += ["## Mean rank per classifier (1 = best)", "",
