@@ -171,28 +171,8 @@ pub fn gather_eligible(
     mut rows: Vec<u32>,
 ) -> Result<(Vec<u32>, Vec<f64>)> {
     let dim = feature_indices.len();
-    let mut values = vec![0.0; rows.len() * dim];
-    let mut complete = vec![true; rows.len()];
     let columns = float_columns(batch, feature_indices)?;
-    // A block of rows at a time, as in `batch_features`: column by column
-    // over all rows, each column's pass wrote one value per row across the
-    // whole output, and a batch's rows x 20 features outgrow the cache.
-    for start in (0..rows.len()).step_by(BLOCK_ROWS) {
-        let end = (start + BLOCK_ROWS).min(rows.len());
-        for (d, column) in columns.iter().enumerate() {
-            let array = column.as_primitive::<Float64Type>();
-            let (column, nulls) = (array.values(), array.nulls());
-            let targets = values[start * dim..end * dim].chunks_exact_mut(dim);
-            for ((target, ok), &row) in targets
-                .zip(&mut complete[start..end])
-                .zip(&rows[start..end])
-            {
-                let v = column[row as usize];
-                target[d] = v;
-                *ok &= usable(nulls, row as usize, v);
-            }
-        }
-    }
+    let (mut values, complete) = row_major(&columns, rows.len(), |i| rows[i] as usize);
     if complete.iter().all(|&ok| ok) {
         return Ok((rows, values));
     }
@@ -213,6 +193,40 @@ pub fn gather_eligible(
 /// Rows written row-major at a time from the feature columns: 128 rows x
 /// 20 features is 20 KiB, inside the core's first-level cache.
 const BLOCK_ROWS: usize = 128;
+
+/// The `Float64` `columns`' values at rows `row(0)..row(n)`, row-major, and
+/// whether each row's are all usable (an unusable value is left 0.0). A
+/// block of rows at a time, so the rows being written stay in cache while
+/// every column is read into them: column by column over all rows, each
+/// pass would write one value per row across the whole output, and a
+/// batch's rows x 20 features outgrow the cache.
+fn row_major(
+    columns: &[ArrayRef],
+    n: usize,
+    row: impl Fn(usize) -> usize,
+) -> (Vec<f64>, Vec<bool>) {
+    let dim = columns.len();
+    let mut values = vec![0.0; n * dim];
+    let mut complete = vec![true; n];
+    for start in (0..n).step_by(BLOCK_ROWS) {
+        let end = (start + BLOCK_ROWS).min(n);
+        for (d, column) in columns.iter().enumerate() {
+            let array = column.as_primitive::<Float64Type>();
+            let (column, nulls) = (array.values(), array.nulls());
+            let targets = values[start * dim..end * dim].chunks_exact_mut(dim);
+            for ((i, target), ok) in (start..end).zip(targets).zip(&mut complete[start..end]) {
+                let r = row(i);
+                let v = column[r];
+                if usable(nulls, r, v) {
+                    target[d] = v;
+                } else {
+                    *ok = false;
+                }
+            }
+        }
+    }
+    (values, complete)
+}
 
 /// The feature columns as `Float64` (a `Float64` column is shared, not
 /// copied).
@@ -277,29 +291,9 @@ pub fn batch_features(
     feature_indices: &[usize],
     classes: &mut ClassIndex,
 ) -> Result<BatchFeatures> {
-    let rows = batch.num_rows();
     let dim = feature_indices.len();
-    let mut values = vec![0.0; rows * dim];
-    let mut complete = vec![true; rows];
     let columns = float_columns(batch, feature_indices)?;
-    // Row-major from columns, a block of rows at a time, so the rows being
-    // written stay in cache while every column is read into them.
-    for start in (0..rows).step_by(BLOCK_ROWS) {
-        let end = (start + BLOCK_ROWS).min(rows);
-        for (d, column) in columns.iter().enumerate() {
-            let array = column.as_primitive::<Float64Type>();
-            let block = &array.values()[start..end];
-            let targets = values[start * dim..end * dim].chunks_exact_mut(dim);
-            let nulls = array.nulls();
-            for ((row, target), &v) in (start..end).zip(targets).zip(block) {
-                if usable(nulls, row, v) {
-                    target[d] = v;
-                } else {
-                    complete[row] = false;
-                }
-            }
-        }
-    }
+    let (values, complete) = row_major(&columns, batch.num_rows(), |row| row);
     let labelled = batch_labels(batch, label_index, classes)?;
     let slots = labelled
         .iter()

@@ -60,9 +60,9 @@
 //! a query group meets, the upper ends of the estimates (the estimate plus
 //! twice the bound: the same terms with `1 + 2c` for `1 - c`; see
 //! [`upper_ratio`]) are reduced to the least per lane, and the `k`-th
-//! least of those sixteen lanes, which are
-//! sixteen different points, bounds the exact distances of `k` points and
-//! so the query's `k`-th nearest ([`lane_minima`]). Until then every point
+//! least of those sixteen lanes, which are sixteen different points,
+//! bounds the exact distances of `k` points and so the query's `k`-th
+//! nearest ([`lane_minima`]). Until then every point
 //! of a step passed an unfilled answer and was recomputed and inserted;
 //! with it, the 5,022-row class search of the oversampling bench recomputes
 //! 18 points per query instead of 48, the 200,000-row search 74 instead of
@@ -974,8 +974,8 @@ fn scan<const Q: usize, const P: usize, D: Dots<Q, P>>(
 /// is query `j`'s excluded index; a NaN never enters, `+inf` where nothing
 /// did). The lanes hold distinct points, so the `k`-th least of a query's
 /// minima bounds the exact distances of `k` points from above, and so its
-/// `k`-th nearest distance: a limit before
-/// any exact distance is known. Without it, every point of a step passes
+/// `k`-th nearest distance: a limit before any exact distance is known.
+/// Without it, every point of a step passes
 /// an unfilled answer's infinite limit and the first block offers dozens
 /// of points per query, each recomputed exactly and inserted.
 #[inline(always)]
