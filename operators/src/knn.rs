@@ -1,5 +1,6 @@
 //! Exact k-nearest-neighbour search, the hot path of the oversamplers, of
-//! iCost and of the complexity measures.
+//! iCost and of the complexity measures: every neighbourhood goes through
+//! it.
 //!
 //! Blocked brute force: the reference points are stored in tiles of eight,
 //! dimension-major within a tile, so the kernel computes the distances of
@@ -8,7 +9,8 @@
 //! group of queries before the next block is touched. The kernel is
 //! compiled for AVX-512, AVX2 and the baseline, and the widest the CPU has
 //! is picked at run time (`pulp`, so without `unsafe` here). Queries are
-//! split across threads when the work is large enough.
+//! split across threads when the work is large enough, and so is building
+//! a large set's prefilter copy.
 //!
 //! Contract, relied on by the reference tests:
 //! - distances are squared Euclidean, computed by differences (never by the
@@ -19,10 +21,42 @@
 //! - ties are broken by the lower reference index;
 //! - every query gets `min(k, available)` neighbours, nearest first.
 //!
-//! Sets of few dimensions (up to [`TREE_MAX_DIM`]) and enough points are
-//! searched with a k-d tree instead ([`kd_tree`]), under the same contract;
-//! in more dimensions a tree prunes too little to pay for itself (the
-//! operators' metrics data has 20 and more), so brute force it is.
+//! How a set is searched depends on the data, never the answer:
+//! - Sets of few dimensions (up to [`TREE_MAX_DIM`]) and enough points are
+//!   searched with a k-d tree instead ([`kd_tree`]), under the same
+//!   contract. Its leaves are stored and scanned a column at a time, each
+//!   point's distance summed in the same dimension order as the brute-force
+//!   kernel, so the distances are bit-identical. In more dimensions a tree
+//!   prunes too little to pay for itself (the operators' metrics data has
+//!   20 and more), so brute force it is.
+//! - Above that dimension, a search with enough queries first estimates
+//!   distances in single precision ([`prefilter`]): `|q|^2 + |x|^2 - 2 q.x`
+//!   on centred, power-of-two-scaled `f32` copies, eight queries by sixteen
+//!   points per step, 512 queries per pass over the point tiles. A point is
+//!   recomputed exactly unless a proven error bound rules it out, so the
+//!   answers are the exact kernel's. Queries are multiplied by -2 (exact)
+//!   and carry their own terms in a per-query threshold, so a point's test
+//!   is one addition and one comparison; the pairs of a step that pass are
+//!   recomputed together, then offered in order, so their independent sums
+//!   overlap. A query's limit starts from the `k`-th least per-lane minimum
+//!   of the estimates' upper ends in the first block (distinct points, so a
+//!   proven bound on its `k`-th distance), not from infinity. Blocks are
+//!   scanned in a scattered fixed order, which is why top lists order by
+//!   (distance, index) rather than relying on index order.
+//! - Where the CPU has a matrix unit (Intel AMX, on Linux) and a set has up
+//!   to 21 dimensions, the prefilter's dot products come from it instead
+//!   ([`matrix`]), on coordinates split into two `bf16` halves: a wider
+//!   bound, the same recomputation rule, and 2,048 queries per pass so that
+//!   the point tiles stream from memory once per group.
+//!
+//! A [`PointSet`] made from all of a caller's rows borrows them (no `f64`
+//! copy): the prefilter is converted from them and recomputes from them,
+//! and the exact kernel's tiles are made by the first search that runs it.
+//! The prefilter's copies and terms, and the matrix unit's query rows and
+//! products, start on 64-byte boundaries (`LineAligned`), so a 64-byte row
+//! is one cache line. [`matrix`] holds the tile instructions
+//! (configuration, the permission request to Linux, loads, products,
+//! stores) as inline assembly: the workspace's only `unsafe` code.
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
