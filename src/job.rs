@@ -21,10 +21,10 @@ use datafusion::common::{Result, exec_datafusion_err};
 use datafusion::prelude::SessionConfig;
 use equipoise_connectors::{GeneratorConfig, GeneratorTable};
 use equipoise_operators::class_label::{ClassValue, for_each_class};
-use equipoise_operators::detector::PREDICTION;
+use equipoise_operators::columns::{IS_SYNTHETIC, PREDICTION};
 use equipoise_operators::drift::DriftState;
 use equipoise_operators::features::FeatureSelection;
-use equipoise_operators::oversample::Mode;
+use equipoise_operators::stage::Mode;
 use equipoise_operators::{
     ClassMonitorOptions, ControlSignal, DataFrameStageExt, DetectorOptions, DriftEvent,
     DriftMonitorOptions, IcostOptions, JobRuntime, JobSnapshot, Method, OversampleOptions,
@@ -329,7 +329,7 @@ pub async fn run_job(
         .ok_or_else(|| exec_datafusion_err!("label column '{}' vanished", spec.label_column))?;
     let synthetic_index = pipeline
         .schema()
-        .index_of_column_by_name(None, equipoise_operators::oversample::IS_SYNTHETIC);
+        .index_of_column_by_name(None, IS_SYNTHETIC);
     let mut stream = pipeline.execute_stream().await?;
 
     let started = Instant::now();

@@ -14,7 +14,9 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::physical_plan::{
+    ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties,
+};
 use futures::StreamExt;
 use prometheus::Histogram;
 
@@ -82,6 +84,19 @@ pub fn only_input_stream(
         return internal_err!("{operator} has one partition, asked for {partition}");
     }
     input.execute(0, context)
+}
+
+/// Whether `input` merges several partitions into one stream (the
+/// distribution the optimizer inserts below a single-partition operator),
+/// which makes the arrival order vary between runs.
+pub fn merges_partitions(input: &dyn ExecutionPlan) -> bool {
+    matches!(
+        input.name(),
+        "CoalescePartitionsExec" | "SortPreservingMergeExec"
+    ) && input
+        .children()
+        .first()
+        .is_some_and(|child| child.output_partitioning().partition_count() > 1)
 }
 
 /// Plan properties of an operator that reads one ordered stream and emits

@@ -33,11 +33,10 @@ use serde::{Deserialize, Serialize};
 use crate::batch_stream::only_child;
 use crate::class_label::{ClassValue, check_label_type, class_slots};
 use crate::features::column_list;
-use crate::metrics::{ClassLabels, SharedMetrics};
-use crate::runtime::{
-    ControlSignal, JobRuntime, MetricSet, OperatorSnapshot, StatefulOperator, lock,
-};
+use crate::metrics::{ClassLabels, MetricSet, SharedMetrics};
+use crate::runtime::{ControlSignal, JobRuntime, OperatorSnapshot, StatefulOperator};
 use crate::stage::StreamStage;
+use crate::sync::lock;
 
 pub const KIND: &str = "class_monitor";
 const STATE_VERSION: u32 = 1;

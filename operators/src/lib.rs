@@ -1,9 +1,21 @@
 //! Streaming operators of Equipoise and the job runtime they plug into.
 //!
-//! - [`runtime`]: the [`runtime::JobRuntime`] every operator receives when it
-//!   is planned (metrics registry, control bus, state registry).
-//! - [`stage`]: how an operator enters a plan ([`stage::StreamStage`],
-//!   [`stage::StageTable`], [`stage::DataFrameStageExt`]).
+//! Floors, each importing only from those below it:
+//!
+//! 1. vocabulary and plumbing: [`columns`] (the column names operators
+//!    share), [`metrics`] (shared Prometheus families, the class-label cap),
+//!    [`runtime`] (the [`runtime::JobRuntime`] every operator receives when
+//!    it is planned: metrics registry, control bus, state registry),
+//!    [`stage`] (how an operator enters a plan: [`stage::StreamStage`],
+//!    [`stage::StageTable`], the `mode` vocabulary), [`batch_stream`],
+//!    [`options`], [`features`], [`class_label`], [`knn`], [`rng`];
+//! 2. the operators; one may use another's algorithms (complexity's
+//!    canonical order and kDN, drift's ADWIN), never its execution node;
+//! 3. [`dataframe`]: every operator as a DataFrame method
+//!    ([`dataframe::DataFrameStageExt`]), and [`table_functions`] below.
+//!
+//! Modules:
+//!
 //! - [`batch_stream`]: the output stream of batch-at-a-time operators.
 //! - [`class_monitor`]: per-class counts and the decayed class mix.
 //! - [`class_label`]: label columns as class values.
@@ -16,7 +28,6 @@
 //!   the `drift_monitor` operator.
 //! - [`detector`]: online learners and the `train_detector` /
 //!   `score_detector` operators.
-//! - [`metrics`]: the shared Prometheus families and the class-label cap.
 //! - [`prequential`]: test-then-train per-class quality.
 //! - [`features`]: which columns are label and features.
 //! - [`table_function`]: arguments of the SQL table functions.
@@ -27,7 +38,9 @@
 pub mod batch_stream;
 pub mod class_label;
 pub mod class_monitor;
+pub mod columns;
 pub mod complexity;
+pub mod dataframe;
 pub mod detector;
 pub mod drift;
 pub mod features;
@@ -41,9 +54,11 @@ pub mod prequential;
 pub mod rng;
 pub mod runtime;
 pub mod stage;
+mod sync;
 pub mod table_function;
 
 pub use class_monitor::{ClassMonitorOptions, ClassMonitorStage};
+pub use dataframe::DataFrameStageExt;
 pub use detector::DetectorOptions;
 pub use drift::DriftMonitorOptions;
 pub use icost::{IcostMode, IcostOptions, IcostStage};
@@ -51,7 +66,7 @@ pub use oversample::{Method, OversampleOptions, OversampleStage, SamplingStrateg
 pub use runtime::{
     ControlSignal, DriftEvent, JobRuntime, JobSnapshot, SignalTarget, StatefulOperator,
 };
-pub use stage::{DataFrameStageExt, StageTable, StreamStage};
+pub use stage::{Mode, StageTable, StreamStage};
 
 use std::sync::Arc;
 

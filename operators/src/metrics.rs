@@ -32,7 +32,16 @@ use prometheus::{
 };
 
 use crate::class_label::ClassValue;
-use crate::runtime::{MetricSet, lock};
+use crate::sync::lock;
+
+/// A group of Prometheus metrics that one kind of operator exports.
+pub trait MetricSet: Send + Sync + 'static {
+    /// Unique key of the set within a runtime.
+    const NAME: &'static str;
+    fn register(registry: &Registry) -> prometheus::Result<Self>
+    where
+        Self: Sized;
+}
 
 /// Classes that get their own `class` label value per runtime.
 pub const MAX_CLASS_LABELS: usize = 32;

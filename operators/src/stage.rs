@@ -5,45 +5,24 @@
 //! and it builds its physical node when the query is planned, receiving the
 //! session's [`JobRuntime`] at that moment. [`StageTable`] is the
 //! `TableProvider` that does this for any stage over any input plan; the SQL
-//! table functions and the [`DataFrameStageExt`] methods are thin wrappers
-//! around it.
+//! table functions and the DataFrame methods (`crate::dataframe`) are thin
+//! wrappers around it. [`Mode`] is the one vocabulary of whole-table and
+//! streaming semantics that every operator with both takes as `mode=`.
 
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::Result;
-use datafusion::dataframe::DataFrame;
-use datafusion::datasource::provider_as_source;
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableType};
+use datafusion::common::{Result, plan_err};
+use datafusion::logical_expr::{Expr, LogicalPlan, TableType};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 
-use crate::class_monitor::{ClassMonitorOptions, ClassMonitorStage};
-use crate::detector::{DetectorOptions, TrainStage};
-use crate::drift::DriftMonitorOptions;
-use crate::drift::exec::DriftMonitorStage;
-use crate::icost::{IcostOptions, IcostStage};
-use crate::oversample::{IS_SYNTHETIC, Method, OversampleOptions, OversampleStage};
+use crate::options::Options;
 use crate::runtime::JobRuntime;
-
-/// `input`'s fields (and metadata) followed by an operator's own columns.
-pub fn with_columns(input: &Schema, added: impl IntoIterator<Item = Field>) -> SchemaRef {
-    let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
-    fields.extend(added.into_iter().map(Arc::new));
-    Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()))
-}
-
-/// The Boolean `is_synthetic` marker an upstream oversampler added, if any.
-pub fn synthetic_marker(input: &Schema) -> Option<usize> {
-    input
-        .index_of(IS_SYNTHETIC)
-        .ok()
-        .filter(|&i| input.field(i).data_type() == &DataType::Boolean)
-}
 
 /// A streaming operator, as the planner sees it.
 pub trait StreamStage: fmt::Debug + Send + Sync {
@@ -122,56 +101,44 @@ impl TableProvider for StageTable {
     }
 }
 
-/// Equipoise stages as DataFrame methods, for Rust users.
-pub trait DataFrameStageExt: Sized {
-    /// Apply any stage.
-    fn stage(self, stage: Arc<dyn StreamStage>) -> Result<DataFrame>;
-
-    /// Count rows per class and track the decayed class mix; see
-    /// [`crate::class_monitor`].
-    fn class_monitor(self, options: ClassMonitorOptions) -> Result<DataFrame> {
-        self.stage(Arc::new(ClassMonitorStage::try_new(options)?))
-    }
-
-    /// Over-sample with any method; see [`crate::oversample`].
-    fn oversample(self, method: Method, options: OversampleOptions) -> Result<DataFrame> {
-        self.stage(Arc::new(OversampleStage::try_new(method, options)?))
-    }
-
-    /// Quality-controlled SMOTE; see [`crate::oversample::qc_smote`].
-    fn qc_smote(self, options: OversampleOptions) -> Result<DataFrame> {
-        self.oversample(Method::QcSmote, options)
-    }
-
-    /// iCost weights; see [`crate::icost`].
-    fn icost(self, options: IcostOptions) -> Result<DataFrame> {
-        self.stage(Arc::new(IcostStage::try_new(options)?))
-    }
-
-    /// Watch the class mix (and, with a prediction column, per-class recall,
-    /// error and confusion) for drift; see [`crate::drift::monitor`].
-    fn drift_monitor(self, options: DriftMonitorOptions) -> Result<DataFrame> {
-        self.stage(Arc::new(DriftMonitorStage::try_new(options)?))
-    }
-
-    /// Predict, then learn, row by row; see [`crate::detector`].
-    fn train_detector(self, options: DetectorOptions) -> Result<DataFrame> {
-        self.stage(Arc::new(TrainStage::try_new(options)?))
-    }
-
-    /// SMOTE as imbalanced-learn; see [`crate::oversample::smote`].
-    fn smote(self, options: OversampleOptions) -> Result<DataFrame> {
-        self.oversample(Method::Smote, options)
-    }
+/// Which semantics an operator with a whole-table and a streaming form
+/// applies: option `mode`, the same word and values in every operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Streaming on unbounded input, whole-table on bounded input.
+    #[default]
+    Auto,
+    /// Streaming semantics even on bounded input (replaying a file as the
+    /// stream it was, or a job bounded only by `--rows`).
+    Stream,
+    /// Whole-table semantics; refused on unbounded input.
+    Batch,
 }
 
-impl DataFrameStageExt for DataFrame {
-    fn stage(self, stage: Arc<dyn StreamStage>) -> Result<DataFrame> {
-        let kind = stage.kind();
-        let (state, plan) = self.into_parts();
-        let table = StageTable::try_new(plan, stage)?;
-        let plan =
-            LogicalPlanBuilder::scan(kind, provider_as_source(Arc::new(table)), None)?.build()?;
-        Ok(DataFrame::new(state, plan))
+impl Mode {
+    /// The option `key` (`auto`, `stream` or `batch`; absent: `auto`).
+    pub fn take(options: &mut Options, key: &str, operator: &str) -> Result<Self> {
+        match options.take::<String>(key)?.as_deref() {
+            None | Some("auto") => Ok(Self::Auto),
+            Some("stream") => Ok(Self::Stream),
+            Some("batch") => Ok(Self::Batch),
+            Some(other) => {
+                plan_err!("{operator}: unknown {key} '{other}'; use auto, stream or batch")
+            }
+        }
+    }
+
+    /// Whether the whole-table semantics apply to `input` (else streaming),
+    /// or a plan error where `Batch` meets unbounded input.
+    pub fn whole_table(self, key: &str, operator: &str, input: &dyn ExecutionPlan) -> Result<bool> {
+        let unbounded = input.properties().boundedness.is_unbounded();
+        match self {
+            Self::Auto => Ok(!unbounded),
+            Self::Stream => Ok(false),
+            Self::Batch if unbounded => {
+                plan_err!("{operator}: {key}=batch needs bounded input; this input is unbounded")
+            }
+            Self::Batch => Ok(true),
+        }
     }
 }

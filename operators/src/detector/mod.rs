@@ -57,19 +57,14 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{Result, plan_err};
 use datafusion::physical_plan::ExecutionPlan;
 
+use crate::columns::{
+    MODEL_VERSION, PREDICTION, SAMPLE_WEIGHT, SCORE, synthetic_marker, with_columns,
+};
 use crate::features::{FeatureSelection, LabelAndFeatures};
-use crate::icost::SAMPLE_WEIGHT;
 use crate::options::Options;
 use crate::runtime::JobRuntime;
-use crate::stage::{StreamStage, synthetic_marker, with_columns};
+use crate::stage::StreamStage;
 use logistic::Optimizer;
-
-/// Output column with the predicted class.
-pub const PREDICTION: &str = "prediction";
-/// Output column with the score.
-pub const SCORE: &str = "score";
-/// Output column with the model version.
-pub const MODEL_VERSION: &str = "model_version";
 
 /// Which learner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

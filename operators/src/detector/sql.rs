@@ -20,8 +20,9 @@ use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 
 use super::model::{ModelSnapshot, class_column, minority_of_two};
-use super::{DetectorOptions, MODEL_VERSION, PREDICTION, SCORE, TrainStage, scored_schema};
+use super::{DetectorOptions, TrainStage, scored_schema};
 use crate::batch_stream::{BatchProcessor, only_child, processed_stream};
+use crate::columns::{MODEL_VERSION, PREDICTION, SCORE};
 use crate::metrics::SharedMetrics;
 use crate::runtime::{ControlSignal, JobRuntime};
 use crate::stage::{StageTable, StreamStage};

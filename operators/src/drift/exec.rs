@@ -25,16 +25,17 @@ use datafusion::physical_plan::{
 };
 
 use super::DriftState;
-use super::monitor::{DRIFT_SIGNAL, DRIFT_STATE, DriftMonitorOptions, Monitors, Signal};
+use super::monitor::{DriftMonitorOptions, Monitors, Signal};
 use crate::batch_stream::{
     BatchProcessor, only_child, only_input_stream, processed_stream, single_stream_plan_methods,
     single_stream_properties,
 };
 use crate::class_label::{check_label_type, class_slots};
+use crate::columns::{DRIFT_SIGNAL, DRIFT_STATE, synthetic_marker, with_columns};
 use crate::features::{ClassIndex, column_list};
 use crate::metrics::SharedMetrics;
 use crate::runtime::{ControlSignal, DriftEvent, JobRuntime};
-use crate::stage::{StreamStage, synthetic_marker, with_columns};
+use crate::stage::StreamStage;
 
 /// Operator kind and id prefix.
 pub const KIND: &str = "drift_monitor";

@@ -47,35 +47,7 @@ pub use monitor::DriftMonitorOptions;
 pub use page_hinkley::PageHinkley;
 pub use perfsim::PerfSim;
 
-/// A detector's state after a row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DriftState {
-    #[default]
-    None,
-    Warning,
-    Drift,
-}
-
-impl DriftState {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Warning => "warning",
-            Self::Drift => "drift",
-        }
-    }
-
-    fn of(drift: bool, warning: bool) -> Self {
-        if drift {
-            Self::Drift
-        } else if warning {
-            Self::Warning
-        } else {
-            Self::None
-        }
-    }
-}
+pub use crate::runtime::DriftState;
 
 /// A change detector fed one value per row.
 pub trait DriftDetector: Send {

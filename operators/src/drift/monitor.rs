@@ -44,11 +44,6 @@ use super::{ClassPrior, DriftDetector, DriftState, HddmA, PerfSim, RecallMonitor
 use crate::options::Options;
 use crate::prequential::Prequential;
 
-/// Output column with the row's state.
-pub const DRIFT_STATE: &str = "drift_state";
-/// Output column naming the detectors in warning or drift.
-pub const DRIFT_SIGNAL: &str = "drift_signal";
-
 /// Options of `drift_monitor`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriftMonitorOptions {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, Float64Array, RecordBatch, StringArray};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, exec_err, plan_err};
+use datafusion::common::{Result, exec_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::execution_plan::EmissionType;
@@ -25,17 +25,15 @@ use super::weights::{
 use super::window::SlidingWindow;
 use super::{Category, IcostColumns, IcostMode, IcostOptions, IcostStage};
 use crate::batch_stream::{
-    BatchProcessor, only_child, only_input_stream, processed_stream, single_stream_plan_methods,
-    single_stream_properties,
+    BatchProcessor, merges_partitions, only_child, only_input_stream, processed_stream,
+    single_stream_plan_methods, single_stream_properties,
 };
 use crate::complexity::{ClassedRows, canonical_order};
 use crate::features::{BatchFeatures, ClassIndex, batch_features};
 use crate::knn::{Exclude, PointSet, search};
-use crate::metrics::{ClassLabels, SharedMetrics};
-use crate::oversample::Mode;
-use crate::oversample::exec::merges_partitions;
+use crate::metrics::{ClassLabels, MetricSet, SharedMetrics};
 use crate::rng::Rng;
-use crate::runtime::{ControlSignal, JobRuntime, MetricSet};
+use crate::runtime::{ControlSignal, JobRuntime};
 
 /// Fewest rows of a streamed batch to weigh for which the window is indexed
 /// by a tree (where the dimension allows one) rather than scanned per query.
@@ -113,15 +111,7 @@ impl IcostExec {
 
     /// Whether the whole-table semantics apply (else streaming).
     fn whole_table(options: &IcostOptions, input: &dyn ExecutionPlan) -> Result<bool> {
-        let unbounded = input.properties().boundedness.is_unbounded();
-        match options.semantics {
-            Mode::Auto => Ok(!unbounded),
-            Mode::Stream => Ok(false),
-            Mode::Batch if unbounded => {
-                plan_err!("icost: semantics=batch needs bounded input; this input is unbounded")
-            }
-            Mode::Batch => Ok(true),
-        }
+        options.semantics.whole_table("semantics", "icost", input)
     }
 
     fn properties_for(

@@ -69,16 +69,11 @@ use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::common::{Result, plan_err};
 use datafusion::physical_plan::ExecutionPlan;
 
+use crate::columns::{COMPLEXITY, SAMPLE_WEIGHT, synthetic_marker, with_columns};
 use crate::features::{FeatureSelection, LabelAndFeatures};
 use crate::options::Options;
-use crate::oversample::Mode;
 use crate::runtime::JobRuntime;
-use crate::stage::{StreamStage, synthetic_marker, with_columns};
-
-/// Output column with the row's weight.
-pub const SAMPLE_WEIGHT: &str = "sample_weight";
-/// Output column with the row's category.
-pub const COMPLEXITY: &str = "complexity";
+use crate::stage::{Mode, StreamStage};
 
 /// How weights are derived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,14 +234,7 @@ impl IcostOptions {
         if let Some(h) = options.take::<f64>("half_life")? {
             parsed.half_life_rows = h;
         }
-        parsed.semantics = match options.take::<String>("semantics")?.as_deref() {
-            None | Some("auto") => Mode::Auto,
-            Some("stream") => Mode::Stream,
-            Some("batch") => Mode::Batch,
-            Some(other) => {
-                return plan_err!("icost: unknown semantics '{other}'; use auto, stream or batch");
-            }
-        };
+        parsed.semantics = Mode::take(&mut options, "semantics", "icost")?;
         parsed.selection = FeatureSelection::take(&mut options)?;
         options.finish()?;
         parsed.validate()?;

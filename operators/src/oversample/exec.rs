@@ -20,26 +20,25 @@ use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
-    PlanProperties,
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, PlanProperties,
 };
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::qc_smote::StreamModels;
 use super::reservoir::{ReferenceSet, Reservoirs};
 use super::{
-    ColumnPlan, GenerateContext, Generated, Method, Mode, OversampleOptions, OversampleStage,
+    ColumnPlan, GenerateContext, Generated, Method, OversampleOptions, OversampleStage,
     SamplingStrategy, Synthetic, generate,
 };
 use crate::batch_stream::{
-    BatchProcessor, only_child, only_input_stream, processed_stream, single_stream_plan_methods,
-    single_stream_properties,
+    BatchProcessor, merges_partitions, only_child, only_input_stream, processed_stream,
+    single_stream_plan_methods, single_stream_properties,
 };
 use crate::features::{BatchFeatures, ClassIndex, batch_features, batch_labels};
-use crate::metrics::{ClassLabels, SharedMetrics};
+use crate::metrics::{ClassLabels, MetricSet, SharedMetrics};
 use crate::parallel::{cores, in_shares};
 use crate::rng::Rng;
-use crate::runtime::{ControlSignal, JobRuntime, MetricSet};
+use crate::runtime::{ControlSignal, JobRuntime};
 
 /// Prometheus families of every oversampler in a runtime.
 #[derive(Debug)]
@@ -140,16 +139,10 @@ impl OversampleExec {
 
     /// Whether the whole-table semantics apply (else streaming).
     fn whole_table(stage: &OversampleStage, input: &dyn ExecutionPlan) -> Result<bool> {
-        let unbounded = input.properties().boundedness.is_unbounded();
-        match stage.options().mode {
-            Mode::Auto => Ok(!unbounded),
-            Mode::Stream => Ok(false),
-            Mode::Batch if unbounded => plan_err!(
-                "{}: mode=batch needs bounded input; this input is unbounded",
-                stage.method()
-            ),
-            Mode::Batch => Ok(true),
-        }
+        stage
+            .options()
+            .mode
+            .whole_table("mode", stage.method().name(), input)
     }
 
     fn properties_for(columns: &ColumnPlan, input: &dyn ExecutionPlan) -> Arc<PlanProperties> {
@@ -663,19 +656,6 @@ impl Oversampler {
             columns,
         )?)
     }
-}
-
-/// Whether `input` merges several partitions into one stream (the
-/// distribution the optimizer inserts below a single-partition operator),
-/// which makes the arrival order vary between runs.
-pub(crate) fn merges_partitions(input: &dyn ExecutionPlan) -> bool {
-    matches!(
-        input.name(),
-        "CoalescePartitionsExec" | "SortPreservingMergeExec"
-    ) && input
-        .children()
-        .first()
-        .is_some_and(|child| child.output_partitioning().partition_count() > 1)
 }
 
 /// Rows kept per class: the option, or the default for the semantics.

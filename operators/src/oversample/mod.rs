@@ -46,16 +46,14 @@ use datafusion::common::{Result, plan_err};
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::class_label::ClassValue;
+use crate::columns::{IS_SYNTHETIC, SYNTHETIC_KIND, with_columns};
 use crate::features::{FeatureSelection, LabelAndFeatures, column_list};
 use crate::options::Options;
 use crate::rng::Rng;
 use crate::runtime::JobRuntime;
-use crate::stage::{StreamStage, with_columns};
+use crate::stage::{Mode, StreamStage};
 use reservoir::ReferenceSet;
 pub use strategy::SamplingStrategy;
-
-pub const IS_SYNTHETIC: &str = "is_synthetic";
-pub const SYNTHETIC_KIND: &str = "synthetic_kind";
 
 /// The oversampling methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -132,19 +130,6 @@ pub struct OversampleOptions {
     pub half_life_rows: f64,
     /// Bounded or streaming semantics; by default the input's boundedness.
     pub mode: Mode,
-}
-
-/// Which semantics an oversampler applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Mode {
-    /// Streaming on unbounded input, whole-table on bounded input.
-    #[default]
-    Auto,
-    /// Streaming semantics even on bounded input (replaying a file as the
-    /// stream it was, or a job bounded only by `--rows`).
-    Stream,
-    /// Whole-table semantics; refused on unbounded input.
-    Batch,
 }
 
 impl OversampleOptions {
@@ -226,14 +211,7 @@ impl OversampleOptions {
         if let Some(h) = options.take::<f64>("half_life")? {
             parsed.half_life_rows = h;
         }
-        parsed.mode = match options.take::<String>("mode")?.as_deref() {
-            None | Some("auto") => Mode::Auto,
-            Some("stream") => Mode::Stream,
-            Some("batch") => Mode::Batch,
-            Some(other) => {
-                return plan_err!("{name}: unknown mode '{other}'; use auto, stream or batch");
-            }
-        };
+        parsed.mode = Mode::take(&mut options, "mode", name)?;
         options.finish()?;
         parsed.validate(method)?;
         Ok(parsed)
