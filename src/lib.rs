@@ -34,6 +34,7 @@ pub mod job;
 pub mod metrics_server;
 pub mod progress;
 pub mod sql;
+pub mod summary;
 
 /// Register every Equipoise function, table function and operator in `ctx`,
 /// and install the [`JobRuntime`] that operators receive when they are

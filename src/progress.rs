@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::job::ClassTally;
+use crate::summary::ClassTally;
 
 /// Seconds between two log lines when stdout is not a terminal.
 const LOG_INTERVAL: Duration = Duration::from_secs(5);

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use datafusion::common::Result;
 use equipoise::JobRuntime;
-use equipoise::job::{ClassTally, JobSpec, JobSummary, run_job};
+use equipoise::job::{JobSpec, run_job};
+use equipoise::summary::{ClassTally, JobSummary};
 use equipoise::operators::drift::DriftState;
 use equipoise::operators::{DriftMonitorOptions, OversampleOptions};
 use equipoise::progress::ProgressReporter;

@@ -140,7 +140,7 @@ async fn a_label_that_is_not_a_class_is_a_plan_error() -> Result<()> {
 
 struct Silent;
 impl ProgressReporter for Silent {
-    fn update(&mut self, _: &equipoise::job::ClassTally, _: Duration) {}
+    fn update(&mut self, _: &equipoise::summary::ClassTally, _: Duration) {}
     fn finish(&mut self) {}
 }
 
@@ -211,7 +211,7 @@ async fn a_job_resumes_from_its_snapshot_where_it_stopped() -> Result<()> {
 /// Reports the rows the sink has received so far.
 struct RowsSeen(tokio::sync::watch::Sender<u64>);
 impl ProgressReporter for RowsSeen {
-    fn update(&mut self, tally: &equipoise::job::ClassTally, _: Duration) {
+    fn update(&mut self, tally: &equipoise::summary::ClassTally, _: Duration) {
         self.0.send_replace(tally.rows());
     }
     fn finish(&mut self) {}

@@ -239,7 +239,7 @@ impl Trainer {
             rows_since_publish: usize::MAX,
         };
         trainer.restore()?;
-        trainer.publish_version();
+        trainer.publish_version()?;
         Ok(trainer)
     }
 
@@ -295,16 +295,20 @@ impl Trainer {
         Ok(())
     }
 
-    fn publish_version(&self) {
+    fn publish_version(&self) -> Result<()> {
         self.prometheus
             .model_version
             .with_label_values(&[self.operator_id.as_str()])
             .set(i64::try_from(self.version).unwrap_or(i64::MAX));
+        let version = self.version;
+        self.runtime.report().update(&self.operator_id, |report| {
+            report.model_version = Some(version)
+        })
     }
 
     /// Replace the live model: by the challenger when there is one, else by
     /// a retrained copy.
-    fn retrain(&mut self, reason: &str) {
+    fn retrain(&mut self, reason: &str) -> Result<()> {
         let replacement = match self.challenger.take() {
             Some(challenger) => challenger.model,
             None => self.learner.retrained_from(self.stage.options()),
@@ -317,8 +321,9 @@ impl Trainer {
             .model_retrains
             .with_label_values(&[self.operator_id.as_str(), reason])
             .inc();
-        self.publish_version();
+        self.publish_version()?;
         tracing::info!(operator = %self.operator_id, version = self.version, reason, "model replaced");
+        Ok(())
     }
 
     fn start_challenger(&mut self) -> &mut Challenger {
@@ -327,9 +332,9 @@ impl Trainer {
             .get_or_insert_with(|| Challenger::new(self.learner.retrained_from(options)))
     }
 
-    fn handle(&mut self, signal: &ControlSignal) {
+    fn handle(&mut self, signal: &ControlSignal) -> Result<()> {
         if !self.stage.options().retrain {
-            return;
+            return Ok(());
         }
         match signal {
             ControlSignal::Drift(event) if PERFORMANCE_SIGNALS.contains(&event.signal.as_str()) => {
@@ -345,26 +350,28 @@ impl Trainer {
                 }
             }
             ControlSignal::Reset { target, .. } if target.matches(KIND, &self.operator_id) => {
-                self.retrain("reset");
+                self.retrain("reset")?;
             }
             _ => {}
         }
+        Ok(())
     }
 
     /// After an original row: promote or drop an armed challenger.
-    fn judge_challenger(&mut self, classes: usize) {
+    fn judge_challenger(&mut self, classes: usize) -> Result<()> {
         let Some(challenger) = self.challenger.as_mut() else {
-            return;
+            return Ok(());
         };
         match challenger.verdict(classes) {
             Verdict::Wait => {}
-            Verdict::Promote => self.retrain("drift"),
+            Verdict::Promote => self.retrain("drift")?,
             Verdict::Drop => {
                 self.challenger = None;
                 self.challengers_dropped.add(1);
                 tracing::info!(operator = %self.operator_id, "challenger dropped: no better than the live model");
             }
         }
+        Ok(())
     }
 
     /// The slot scored: with two classes learned the minority, else the
@@ -503,7 +510,7 @@ impl Trainer {
                 self.class_rows[slot] += 1;
                 self.learn(x, slot, weight);
                 self.learned_rows.add(1);
-                self.judge_challenger(proba.len());
+                self.judge_challenger(proba.len())?;
             }
         }
         for i in drained..draining.len() {
@@ -603,7 +610,7 @@ impl BatchProcessor for Trainer {
         let elapsed = self.baseline.elapsed_compute().clone();
         let _timer = elapsed.timer();
         for signal in signals {
-            self.handle(signal);
+            self.handle(signal)?;
         }
         let out = self.process_batch(&batch)?;
         let replaced = self.learner.subtrees_replaced();

@@ -38,7 +38,7 @@ use crate::features::{BatchFeatures, ClassIndex, batch_features, batch_labels};
 use crate::metrics::{ClassLabels, MetricSet, SharedMetrics};
 use crate::parallel::{cores, in_shares};
 use crate::rng::Rng;
-use crate::runtime::{ControlSignal, JobRuntime};
+use crate::runtime::{ControlSignal, JobRuntime, RunReport};
 
 /// Prometheus families of every oversampler in a runtime.
 #[derive(Debug)]
@@ -265,6 +265,7 @@ struct Oversampler {
     operator_id: String,
     prometheus: Arc<OversampleMetrics>,
     class_labels: Arc<ClassLabels>,
+    report: Arc<RunReport>,
     counters: Counters,
     classes: ClassIndex,
     /// Labelled rows per class slot (bounded amounts).
@@ -329,6 +330,7 @@ impl Oversampler {
             operator_id: exec.operator_id.clone(),
             prometheus: Arc::clone(&exec.prometheus),
             class_labels: Arc::clone(exec.runtime.class_labels()),
+            report: Arc::clone(exec.runtime.report()),
             counters,
             classes: ClassIndex::default(),
             totals: Vec::new(),
@@ -560,6 +562,12 @@ impl Oversampler {
             per_kind[reference.class_of[row.seed] as usize][usize::from(row.duplicate)] += 1;
         }
         for (slot, [interpolated, duplicate]) in per_kind.iter().enumerate() {
+            let made = interpolated + duplicate;
+            if made > 0 {
+                let class = &self.classes.classes[slot];
+                self.report
+                    .update(id, |report| report.add_synthetic(class, made))?;
+            }
             let class = self.class_labels.label(&self.classes.classes[slot])?;
             for (kind, n) in [("interpolated", interpolated), ("duplicate", duplicate)] {
                 if *n > 0 {

@@ -19,6 +19,7 @@
 //! the metric families) import nothing from it.
 
 pub mod control;
+pub mod report;
 pub mod state;
 
 use std::any::Any;
@@ -32,6 +33,7 @@ use prometheus::Registry;
 pub use control::{
     ControlBus, ControlReceiver, ControlSignal, DriftEvent, DriftState, SignalTarget,
 };
+pub use report::{OperatorReport, RunReport};
 pub use state::{JobSnapshot, OperatorSnapshot, StateRegistry, StatefulOperator};
 
 use crate::metrics::{ClassLabels, MetricSet};
@@ -43,6 +45,7 @@ pub struct JobRuntime {
     registry: Registry,
     control: ControlBus,
     state: StateRegistry,
+    report: Arc<RunReport>,
     class_labels: Arc<ClassLabels>,
     metric_sets: Mutex<HashMap<&'static str, Arc<dyn Any + Send + Sync>>>,
     operator_ids: Mutex<HashMap<&'static str, usize>>,
@@ -61,6 +64,7 @@ impl JobRuntime {
             registry,
             control: ControlBus::new(),
             state: StateRegistry::default(),
+            report: Arc::default(),
             class_labels: Arc::default(),
             metric_sets: Mutex::new(HashMap::new()),
             operator_ids: Mutex::new(HashMap::new()),
@@ -87,6 +91,11 @@ impl JobRuntime {
 
     pub fn state(&self) -> &StateRegistry {
         &self.state
+    }
+
+    /// Typed figures operators report for the job's summary.
+    pub fn report(&self) -> &Arc<RunReport> {
+        &self.report
     }
 
     /// The `class` label of metric series (capped; see [`crate::metrics`]).
