@@ -30,7 +30,7 @@
 //!   `score_detector` operators.
 //! - [`prequential`]: test-then-train per-class quality.
 //! - [`features`]: which columns are label and features.
-//! - [`table_function`]: arguments of the SQL table functions.
+//! - [`table_args`]: arguments of the SQL table functions.
 //! - [`icost`]: per-row cost weights from instance complexity (`icost`).
 //! - [`knn`]: the exact k-nearest-neighbour engine the operators share.
 //! - [`rng`]: the seeded generator behind "same seed, same output".
@@ -55,7 +55,7 @@ pub mod rng;
 pub mod runtime;
 pub mod stage;
 mod sync;
-pub mod table_function;
+pub mod table_args;
 
 pub use class_monitor::{ClassMonitorOptions, ClassMonitorStage};
 pub use dataframe::DataFrameStageExt;
@@ -75,15 +75,15 @@ use datafusion::logical_expr::AggregateUDF;
 
 /// Every operator's SQL table function, by name.
 pub fn table_functions() -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
-    let mut functions = oversample::sql::table_functions();
-    functions.push(("icost", Arc::new(icost::sql::IcostFunction)));
+    let mut functions = oversample::table_function::table_functions();
+    functions.push(("icost", Arc::new(icost::table_function::IcostFunction)));
     functions.push((
         "train_detector",
-        Arc::new(detector::sql::TrainDetectorFunction),
+        Arc::new(detector::table_function::TrainDetectorFunction),
     ));
     functions.push((
         "score_detector",
-        Arc::new(detector::sql::ScoreDetectorFunction),
+        Arc::new(detector::table_function::ScoreDetectorFunction),
     ));
     functions.push((
         "drift_monitor",
@@ -98,7 +98,7 @@ pub fn table_functions() -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
 
 /// The drift detectors as window functions (`adwin`, `ddm`, ...).
 pub fn window_functions() -> Vec<Arc<datafusion::logical_expr::WindowUDF>> {
-    drift::sql::window_functions()
+    drift::window_functions::window_functions()
 }
 
 /// The aggregates backed by the neighbour engine (`kdn_mean`, `n3`, ...).

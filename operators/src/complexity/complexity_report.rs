@@ -41,7 +41,7 @@ use crate::class_label::{ClassValue, for_each_class};
 use crate::features::FeatureSelection;
 use crate::knn::{Exclude, PointSet, search};
 use crate::options::Options;
-use crate::table_function::{resolve_table, string_arg};
+use crate::table_args::{resolve_table, string_arg};
 
 const NAME: &str = "complexity_report";
 

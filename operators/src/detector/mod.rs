@@ -48,7 +48,8 @@ pub mod exec;
 pub mod hoeffding;
 pub mod logistic;
 pub mod model;
-pub mod sql;
+pub mod score;
+pub mod table_function;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -30,8 +30,8 @@ pub mod kswin;
 pub mod monitor;
 pub mod page_hinkley;
 pub mod perfsim;
-pub mod sql;
 pub mod table_function;
+pub mod window_functions;
 
 use serde::{Deserialize, Serialize};
 

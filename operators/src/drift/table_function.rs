@@ -13,7 +13,7 @@ use datafusion::logical_expr::LogicalPlanBuilder;
 use super::exec::{DriftMonitorStage, KIND};
 use super::monitor::DriftMonitorOptions;
 use crate::stage::StageTable;
-use crate::table_function::{resolve_table, string_arg};
+use crate::table_args::{resolve_table, string_arg};
 
 #[derive(Debug, Default)]
 pub struct DriftMonitorFunction;

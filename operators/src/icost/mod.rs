@@ -59,7 +59,7 @@
 
 pub mod exec;
 pub mod probe_tree;
-pub mod sql;
+pub mod table_function;
 pub mod weights;
 pub mod window;
 

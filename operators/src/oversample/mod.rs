@@ -35,8 +35,8 @@ pub mod qc_smote;
 pub mod random_oversample;
 pub mod reservoir;
 pub mod smote;
-pub mod sql;
 pub mod strategy;
+pub mod table_function;
 
 use std::fmt;
 use std::sync::Arc;

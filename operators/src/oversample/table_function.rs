@@ -10,7 +10,7 @@ use datafusion::logical_expr::LogicalPlanBuilder;
 
 use super::{Method, OversampleOptions, OversampleStage};
 use crate::stage::StageTable;
-use crate::table_function::{resolve_table, string_arg};
+use crate::table_args::{resolve_table, string_arg};
 
 /// `method` as a table function.
 #[derive(Debug)]

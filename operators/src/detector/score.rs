@@ -1,6 +1,5 @@
-//! The SQL table functions `train_detector('t', 'label' [, 'options'])`
-//! and `score_detector('t', 'model_path')`, and the scoring-only operator
-//! behind the second.
+//! The scoring-only operator behind `score_detector`: a saved model's
+//! prediction, score and version for every row; nothing is learned.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -9,74 +8,20 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, SchemaRef};
-use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, plan_err};
-use datafusion::datasource::provider_as_source;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 
 use super::model::{ModelSnapshot, class_column, minority_of_two};
-use super::{DetectorOptions, TrainStage, scored_schema};
+use super::scored_schema;
 use crate::batch_stream::{BatchProcessor, only_child, processed_stream};
 use crate::columns::{MODEL_VERSION, PREDICTION, SCORE};
 use crate::metrics::SharedMetrics;
 use crate::runtime::{ControlSignal, JobRuntime};
-use crate::stage::{StageTable, StreamStage};
-use crate::table_function::{resolve_table, string_arg};
-
-#[derive(Debug, Default)]
-pub struct TrainDetectorFunction;
-
-impl TableFunctionImpl for TrainDetectorFunction {
-    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let exprs = args.exprs();
-        if !(2..=3).contains(&exprs.len()) {
-            return plan_err!(
-                "train_detector expects ('table_or_view', 'label_column' [, 'options']), got {} \
-                 argument(s)",
-                exprs.len()
-            );
-        }
-        let table = string_arg("train_detector", exprs, 0, "table or view")?;
-        let label = string_arg("train_detector", exprs, 1, "label column")?;
-        let options = match exprs.len() {
-            3 => string_arg("train_detector", exprs, 2, "options")?,
-            _ => String::new(),
-        };
-        let options = DetectorOptions::parse(&label, &options)?;
-        let provider = resolve_table("train_detector", &args, &table)?;
-        let input = LogicalPlanBuilder::scan(table.as_str(), provider_as_source(provider), None)?
-            .build()?;
-        let stage = TrainStage::try_new(options)?;
-        Ok(Arc::new(StageTable::try_new(input, Arc::new(stage))?))
-    }
-}
-
-#[derive(Debug, Default)]
-pub struct ScoreDetectorFunction;
-
-impl TableFunctionImpl for ScoreDetectorFunction {
-    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let exprs = args.exprs();
-        if exprs.len() != 2 {
-            return plan_err!(
-                "score_detector expects ('table_or_view', 'model_path'), got {} argument(s)",
-                exprs.len()
-            );
-        }
-        let table = string_arg("score_detector", exprs, 0, "table or view")?;
-        let path = PathBuf::from(string_arg("score_detector", exprs, 1, "model path")?);
-        let stage = ScoreStage::try_new(path)?;
-        let provider = resolve_table("score_detector", &args, &table)?;
-        let input = LogicalPlanBuilder::scan(table.as_str(), provider_as_source(provider), None)?
-            .build()?;
-        Ok(Arc::new(StageTable::try_new(input, Arc::new(stage))?))
-    }
-}
+use crate::stage::StreamStage;
 
 /// Scoring with a saved model: every row passes through with the model's
 /// prediction, score and version; nothing is learned.
