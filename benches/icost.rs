@@ -6,7 +6,7 @@
 //! `scripts/bench-icost`, which times the `icost` package on the same rows in
 //! the same run). Prints `equipoise<TAB>d20<TAB>seconds<TAB>sum of weights`.
 //!
-//! Streams: rows per second of `icost(..., 'semantics=stream, window=W')`
+//! Streams: rows per second of `icost(..., 'mode=stream, window=W')`
 //! over 200,000 generated rows (5% minority, Gaussian, D features) for a
 //! grid of W and D. Prints `stream<TAB>W<TAB>D<TAB>rows per second`.
 //! `BENCH_FILTER=table` or `stream` runs one part.
@@ -109,7 +109,7 @@ async fn main() -> Result<()> {
             equipoise::register_all(&ctx)?;
             ctx.register_table("t", Arc::new(support::table_of(&x, &y, features)?))?;
             let sql = format!(
-                "SELECT sum(sample_weight) FROM icost('t', 'label', 'semantics=stream, window={window}')"
+                "SELECT sum(sample_weight) FROM icost('t', 'label', 'mode=stream, window={window}')"
             );
             let (seconds, _) = time_query(&ctx, &sql).await?;
             println!("stream\t{window}\t{features}\t{:.0}", rows as f64 / seconds);

@@ -83,7 +83,7 @@ def equipoise(path, exclude, batch, full=True, learner=None):
     if full:
         stages = f"""
 CREATE VIEW balanced AS SELECT * FROM qc_smote('s', 'label', 'mode=stream{extra}');
-CREATE VIEW weighed AS SELECT * FROM icost('balanced', 'label', 'semantics=stream{extra}');
+CREATE VIEW weighed AS SELECT * FROM icost('balanced', 'label', 'mode=stream{extra}');
 CREATE VIEW trained AS SELECT * FROM train_detector('weighed', 'label', '{options}');"""
     else:
         stages = f"""

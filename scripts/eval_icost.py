@@ -5,8 +5,8 @@ For every binary data set under ../shared/data (skipped with a message when
 the folder is absent): stratified 5-fold cross-validation with a fixed seed.
 On each training fold (missing values imputed with the fold's medians),
 Equipoise's `icost` computes per-row weights through `equipoise sql`:
-`mode=cs` (plain class weights: IR for the minority, 1 for the majority),
-`mode=neighbor` (Neighbor-iCost, the default) and `mode=gini`. The same
+`method=cs` (plain class weights: IR for the minority, 1 for the majority),
+`method=neighbor` (Neighbor-iCost, the default) and `method=gini`. The same
 logistic regression (standardized features, L2, lbfgs) is fitted with each
 weighting, and without weights, and scored on the untouched test fold with
 Macro-F1 and G-mean. As a check, Neighbor-iCost's weights are compared with
@@ -66,7 +66,7 @@ def equipoise_weights(binary, mode, x, y, workdir):
         for i, (row, label) in enumerate(zip(x, y)):
             f.write(",".join([str(i)] + [repr(float(v)) for v in row]) + f",{int(label)}\n")
     query = (
-        f"SELECT rid, sample_weight FROM icost('t', 'label', 'mode={mode}, seed={SEED}, "
+        f"SELECT rid, sample_weight FROM icost('t', 'label', 'method={mode}, seed={SEED}, "
         f"exclude=rid') ORDER BY rid"
     )
     out = subprocess.run(
@@ -128,12 +128,12 @@ def main():
         "",
         f"{len(names)} binary data sets from `../shared/data`, stratified {FOLDS}-fold "
         "cross-validation (seed 0), training-fold medians for missing values. Weights from "
-        "Equipoise's `icost` on the raw training features (`mode=cs`: IR for the minority; "
+        "Equipoise's `icost` on the raw training features (`method=cs`: IR for the minority; "
         "`neighbor`: Neighbor-iCost; `gini`: Gini-iCost); the same logistic regression "
         "(standardized features, L2, lbfgs) fitted with each; mean over folds on the test folds.",
         "",
         f"Check against the `icost` package: {tie_rows} of {weighed_rows} minority rows "
-        "weighed differently by `mode=neighbor` over all folds (rows with a class-mixed tie "
+        "weighed differently by `method=neighbor` over all folds (rows with a class-mixed tie "
         "at the k-th distance; see docs/icost.md).",
         "",
     ]

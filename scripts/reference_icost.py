@@ -243,7 +243,7 @@ def main():
     tables.append(("gaussian_overlap", x, y, [("", {}), ("k=7", {"k": 7}),
         ("pure=0.2, safe=0.6, border=1.1, outlier=0.05",
          {"costs": {"cfp": 0.2, "cfs": 0.6, "cfb": 1.1, "cfo": 0.05}}),
-        ("mode=cs", {"method": "cs"})]))
+        ("method=cs", {"method": "cs"})]))
 
     x, y = with_duplicates(rng)
     tables.append(("duplicates", x, y, [("", {})]))

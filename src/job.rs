@@ -89,7 +89,7 @@ impl JobSpec {
                     features: None,
                     exclude: vec!["seq".to_string(), "machine_id".to_string()],
                 },
-                semantics: Mode::Stream,
+                mode: Mode::Stream,
                 ..IcostOptions::new("label")
             }),
             detector: Some(DetectorOptions {

@@ -22,7 +22,6 @@
 use std::sync::Arc;
 
 use datafusion::common::Result;
-use datafusion::execution::FunctionRegistry;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use equipoise_connectors as connectors;
@@ -51,23 +50,9 @@ pub fn register_all(ctx: &SessionContext) -> Result<Arc<JobRuntime>> {
             runtime
         }
     };
-    equipoise_udfs::register_all(&mut *state)?;
-    for (name, function) in equipoise_udfs::all_table_functions() {
-        state.register_udtf(name, function);
-    }
-    for (name, function) in equipoise_operators::table_functions() {
-        state.register_udtf(name, function);
-    }
-    for udaf in equipoise_operators::aggregate_functions() {
-        state.register_udaf(udaf)?;
-    }
-    for udwf in equipoise_operators::window_functions() {
-        state.register_udwf(udwf)?;
-    }
-    state.register_udtf(
-        connectors::generator::FUNCTION_NAME,
-        Arc::new(connectors::GeneratorTableFunction),
-    );
+    equipoise_udfs::register_all(&mut state)?;
+    equipoise_operators::register_all(&mut state)?;
+    equipoise_connectors::register_all(&mut state);
     Ok(runtime)
 }
 

@@ -11,6 +11,8 @@
 //!   oversampler, metrics).
 //! - `icost`: the iCost operator's streaming semantics, Prometheus families
 //!   and arrival-order independence.
+//! - `library`: each crate's `register_all` and the `expr_fn` builders
+//!   against the same SQL.
 //! - `oversampling`: the oversampling operators (segment property,
 //!   determinism, metrics, the streaming path).
 //! - `prometheus`: a real Prometheus server scraping `equipoise run`, with
@@ -25,6 +27,7 @@ mod it {
     pub mod detector;
     pub mod drift;
     pub mod icost;
+    pub mod library;
     pub mod oversampling;
     pub mod prometheus;
     pub mod slt;

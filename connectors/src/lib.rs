@@ -7,6 +7,10 @@
 //! Kafka sources and sinks land here next, with the same error type and the
 //! same runtime hooks (control bus for stop, state registry for offsets).
 
+use std::sync::Arc;
+
+use datafusion::execution::session_state::SessionState;
+
 pub mod error;
 pub mod file;
 pub mod generator;
@@ -14,3 +18,9 @@ pub mod generator;
 pub use error::{ConnectorError, ErrorDomain, RetryHint};
 pub use file::register_file_table;
 pub use generator::{GeneratorConfig, GeneratorTable, GeneratorTableFunction};
+
+/// Register every table function of this crate in `state`
+/// (`equipoise_generator`).
+pub fn register_all(state: &mut SessionState) {
+    state.register_udtf(generator::FUNCTION_NAME, Arc::new(GeneratorTableFunction));
+}

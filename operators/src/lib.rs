@@ -43,6 +43,7 @@ pub mod complexity;
 pub mod dataframe;
 pub mod detector;
 pub mod drift;
+pub mod expr_fn;
 pub mod features;
 pub mod icost;
 pub mod knn;
@@ -61,7 +62,7 @@ pub use class_monitor::{ClassMonitorOptions, ClassMonitorStage};
 pub use dataframe::DataFrameStageExt;
 pub use detector::DetectorOptions;
 pub use drift::DriftMonitorOptions;
-pub use icost::{IcostMode, IcostOptions, IcostStage};
+pub use icost::{IcostMethod, IcostOptions, IcostStage};
 pub use oversample::{Method, OversampleOptions, OversampleStage, SamplingStrategy};
 pub use runtime::{
     ControlSignal, DriftEvent, JobRuntime, JobSnapshot, SignalTarget, StatefulOperator,
@@ -71,6 +72,9 @@ pub use stage::{Mode, StageTable, StreamStage};
 use std::sync::Arc;
 
 use datafusion::catalog::TableFunctionImpl;
+use datafusion::common::Result;
+use datafusion::execution::FunctionRegistry;
+use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::AggregateUDF;
 
 /// Every operator's SQL table function, by name.
@@ -109,4 +113,21 @@ pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
         complexity::n3::n3_udaf(),
         complexity::n3::n3_of_udaf(),
     ]
+}
+
+/// Register every function and operator of this crate in `state`: the
+/// operators' table functions, the neighbour-based aggregates and the drift
+/// detectors' window functions. Operators also need the runtime in the
+/// session's configuration ([`JobRuntime`]), which the application installs.
+pub fn register_all(state: &mut SessionState) -> Result<()> {
+    for (name, function) in table_functions() {
+        state.register_udtf(name, function);
+    }
+    for udaf in aggregate_functions() {
+        state.register_udaf(udaf)?;
+    }
+    for udwf in window_functions() {
+        state.register_udwf(udwf)?;
+    }
+    Ok(())
 }

@@ -8,10 +8,10 @@ use std::time::Duration;
 use datafusion::common::Result;
 use equipoise::JobRuntime;
 use equipoise::job::{JobSpec, run_job};
-use equipoise::summary::{ClassTally, JobSummary};
 use equipoise::operators::drift::DriftState;
 use equipoise::operators::{DriftMonitorOptions, OversampleOptions};
 use equipoise::progress::ProgressReporter;
+use equipoise::summary::{ClassTally, JobSummary};
 use equipoise_connectors::GeneratorConfig;
 use prometheus::{Encoder, TextEncoder};
 

@@ -309,7 +309,7 @@ async fn table_weights_do_not_depend_on_the_order_rows_arrive_in() -> Result<()>
             .await?;
         outputs.push(pretty_format_batches(&batches)?.to_string());
         let text = explain_analyze(&ctx, "SELECT * FROM icost('p', 'label', 'exclude=id')").await?;
-        assert!(text.contains("IcostExec: mode=neighbor"), "{text}");
+        assert!(text.contains("IcostExec: method=neighbor"), "{text}");
         assert!(text.contains("weighed_rows="), "{text}");
     }
     assert_eq!(outputs[0], outputs[1]);

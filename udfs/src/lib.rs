@@ -1,6 +1,6 @@
 //! SQL functions of Equipoise, shaped like DataFusion's `functions-aggregate`
-//! crate: one function per file, [`all_default_aggregate_functions`] and
-//! [`register_all`].
+//! crate: one function per file, [`all_default_aggregate_functions`],
+//! [`expr_fn`] builders and [`register_all`].
 //!
 //! This crate depends on DataFusion alone: no connector, no operator, no
 //! runtime. That keeps the functions usable in any DataFusion application and
@@ -17,6 +17,7 @@ use std::sync::Arc;
 use datafusion::catalog::TableFunctionImpl;
 use datafusion::common::Result;
 use datafusion::execution::FunctionRegistry;
+use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{AggregateUDF, DocSection, Documentation, WindowUDF};
 
 pub mod balanced_accuracy;
@@ -27,6 +28,7 @@ pub mod class_tally;
 mod classes;
 pub mod cohen_kappa;
 pub mod confusion;
+pub mod expr_fn;
 pub mod f1_of;
 mod generic_udf;
 pub mod gmean;
@@ -107,20 +109,22 @@ pub fn all_table_functions() -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> 
     )]
 }
 
-/// Register every aggregate and window function of this crate in `registry`, replacing
-/// functions of the same name (logged, since a host application may not
-/// expect it). Table functions are registered on the session; see
-/// [`all_table_functions`].
-pub fn register_all(registry: &mut dyn FunctionRegistry) -> Result<()> {
+/// Register every function of this crate in `state`: aggregates, window
+/// functions and table functions, replacing functions of the same name
+/// (logged, since a host application may not expect it).
+pub fn register_all(state: &mut SessionState) -> Result<()> {
     for udaf in all_default_aggregate_functions() {
-        if let Some(previous) = registry.register_udaf(udaf)? {
+        if let Some(previous) = state.register_udaf(udaf)? {
             tracing::debug!(name = previous.name(), "replaced an aggregate function");
         }
     }
     for udwf in all_default_window_functions() {
-        if let Some(previous) = registry.register_udwf(udwf)? {
+        if let Some(previous) = state.register_udwf(udwf)? {
             tracing::debug!(name = previous.name(), "replaced a window function");
         }
+    }
+    for (name, function) in all_table_functions() {
+        state.register_udtf(name, function);
     }
     Ok(())
 }

@@ -23,7 +23,7 @@ use super::weights::{
     crossfit_shares, leaf_weight, neighbour_weight, table_neighbourhoods, weighed_ratios,
 };
 use super::window::SlidingWindow;
-use super::{Category, IcostColumns, IcostMode, IcostOptions, IcostStage};
+use super::{Category, IcostColumns, IcostMethod, IcostOptions, IcostStage};
 use crate::batch_stream::{
     BatchProcessor, merges_partitions, only_child, only_input_stream, processed_stream,
     single_stream_plan_methods, single_stream_properties,
@@ -111,7 +111,7 @@ impl IcostExec {
 
     /// Whether the whole-table semantics apply (else streaming).
     fn whole_table(options: &IcostOptions, input: &dyn ExecutionPlan) -> Result<bool> {
-        options.semantics.whole_table("semantics", "icost", input)
+        options.mode.whole_table("mode", "icost", input)
     }
 
     fn properties_for(
@@ -135,14 +135,14 @@ impl DisplayAs for IcostExec {
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
                 f,
-                "IcostExec: mode={}, id={}, label={}, k={}, features={}",
-                options.mode.name(),
+                "IcostExec: method={}, id={}, label={}, k={}, features={}",
+                options.method.name(),
                 self.operator_id,
                 options.label_column,
                 options.k,
                 self.columns.feature_indices.len()
             ),
-            DisplayFormatType::TreeRender => write!(f, "mode={}", options.mode.name()),
+            DisplayFormatType::TreeRender => write!(f, "method={}", options.method.name()),
         }
     }
 }
@@ -212,7 +212,7 @@ struct Counters {
     /// Rows weighed from a neighbourhood or a probe tree.
     weighed_rows: Count,
     /// Weighed rows that got the class-level weight (no neighbourhood yet,
-    /// incomplete features, or mode=cs).
+    /// incomplete features, or method=cs).
     class_level_rows: Count,
 }
 
@@ -359,7 +359,7 @@ impl Weigher {
             if self.buffered_rows > self.window_rows() {
                 return exec_err!(
                     "icost: the table has more than window={} labelled rows; raise window or \
-                     weigh it as a stream with semantics=stream",
+                     weigh it as a stream with mode=stream",
                     self.window_rows()
                 );
             }
@@ -429,7 +429,7 @@ impl Weigher {
             .flat_map(|(_, f, _)| f.labelled.iter().flatten())
             .filter(|&&s| ratios[s].is_some())
             .count();
-        if self.options.mode == IcostMode::Cs || weighed_total == 0 {
+        if self.options.method == IcostMethod::Cs || weighed_total == 0 {
             self.counters.class_level_rows.add(weighed_total);
             return Ok(out);
         }
@@ -459,11 +459,11 @@ impl Weigher {
             .filter(|&i| ratios[rows.class_of[i] as usize].is_some())
             .collect();
         let mut weighed = 0;
-        match self.options.mode {
-            IcostMode::Neighbor => {
+        match self.options.method {
+            IcostMethod::Neighbor => {
                 let Some(found) = table_neighbourhoods(&rows, &queries, self.options.k) else {
                     return exec_err!(
-                        "icost: mode=neighbor needs more than k={} rows with a label and \
+                        "icost: method=neighbor needs more than k={} rows with a label and \
                          complete features; the table has {}",
                         self.options.k,
                         rows.len()
@@ -480,7 +480,7 @@ impl Weigher {
                     weighed += 1;
                 }
             }
-            IcostMode::Gini => {
+            IcostMethod::Gini => {
                 for (slot, ratio) in ratios.iter().enumerate() {
                     let Some(ratio) = *ratio else { continue };
                     let Some(shares) = crossfit_shares(
@@ -491,7 +491,7 @@ impl Weigher {
                         &mut self.rng,
                     ) else {
                         return exec_err!(
-                            "icost: mode=gini needs at least two rows with complete features in \
+                            "icost: method=gini needs at least two rows with complete features in \
                              class {} and in the rest",
                             self.classes.classes[slot]
                         );
@@ -506,7 +506,7 @@ impl Weigher {
                     }
                 }
             }
-            IcostMode::Cs => {}
+            IcostMethod::Cs => {}
         }
         self.counters.weighed_rows.add(weighed);
         self.counters.class_level_rows.add(weighed_total - weighed);
@@ -546,10 +546,10 @@ impl Weigher {
             weights: vec![None; n],
             categories: vec![None; n],
         };
-        let usable = match self.options.mode {
-            IcostMode::Neighbor => self.window.len() >= k,
-            IcostMode::Gini => self.window.len() >= 2 * TreeParams::default().min_leaf,
-            IcostMode::Cs => false,
+        let usable = match self.options.method {
+            IcostMethod::Neighbor => self.window.len() >= k,
+            IcostMethod::Gini => self.window.len() >= 2 * TreeParams::default().min_leaf,
+            IcostMethod::Cs => false,
         };
         let mut queries: Vec<usize> = Vec::new();
         let mut query_ratio: Vec<f64> = Vec::new();
@@ -582,8 +582,8 @@ impl Weigher {
         }
         self.counters.class_level_rows.add(class_level);
         self.counters.weighed_rows.add(queries.len());
-        match self.options.mode {
-            IcostMode::Neighbor if !queries.is_empty() => {
+        match self.options.method {
+            IcostMethod::Neighbor if !queries.is_empty() => {
                 // Searched in place: the window in arrival order, no copy. A
                 // batch brings few rows to weigh (the rarer classes' only), so
                 // a brute-force pass over the window costs less than building
@@ -621,7 +621,7 @@ impl Weigher {
                     self.overlap_sum += kdn;
                 }
             }
-            IcostMode::Gini if !queries.is_empty() => {
+            IcostMethod::Gini if !queries.is_empty() => {
                 let reference = self.window.snapshot();
                 let all: Vec<usize> = (0..reference.len()).collect();
                 let mut trees: Vec<Option<ProbeTree>> = vec![None; self.classes.len()];

@@ -39,7 +39,7 @@
 //!   by a tree that did not see it); on a stream it is fitted on the window
 //!   before the batch.
 //!
-//! Tables (bounded input, `semantics=auto` or `batch`): every row is read
+//! Tables (bounded input, `mode=auto` or `batch`): every row is read
 //! first, then weighed against all rows, which matches the reference row
 //! for row. Ties at the k-th neighbour go to the row that came first (in
 //! input order; in a canonical order of class and features when the input
@@ -77,13 +77,13 @@ use crate::stage::{Mode, StreamStage};
 
 /// How weights are derived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IcostMode {
+pub enum IcostMethod {
     Neighbor,
     Cs,
     Gini,
 }
 
-impl IcostMode {
+impl IcostMethod {
     pub fn name(self) -> &'static str {
         match self {
             Self::Neighbor => "neighbor",
@@ -166,7 +166,7 @@ impl Category {
 #[derive(Debug, Clone, PartialEq)]
 pub struct IcostOptions {
     pub label_column: String,
-    pub mode: IcostMode,
+    pub method: IcostMethod,
     pub k: usize,
     pub costs: Costs,
     /// Labelled rows in the reference window; default 1,000,000 on tables
@@ -176,7 +176,7 @@ pub struct IcostOptions {
     pub minority: Option<String>,
     pub seed: u64,
     pub half_life_rows: f64,
-    pub semantics: Mode,
+    pub mode: Mode,
     pub selection: FeatureSelection,
 }
 
@@ -189,28 +189,28 @@ impl IcostOptions {
     pub fn new(label_column: impl Into<String>) -> Self {
         Self {
             label_column: label_column.into(),
-            mode: IcostMode::Neighbor,
+            method: IcostMethod::Neighbor,
             k: Self::DEFAULT_K,
             costs: Costs::default(),
             window: None,
             minority: None,
             seed: 0,
             half_life_rows: Self::DEFAULT_HALF_LIFE_ROWS,
-            semantics: Mode::Auto,
+            mode: Mode::Auto,
             selection: FeatureSelection::default(),
         }
     }
 
-    /// Parse an option string such as `'mode=gini, k=7, minority=1'`.
+    /// Parse an option string such as `'method=gini, k=7, minority=1'`.
     pub fn parse(label_column: &str, text: &str) -> Result<Self> {
         let mut options = Options::parse("icost", text)?;
         let mut parsed = Self::new(label_column);
-        parsed.mode = match options.take::<String>("mode")?.as_deref() {
-            None | Some("neighbor") => IcostMode::Neighbor,
-            Some("cs") => IcostMode::Cs,
-            Some("gini") => IcostMode::Gini,
+        parsed.method = match options.take::<String>("method")?.as_deref() {
+            None | Some("neighbor") => IcostMethod::Neighbor,
+            Some("cs") => IcostMethod::Cs,
+            Some("gini") => IcostMethod::Gini,
             Some(other) => {
-                return plan_err!("icost: unknown mode '{other}'; use neighbor, cs or gini");
+                return plan_err!("icost: unknown method '{other}'; use neighbor, cs or gini");
             }
         };
         if let Some(k) = options.take::<usize>("k")? {
@@ -234,7 +234,7 @@ impl IcostOptions {
         if let Some(h) = options.take::<f64>("half_life")? {
             parsed.half_life_rows = h;
         }
-        parsed.semantics = Mode::take(&mut options, "semantics", "icost")?;
+        parsed.mode = Mode::take(&mut options, "mode", "icost")?;
         parsed.selection = FeatureSelection::take(&mut options)?;
         options.finish()?;
         parsed.validate()?;
@@ -268,9 +268,9 @@ impl IcostOptions {
         Ok(())
     }
 
-    /// Whether the features take part (not in `cs` mode).
+    /// Whether the features take part (not with `method=cs`).
     pub fn needs_features(&self) -> bool {
-        self.mode != IcostMode::Cs
+        self.method != IcostMethod::Cs
     }
 }
 
@@ -312,8 +312,8 @@ impl IcostStage {
         )?;
         if self.options.needs_features() && feature_indices.is_empty() {
             return plan_err!(
-                "icost: no numeric feature columns for mode={}; mode=cs needs none",
-                self.options.mode.name()
+                "icost: no numeric feature columns for method={}; method=cs needs none",
+                self.options.method.name()
             );
         }
         let synthetic_index = synthetic_marker(input);
@@ -366,12 +366,12 @@ mod tests {
     #[test]
     fn bad_options_are_plan_errors() {
         for (text, needle) in [
-            ("mode=tree", "unknown mode"),
+            ("method=tree", "unknown method"),
             ("k=0", "k must be"),
             ("pure=-1", "pure must be"),
             ("window=3", "window must hold"),
             ("colour=red", "unknown option"),
-            ("semantics=later", "unknown semantics"),
+            ("mode=later", "unknown mode"),
         ] {
             let err = IcostOptions::parse("y", text)
                 .err()

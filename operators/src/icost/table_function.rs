@@ -1,5 +1,5 @@
 //! `icost` as a SQL table function:
-//! `SELECT * FROM icost('table_or_view', 'label_column' [, 'mode=gini, k=7'])`.
+//! `SELECT * FROM icost('table_or_view', 'label_column' [, 'method=gini, k=7'])`.
 
 use std::sync::Arc;
 

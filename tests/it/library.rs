@@ -1,0 +1,109 @@
+//! The library surface a host application uses: each crate's
+//! `register_all`, composed by the root one, and the `expr_fn` builders,
+//! which must give what the same SQL gives.
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Float64Type;
+use datafusion::common::Result;
+use datafusion::prelude::{SessionContext, col, lit};
+use equipoise::operators::expr_fn::{kdn_mean, n3};
+use equipoise::udfs::expr_fn::{gmean, imbalance_ratio, recall_of, roc_auc};
+
+const ROWS: &str = "SELECT * FROM (VALUES
+    (0, 0, 0.1, 1.0, 2.0), (0, 0, 0.3, 1.5, 2.5), (0, 1, 0.7, 3.0, 1.0),
+    (1, 1, 0.9, 4.0, 0.5), (1, 0, 0.4, 1.2, 2.2), (0, 0, 0.2, 0.9, 2.1),
+    (0, 0, 0.15, 1.1, 1.9), (1, 1, 0.8, 3.8, 0.7)) AS t(label, prediction, score, x, y)";
+
+fn floats(batches: &[datafusion::arrow::record_batch::RecordBatch]) -> Vec<f64> {
+    let batch = &batches[0];
+    (0..batch.num_columns())
+        .map(|i| {
+            let column = batch.column(i);
+            match column.as_primitive_opt::<Float64Type>() {
+                Some(values) => values.value(0),
+                None => f64::NAN,
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn expr_fn_builders_equal_their_sql() -> Result<()> {
+    let ctx = SessionContext::new();
+    equipoise::register_all(&ctx)?;
+    ctx.sql(&format!("CREATE VIEW t AS {ROWS}")).await?;
+    let by_sql = ctx
+        .sql(
+            "SELECT gmean(label, prediction), recall_of(label, prediction, 1), \
+             roc_auc(label, score), imbalance_ratio(label), kdn_mean(label, x, y), \
+             n3(label, x, y) FROM t",
+        )
+        .await?
+        .collect()
+        .await?;
+    let by_builders = ctx
+        .table("t")
+        .await?
+        .aggregate(
+            vec![],
+            vec![
+                gmean(col("label"), col("prediction")),
+                recall_of(col("label"), col("prediction"), lit(1)),
+                roc_auc(col("label"), col("score"), None),
+                imbalance_ratio(col("label")),
+                kdn_mean(col("label"), vec![col("x"), col("y")]),
+                n3(col("label"), vec![col("x"), col("y")]),
+            ],
+        )?
+        .collect()
+        .await?;
+    let (sql, builders) = (floats(&by_sql), floats(&by_builders));
+    assert_eq!(sql.len(), 6);
+    assert!(sql.iter().all(|v| v.is_finite()), "{sql:?}");
+    assert_eq!(sql, builders);
+    // recalls 4/5 and 2/3 (G-mean), minority recall 2/3, ratio 5/3.
+    assert!(
+        (sql[0] - (0.8f64 * 2.0 / 3.0).sqrt()).abs() < 1e-12,
+        "{sql:?}"
+    );
+    assert!((sql[1] - 2.0 / 3.0).abs() < 1e-12);
+    assert!((sql[3] - 5.0 / 3.0).abs() < 1e-12);
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_crate_registers_its_own_functions() -> Result<()> {
+    let ctx = SessionContext::new();
+    {
+        let state = ctx.state_ref();
+        let mut state = state.write();
+        equipoise::udfs::register_all(&mut state)?;
+    }
+    // The metric functions without the operators or connectors.
+    let state = ctx.state();
+    assert!(state.aggregate_functions().contains_key("gmean"));
+    assert!(state.window_functions().contains_key("balanced_weight"));
+    assert!(state.table_functions().contains_key("imbalance_report"));
+    assert!(!state.table_functions().contains_key("qc_smote"));
+    assert!(!state.window_functions().contains_key("adwin"));
+
+    let all = SessionContext::new();
+    equipoise::register_all(&all)?;
+    let state = all.state();
+    for name in [
+        "qc_smote",
+        "icost",
+        "train_detector",
+        "drift_monitor",
+        "equipoise_generator",
+    ] {
+        assert!(state.table_functions().contains_key(name), "{name}");
+    }
+    assert!(state.window_functions().contains_key("adwin"));
+    assert!(state.aggregate_functions().contains_key("kdn_mean"));
+    let _ = state
+        .aggregate_functions()
+        .get("gmean")
+        .map(|f| f.name().len());
+    Ok(())
+}
