@@ -10,6 +10,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::{Result, internal_err};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::EmissionType;
@@ -131,6 +132,19 @@ pub trait BatchProcessor: Send + 'static {
     fn next_deferred(&mut self) -> Result<Option<RecordBatch>> {
         Ok(None)
     }
+
+    /// Bytes of the state the operator holds between batches (reservoirs,
+    /// windows, buffered rows), as the session's memory pool should count
+    /// them. Small fixed-size state may be left out.
+    fn memory_size(&self) -> usize {
+        0
+    }
+}
+
+/// A reservation in the session's memory pool for the state of the operator
+/// `operator_id`, which [`processed_stream`] resizes after every batch.
+pub fn operator_memory(operator_id: &str, context: &TaskContext) -> MemoryReservation {
+    MemoryConsumer::new(operator_id).register(context.memory_pool())
 }
 
 struct State<P> {
@@ -138,6 +152,7 @@ struct State<P> {
     processor: P,
     control: ControlReceiver,
     latency: Histogram,
+    memory: MemoryReservation,
     pending: VecDeque<RecordBatch>,
     finished: bool,
     failed: bool,
@@ -145,19 +160,23 @@ struct State<P> {
 
 /// `input` through `processor`, as a stream of `schema`; the time of each
 /// `process` call is observed in `latency` (the operator's series of
-/// `equipoise_batch_duration_seconds`).
+/// `equipoise_batch_duration_seconds`). After each batch the processor's
+/// state is counted in `memory`: past the session's memory limit the
+/// stream ends with DataFusion's `ResourcesExhausted` error.
 pub fn processed_stream<P: BatchProcessor>(
     input: SendableRecordBatchStream,
     control: ControlReceiver,
     processor: P,
     schema: SchemaRef,
     latency: Histogram,
+    memory: MemoryReservation,
 ) -> SendableRecordBatchStream {
     let state = State {
         input,
         processor,
         control,
         latency,
+        memory,
         pending: VecDeque::new(),
         finished: false,
         failed: false,
@@ -192,6 +211,10 @@ pub fn processed_stream<P: BatchProcessor>(
                     state.processor.finish()
                 }
             };
+            let step = step.and_then(|batches| {
+                state.memory.try_resize(state.processor.memory_size())?;
+                Ok(batches)
+            });
             match step {
                 Ok(batches) => state.pending.extend(batches),
                 Err(e) => {

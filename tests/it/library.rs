@@ -1,11 +1,13 @@
 //! The library surface a host application uses: each crate's
 //! `register_all`, composed by the root one, and the `expr_fn` builders,
-//! which must give what the same SQL gives.
+//! which must give what the same SQL gives; operator state counted in the
+//! session's memory pool.
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::Float64Type;
-use datafusion::common::Result;
-use datafusion::prelude::{SessionContext, col, lit};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 use equipoise::operators::expr_fn::{kdn_mean, n3};
 use equipoise::udfs::expr_fn::{gmean, imbalance_ratio, recall_of, roc_auc};
 
@@ -105,5 +107,50 @@ async fn each_crate_registers_its_own_functions() -> Result<()> {
         .aggregate_functions()
         .get("gmean")
         .map(|f| f.name().len());
+    Ok(())
+}
+
+/// 100,000 rows, one in twenty of class 1, two features.
+const LARGE: &str = "CREATE VIEW t AS SELECT CAST(value % 20 = 0 AS BIGINT) AS label, \
+    CAST(value AS DOUBLE) AS x, CAST(value * 7 % 13 AS DOUBLE) AS y \
+    FROM generate_series(1, 100000)";
+
+async fn run_with_memory_limit(limit: usize, query: &str) -> Result<usize> {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(limit, 1.0)
+        .build_arc()?;
+    let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+    equipoise::register_all(&ctx)?;
+    ctx.sql(LARGE).await?;
+    let batches = ctx.sql(query).await?.collect().await?;
+    Ok(batches.iter().map(|b| b.num_rows()).sum())
+}
+
+#[tokio::test]
+async fn operator_state_counts_against_the_session_memory_limit() -> Result<()> {
+    for (query, operator) in [
+        ("SELECT * FROM smote('t', 'label')", "smote-0"),
+        ("SELECT * FROM icost('t', 'label')", "icost-0"),
+        (
+            "SELECT * FROM qc_smote('t', 'label', 'mode=stream, window=50000')",
+            "qc_smote-0",
+        ),
+    ] {
+        // Within a generous limit the query runs.
+        let rows = run_with_memory_limit(1 << 30, query).await?;
+        assert!(rows >= 100_000, "{query}: {rows} rows");
+        // The operator's held rows exceed a 256 KiB pool: a clear error
+        // naming it, not an allocation past the limit.
+        let error = match run_with_memory_limit(256 * 1024, query).await {
+            Ok(rows) => panic!("{query} ran within 256 KiB ({rows} rows)"),
+            Err(error) => error,
+        };
+        let text = error.to_string();
+        assert!(
+            matches!(error.find_root(), DataFusionError::ResourcesExhausted(_)),
+            "{query}: {text}"
+        );
+        assert!(text.contains(operator), "{query}: {text}");
+    }
     Ok(())
 }

@@ -27,8 +27,8 @@ use super::model::{
 };
 use super::{DetectorColumns, TrainStage};
 use crate::batch_stream::{
-    BatchProcessor, only_child, only_input_stream, processed_stream, single_stream_plan_methods,
-    single_stream_properties,
+    BatchProcessor, only_child, only_input_stream, operator_memory, processed_stream,
+    single_stream_plan_methods, single_stream_properties,
 };
 use crate::class_label::ClassValue;
 use crate::drift::DriftState;
@@ -143,6 +143,7 @@ impl ExecutionPlan for TrainExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        let memory = operator_memory(&self.operator_id, &context);
         let input = only_input_stream("TrainExec", &self.input, partition, context)?;
         let trainer = Trainer::new(self, partition)?;
         let latency = self
@@ -155,6 +156,7 @@ impl ExecutionPlan for TrainExec {
             trainer,
             Arc::clone(&self.columns.output_schema),
             latency,
+            memory,
         ))
     }
 
@@ -581,6 +583,12 @@ struct SyntheticQueue {
 }
 
 impl SyntheticQueue {
+    /// Bytes held by the queued rows.
+    fn memory_size(&self) -> usize {
+        self.features.capacity() * size_of::<f64>()
+            + self.rows.capacity() * size_of::<(usize, f64)>()
+    }
+
     fn push(&mut self, x: &[f64], slot: usize, weight: f64) {
         self.dim = x.len();
         self.features.extend_from_slice(x);
@@ -602,6 +610,10 @@ impl SyntheticQueue {
 }
 
 impl BatchProcessor for Trainer {
+    fn memory_size(&self) -> usize {
+        self.pending.memory_size()
+    }
+
     fn process(
         &mut self,
         batch: RecordBatch,

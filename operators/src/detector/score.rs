@@ -17,7 +17,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 
 use super::model::{ModelSnapshot, class_column, minority_of_two};
 use super::scored_schema;
-use crate::batch_stream::{BatchProcessor, only_child, processed_stream};
+use crate::batch_stream::{BatchProcessor, only_child, operator_memory, processed_stream};
 use crate::columns::{MODEL_VERSION, PREDICTION, SCORE};
 use crate::metrics::SharedMetrics;
 use crate::runtime::{ControlSignal, JobRuntime};
@@ -155,6 +155,7 @@ impl ExecutionPlan for ScoreExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        let memory = operator_memory(&self.operator_id, &context);
         let input = self.input.execute(partition, context)?;
         let latency = self
             .runtime
@@ -171,6 +172,7 @@ impl ExecutionPlan for ScoreExec {
             },
             Arc::clone(&self.schema),
             latency,
+            memory,
         ))
     }
 }

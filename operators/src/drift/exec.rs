@@ -27,8 +27,8 @@ use datafusion::physical_plan::{
 use super::DriftState;
 use super::monitor::{DriftMonitorOptions, Monitors, Signal};
 use crate::batch_stream::{
-    BatchProcessor, only_child, only_input_stream, processed_stream, single_stream_plan_methods,
-    single_stream_properties,
+    BatchProcessor, only_child, only_input_stream, operator_memory, processed_stream,
+    single_stream_plan_methods, single_stream_properties,
 };
 use crate::class_label::{check_label_type, class_slots};
 use crate::columns::{DRIFT_SIGNAL, DRIFT_STATE, synthetic_marker, with_columns};
@@ -288,6 +288,7 @@ impl ExecutionPlan for DriftMonitorExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        let memory = operator_memory(&self.operator_id, &context);
         let input = only_input_stream("DriftMonitorExec", &self.input, partition, context)?;
         let builder = || MetricBuilder::new(&self.metrics);
         let watcher = Watcher {
@@ -313,6 +314,7 @@ impl ExecutionPlan for DriftMonitorExec {
             watcher,
             Arc::clone(&self.columns.output_schema),
             latency,
+            memory,
         ))
     }
 

@@ -25,8 +25,8 @@ use super::weights::{
 use super::window::SlidingWindow;
 use super::{Category, IcostColumns, IcostMethod, IcostOptions, IcostStage};
 use crate::batch_stream::{
-    BatchProcessor, merges_partitions, only_child, only_input_stream, processed_stream,
-    single_stream_plan_methods, single_stream_properties,
+    BatchProcessor, merges_partitions, only_child, only_input_stream, operator_memory,
+    processed_stream, single_stream_plan_methods, single_stream_properties,
 };
 use crate::complexity::{ClassedRows, canonical_order};
 use crate::features::{BatchFeatures, ClassIndex, batch_features};
@@ -179,6 +179,7 @@ impl ExecutionPlan for IcostExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        let memory = operator_memory(&self.operator_id, &context);
         let input = only_input_stream("IcostExec", &self.input, partition, Arc::clone(&context))?;
         let table = Self::whole_table(self.stage.options(), self.input.as_ref())?;
         let counters = Counters {
@@ -198,6 +199,7 @@ impl ExecutionPlan for IcostExec {
                 .metric_set::<SharedMetrics>()?
                 .batch_duration
                 .with_label_values(&[self.operator_id.as_str()]),
+            memory,
         ))
     }
 
@@ -263,6 +265,19 @@ struct Weigher {
 }
 
 impl BatchProcessor for Weigher {
+    fn memory_size(&self) -> usize {
+        let buffered: usize = self
+            .buffered
+            .iter()
+            .map(|(batch, features, synthetic)| {
+                batch.get_array_memory_size()
+                    + features.values.capacity() * size_of::<f64>()
+                    + synthetic.capacity() * size_of::<usize>()
+            })
+            .sum();
+        self.window.memory_size() + buffered
+    }
+
     fn process(
         &mut self,
         batch: RecordBatch,

@@ -15,6 +15,11 @@ pub struct SlidingWindow {
 }
 
 impl SlidingWindow {
+    /// Bytes held by the window's rows.
+    pub fn memory_size(&self) -> usize {
+        self.features.capacity() * size_of::<f64>() + self.class_of.capacity() * size_of::<u32>()
+    }
+
     pub fn new(capacity: usize, dim: usize) -> Self {
         Self {
             dim,

@@ -31,8 +31,8 @@ use super::{
     SamplingStrategy, Synthetic, generate,
 };
 use crate::batch_stream::{
-    BatchProcessor, merges_partitions, only_child, only_input_stream, processed_stream,
-    single_stream_plan_methods, single_stream_properties,
+    BatchProcessor, merges_partitions, only_child, only_input_stream, operator_memory,
+    processed_stream, single_stream_plan_methods, single_stream_properties,
 };
 use crate::features::{BatchFeatures, ClassIndex, batch_features, batch_labels};
 use crate::metrics::{ClassLabels, MetricSet, SharedMetrics};
@@ -205,6 +205,7 @@ impl ExecutionPlan for OversampleExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        let memory = operator_memory(&self.operator_id, &context);
         let input = only_input_stream(
             "OversampleExec",
             &self.input,
@@ -237,6 +238,7 @@ impl ExecutionPlan for OversampleExec {
                 .metric_set::<SharedMetrics>()?
                 .batch_duration
                 .with_label_values(&[self.operator_id.as_str()]),
+            memory,
         ))
     }
 
@@ -297,6 +299,17 @@ struct Deferred {
 }
 
 impl BatchProcessor for Oversampler {
+    fn memory_size(&self) -> usize {
+        let ready: usize = self.deferred.as_ref().map_or(0, |d| {
+            d.ready
+                .iter()
+                .map(RecordBatch::get_array_memory_size)
+                .sum::<usize>()
+                + d.rows.capacity() * size_of::<Synthetic>()
+        });
+        self.reservoirs.memory_size() + ready
+    }
+
     fn process(
         &mut self,
         batch: RecordBatch,

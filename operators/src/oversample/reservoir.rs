@@ -74,6 +74,29 @@ pub struct Reservoirs {
 }
 
 impl Reservoirs {
+    /// Bytes held: the batches held whole and every class's chunks (rows,
+    /// features, arrival numbers).
+    pub fn memory_size(&self) -> usize {
+        let held: usize = self
+            .held
+            .iter()
+            .map(|h| {
+                h.batch.get_array_memory_size() + h.labelled.capacity() * size_of::<Option<usize>>()
+            })
+            .sum();
+        let chunks: usize = self
+            .per_class
+            .iter()
+            .flat_map(|class| class.chunks.iter())
+            .map(|c| {
+                c.rows.get_array_memory_size()
+                    + c.features.capacity() * size_of::<f64>()
+                    + c.arrivals.capacity() * size_of::<u64>()
+            })
+            .sum();
+        held + chunks
+    }
+
     /// Rows are read through `feature_indices` (the operator's features).
     pub fn new(capacity: usize, feature_indices: Vec<usize>) -> Self {
         Self {
