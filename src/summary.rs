@@ -9,12 +9,17 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
 use equipoise_operators::class_label::{ClassValue, for_each_class};
+use equipoise_operators::features::ClassIndex;
 use equipoise_operators::{DriftEvent, JobSnapshot};
+use equipoise_udfs::classes::ClassCounts;
+use equipoise_udfs::confusion::ConfusionCells;
+use equipoise_udfs::scores::{self, divide_or_zero};
 
 /// Rows per class as the job's sink received them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClassTally {
-    classes: Vec<(ClassValue, u64)>,
+    classes: ClassIndex,
+    rows: ClassCounts,
     unlabelled: u64,
 }
 
@@ -27,17 +32,14 @@ impl ClassTally {
         select: impl Fn(usize) -> bool,
     ) -> Result<()> {
         let mut unlabelled = 0;
-        let classes = &mut self.classes;
+        let (classes, rows) = (&mut self.classes, &mut self.rows);
         for_each_class(batch.column(label_index), |row, class| {
             if !select(row) {
                 return;
             }
             match class {
                 None => unlabelled += 1,
-                Some(class) => match classes.iter_mut().find(|(c, _)| *c == class) {
-                    Some((_, n)) => *n += 1,
-                    None => classes.push((class, 1)),
-                },
+                Some(class) => rows.add(classes.slot(class), 1),
             }
         })?;
         self.unlabelled += unlabelled;
@@ -48,22 +50,26 @@ impl ClassTally {
     pub(crate) fn from_counts(counts: impl IntoIterator<Item = (ClassValue, u64)>) -> Self {
         let mut tally = Self::default();
         for (class, n) in counts {
-            match tally.classes.iter_mut().find(|(c, _)| *c == class) {
-                Some((_, total)) => *total += n,
-                None => tally.classes.push((class, n)),
-            }
+            let slot = tally.classes.slot(class);
+            tally.rows.add(slot, n);
         }
         tally
     }
 
     /// Rows of every class plus unlabelled rows.
     pub fn rows(&self) -> u64 {
-        self.classes.iter().map(|(_, n)| n).sum::<u64>() + self.unlabelled
+        self.rows.total() + self.unlabelled
     }
 
     /// Rows per class, ordered by class.
     pub fn per_class(&self) -> Vec<(ClassValue, u64)> {
-        let mut classes = self.classes.clone();
+        let mut classes: Vec<(ClassValue, u64)> = self
+            .classes
+            .values()
+            .iter()
+            .enumerate()
+            .map(|(slot, class)| (class.clone(), self.rows.get(slot)))
+            .collect();
         classes.sort();
         classes
     }
@@ -74,8 +80,10 @@ impl ClassTally {
 
     /// Share of the smallest class among labelled rows.
     pub fn minority_share(&self) -> Option<f64> {
-        let labelled: u64 = self.classes.iter().map(|(_, n)| n).sum();
-        let smallest = self.classes.iter().map(|(_, n)| *n).min()?;
+        let labelled = self.rows.total();
+        let smallest = (0..self.classes.len())
+            .map(|slot| self.rows.get(slot))
+            .min()?;
         (labelled > 0).then(|| smallest as f64 / labelled as f64)
     }
 }
@@ -164,12 +172,13 @@ impl fmt::Display for JobSummary {
 }
 
 /// Prequential confusion counts of the detector's predictions, split at
-/// the source's change points.
+/// the source's change points (the shared [`ConfusionCells`], scored by the
+/// shared formulas).
 #[derive(Debug, Clone, Default)]
 pub struct SegmentQuality {
     bounds: Vec<u64>,
-    /// Per segment: (truth, prediction) -> rows.
-    segments: Vec<Vec<(ClassValue, ClassValue, u64)>>,
+    classes: ClassIndex,
+    segments: Vec<ConfusionCells>,
 }
 
 /// Recall, precision, F1 of one class, and G-mean over all classes.
@@ -187,7 +196,8 @@ impl SegmentQuality {
         let mut bounds: Vec<u64> = change_points.collect();
         bounds.sort_unstable();
         Self {
-            segments: vec![Vec::new(); bounds.len() + 1],
+            segments: vec![ConfusionCells::default(); bounds.len() + 1],
+            classes: ClassIndex::default(),
             bounds,
         }
     }
@@ -217,14 +227,10 @@ impl SegmentQuality {
             let (Some(truth), Some(prediction)) = (truth, prediction) else {
                 continue;
             };
+            let (t, p) = (self.classes.slot(truth), self.classes.slot(prediction));
             let cells = &mut self.segments[segment];
-            match cells
-                .iter_mut()
-                .find(|(t, p, _)| *t == truth && *p == prediction)
-            {
-                Some((_, _, n)) => *n += 1,
-                None => cells.push((truth, prediction, 1)),
-            }
+            cells.fit(self.classes.len());
+            cells.add(t as u32, p as u32, 1);
         }
         Ok(())
     }
@@ -232,50 +238,29 @@ impl SegmentQuality {
     /// Quality of `class` in segment `i` (None without rows of it).
     pub fn of(&self, i: usize, class: &ClassValue) -> Option<ClassQuality> {
         let cells = self.segments.get(i)?;
-        let count = |f: &dyn Fn(&ClassValue, &ClassValue) -> bool| -> u64 {
-            cells
-                .iter()
-                .filter(|(t, p, _)| f(t, p))
-                .map(|(_, _, n)| n)
-                .sum()
-        };
-        let rows = count(&|t, _| t == class);
+        let c = self.classes.get(class)? as u32;
+        let rows = cells.true_count(c);
         if rows == 0 {
             return None;
         }
-        let hits = count(&|t, p| t == class && p == class);
-        let predicted = count(&|_, p| p == class);
+        let hits = cells.count(c, c);
         let recall = hits as f64 / rows as f64;
-        let precision = if predicted > 0 {
-            hits as f64 / predicted as f64
-        } else {
-            0.0
-        };
-        let f1 = if recall + precision > 0.0 {
-            2.0 * recall * precision / (recall + precision)
-        } else {
-            0.0
-        };
-        let mut classes: Vec<&ClassValue> = cells.iter().map(|(t, _, _)| t).collect();
-        classes.sort();
-        classes.dedup();
-        let recalls: Vec<f64> = classes
-            .iter()
-            .map(|c| {
-                let n = count(&|t, _| t == *c);
-                count(&|t, p| t == *c && p == *c) as f64 / n as f64
-            })
+        let precision = divide_or_zero(hits as f64, cells.predicted_count(c) as f64);
+        // G-mean over the segment's true classes, in the order of their values.
+        let mut truths: Vec<u32> = (0..self.classes.len() as u32)
+            .filter(|t| cells.true_count(*t) > 0)
             .collect();
-        let gmean = recalls
+        self.classes.sort(&mut truths);
+        let recalls: Vec<f64> = truths
             .iter()
-            .product::<f64>()
-            .powf(1.0 / recalls.len() as f64);
+            .map(|t| cells.count(*t, *t) as f64 / cells.true_count(*t) as f64)
+            .collect();
         Some(ClassQuality {
             rows,
             recall,
             precision,
-            f1,
-            gmean,
+            f1: scores::f1(precision, recall),
+            gmean: scores::gmean(&recalls)?,
         })
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::{Result, internal_err};
+use datafusion::common::{Result, exec_err, internal_err};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::EquivalenceProperties;
@@ -21,7 +21,8 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use prometheus::Histogram;
 
-use crate::runtime::{ControlReceiver, ControlSignal};
+use crate::metrics::SharedMetrics;
+use crate::runtime::{ControlReceiver, ControlSignal, JobRuntime, OperatorSnapshot};
 
 /// The `ExecutionPlan` methods every single-stream operator shares: its
 /// `properties` and `input` fields, one input partition (the operator's
@@ -139,44 +140,93 @@ pub trait BatchProcessor: Send + 'static {
     fn memory_size(&self) -> usize {
         0
     }
+
+    /// The operator's state, to restore a later run from; `None` while the
+    /// operator's state is not snapshotted (it is then rebuilt from the
+    /// stream after a restart).
+    fn snapshot(&self) -> Result<Option<OperatorSnapshot>> {
+        Ok(None)
+    }
+
+    /// Continue from `snapshot`, one that [`Self::snapshot`] of the operator
+    /// with the same id took.
+    fn restore(&mut self, snapshot: &OperatorSnapshot) -> Result<()> {
+        exec_err!(
+            "cannot restore a {} snapshot: this operator keeps no snapshot",
+            snapshot.kind
+        )
+    }
 }
 
-/// A reservation in the session's memory pool for the state of the operator
-/// `operator_id`, which [`processed_stream`] resizes after every batch.
-pub fn operator_memory(operator_id: &str, context: &TaskContext) -> MemoryReservation {
-    MemoryConsumer::new(operator_id).register(context.memory_pool())
+/// What the output stream of one operator receives from the runtime: its
+/// control signals, its latency series, its reservation in the session's
+/// memory pool, and the state registry it restores from and records to.
+pub struct StreamServices {
+    operator_id: String,
+    runtime: Arc<JobRuntime>,
+    control: ControlReceiver,
+    latency: Histogram,
+    memory: MemoryReservation,
+}
+
+impl StreamServices {
+    /// The services of operator `operator_id` in a stream executed with
+    /// `context`. Subscribes to the control bus now, so no signal published
+    /// after this call is missed.
+    pub fn new(
+        runtime: &Arc<JobRuntime>,
+        operator_id: &str,
+        context: &TaskContext,
+    ) -> Result<Self> {
+        Ok(Self {
+            operator_id: operator_id.to_string(),
+            runtime: Arc::clone(runtime),
+            control: runtime.control().subscribe(),
+            latency: runtime
+                .metric_set::<SharedMetrics>()?
+                .batch_duration
+                .with_label_values(&[operator_id]),
+            memory: MemoryConsumer::new(operator_id).register(context.memory_pool()),
+        })
+    }
 }
 
 struct State<P> {
     input: SendableRecordBatchStream,
     processor: P,
-    control: ControlReceiver,
-    latency: Histogram,
-    memory: MemoryReservation,
+    services: StreamServices,
     pending: VecDeque<RecordBatch>,
     finished: bool,
     failed: bool,
 }
 
-/// `input` through `processor`, as a stream of `schema`; the time of each
-/// `process` call is observed in `latency` (the operator's series of
-/// `equipoise_batch_duration_seconds`). After each batch the processor's
-/// state is counted in `memory`: past the session's memory limit the
-/// stream ends with DataFusion's `ResourcesExhausted` error.
+/// `input` through `processor`, as a stream of `schema`.
+///
+/// Before the first batch the processor restores from the runtime's
+/// restore point, if that holds its operator's state. The time of each
+/// `process` call is observed in the operator's series of
+/// `equipoise_batch_duration_seconds`. After each batch the processor's
+/// state is counted in its memory reservation: past the session's memory
+/// limit the stream ends with DataFusion's `ResourcesExhausted` error. At
+/// the end of input, once everything is emitted, the processor's snapshot
+/// is recorded in the state registry.
 pub fn processed_stream<P: BatchProcessor>(
     input: SendableRecordBatchStream,
-    control: ControlReceiver,
-    processor: P,
+    mut processor: P,
     schema: SchemaRef,
-    latency: Histogram,
-    memory: MemoryReservation,
-) -> SendableRecordBatchStream {
+    services: StreamServices,
+) -> Result<SendableRecordBatchStream> {
+    if let Some(snapshot) = services
+        .runtime
+        .state()
+        .restore_point(&services.operator_id)?
+    {
+        processor.restore(&snapshot)?;
+    }
     let state = State {
         input,
         processor,
-        control,
-        latency,
-        memory,
+        services,
         pending: VecDeque::new(),
         finished: false,
         failed: false,
@@ -192,7 +242,13 @@ pub fn processed_stream<P: BatchProcessor>(
             if state.finished {
                 return match state.processor.next_deferred() {
                     Ok(Some(batch)) => Some((Ok(batch), state)),
-                    Ok(None) => None,
+                    Ok(None) => match record_final_state(&state) {
+                        Ok(()) => None,
+                        Err(e) => {
+                            state.failed = true;
+                            Some((Err(e), state))
+                        }
+                    },
                     Err(e) => {
                         state.failed = true;
                         Some((Err(e), state))
@@ -201,8 +257,8 @@ pub fn processed_stream<P: BatchProcessor>(
             }
             let step = match state.input.next().await {
                 Some(Ok(batch)) => {
-                    let signals = state.control.drain();
-                    let _timer = state.latency.start_timer();
+                    let signals = state.services.control.drain();
+                    let _timer = state.services.latency.start_timer();
                     state.processor.process(batch, &signals)
                 }
                 Some(Err(e)) => Err(e),
@@ -212,7 +268,10 @@ pub fn processed_stream<P: BatchProcessor>(
                 }
             };
             let step = step.and_then(|batches| {
-                state.memory.try_resize(state.processor.memory_size())?;
+                state
+                    .services
+                    .memory
+                    .try_resize(state.processor.memory_size())?;
                 Ok(batches)
             });
             match step {
@@ -224,5 +283,17 @@ pub fn processed_stream<P: BatchProcessor>(
             }
         }
     });
-    Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+    Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+}
+
+/// Record the processor's state at the end of its stream.
+fn record_final_state<P: BatchProcessor>(state: &State<P>) -> Result<()> {
+    match state.processor.snapshot()? {
+        Some(snapshot) => state
+            .services
+            .runtime
+            .state()
+            .record(&state.services.operator_id, snapshot),
+        None => Ok(()),
+    }
 }

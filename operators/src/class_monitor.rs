@@ -9,7 +9,6 @@
 //! among classes seen at least once since the last reset. Rows with a NULL
 //! label pass through and are counted as unlabelled, never as a class.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -26,13 +25,14 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, PlanProperties,
 };
+use equipoise_udfs::classes::ClassCounts;
 use futures::StreamExt;
 use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 
 use crate::batch_stream::only_child;
 use crate::class_label::{ClassValue, check_label_type, class_slots};
-use crate::features::column_list;
+use crate::features::{ClassIndex, column_list};
 use crate::metrics::{ClassLabels, MetricSet, SharedMetrics};
 use crate::runtime::{ControlSignal, JobRuntime, OperatorSnapshot, StatefulOperator};
 use crate::stage::StreamStage;
@@ -65,45 +65,88 @@ impl ClassMonitorOptions {
     }
 }
 
+/// Counts and decayed weights per class. Memory is one entry per distinct
+/// class, which a label column keeps small.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct ClassTally {
+#[serde(from = "ClassMixState", into = "ClassMixState")]
+pub struct ClassMix {
+    classes: ClassIndex,
+    rows: ClassCounts,
+    /// Time-decayed weight per class slot.
+    decayed: Vec<f64>,
+    unlabelled_rows: u64,
+    batches: u64,
+}
+
+/// One class of a [`ClassMix`] as snapshots store it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ClassEntry {
     class: ClassValue,
     rows: u64,
     decayed: f64,
 }
 
-/// Counts and decayed weights per class. Memory is one entry per distinct
-/// class, which a label column keeps small.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClassMix {
-    classes: Vec<ClassTally>,
+/// The snapshot layout of a [`ClassMix`] (state version 1): classes in
+/// order of first appearance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ClassMixState {
+    classes: Vec<ClassEntry>,
     unlabelled_rows: u64,
     batches: u64,
-    #[serde(skip)]
-    index: HashMap<ClassValue, usize>,
+}
+
+impl From<ClassMix> for ClassMixState {
+    fn from(mix: ClassMix) -> Self {
+        let classes = mix
+            .classes
+            .values()
+            .iter()
+            .enumerate()
+            .map(|(slot, class)| ClassEntry {
+                class: class.clone(),
+                rows: mix.rows.get(slot),
+                decayed: mix.decayed[slot],
+            })
+            .collect();
+        Self {
+            classes,
+            unlabelled_rows: mix.unlabelled_rows,
+            batches: mix.batches,
+        }
+    }
+}
+
+impl From<ClassMixState> for ClassMix {
+    fn from(state: ClassMixState) -> Self {
+        let mut mix = Self::new();
+        for entry in state.classes {
+            let slot = mix.class_slot(entry.class);
+            mix.rows.add(slot, entry.rows);
+            mix.decayed[slot] = entry.decayed;
+        }
+        mix.unlabelled_rows = state.unlabelled_rows;
+        mix.batches = state.batches;
+        mix
+    }
 }
 
 impl ClassMix {
     fn new() -> Self {
         Self {
-            classes: Vec::new(),
+            classes: ClassIndex::default(),
+            rows: ClassCounts::default(),
+            decayed: Vec::new(),
             unlabelled_rows: 0,
             batches: 0,
-            index: HashMap::new(),
         }
     }
 
     fn class_slot(&mut self, class: ClassValue) -> usize {
-        if let Some(&i) = self.index.get(&class) {
-            return i;
+        let slot = self.classes.slot(class);
+        if slot == self.decayed.len() {
+            self.decayed.push(0.0);
         }
-        self.classes.push(ClassTally {
-            class: class.clone(),
-            rows: 0,
-            decayed: 0.0,
-        });
-        self.index.insert(class, self.classes.len() - 1);
-        self.classes.len() - 1
+        slot
     }
 
     /// Fold one batch of labels in; returns the rows per class slot it added
@@ -124,9 +167,9 @@ impl ClassMix {
             weight *= decay;
         }
         let batch_decay = decay.powi(i32::try_from(n).unwrap_or(i32::MAX));
-        for (i, tally) in self.classes.iter_mut().enumerate() {
-            tally.rows += added_rows[i];
-            tally.decayed = tally.decayed * batch_decay + added_weight[i];
+        for (i, decayed) in self.decayed.iter_mut().enumerate() {
+            self.rows.add(i, added_rows[i]);
+            *decayed = *decayed * batch_decay + added_weight[i];
         }
         self.unlabelled_rows += unlabelled;
         self.batches += 1;
@@ -135,36 +178,38 @@ impl ClassMix {
 
     /// Forget the decayed mix (after drift); totals stay.
     fn reset_decayed(&mut self) {
-        for tally in &mut self.classes {
-            tally.decayed = 0.0;
-        }
+        self.decayed.fill(0.0);
     }
 
     /// Rows seen per class, in order of first appearance.
     pub fn rows_per_class(&self) -> Vec<(ClassValue, u64)> {
         self.classes
+            .values()
             .iter()
-            .map(|t| (t.class.clone(), t.rows))
+            .enumerate()
+            .map(|(slot, class)| (class.clone(), self.rows.get(slot)))
             .collect()
     }
 
     /// Time-decayed share of each class (summing to 1), or empty before the
     /// first labelled row.
     pub fn decayed_shares(&self) -> Vec<(ClassValue, f64)> {
-        let total: f64 = self.classes.iter().map(|t| t.decayed).sum();
+        let total: f64 = self.decayed.iter().sum();
         if total <= 0.0 {
             return Vec::new();
         }
         self.classes
+            .values()
             .iter()
-            .map(|t| (t.class.clone(), t.decayed / total))
+            .zip(&self.decayed)
+            .map(|(class, decayed)| (class.clone(), decayed / total))
             .collect()
     }
 
     /// Largest decayed class weight over the smallest, among classes seen
     /// since the last reset; `None` with fewer than two such classes.
     pub fn imbalance_ratio(&self) -> Option<f64> {
-        let live = self.classes.iter().map(|t| t.decayed).filter(|w| *w > 0.0);
+        let live = self.decayed.iter().copied().filter(|w| *w > 0.0);
         let (min, max, n) = live.fold((f64::INFINITY, 0.0f64, 0), |(lo, hi, n), w| {
             (lo.min(w), hi.max(w), n + 1)
         });
@@ -177,15 +222,6 @@ impl ClassMix {
 
     pub fn batches(&self) -> u64 {
         self.batches
-    }
-
-    fn rebuild_index(&mut self) {
-        self.index = self
-            .classes
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.class.clone(), i))
-            .collect();
     }
 }
 
@@ -291,9 +327,9 @@ impl ClassMonitor {
     fn observe(&self, labels: &ArrayRef) -> Result<()> {
         let mut mix = lock(&self.mix)?;
         let (added, unlabelled) = mix.observe(labels, self.decay_per_row)?;
-        for (tally, n) in mix.classes.iter().zip(added) {
+        for (class, n) in mix.classes.values().iter().zip(added) {
             if n > 0 {
-                let class = self.labels.label(&tally.class)?;
+                let class = self.labels.label(class)?;
                 self.metrics
                     .rows
                     .with_label_values(&[self.id.as_str(), class.as_str()])
@@ -366,9 +402,8 @@ impl StatefulOperator for ClassMonitor {
                 snapshot.version
             );
         }
-        let mut mix: ClassMix = serde_json::from_value(snapshot.state.clone())
+        let mix: ClassMix = serde_json::from_value(snapshot.state.clone())
             .map_err(|e| exec_datafusion_err!("corrupt snapshot for {}: {e}", self.id))?;
-        mix.rebuild_index();
         self.publish_gauges(&mix)?;
         *lock(&self.mix)? = mix;
         Ok(())

@@ -3,13 +3,13 @@
 //! By default every integer or float column other than the label is a
 //! feature; `features=a b c` names them, `exclude=id seq` removes some.
 
-use std::collections::HashMap;
-
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Schema};
 use datafusion::common::{Result, plan_err};
+
+use equipoise_udfs::classes::ClassDictionary;
 
 use crate::class_label::{ClassValue, check_label_type, class_slots};
 use crate::options::Options;
@@ -237,52 +237,9 @@ fn float_columns(batch: &RecordBatch, feature_indices: &[usize]) -> Result<Vec<A
         .collect::<std::result::Result<Vec<ArrayRef>, _>>()?)
 }
 
-/// Up to this many classes, [`ClassIndex::slot`] scans instead of hashing.
-const SCANNED_CLASSES: usize = 8;
-
-/// Classes in order of first appearance, with a lookup.
-#[derive(Debug, Default, Clone)]
-pub struct ClassIndex {
-    pub classes: Vec<ClassValue>,
-    lookup: HashMap<ClassValue, usize>,
-}
-
-impl ClassIndex {
-    pub fn slot(&mut self, class: ClassValue) -> usize {
-        // A label column has few classes: comparing beats hashing
-        // (SipHash) once per row.
-        if self.classes.len() <= SCANNED_CLASSES {
-            if let Some(i) = self.classes.iter().position(|c| *c == class) {
-                return i;
-            }
-        } else if let Some(&i) = self.lookup.get(&class) {
-            return i;
-        }
-        self.classes.push(class.clone());
-        self.lookup.insert(class, self.classes.len() - 1);
-        self.classes.len() - 1
-    }
-
-    pub fn len(&self) -> usize {
-        self.classes.len()
-    }
-
-    /// Rank of each slot's class among all classes by value: the class
-    /// order that does not depend on arrival.
-    pub fn ranks(&self) -> Vec<u32> {
-        let mut by_value: Vec<usize> = (0..self.classes.len()).collect();
-        by_value.sort_by(|&a, &b| self.classes[a].cmp(&self.classes[b]));
-        let mut rank_of = vec![0u32; self.classes.len()];
-        for (rank, &slot) in by_value.iter().enumerate() {
-            rank_of[slot] = rank as u32;
-        }
-        rank_of
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.classes.is_empty()
-    }
-}
+/// Classes in order of first appearance, with a lookup: the shared
+/// [`ClassDictionary`] keyed by the operators' [`ClassValue`].
+pub type ClassIndex = ClassDictionary<ClassValue>;
 
 /// Read the label and feature columns of `batch`.
 pub fn batch_features(

@@ -11,6 +11,9 @@
 
 use std::collections::VecDeque;
 
+use equipoise_udfs::confusion::ConfusionCells;
+use equipoise_udfs::scores;
+
 use crate::metrics::{OTHER_CLASS, SharedMetrics};
 
 /// Which rows a score covers.
@@ -31,15 +34,15 @@ impl Scope {
     }
 }
 
-/// Confusion matrices of a predicted stream.
+/// Confusion matrices of a predicted stream, over the shared
+/// [`ConfusionCells`] and scored by the shared formulas ([`scores`]).
 #[derive(Debug, Clone)]
 pub struct Prequential {
     window: usize,
     classes: usize,
     recent: VecDeque<(usize, usize)>,
-    /// Row-major `classes x classes`, [truth][prediction].
-    sliding: Vec<u64>,
-    total: Vec<u64>,
+    sliding: ConfusionCells,
+    total: ConfusionCells,
 }
 
 impl Prequential {
@@ -48,91 +51,62 @@ impl Prequential {
             window: window.max(1),
             classes: 0,
             recent: VecDeque::new(),
-            sliding: Vec::new(),
-            total: Vec::new(),
+            sliding: ConfusionCells::default(),
+            total: ConfusionCells::default(),
         }
-    }
-
-    fn grow(&mut self, classes: usize) {
-        if classes <= self.classes {
-            return;
-        }
-        let widen = |m: &[u64]| {
-            let mut wider = vec![0; classes * classes];
-            for t in 0..self.classes {
-                for p in 0..self.classes {
-                    wider[t * classes + p] = m[t * self.classes + p];
-                }
-            }
-            wider
-        };
-        self.sliding = widen(&self.sliding);
-        self.total = widen(&self.total);
-        self.classes = classes;
     }
 
     /// A row of class slot `truth` predicted as slot `prediction`.
     pub fn update(&mut self, truth: usize, prediction: usize) {
-        self.grow(truth.max(prediction) + 1);
-        let k = self.classes;
-        self.sliding[truth * k + prediction] += 1;
-        self.total[truth * k + prediction] += 1;
+        let classes = truth.max(prediction) + 1;
+        if classes > self.classes {
+            self.classes = classes;
+            self.sliding.fit(classes);
+            self.total.fit(classes);
+        }
+        self.sliding.add(truth as u32, prediction as u32, 1);
+        self.total.add(truth as u32, prediction as u32, 1);
         self.recent.push_back((truth, prediction));
         if self.recent.len() > self.window
             && let Some((t, p)) = self.recent.pop_front()
         {
-            self.sliding[t * k + p] -= 1;
+            // The row was counted above, so taking it back cannot fail.
+            let _ = self.sliding.remove(t as u32, p as u32);
         }
     }
 
-    fn matrix(&self, scope: Scope) -> &[u64] {
+    fn matrix(&self, scope: Scope) -> &ConfusionCells {
         match scope {
             Scope::Sliding => &self.sliding,
             Scope::Total => &self.total,
         }
     }
 
-    fn rows_of(&self, scope: Scope, class: usize) -> u64 {
-        let k = self.classes;
-        self.matrix(scope)[class * k..(class + 1) * k].iter().sum()
-    }
-
-    fn predicted_as(&self, scope: Scope, class: usize) -> u64 {
-        let k = self.classes;
-        (0..k).map(|t| self.matrix(scope)[t * k + class]).sum()
-    }
-
-    fn hits(&self, scope: Scope, class: usize) -> u64 {
-        self.matrix(scope)[class * self.classes + class]
-    }
-
     pub fn recall(&self, scope: Scope, class: usize) -> Option<f64> {
         if class >= self.classes {
             return None;
         }
-        let rows = self.rows_of(scope, class);
-        (rows > 0).then(|| self.hits(scope, class) as f64 / rows as f64)
+        let matrix = self.matrix(scope);
+        let rows = matrix.true_count(class as u32);
+        (rows > 0).then(|| matrix.count(class as u32, class as u32) as f64 / rows as f64)
     }
 
     pub fn precision(&self, scope: Scope, class: usize) -> Option<f64> {
         if class >= self.classes {
             return None;
         }
-        let predicted = self.predicted_as(scope, class);
+        let matrix = self.matrix(scope);
+        let predicted = matrix.predicted_count(class as u32);
         if predicted > 0 {
-            Some(self.hits(scope, class) as f64 / predicted as f64)
+            Some(matrix.count(class as u32, class as u32) as f64 / predicted as f64)
         } else {
-            (self.rows_of(scope, class) > 0).then_some(0.0)
+            (matrix.true_count(class as u32) > 0).then_some(0.0)
         }
     }
 
     pub fn f1(&self, scope: Scope, class: usize) -> Option<f64> {
         let (p, r) = (self.precision(scope, class)?, self.recall(scope, class)?);
-        Some(if p + r > 0.0 {
-            2.0 * p * r / (p + r)
-        } else {
-            0.0
-        })
+        Some(scores::f1(p, r))
     }
 
     fn recalls(&self, scope: Scope) -> Vec<f64> {
@@ -143,21 +117,12 @@ impl Prequential {
 
     /// Geometric mean of the per-class recalls.
     pub fn gmean(&self, scope: Scope) -> Option<f64> {
-        let recalls = self.recalls(scope);
-        if recalls.is_empty() {
-            return None;
-        }
-        if recalls.contains(&0.0) {
-            return Some(0.0);
-        }
-        let log_mean = recalls.iter().map(|r| r.ln()).sum::<f64>() / recalls.len() as f64;
-        Some(log_mean.exp())
+        scores::gmean(&self.recalls(scope))
     }
 
     /// Mean of the per-class recalls.
     pub fn balanced_accuracy(&self, scope: Scope) -> Option<f64> {
-        let recalls = self.recalls(scope);
-        (!recalls.is_empty()).then(|| recalls.iter().sum::<f64>() / recalls.len() as f64)
+        scores::mean(&self.recalls(scope))
     }
 
     /// Set the gauges of `operator`; `labels[slot]` is each class's label.

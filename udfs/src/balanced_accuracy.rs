@@ -5,7 +5,7 @@ use std::sync::{Arc, LazyLock};
 use datafusion::logical_expr::{AggregateUDF, Documentation};
 
 use crate::confusion::{Confusion, ConfusionMetric, ConfusionMetricUdf};
-use crate::metric_doc;
+use crate::{metric_doc, scores};
 
 #[derive(Debug)]
 pub struct BalancedAccuracy;
@@ -29,7 +29,7 @@ impl ConfusionMetric for BalancedAccuracy {
             .filter(|c| matrix.true_count(*c) > 0.0)
             .map(|c| matrix.count(c, c) / matrix.true_count(c))
             .collect();
-        Some(recalls.iter().sum::<f64>() / recalls.len() as f64)
+        scores::mean(&recalls)
     }
 }
 

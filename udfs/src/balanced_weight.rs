@@ -26,7 +26,7 @@ use datafusion::logical_expr::{
     WindowFrameUnits, WindowUDF, WindowUDFImpl,
 };
 
-use crate::classes::{ClassIndex, NULL_CLASS, class_type};
+use crate::classes::{ColumnClasses, NULL_CLASS, class_type};
 
 pub const NAME: &str = "balanced_weight";
 
@@ -75,7 +75,7 @@ impl WindowUDFImpl for BalancedWeight {
             return plan_err!("{NAME} expects (label)");
         };
         Ok(Box::new(BalancedWeightEvaluator {
-            index: ClassIndex::new(field.data_type())?,
+            index: ColumnClasses::new(field.data_type())?,
             values: None,
             rows: Vec::new(),
             frame: 0..0,
@@ -128,7 +128,7 @@ impl WindowUDFImpl for BalancedWeight {
 
 #[derive(Debug)]
 struct BalancedWeightEvaluator {
-    index: ClassIndex,
+    index: ColumnClasses,
     /// The buffer the counts refer to; DataFusion hands a new one per batch
     /// (after pruning rows that left every frame), so indexes restart there.
     values: Option<ArrayRef>,

@@ -21,7 +21,7 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDFImpl, Documentation, EmitTo, GroupsAccumulator, Signature,
 };
 
-use crate::classes::{ClassIndex, NULL_CLASS, class_type};
+use crate::classes::{ClassCounts, ColumnClasses, NULL_CLASS, class_type};
 use crate::generic_udf::{
     generic_udf_boilerplate, list_state, merge_groups, no_convert_to_state, row_selected,
 };
@@ -36,49 +36,21 @@ pub trait ClassStatistic: fmt::Debug + Send + Sync + 'static {
     fn evaluate(classes: &ArrayRef, counts: &[u64], return_type: &DataType) -> Result<ScalarValue>;
 }
 
-/// Rows per class number.
-#[derive(Debug, Clone, Default)]
-struct Tally(Vec<u64>);
+/// The statistic `S` of `counts`, its classes sorted by value.
+fn evaluate<S: ClassStatistic>(
+    counts: &ClassCounts,
+    index: &ColumnClasses,
+    return_type: &DataType,
+) -> Result<ScalarValue> {
+    let mut classes: Vec<u32> = counts.nonzero().map(|(c, _)| c as u32).collect();
+    index.sort(&mut classes);
+    let rows: Vec<u64> = classes.iter().map(|c| counts.get(*c as usize)).collect();
+    S::evaluate(&index.values_of(&classes), &rows, return_type)
+}
 
-impl Tally {
-    fn add(&mut self, class: u32, n: u64) {
-        let i = class as usize;
-        if i >= self.0.len() {
-            self.0.resize(i + 1, 0);
-        }
-        self.0[i] += n;
-    }
-
-    fn remove(&mut self, class: u32) -> Result<()> {
-        match self.0.get_mut(class as usize) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                Ok(())
-            }
-            _ => internal_err!("retracted a row that was never added"),
-        }
-    }
-
-    /// (class, count) of the classes with rows, in class-number order.
-    fn nonzero(&self) -> Vec<(u32, u64)> {
-        self.0
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| **n > 0)
-            .map(|(c, n)| (c as u32, *n))
-            .collect()
-    }
-
-    fn evaluate<S: ClassStatistic>(
-        &self,
-        index: &ClassIndex,
-        return_type: &DataType,
-    ) -> Result<ScalarValue> {
-        let mut classes: Vec<u32> = self.nonzero().into_iter().map(|(c, _)| c).collect();
-        index.sort(&mut classes);
-        let counts: Vec<u64> = classes.iter().map(|c| self.0[*c as usize]).collect();
-        S::evaluate(&index.values_of(&classes), &counts, return_type)
-    }
+/// (class number, rows) of the classes with rows, for partial state.
+fn nonzero_pairs(counts: &ClassCounts) -> Vec<(u32, u64)> {
+    counts.nonzero().map(|(c, n)| (c as u32, n)).collect()
 }
 
 fn state_fields(name: &str, class_type: &DataType) -> Vec<FieldRef> {
@@ -97,7 +69,7 @@ fn state_fields(name: &str, class_type: &DataType) -> Vec<FieldRef> {
     ]
 }
 
-fn state_arrays(index: &ClassIndex, groups: &[Vec<(u32, u64)>]) -> Result<Vec<ArrayRef>> {
+fn state_arrays(index: &ColumnClasses, groups: &[Vec<(u32, u64)>]) -> Result<Vec<ArrayRef>> {
     let offsets = OffsetBuffer::from_lengths(groups.iter().map(Vec::len));
     let classes: Vec<u32> = groups.iter().flatten().map(|(c, _)| *c).collect();
     let counts = UInt64Array::from_iter_values(groups.iter().flatten().map(|(_, n)| *n));
@@ -105,8 +77,8 @@ fn state_arrays(index: &ClassIndex, groups: &[Vec<(u32, u64)>]) -> Result<Vec<Ar
 }
 
 fn merge_state_row(
-    index: &mut ClassIndex,
-    tally: &mut Tally,
+    index: &mut ColumnClasses,
+    tally: &mut ClassCounts,
     states: &[ArrayRef],
     row: usize,
     scratch: &mut Vec<u32>,
@@ -124,15 +96,15 @@ fn merge_state_row(
         .iter()
         .zip(counts.as_primitive::<UInt64Type>().values())
     {
-        tally.add(*c, *n);
+        tally.add(*c as usize, *n);
     }
     Ok(())
 }
 
 #[derive(Debug)]
 struct TallyAccumulator<S> {
-    index: ClassIndex,
-    tally: Tally,
+    index: ColumnClasses,
+    tally: ClassCounts,
     return_type: DataType,
     scratch: Vec<u32>,
     statistic: PhantomData<S>,
@@ -143,7 +115,7 @@ impl<S: ClassStatistic> Accumulator for TallyAccumulator<S> {
         self.index.index_rows(&values[0], &mut self.scratch)?;
         for c in &self.scratch {
             if *c != NULL_CLASS {
-                self.tally.add(*c, 1);
+                self.tally.add(*c as usize, 1);
             }
         }
         Ok(())
@@ -153,7 +125,7 @@ impl<S: ClassStatistic> Accumulator for TallyAccumulator<S> {
         self.index.index_rows(&values[0], &mut self.scratch)?;
         for c in &self.scratch {
             if *c != NULL_CLASS {
-                self.tally.remove(*c)?;
+                self.tally.remove(*c as usize)?;
             }
         }
         Ok(())
@@ -177,25 +149,25 @@ impl<S: ClassStatistic> Accumulator for TallyAccumulator<S> {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        state_arrays(&self.index, &[self.tally.nonzero()])?
+        state_arrays(&self.index, &[nonzero_pairs(&self.tally)])?
             .iter()
             .map(|a| ScalarValue::try_from_array(a, 0))
             .collect()
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        self.tally.evaluate::<S>(&self.index, &self.return_type)
+        evaluate::<S>(&self.tally, &self.index, &self.return_type)
     }
 
     fn size(&self) -> usize {
-        size_of::<Self>() + self.index.size() + self.tally.0.capacity() * 8
+        size_of::<Self>() + self.index.size() + self.tally.capacity() * 8
     }
 }
 
 #[derive(Debug)]
 struct TallyGroupsAccumulator<S> {
-    index: ClassIndex,
-    groups: Vec<Tally>,
+    index: ColumnClasses,
+    groups: Vec<ClassCounts>,
     return_type: DataType,
     scratch: Vec<u32>,
     statistic: PhantomData<S>,
@@ -209,11 +181,12 @@ impl<S: ClassStatistic> GroupsAccumulator for TallyGroupsAccumulator<S> {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Tally::default);
+        self.groups
+            .resize_with(total_num_groups, ClassCounts::default);
         self.index.index_rows(&values[0], &mut self.scratch)?;
         for (row, (c, g)) in self.scratch.iter().zip(group_indices).enumerate() {
             if *c != NULL_CLASS && row_selected(opt_filter, row) {
-                self.groups[*g].add(*c, 1);
+                self.groups[*g].add(*c as usize, 1);
             }
         }
         Ok(())
@@ -238,14 +211,14 @@ impl<S: ClassStatistic> GroupsAccumulator for TallyGroupsAccumulator<S> {
         let groups = emit_to.take_needed(&mut self.groups);
         let values = groups
             .iter()
-            .map(|t| t.evaluate::<S>(&self.index, &self.return_type))
+            .map(|t| evaluate::<S>(t, &self.index, &self.return_type))
             .collect::<Result<Vec<_>>>()?;
         ScalarValue::iter_to_array(values)
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
         let groups = emit_to.take_needed(&mut self.groups);
-        let tallies: Vec<_> = groups.iter().map(Tally::nonzero).collect();
+        let tallies: Vec<_> = groups.iter().map(nonzero_pairs).collect();
         state_arrays(&self.index, &tallies)
     }
 
@@ -260,12 +233,8 @@ impl<S: ClassStatistic> GroupsAccumulator for TallyGroupsAccumulator<S> {
     fn size(&self) -> usize {
         size_of::<Self>()
             + self.index.size()
-            + self
-                .groups
-                .iter()
-                .map(|t| t.0.capacity() * 8)
-                .sum::<usize>()
-            + self.groups.capacity() * size_of::<Tally>()
+            + self.groups.iter().map(|t| t.capacity() * 8).sum::<usize>()
+            + self.groups.capacity() * size_of::<ClassCounts>()
     }
 }
 
@@ -316,8 +285,8 @@ impl<S: ClassStatistic> AggregateUDFImpl for ClassStatisticUdf<S> {
             return exec_err!("{}(DISTINCT ...) is not supported", S::NAME);
         }
         Ok(Box::new(TallyAccumulator::<S> {
-            index: ClassIndex::new(args.expr_fields[0].data_type())?,
-            tally: Tally::default(),
+            index: ColumnClasses::new(args.expr_fields[0].data_type())?,
+            tally: ClassCounts::default(),
             return_type: args.return_field.data_type().clone(),
             scratch: Vec::new(),
             statistic: PhantomData,
@@ -333,7 +302,7 @@ impl<S: ClassStatistic> AggregateUDFImpl for ClassStatisticUdf<S> {
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
         Ok(Box::new(TallyGroupsAccumulator::<S> {
-            index: ClassIndex::new(args.expr_fields[0].data_type())?,
+            index: ColumnClasses::new(args.expr_fields[0].data_type())?,
             groups: Vec::new(),
             return_type: args.return_field.data_type().clone(),
             scratch: Vec::new(),
@@ -354,8 +323,8 @@ pub(crate) mod test_util {
     /// Statistic `S` of integer labels, with the row accumulator.
     pub fn statistic_of<S: ClassStatistic>(labels: &[Option<i64>]) -> Result<ScalarValue> {
         let mut acc = TallyAccumulator::<S> {
-            index: ClassIndex::new(&DataType::Int64)?,
-            tally: Tally::default(),
+            index: ColumnClasses::new(&DataType::Int64)?,
+            tally: ClassCounts::default(),
             return_type: S::return_type(&DataType::Int64),
             scratch: Vec::new(),
             statistic: PhantomData,

@@ -1,13 +1,14 @@
 //! Class values as the functions see them, and the dictionary that numbers
-//! them.
+//! them ([`ClassDictionary`], shared with the operators).
 //!
 //! Labels and predictions are integers (any width, and booleans as 0/1),
 //! coerced to Int64, or strings, coerced to Utf8. Every accumulator keeps a
-//! [`ClassIndex`] that gives each distinct class a small dense number, so
+//! [`ColumnClasses`] that gives each distinct class a small dense number, so
 //! counting is an array increment, not a hash of the value.
 
-use std::cmp::Ordering;
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
@@ -39,53 +40,194 @@ pub(crate) fn class_type(function: &str, arg_types: &[DataType]) -> Result<DataT
     }
 }
 
-/// The distinct classes seen so far, numbered in order of appearance.
+/// Distinct classes numbered in order of first appearance (0, 1, ...), with
+/// a lookup: the one class dictionary of Equipoise. The functions here key
+/// it by `i64` or `String`; the operators by their `ClassValue`.
 #[derive(Debug, Clone)]
-pub(crate) enum ClassIndex {
-    Int {
-        values: Vec<i64>,
-        lookup: HashMap<i64, u32>,
-    },
-    Str {
-        values: Vec<String>,
-        lookup: HashMap<String, u32>,
-    },
+pub struct ClassDictionary<K> {
+    values: Vec<K>,
+    lookup: HashMap<K, usize>,
 }
 
-impl ClassIndex {
+impl<K> Default for ClassDictionary<K> {
+    fn default() -> Self {
+        Self {
+            values: Vec::new(),
+            lookup: HashMap::new(),
+        }
+    }
+}
+
+/// Two dictionaries are equal when they number the same classes the same
+/// way (the lookup follows from the values).
+impl<K: Eq + Hash> PartialEq for ClassDictionary<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.values == other.values
+    }
+}
+
+impl<K: Clone + Eq + Hash> ClassDictionary<K> {
+    /// The slot of `class`, numbering it if it is new.
+    pub fn slot(&mut self, class: K) -> usize {
+        match self.get(&class) {
+            Some(slot) => slot,
+            None => self.insert(class),
+        }
+    }
+
+    /// The slot of a borrowed class, numbering an owned copy if it is new
+    /// (a known class costs no allocation).
+    pub fn slot_of<Q>(&mut self, class: &Q) -> usize
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        match self.get(class) {
+            Some(slot) => slot,
+            None => self.insert(class.to_owned()),
+        }
+    }
+
+    /// The slot of `class`, if it has one.
+    pub fn get<Q>(&self, class: &Q) -> Option<usize>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        // A label column has few classes: comparing beats hashing once per
+        // row.
+        if self.values.len() <= LINEAR_SEARCH_MAX {
+            self.values.iter().position(|v| v.borrow() == class)
+        } else {
+            self.lookup.get(class).copied()
+        }
+    }
+
+    fn insert(&mut self, class: K) -> usize {
+        let slot = self.values.len();
+        self.values.push(class.clone());
+        self.lookup.insert(class, slot);
+        slot
+    }
+
+    /// The classes, by slot.
+    pub fn values(&self) -> &[K] {
+        &self.values
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Capacity of the values and of the lookup, for memory accounting.
+    pub fn capacities(&self) -> (usize, usize) {
+        (self.values.capacity(), self.lookup.capacity())
+    }
+}
+
+impl<K: Clone + Eq + Hash + Ord> ClassDictionary<K> {
+    /// `slots` sorted by their classes' values.
+    pub fn sort<S: Copy + TryInto<usize>>(&self, slots: &mut [S]) {
+        let value = |s: S| s.try_into().ok().and_then(|i: usize| self.values.get(i));
+        slots.sort_unstable_by(|a, b| value(*a).cmp(&value(*b)));
+    }
+
+    /// Rank of each slot's class among all classes by value: the class
+    /// order that does not depend on arrival.
+    pub fn ranks(&self) -> Vec<u32> {
+        let mut by_value: Vec<usize> = (0..self.values.len()).collect();
+        by_value.sort_by(|&a, &b| self.values[a].cmp(&self.values[b]));
+        let mut rank_of = vec![0u32; self.values.len()];
+        for (rank, &slot) in by_value.iter().enumerate() {
+            rank_of[slot] = rank as u32;
+        }
+        rank_of
+    }
+}
+
+/// Rows per class slot (of a [`ClassDictionary`]): the one class tally of
+/// Equipoise, retracting for sliding windows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClassCounts(Vec<u64>);
+
+impl ClassCounts {
+    /// Count `n` more rows of `slot`.
+    pub fn add(&mut self, slot: usize, n: u64) {
+        if slot >= self.0.len() {
+            self.0.resize(slot + 1, 0);
+        }
+        self.0[slot] += n;
+    }
+
+    /// Take back one row of `slot`.
+    pub fn remove(&mut self, slot: usize) -> Result<()> {
+        match self.0.get_mut(slot) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                Ok(())
+            }
+            _ => internal_err!("retracted a row that was never added"),
+        }
+    }
+
+    /// Rows of `slot` (0 for a slot never counted).
+    pub fn get(&self, slot: usize) -> u64 {
+        self.0.get(slot).copied().unwrap_or(0)
+    }
+
+    /// Rows of every slot.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// (slot, rows) of the slots with rows, in slot order.
+    pub fn nonzero(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(c, n)| (c, *n))
+    }
+
+    /// Rows per slot, from slot 0.
+    pub fn as_slice(&self) -> &[u64] {
+        &self.0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+}
+
+/// The distinct classes seen so far, numbered in order of appearance.
+#[derive(Debug, Clone)]
+pub(crate) enum ColumnClasses {
+    Int(ClassDictionary<i64>),
+    Str(ClassDictionary<String>),
+}
+
+impl ColumnClasses {
     pub(crate) fn new(class_type: &DataType) -> Result<Self> {
         match class_type {
-            DataType::Int64 => Ok(Self::Int {
-                values: Vec::new(),
-                lookup: HashMap::new(),
-            }),
-            DataType::Utf8 => Ok(Self::Str {
-                values: Vec::new(),
-                lookup: HashMap::new(),
-            }),
+            DataType::Int64 => Ok(Self::Int(ClassDictionary::default())),
+            DataType::Utf8 => Ok(Self::Str(ClassDictionary::default())),
             other => internal_err!("class type {other} was not coerced"),
         }
     }
 
     pub(crate) fn len(&self) -> usize {
         match self {
-            Self::Int { values, .. } => values.len(),
-            Self::Str { values, .. } => values.len(),
+            Self::Int(classes) => classes.len(),
+            Self::Str(classes) => classes.len(),
         }
     }
 
-    fn int_index(values: &mut Vec<i64>, lookup: &mut HashMap<i64, u32>, v: i64) -> u32 {
-        if values.len() <= LINEAR_SEARCH_MAX {
-            if let Some(i) = values.iter().position(|x| *x == v) {
-                return i as u32;
-            }
-        } else if let Some(i) = lookup.get(&v) {
-            return *i;
-        }
-        let i = values.len() as u32;
-        values.push(v);
-        lookup.insert(v, i);
-        i
+    fn int_index(classes: &mut ClassDictionary<i64>, v: i64) -> u32 {
+        classes.slot(v) as u32
     }
 
     /// Append the class number of every row of `array` to `out`
@@ -94,7 +236,7 @@ impl ClassIndex {
         out.clear();
         out.reserve(array.len());
         match self {
-            Self::Int { values, lookup } => {
+            Self::Int(classes) => {
                 let ints = array.as_primitive_opt::<Int64Type>().ok_or_else(|| {
                     datafusion::common::DataFusionError::Internal(format!(
                         "expected Int64 classes, got {}",
@@ -108,18 +250,18 @@ impl ClassIndex {
                     for &v in ints.values() {
                         let i = match last {
                             Some((lv, li)) if lv == v => li,
-                            _ => Self::int_index(values, lookup, v),
+                            _ => Self::int_index(classes, v),
                         };
                         last = Some((v, i));
                         out.push(i);
                     }
                 } else {
                     for v in ints.iter() {
-                        out.push(v.map_or(NULL_CLASS, |v| Self::int_index(values, lookup, v)));
+                        out.push(v.map_or(NULL_CLASS, |v| Self::int_index(classes, v)));
                     }
                 }
             }
-            Self::Str { values, lookup } => {
+            Self::Str(classes) => {
                 let strings = array.as_string_opt::<i32>().ok_or_else(|| {
                     datafusion::common::DataFusionError::Internal(format!(
                         "expected Utf8 classes, got {}",
@@ -127,18 +269,7 @@ impl ClassIndex {
                     ))
                 })?;
                 for v in strings.iter() {
-                    out.push(match v {
-                        None => NULL_CLASS,
-                        Some(s) => match lookup.get(s) {
-                            Some(i) => *i,
-                            None => {
-                                let i = values.len() as u32;
-                                values.push(s.to_string());
-                                lookup.insert(s.to_string(), i);
-                                i
-                            }
-                        },
-                    });
+                    out.push(v.map_or(NULL_CLASS, |s| classes.slot_of(s) as u32));
                 }
             }
         }
@@ -155,7 +286,7 @@ impl ClassIndex {
     /// result (results keep only classes with counts), and this keeps the
     /// check to one OR over the data, which vectorises.
     pub(crate) fn small_int_table(&mut self, columns: [&ArrayRef; 2]) -> Option<[u32; 64]> {
-        let Self::Int { values, lookup } = self else {
+        let Self::Int(classes) = self else {
             return None;
         };
         let mut bits = 0u64;
@@ -173,7 +304,7 @@ impl ClassIndex {
         let largest = (1u64 << (64 - bits.leading_zeros())) - 1;
         let mut table = [NULL_CLASS; 64];
         for v in 0..=largest.max(1) {
-            table[v as usize] = Self::int_index(values, lookup, v as i64);
+            table[v as usize] = Self::int_index(classes, v as i64);
         }
         Some(table)
     }
@@ -186,36 +317,43 @@ impl ClassIndex {
         Ok(out.first().copied().filter(|i| *i != NULL_CLASS))
     }
 
-    fn compare(&self, a: u32, b: u32) -> Ordering {
-        match self {
-            Self::Int { values, .. } => values[a as usize].cmp(&values[b as usize]),
-            Self::Str { values, .. } => values[a as usize].cmp(&values[b as usize]),
-        }
-    }
-
     /// `classes` sorted by value, as scikit-learn orders labels.
     pub(crate) fn sort(&self, classes: &mut [u32]) {
-        classes.sort_unstable_by(|a, b| self.compare(*a, *b));
+        match self {
+            Self::Int(dictionary) => dictionary.sort(classes),
+            Self::Str(dictionary) => dictionary.sort(classes),
+        }
     }
 
     /// The values of `classes`, as an array of the class type.
     pub(crate) fn values_of(&self, classes: &[u32]) -> ArrayRef {
         match self {
-            Self::Int { values, .. } => Arc::new(Int64Array::from_iter_values(
-                classes.iter().map(|i| values[*i as usize]),
+            Self::Int(dictionary) => Arc::new(Int64Array::from_iter_values(
+                classes.iter().map(|i| dictionary.values()[*i as usize]),
             )),
-            Self::Str { values, .. } => Arc::new(StringArray::from_iter_values(
-                classes.iter().map(|i| values[*i as usize].as_str()),
+            Self::Str(dictionary) => Arc::new(StringArray::from_iter_values(
+                classes
+                    .iter()
+                    .map(|i| dictionary.values()[*i as usize].as_str()),
             )),
         }
     }
 
     pub(crate) fn size(&self) -> usize {
         match self {
-            Self::Int { values, lookup } => values.capacity() * 8 + lookup.capacity() * 16,
-            Self::Str { values, lookup } => {
-                values.iter().map(|s| s.capacity() + 24).sum::<usize>()
-                    + lookup.keys().map(|s| s.capacity() + 32).sum::<usize>()
+            Self::Int(dictionary) => {
+                let (values, lookup) = dictionary.capacities();
+                values * 8 + lookup * 16
+            }
+            Self::Str(dictionary) => {
+                // Each class is held twice (by slot and as a lookup key).
+                let (_, lookup) = dictionary.capacities();
+                dictionary
+                    .values()
+                    .iter()
+                    .map(|s| 2 * s.capacity() + 24)
+                    .sum::<usize>()
+                    + lookup * 32
             }
         }
     }
@@ -243,7 +381,7 @@ mod tests {
 
     #[test]
     fn classes_are_numbered_in_order_of_appearance_and_sorted_by_value() -> Result<()> {
-        let mut index = ClassIndex::new(&DataType::Int64)?;
+        let mut index = ColumnClasses::new(&DataType::Int64)?;
         let mut rows = Vec::new();
         let array: ArrayRef = Arc::new(Int64Array::from(vec![Some(5), None, Some(-1), Some(5)]));
         index.index_rows(&array, &mut rows)?;

@@ -26,7 +26,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_expr::expressions::Literal;
 
-use crate::classes::{ClassIndex, NULL_CLASS, class_type};
+use crate::classes::{ColumnClasses, NULL_CLASS, class_type};
 use crate::generic_udf::{
     generic_udf_boilerplate, list_state, merge_groups, no_convert_to_state, row_selected,
 };
@@ -78,14 +78,22 @@ impl Confusion {
     }
 }
 
-/// Counts of (true, predicted) class pairs, by class number.
+/// Counts of (true, predicted) class pairs by class number: the one
+/// confusion matrix of Equipoise (the aggregates here, the operators'
+/// prequential scores, a job's summary). Dense up to 64 classes, sparse
+/// beyond; rows can be taken back, for sliding windows.
+#[derive(Debug, Clone, Default)]
+pub struct ConfusionCells {
+    store: CellStore,
+}
+
 #[derive(Debug, Clone)]
-enum Cells {
+enum CellStore {
     Dense { dim: usize, counts: Vec<u64> },
     Sparse(std::collections::HashMap<(u32, u32), u64>),
 }
 
-impl Default for Cells {
+impl Default for CellStore {
     fn default() -> Self {
         Self::Dense {
             dim: 0,
@@ -94,10 +102,10 @@ impl Default for Cells {
     }
 }
 
-impl Cells {
+impl ConfusionCells {
     /// Make room for class numbers below `classes`.
-    fn fit(&mut self, classes: usize) {
-        if let Self::Dense { dim, counts } = self {
+    pub fn fit(&mut self, classes: usize) {
+        if let CellStore::Dense { dim, counts } = &mut self.store {
             if classes <= *dim {
                 return;
             }
@@ -108,7 +116,7 @@ impl Cells {
                         sparse.insert(((i / *dim) as u32, (i % *dim) as u32), c);
                     }
                 }
-                *self = Self::Sparse(sparse);
+                self.store = CellStore::Sparse(sparse);
                 return;
             }
             let mut grown = vec![0u64; classes * classes];
@@ -121,17 +129,20 @@ impl Cells {
         }
     }
 
-    fn add(&mut self, t: u32, p: u32, n: u64) {
-        match self {
-            Self::Dense { dim, counts } => counts[t as usize * *dim + p as usize] += n,
-            Self::Sparse(map) => *map.entry((t, p)).or_insert(0) += n,
+    /// Count `n` rows of true class `t` predicted as `p` (after [`Self::fit`]
+    /// made room for both).
+    pub fn add(&mut self, t: u32, p: u32, n: u64) {
+        match &mut self.store {
+            CellStore::Dense { dim, counts } => counts[t as usize * *dim + p as usize] += n,
+            CellStore::Sparse(map) => *map.entry((t, p)).or_insert(0) += n,
         }
     }
 
-    fn remove(&mut self, t: u32, p: u32) -> Result<()> {
-        let cell = match self {
-            Self::Dense { dim, counts } => counts.get_mut(t as usize * *dim + p as usize),
-            Self::Sparse(map) => map.get_mut(&(t, p)),
+    /// Take back one row of true class `t` predicted as `p`.
+    pub fn remove(&mut self, t: u32, p: u32) -> Result<()> {
+        let cell = match &mut self.store {
+            CellStore::Dense { dim, counts } => counts.get_mut(t as usize * *dim + p as usize),
+            CellStore::Sparse(map) => map.get_mut(&(t, p)),
         };
         match cell {
             Some(c) if *c > 0 => {
@@ -142,15 +153,75 @@ impl Cells {
         }
     }
 
+    /// Rows of true class `t` predicted as `p`.
+    pub fn count(&self, t: u32, p: u32) -> u64 {
+        match &self.store {
+            CellStore::Dense { dim, counts } => {
+                if (t as usize) < *dim && (p as usize) < *dim {
+                    counts[t as usize * *dim + p as usize]
+                } else {
+                    0
+                }
+            }
+            CellStore::Sparse(map) => map.get(&(t, p)).copied().unwrap_or(0),
+        }
+    }
+
+    /// Rows whose true class is `c` (row sum).
+    pub fn true_count(&self, c: u32) -> u64 {
+        match &self.store {
+            CellStore::Dense { dim, counts } => {
+                let c = c as usize;
+                if c < *dim {
+                    counts[c * *dim..(c + 1) * *dim].iter().sum()
+                } else {
+                    0
+                }
+            }
+            CellStore::Sparse(map) => map
+                .iter()
+                .filter(|((t, _), _)| *t == c)
+                .map(|(_, n)| n)
+                .sum(),
+        }
+    }
+
+    /// Rows predicted as `c` (column sum).
+    pub fn predicted_count(&self, c: u32) -> u64 {
+        match &self.store {
+            CellStore::Dense { dim, counts } => {
+                let c = c as usize;
+                if c < *dim {
+                    (0..*dim).map(|t| counts[t * *dim + c]).sum()
+                } else {
+                    0
+                }
+            }
+            CellStore::Sparse(map) => map
+                .iter()
+                .filter(|((_, p), _)| *p == c)
+                .map(|(_, n)| n)
+                .sum(),
+        }
+    }
+
+    /// The dense counts and their row length, while the matrix is dense.
+    fn dense_mut(&mut self) -> Option<(usize, &mut Vec<u64>)> {
+        match &mut self.store {
+            CellStore::Dense { dim, counts } => Some((*dim, counts)),
+            CellStore::Sparse(_) => None,
+        }
+    }
+
     fn nonzero(&self) -> Vec<(u32, u32, u64)> {
-        match self {
-            Self::Dense { dim, counts } => counts
+        match &self.store {
+            CellStore::Dense { dim, counts } => counts
                 .iter()
                 .enumerate()
                 .filter(|(_, c)| **c > 0)
                 .map(|(i, c)| ((i / *dim) as u32, (i % *dim) as u32, *c))
                 .collect(),
-            Self::Sparse(map) => map
+            CellStore::Sparse(map) => map
                 .iter()
                 .filter(|(_, c)| **c > 0)
                 .map(|((t, p), c)| (*t, *p, *c))
@@ -159,14 +230,14 @@ impl Cells {
     }
 
     fn size(&self) -> usize {
-        match self {
-            Self::Dense { counts, .. } => counts.capacity() * 8,
-            Self::Sparse(map) => map.capacity() * 24,
+        match &self.store {
+            CellStore::Dense { counts, .. } => counts.capacity() * 8,
+            CellStore::Sparse(map) => map.capacity() * 24,
         }
     }
 
     /// The matrix over the classes seen, sorted by value.
-    fn confusion(&self, index: &ClassIndex) -> Option<(Confusion, Vec<u32>)> {
+    fn confusion(&self, index: &ColumnClasses) -> Option<(Confusion, Vec<u32>)> {
         let cells = self.nonzero();
         if cells.is_empty() {
             return None;
@@ -195,7 +266,7 @@ impl Cells {
 
 /// Rows of `label` and `prediction` as class-number pairs, NULLs dropped.
 fn pairs(
-    index: &mut ClassIndex,
+    index: &mut ColumnClasses,
     label: &ArrayRef,
     prediction: &ArrayRef,
     scratch: &mut (Vec<u32>, Vec<u32>),
@@ -206,8 +277,8 @@ fn pairs(
 }
 
 fn evaluate_metric<M: ConfusionMetric>(
-    cells: &Cells,
-    index: &ClassIndex,
+    cells: &ConfusionCells,
+    index: &ColumnClasses,
     class: Option<u32>,
 ) -> Option<f64> {
     let (matrix, classes) = cells.confusion(index)?;
@@ -239,7 +310,7 @@ fn state_fields(name: &str, class_type: &DataType) -> Vec<FieldRef> {
 }
 
 /// Build the three state lists from one cell list per group.
-fn state_arrays(index: &ClassIndex, groups: &[Vec<(u32, u32, u64)>]) -> Result<Vec<ArrayRef>> {
+fn state_arrays(index: &ColumnClasses, groups: &[Vec<(u32, u32, u64)>]) -> Result<Vec<ArrayRef>> {
     let lengths = groups.iter().map(Vec::len);
     let offsets = OffsetBuffer::from_lengths(lengths);
     let flat = || groups.iter().flatten();
@@ -258,8 +329,8 @@ fn state_arrays(index: &ClassIndex, groups: &[Vec<(u32, u32, u64)>]) -> Result<V
 
 /// Fold state row `row` of `states` into `cells`.
 fn merge_state_row(
-    index: &mut ClassIndex,
-    cells: &mut Cells,
+    index: &mut ColumnClasses,
+    cells: &mut ConfusionCells,
     states: &[ArrayRef],
     row: usize,
     scratch: &mut (Vec<u32>, Vec<u32>),
@@ -288,16 +359,16 @@ fn merge_state_row(
 /// One confusion matrix with its own class dictionary.
 #[derive(Debug)]
 pub(crate) struct ConfusionCounts {
-    index: ClassIndex,
-    cells: Cells,
+    index: ColumnClasses,
+    cells: ConfusionCells,
     scratch: (Vec<u32>, Vec<u32>),
 }
 
 impl ConfusionCounts {
     pub(crate) fn new(class_type: &DataType) -> Result<Self> {
         Ok(Self {
-            index: ClassIndex::new(class_type)?,
-            cells: Cells::default(),
+            index: ColumnClasses::new(class_type)?,
+            cells: ConfusionCells::default(),
             scratch: Default::default(),
         })
     }
@@ -306,16 +377,16 @@ impl ConfusionCounts {
     pub(crate) fn update(&mut self, label: &ArrayRef, prediction: &ArrayRef) -> Result<()> {
         if let Some(table) = self.index.small_int_table([label, prediction]) {
             self.cells.fit(self.index.len());
-            if let Cells::Dense { dim, counts } = &mut self.cells
-                && *dim <= 8
+            if let Some((dim, counts)) = self.cells.dense_mut()
+                && dim <= 8
             {
                 let labels = label.as_primitive::<Int64Type>().values();
                 let predictions = prediction.as_primitive::<Int64Type>().values();
                 if table[2] == NULL_CLASS {
-                    count_binary(&table, *dim, labels, predictions, counts);
+                    count_binary(&table, dim, labels, predictions, counts);
                     return Ok(());
                 }
-                count_small(&table, *dim, labels, predictions, counts);
+                count_small(&table, dim, labels, predictions, counts);
                 return Ok(());
             }
         }
@@ -399,11 +470,11 @@ struct ConfusionAccumulator<M> {
 }
 
 impl<M> ConfusionAccumulator<M> {
-    fn new(index: ClassIndex, class: Option<u32>) -> Self {
+    fn new(index: ColumnClasses, class: Option<u32>) -> Self {
         Self {
             counts: ConfusionCounts {
                 index,
-                cells: Cells::default(),
+                cells: ConfusionCells::default(),
                 scratch: Default::default(),
             },
             class,
@@ -465,8 +536,8 @@ impl<M: ConfusionMetric> Accumulator for ConfusionAccumulator<M> {
 /// One matrix per group, one class dictionary for all groups.
 #[derive(Debug)]
 struct ConfusionGroupsAccumulator<M> {
-    index: ClassIndex,
-    groups: Vec<Cells>,
+    index: ColumnClasses,
+    groups: Vec<ConfusionCells>,
     class: Option<u32>,
     scratch: (Vec<u32>, Vec<u32>),
     metric: PhantomData<M>,
@@ -480,7 +551,8 @@ impl<M: ConfusionMetric> GroupsAccumulator for ConfusionGroupsAccumulator<M> {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Cells::default);
+        self.groups
+            .resize_with(total_num_groups, ConfusionCells::default);
         pairs(&mut self.index, &values[0], &values[1], &mut self.scratch)?;
         let classes = self.index.len();
         for (row, ((t, p), g)) in self
@@ -525,7 +597,7 @@ impl<M: ConfusionMetric> GroupsAccumulator for ConfusionGroupsAccumulator<M> {
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
         let groups = emit_to.take_needed(&mut self.groups);
-        let cells: Vec<_> = groups.iter().map(Cells::nonzero).collect();
+        let cells: Vec<_> = groups.iter().map(ConfusionCells::nonzero).collect();
         state_arrays(&self.index, &cells)
     }
 
@@ -540,8 +612,8 @@ impl<M: ConfusionMetric> GroupsAccumulator for ConfusionGroupsAccumulator<M> {
     fn size(&self) -> usize {
         size_of::<Self>()
             + self.index.size()
-            + self.groups.iter().map(Cells::size).sum::<usize>()
-            + self.groups.capacity() * size_of::<Cells>()
+            + self.groups.iter().map(ConfusionCells::size).sum::<usize>()
+            + self.groups.capacity() * size_of::<ConfusionCells>()
     }
 }
 
@@ -563,7 +635,7 @@ impl<M: ConfusionMetric> ConfusionMetricUdf<M> {
     }
 
     /// The class named by the third argument, numbered in `index`.
-    fn named_class(args: &AccumulatorArgs, index: &mut ClassIndex) -> Result<Option<u32>> {
+    fn named_class(args: &AccumulatorArgs, index: &mut ColumnClasses) -> Result<Option<u32>> {
         if !M::PER_CLASS {
             return Ok(None);
         }
@@ -583,8 +655,8 @@ impl<M: ConfusionMetric> ConfusionMetricUdf<M> {
         index.index_scalar(&value)
     }
 
-    fn new_index(args: &AccumulatorArgs) -> Result<(ClassIndex, Option<u32>)> {
-        let mut index = ClassIndex::new(args.expr_fields[0].data_type())?;
+    fn new_index(args: &AccumulatorArgs) -> Result<(ColumnClasses, Option<u32>)> {
+        let mut index = ColumnClasses::new(args.expr_fields[0].data_type())?;
         let class = Self::named_class(args, &mut index)?;
         Ok((index, class))
     }
@@ -655,11 +727,6 @@ impl<M: ConfusionMetric> AggregateUDFImpl for ConfusionMetricUdf<M> {
     }
 }
 
-/// `num / den`, or 0 when `den` is 0 (scikit-learn's `zero_division=0`).
-pub(crate) fn divide_or_zero(num: f64, den: f64) -> f64 {
-    if den == 0.0 { 0.0 } else { num / den }
-}
-
 #[cfg(test)]
 pub(crate) mod test_util {
     use super::*;
@@ -685,7 +752,7 @@ pub(crate) mod test_util {
         predictions: &[Option<i64>],
         class: Option<i64>,
     ) -> Result<Option<f64>> {
-        let mut index = ClassIndex::new(&DataType::Int64)?;
+        let mut index = ColumnClasses::new(&DataType::Int64)?;
         let class = match class {
             Some(c) => index.index_scalar(&ScalarValue::Int64(Some(c)))?,
             None => None,
@@ -794,7 +861,7 @@ mod tests {
         let labels: Vec<i64> = (0..200).collect();
         acc.update_batch(&[ints(&labels[..10]), ints(&labels[..10])])?;
         acc.update_batch(&[ints(&labels), ints(&labels)])?;
-        assert!(matches!(acc.counts.cells, Cells::Sparse(_)));
+        assert!(acc.counts.cells.dense_mut().is_none());
         assert_eq!(acc.evaluate()?, ScalarValue::Float64(Some(210_200.0)));
         Ok(())
     }

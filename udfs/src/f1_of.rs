@@ -4,8 +4,9 @@ use std::sync::{Arc, LazyLock};
 
 use datafusion::logical_expr::{AggregateUDF, Documentation};
 
-use crate::confusion::{Confusion, ConfusionMetric, ConfusionMetricUdf, divide_or_zero};
+use crate::confusion::{Confusion, ConfusionMetric, ConfusionMetricUdf};
 use crate::metric_doc;
+use crate::scores::divide_or_zero;
 
 #[derive(Debug)]
 pub struct F1Of;

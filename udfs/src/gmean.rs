@@ -4,8 +4,9 @@ use std::sync::{Arc, LazyLock};
 
 use datafusion::logical_expr::{AggregateUDF, Documentation};
 
-use crate::confusion::{Confusion, ConfusionMetric, ConfusionMetricUdf, divide_or_zero};
+use crate::confusion::{Confusion, ConfusionMetric, ConfusionMetricUdf};
 use crate::metric_doc;
+use crate::scores::{self, divide_or_zero};
 
 #[derive(Debug)]
 pub struct GeometricMean;
@@ -28,9 +29,7 @@ impl ConfusionMetric for GeometricMean {
         let recalls: Vec<f64> = (0..matrix.classes())
             .map(|c| divide_or_zero(matrix.count(c, c), matrix.true_count(c)))
             .collect();
-        // As scipy.stats.gmean: exp of the mean log; a zero recall gives 0.
-        let mean_log = recalls.iter().map(|r| r.ln()).sum::<f64>() / recalls.len() as f64;
-        Some(mean_log.exp())
+        scores::gmean(&recalls)
     }
 }
 

@@ -34,7 +34,8 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use crate::classes::class_type;
-use crate::confusion::{Confusion, ConfusionCounts, divide_or_zero};
+use crate::confusion::{Confusion, ConfusionCounts};
+use crate::scores::divide_or_zero;
 
 pub const NAME: &str = "imbalance_report";
 const ALPHA: f64 = 0.1;

@@ -25,7 +25,7 @@ pub mod balanced_weight;
 pub mod c2_imbalance;
 pub mod class_counts;
 pub mod class_tally;
-mod classes;
+pub mod classes;
 pub mod cohen_kappa;
 pub mod confusion;
 pub mod expr_fn;
@@ -41,6 +41,7 @@ pub mod precision_of;
 pub mod recall_of;
 pub mod roc_auc;
 pub mod score_curve;
+pub mod scores;
 pub mod specificity_of;
 
 const DOC_SECTION: DocSection = DocSection {

@@ -27,7 +27,7 @@ use super::model::{
 };
 use super::{DetectorColumns, TrainStage};
 use crate::batch_stream::{
-    BatchProcessor, only_child, only_input_stream, operator_memory, processed_stream,
+    BatchProcessor, StreamServices, only_child, only_input_stream, processed_stream,
     single_stream_plan_methods, single_stream_properties,
 };
 use crate::class_label::ClassValue;
@@ -143,21 +143,15 @@ impl ExecutionPlan for TrainExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let memory = operator_memory(&self.operator_id, &context);
+        let services = StreamServices::new(&self.runtime, &self.operator_id, &context)?;
         let input = only_input_stream("TrainExec", &self.input, partition, context)?;
         let trainer = Trainer::new(self, partition)?;
-        let latency = self
-            .prometheus
-            .batch_duration
-            .with_label_values(&[self.operator_id.as_str()]);
-        Ok(processed_stream(
+        processed_stream(
             input,
-            self.runtime.control().subscribe(),
             trainer,
             Arc::clone(&self.columns.output_schema),
-            latency,
-            memory,
-        ))
+            services,
+        )
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -285,7 +279,7 @@ impl Trainer {
         let snapshot = ModelSnapshot {
             format: SNAPSHOT_FORMAT,
             version: self.version,
-            classes: self.classes.classes.clone(),
+            classes: self.classes.values().to_vec(),
             class_rows: self.class_rows.clone(),
             features: self.columns.feature_names.clone(),
             label_kind: LabelKind::of(&self.label_type),
@@ -382,7 +376,7 @@ impl Trainer {
         if learned != 2 {
             return predicted;
         }
-        minority_of_two(&self.classes.classes, &self.class_rows)
+        minority_of_two(self.classes.values(), &self.class_rows)
     }
 
     fn learn(&mut self, x: &[f64], slot: usize, weight: f64) {
@@ -484,7 +478,7 @@ impl Trainer {
             let predicted = (0..proba.len()).max_by(|&a, &b| proba[a].total_cmp(&proba[b]));
             match predicted {
                 Some(p) => {
-                    predictions.push(Some(self.classes.classes[p].clone()));
+                    predictions.push(Some(self.classes.values()[p].clone()));
                     let scored = self.scored_slot(p, proba.len());
                     let score = proba.get(scored).copied();
                     scores.push(score);
@@ -551,7 +545,7 @@ impl Trainer {
     fn publish(&self) -> Result<()> {
         let labels: Vec<String> = self
             .classes
-            .classes
+            .values()
             .iter()
             .map(|c| self.runtime.class_labels().label(c))
             .collect::<Result<_>>()?;

@@ -17,9 +17,8 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 
 use super::model::{ModelSnapshot, class_column, minority_of_two};
 use super::scored_schema;
-use crate::batch_stream::{BatchProcessor, only_child, operator_memory, processed_stream};
+use crate::batch_stream::{BatchProcessor, StreamServices, only_child, processed_stream};
 use crate::columns::{MODEL_VERSION, PREDICTION, SCORE};
-use crate::metrics::SharedMetrics;
 use crate::runtime::{ControlSignal, JobRuntime};
 use crate::stage::StreamStage;
 
@@ -155,25 +154,18 @@ impl ExecutionPlan for ScoreExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let memory = operator_memory(&self.operator_id, &context);
+        let services = StreamServices::new(&self.runtime, &self.operator_id, &context)?;
         let input = self.input.execute(partition, context)?;
-        let latency = self
-            .runtime
-            .metric_set::<SharedMetrics>()?
-            .batch_duration
-            .with_label_values(&[self.operator_id.as_str()]);
-        Ok(processed_stream(
+        processed_stream(
             input,
-            self.runtime.control().subscribe(),
             Scorer {
                 model: Arc::clone(&self.stage.model),
                 features: self.features.clone(),
                 schema: Arc::clone(&self.schema),
             },
             Arc::clone(&self.schema),
-            latency,
-            memory,
-        ))
+            services,
+        )
     }
 }
 

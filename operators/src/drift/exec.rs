@@ -27,7 +27,7 @@ use datafusion::physical_plan::{
 use super::DriftState;
 use super::monitor::{DriftMonitorOptions, Monitors, Signal};
 use crate::batch_stream::{
-    BatchProcessor, only_child, only_input_stream, operator_memory, processed_stream,
+    BatchProcessor, StreamServices, only_child, only_input_stream, processed_stream,
     single_stream_plan_methods, single_stream_properties,
 };
 use crate::class_label::{check_label_type, class_slots};
@@ -288,7 +288,7 @@ impl ExecutionPlan for DriftMonitorExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let memory = operator_memory(&self.operator_id, &context);
+        let services = StreamServices::new(&self.runtime, &self.operator_id, &context)?;
         let input = only_input_stream("DriftMonitorExec", &self.input, partition, context)?;
         let builder = || MetricBuilder::new(&self.metrics);
         let watcher = Watcher {
@@ -304,18 +304,12 @@ impl ExecutionPlan for DriftMonitorExec {
             warnings: builder().counter("warnings", partition),
             drifts: builder().counter("drifts", partition),
         };
-        let latency = self
-            .prometheus
-            .batch_duration
-            .with_label_values(&[self.operator_id.as_str()]);
-        Ok(processed_stream(
+        processed_stream(
             input,
-            self.runtime.control().subscribe(),
             watcher,
             Arc::clone(&self.columns.output_schema),
-            latency,
-            memory,
-        ))
+            services,
+        )
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -348,7 +342,7 @@ impl Watcher {
     /// Labels (and zeroed series) for classes seen for the first time.
     fn label_new_classes(&mut self) -> Result<()> {
         while self.labels.len() < self.classes.len() {
-            let class = &self.classes.classes[self.labels.len()];
+            let class = &self.classes.values()[self.labels.len()];
             let label = self.runtime.class_labels().label(class)?;
             let slot = self.labels.len();
             init_series(
@@ -379,7 +373,7 @@ impl Watcher {
 
     fn signal_text(&self, signal: Signal) -> String {
         match signal.class() {
-            Some(c) => format!("{}:{}", signal.name(), self.classes.classes[c]),
+            Some(c) => format!("{}:{}", signal.name(), self.classes.values()[c]),
             None => signal.name().to_string(),
         }
     }
@@ -409,7 +403,7 @@ impl Watcher {
                 class: event
                     .signal
                     .class()
-                    .map(|c| self.classes.classes[c].to_string()),
+                    .map(|c| self.classes.values()[c].to_string()),
                 state: event.state,
                 row: event.row,
             };

@@ -25,13 +25,13 @@ use super::weights::{
 use super::window::SlidingWindow;
 use super::{Category, IcostColumns, IcostMethod, IcostOptions, IcostStage};
 use crate::batch_stream::{
-    BatchProcessor, merges_partitions, only_child, only_input_stream, operator_memory,
+    BatchProcessor, StreamServices, merges_partitions, only_child, only_input_stream,
     processed_stream, single_stream_plan_methods, single_stream_properties,
 };
 use crate::complexity::{ClassedRows, canonical_order};
 use crate::features::{BatchFeatures, ClassIndex, batch_features};
 use crate::knn::{Exclude, PointSet, search};
-use crate::metrics::{ClassLabels, MetricSet, SharedMetrics};
+use crate::metrics::{ClassLabels, MetricSet};
 use crate::rng::Rng;
 use crate::runtime::{ControlSignal, JobRuntime};
 
@@ -179,7 +179,7 @@ impl ExecutionPlan for IcostExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let memory = operator_memory(&self.operator_id, &context);
+        let services = StreamServices::new(&self.runtime, &self.operator_id, &context)?;
         let input = only_input_stream("IcostExec", &self.input, partition, Arc::clone(&context))?;
         let table = Self::whole_table(self.stage.options(), self.input.as_ref())?;
         let counters = Counters {
@@ -190,17 +190,12 @@ impl ExecutionPlan for IcostExec {
                 .counter("class_level_rows", partition),
         };
         let weigher = Weigher::new(self, table, counters);
-        Ok(processed_stream(
+        processed_stream(
             input,
-            self.runtime.control().subscribe(),
             weigher,
             Arc::clone(&self.columns.output_schema),
-            self.runtime
-                .metric_set::<SharedMetrics>()?
-                .batch_duration
-                .with_label_values(&[self.operator_id.as_str()]),
-            memory,
-        ))
+            services,
+        )
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -425,7 +420,7 @@ impl Weigher {
         let counts: Vec<f64> = totals.iter().map(|&t| t as f64).collect();
         let ratios = weighed_ratios(
             &counts,
-            &self.classes.classes,
+            self.classes.values(),
             self.options.minority.as_deref(),
         );
         let mut out: Vec<BatchWeights> = buffered
@@ -508,7 +503,7 @@ impl Weigher {
                         return exec_err!(
                             "icost: method=gini needs at least two rows with complete features in \
                              class {} and in the rest",
-                            self.classes.classes[slot]
+                            self.classes.values()[slot]
                         );
                     };
                     for (q, share) in shares {
@@ -579,7 +574,7 @@ impl Weigher {
             self.decayed[slot] += 1.0;
             let ratio = weighed_ratios(
                 &self.decayed,
-                &self.classes.classes,
+                self.classes.values(),
                 self.options.minority.as_deref(),
             )[slot];
             match ratio {
@@ -700,7 +695,7 @@ impl Weigher {
         while self.published_classes < self.classes.len() {
             let class = self
                 .class_labels
-                .label(&self.classes.classes[self.published_classes])?;
+                .label(&self.classes.values()[self.published_classes])?;
             for c in Category::ALL {
                 self.prometheus
                     .categories
@@ -709,7 +704,7 @@ impl Weigher {
             }
             self.published_classes += 1;
         }
-        let class = self.class_labels.label(&self.classes.classes[slot])?;
+        let class = self.class_labels.label(&self.classes.values()[slot])?;
         self.prometheus
             .categories
             .with_label_values(&[self.operator_id.as_str(), class.as_str(), category.name()])

@@ -31,11 +31,11 @@ use super::{
     SamplingStrategy, Synthetic, generate,
 };
 use crate::batch_stream::{
-    BatchProcessor, merges_partitions, only_child, only_input_stream, operator_memory,
+    BatchProcessor, StreamServices, merges_partitions, only_child, only_input_stream,
     processed_stream, single_stream_plan_methods, single_stream_properties,
 };
 use crate::features::{BatchFeatures, ClassIndex, batch_features, batch_labels};
-use crate::metrics::{ClassLabels, MetricSet, SharedMetrics};
+use crate::metrics::{ClassLabels, MetricSet};
 use crate::parallel::{cores, in_shares};
 use crate::rng::Rng;
 use crate::runtime::{ControlSignal, JobRuntime, RunReport};
@@ -205,7 +205,7 @@ impl ExecutionPlan for OversampleExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let memory = operator_memory(&self.operator_id, &context);
+        let services = StreamServices::new(&self.runtime, &self.operator_id, &context)?;
         let input = only_input_stream(
             "OversampleExec",
             &self.input,
@@ -229,17 +229,12 @@ impl ExecutionPlan for OversampleExec {
             context.session_config().batch_size(),
             counters,
         );
-        Ok(processed_stream(
+        processed_stream(
             input,
-            self.runtime.control().subscribe(),
             oversampler,
             Arc::clone(&self.columns.output_schema),
-            self.runtime
-                .metric_set::<SharedMetrics>()?
-                .batch_duration
-                .with_label_values(&[self.operator_id.as_str()]),
-            memory,
-        ))
+            services,
+        )
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -376,7 +371,7 @@ impl Oversampler {
     fn publish_buffered(&self) -> Result<()> {
         let held = self
             .classes
-            .classes
+            .values()
             .iter()
             .enumerate()
             .map(|(slot, class)| (class, self.reservoirs.len_of(slot) as f64));
@@ -457,7 +452,7 @@ impl Oversampler {
         let _timer = elapsed.timer();
         let counts: Vec<_> = self
             .classes
-            .classes
+            .values()
             .iter()
             .cloned()
             .zip(self.totals.iter().copied())
@@ -577,11 +572,11 @@ impl Oversampler {
         for (slot, [interpolated, duplicate]) in per_kind.iter().enumerate() {
             let made = interpolated + duplicate;
             if made > 0 {
-                let class = &self.classes.classes[slot];
+                let class = &self.classes.values()[slot];
                 self.report
                     .update(id, |report| report.add_synthetic(class, made))?;
             }
-            let class = self.class_labels.label(&self.classes.classes[slot])?;
+            let class = self.class_labels.label(&self.classes.values()[slot])?;
             for (kind, n) in [("interpolated", interpolated), ("duplicate", duplicate)] {
                 if *n > 0 {
                     self.prometheus
@@ -632,7 +627,7 @@ impl Oversampler {
             reference: &reference,
             space,
             amounts,
-            classes: &self.classes.classes,
+            classes: self.classes.values(),
             rng: &mut self.rng,
             bounded: self.bounded,
             arrival_order_is_stable: self.arrival_order_is_stable,
@@ -660,7 +655,7 @@ impl Oversampler {
             return Ok(None);
         };
         let generated =
-            models.generate(amounts, &self.classes.classes, &mut self.rng, &self.options);
+            models.generate(amounts, self.classes.values(), &mut self.rng, &self.options);
         Ok(Some((Arc::clone(models.reference()), generated)))
     }
 

@@ -1,6 +1,9 @@
-//! Operator state that survives a restart: operators register a
-//! [`StatefulOperator`] under a stable id; the job snapshots them all into a
-//! [`JobSnapshot`] and restores a new plan's operators from one.
+//! Operator state that survives a restart, under each operator's stable id.
+//! An operator's stream owns its state and records snapshots of it here
+//! (`batch_stream::processed_stream`, from the processor's `snapshot`);
+//! sources register a [`StatefulOperator`] handle instead. The job takes
+//! them all as one [`JobSnapshot`], and a new plan's operators restore from
+//! one set as the restore point.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,7 +30,8 @@ pub struct JobSnapshot {
     pub operators: BTreeMap<String, OperatorSnapshot>,
 }
 
-/// Implemented by every operator that keeps state across batches.
+/// A source's handle to its state (operators snapshot through their
+/// stream instead: `batch_stream::BatchProcessor::snapshot`).
 pub trait StatefulOperator: Send + Sync {
     fn operator_id(&self) -> &str;
     fn snapshot(&self) -> Result<OperatorSnapshot>;
@@ -48,7 +52,10 @@ pub struct StateRegistry {
 
 #[derive(Default)]
 struct StateRegistryInner {
+    /// Sources, which hand out a handle to their state.
     operators: BTreeMap<String, Arc<dyn StatefulOperator>>,
+    /// Snapshots operator streams recorded (see `batch_stream`).
+    recorded: BTreeMap<String, OperatorSnapshot>,
     pending_restore: JobSnapshot,
 }
 
@@ -78,21 +85,48 @@ impl StateRegistry {
         Ok(())
     }
 
-    /// Forget every registered operator.
-    pub fn clear(&self) -> Result<()> {
-        lock(&self.inner)?.operators.clear();
+    /// The restore point's state for `operator_id`, if it holds any. Read,
+    /// not taken: a plan executed twice restores from the same point.
+    pub fn restore_point(&self, operator_id: &str) -> Result<Option<OperatorSnapshot>> {
+        Ok(lock(&self.inner)?
+            .pending_restore
+            .operators
+            .get(operator_id)
+            .cloned())
+    }
+
+    /// Record the state an operator's stream snapshotted (the newest
+    /// replaces an older one of the same operator).
+    pub fn record(&self, operator_id: &str, snapshot: OperatorSnapshot) -> Result<()> {
+        lock(&self.inner)?
+            .recorded
+            .insert(operator_id.to_string(), snapshot);
         Ok(())
     }
 
-    /// Snapshot every registered operator.
+    /// Forget every registered operator and recorded snapshot.
+    pub fn clear(&self) -> Result<()> {
+        let mut inner = lock(&self.inner)?;
+        inner.operators.clear();
+        inner.recorded.clear();
+        Ok(())
+    }
+
+    /// Every recorded snapshot, and a snapshot of every registered source.
     pub fn snapshot_all(&self) -> Result<JobSnapshot> {
         // Snapshot outside the lock: an operator may take its own locks.
-        let live: Vec<(String, Arc<dyn StatefulOperator>)> = lock(&self.inner)?
-            .operators
-            .iter()
-            .map(|(id, op)| (id.clone(), Arc::clone(op)))
-            .collect();
-        let mut snapshot = JobSnapshot::default();
+        let (live, recorded): (Vec<(String, Arc<dyn StatefulOperator>)>, _) = {
+            let inner = lock(&self.inner)?;
+            let live = inner
+                .operators
+                .iter()
+                .map(|(id, op)| (id.clone(), Arc::clone(op)))
+                .collect();
+            (live, inner.recorded.clone())
+        };
+        let mut snapshot = JobSnapshot {
+            operators: recorded,
+        };
         for (id, op) in live {
             snapshot.operators.insert(id, op.snapshot()?);
         }
