@@ -10,9 +10,9 @@
 //! label pass through and are counted as unlabelled, never as a class.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, exec_datafusion_err, plan_err};
@@ -21,22 +21,22 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, PlanProperties,
 };
 use equipoise_udfs::classes::ClassCounts;
-use futures::StreamExt;
 use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 
-use crate::batch_stream::only_child;
+use crate::batch_stream::{
+    BatchProcessor, StreamServices, only_child, only_input_stream, processed_stream,
+    single_stream_plan_methods,
+};
 use crate::class_label::{ClassValue, check_label_type, class_slots};
 use crate::features::{ClassIndex, column_list};
-use crate::metrics::{ClassLabels, MetricSet, SharedMetrics};
-use crate::runtime::{ControlSignal, JobRuntime, OperatorSnapshot, StatefulOperator};
+use crate::metrics::{ClassLabels, MetricSet};
+use crate::runtime::{ControlSignal, JobRuntime, OperatorSnapshot};
 use crate::stage::StreamStage;
-use crate::sync::lock;
 
 pub const KIND: &str = "class_monitor";
 const STATE_VERSION: u32 = 1;
@@ -285,49 +285,23 @@ impl MetricSet for ClassMonitorMetrics {
     }
 }
 
-/// The state and metrics of one class monitor, shared by all partitions of
-/// its plan node (the class mix is global to the stage, not per partition).
-pub struct ClassMonitor {
+/// One class monitor over one stream: its class mix (owned by the stream,
+/// snapshotted through it), its metrics and its plan counters.
+struct ClassMonitor {
     id: String,
     decay_per_row: f64,
-    mix: Mutex<ClassMix>,
+    label_index: usize,
+    mix: ClassMix,
     metrics: Arc<ClassMonitorMetrics>,
     labels: Arc<ClassLabels>,
-}
-
-impl fmt::Debug for ClassMonitor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClassMonitor")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
-    }
+    baseline: BaselineMetrics,
+    unlabelled: Count,
 }
 
 impl ClassMonitor {
-    fn new(
-        id: String,
-        half_life_rows: f64,
-        metrics: Arc<ClassMonitorMetrics>,
-        labels: Arc<ClassLabels>,
-    ) -> Self {
-        Self {
-            id,
-            decay_per_row: 0.5f64.powf(1.0 / half_life_rows),
-            mix: Mutex::new(ClassMix::new()),
-            metrics,
-            labels,
-        }
-    }
-
-    /// A copy of the current class mix.
-    pub fn mix(&self) -> Result<ClassMix> {
-        Ok(lock(&self.mix)?.clone())
-    }
-
-    fn observe(&self, labels: &ArrayRef) -> Result<()> {
-        let mut mix = lock(&self.mix)?;
-        let (added, unlabelled) = mix.observe(labels, self.decay_per_row)?;
-        for (class, n) in mix.classes.values().iter().zip(added) {
+    fn observe(&mut self, labels: &ArrayRef) -> Result<()> {
+        let (added, unlabelled) = self.mix.observe(labels, self.decay_per_row)?;
+        for (class, n) in self.mix.classes.values().iter().zip(added) {
             if n > 0 {
                 let class = self.labels.label(class)?;
                 self.metrics
@@ -344,11 +318,11 @@ impl ClassMonitor {
             .batches
             .with_label_values(&[self.id.as_str()])
             .inc();
-        self.publish_gauges(&mix)
+        self.publish_gauges()
     }
 
-    fn publish_gauges(&self, mix: &ClassMix) -> Result<()> {
-        let shares = mix.decayed_shares();
+    fn publish_gauges(&self) -> Result<()> {
+        let shares = self.mix.decayed_shares();
         let by_label = self
             .labels
             .sum_by_label(shares.iter().map(|(class, share)| (class, *share)))?;
@@ -358,7 +332,7 @@ impl ClassMonitor {
                 .with_label_values(&[self.id.as_str(), class.as_str()])
                 .set(share);
         }
-        if let Some(ratio) = mix.imbalance_ratio() {
+        if let Some(ratio) = self.mix.imbalance_ratio() {
             self.metrics
                 .imbalance_ratio
                 .with_label_values(&[self.id.as_str()])
@@ -367,33 +341,52 @@ impl ClassMonitor {
         Ok(())
     }
 
-    fn handle(&self, signal: &ControlSignal) -> Result<()> {
+    /// A `Reset` for this monitor forgets the decayed mix. Drift does not:
+    /// the monitor observes the raw mix, and its decay follows a shift.
+    fn handle(&mut self, signal: &ControlSignal) {
         if let ControlSignal::Reset { target, reason } = signal
             && target.matches(KIND, &self.id)
         {
             tracing::info!(operator = %self.id, %reason, "class mix reset");
-            lock(&self.mix)?.reset_decayed();
+            self.mix.reset_decayed();
         }
-        Ok(())
     }
 }
 
-impl StatefulOperator for ClassMonitor {
-    fn operator_id(&self) -> &str {
-        &self.id
+impl BatchProcessor for ClassMonitor {
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        signals: &[ControlSignal],
+    ) -> Result<Vec<RecordBatch>> {
+        let elapsed = self.baseline.elapsed_compute().clone();
+        let _timer = elapsed.timer();
+        for signal in signals {
+            self.handle(signal);
+        }
+        let labels = Arc::clone(batch.column(self.label_index));
+        self.unlabelled.add(labels.null_count());
+        self.observe(&labels)?;
+        self.baseline.record_output(batch.num_rows());
+        self.baseline.output_batches().add(1);
+        Ok(vec![batch])
     }
 
-    fn snapshot(&self) -> Result<OperatorSnapshot> {
-        let state = serde_json::to_value(&*lock(&self.mix)?)
+    fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+        Ok(Vec::new())
+    }
+
+    fn snapshot(&self) -> Result<Option<OperatorSnapshot>> {
+        let state = serde_json::to_value(&self.mix)
             .map_err(|e| exec_datafusion_err!("cannot snapshot {}: {e}", self.id))?;
-        Ok(OperatorSnapshot {
+        Ok(Some(OperatorSnapshot {
             kind: KIND.to_string(),
             version: STATE_VERSION,
             state,
-        })
+        }))
     }
 
-    fn restore(&self, snapshot: &OperatorSnapshot) -> Result<()> {
+    fn restore(&mut self, snapshot: &OperatorSnapshot) -> Result<()> {
         if snapshot.kind != KIND || snapshot.version != STATE_VERSION {
             return plan_err!(
                 "cannot restore {} from a {} v{} snapshot",
@@ -402,11 +395,9 @@ impl StatefulOperator for ClassMonitor {
                 snapshot.version
             );
         }
-        let mix: ClassMix = serde_json::from_value(snapshot.state.clone())
+        self.mix = serde_json::from_value(snapshot.state.clone())
             .map_err(|e| exec_datafusion_err!("corrupt snapshot for {}: {e}", self.id))?;
-        self.publish_gauges(&mix)?;
-        *lock(&self.mix)? = mix;
-        Ok(())
+        self.publish_gauges()
     }
 }
 
@@ -455,20 +446,14 @@ impl StreamStage for ClassMonitorStage {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         self.output_schema(&input.schema())?;
         let label_index = input.schema().index_of(&self.options.label_column)?;
-        let monitor = Arc::new(ClassMonitor::new(
-            runtime.next_operator_id(KIND)?,
-            self.options.half_life_rows,
-            runtime.metric_set::<ClassMonitorMetrics>()?,
-            Arc::clone(runtime.class_labels()),
-        ));
-        runtime
-            .state()
-            .register(&(Arc::clone(&monitor) as Arc<dyn StatefulOperator>))?;
+        let id = runtime.next_operator_id(KIND)?;
+        runtime.metric_set::<ClassMonitorMetrics>()?;
         Ok(Arc::new(ClassMonitorExec {
             properties: Arc::clone(input.properties()),
             input,
             label_index,
-            monitor,
+            id,
+            half_life_rows: self.options.half_life_rows,
             runtime: Arc::clone(runtime),
             metrics: ExecutionPlanMetricsSet::new(),
         }))
@@ -476,21 +461,18 @@ impl StreamStage for ClassMonitorStage {
 }
 
 /// Physical node of the class monitor. Emits each batch as soon as it has
-/// been counted, so it is as incremental and as bounded as its input.
+/// been counted, so it is as incremental and as bounded as its input, and
+/// keeps its input's properties (order included): it passes rows through.
 #[derive(Debug)]
 pub struct ClassMonitorExec {
     input: Arc<dyn ExecutionPlan>,
     label_index: usize,
-    monitor: Arc<ClassMonitor>,
+    /// Stays through optimizer rewrites: one logical stage, one state.
+    id: String,
+    half_life_rows: f64,
     runtime: Arc<JobRuntime>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
-}
-
-impl ClassMonitorExec {
-    pub fn monitor(&self) -> &Arc<ClassMonitor> {
-        &self.monitor
-    }
 }
 
 impl DisplayAs for ClassMonitorExec {
@@ -498,10 +480,10 @@ impl DisplayAs for ClassMonitorExec {
         let label = self.input.schema().field(self.label_index).name().clone();
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => {
-                write!(f, "ClassMonitorExec: id={}, label={label}", self.monitor.id)
+                write!(f, "ClassMonitorExec: id={}, label={label}", self.id)
             }
             DisplayFormatType::TreeRender => {
-                writeln!(f, "id={}", self.monitor.id)?;
+                writeln!(f, "id={}", self.id)?;
                 write!(f, "label={label}")
             }
         }
@@ -513,46 +495,19 @@ impl ExecutionPlan for ClassMonitorExec {
         "ClassMonitorExec"
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
-    }
-
-    /// The decayed mix depends on row order, so the monitor sees one stream.
-    fn required_input_distribution(&self) -> Vec<Distribution> {
-        vec![Distribution::SinglePartition]
-    }
-
-    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
-        vec![false]
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
+    single_stream_plan_methods!(keeps_order: true);
 
     fn with_new_children(
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let input = only_child("ClassMonitorExec", children)?;
-        // The monitor (and so the operator id and its state) stays: optimizer
-        // rewrites must not fork the state of one logical stage.
         Ok(Arc::new(Self {
             properties: Arc::clone(input.properties()),
             input,
             label_index: self.label_index,
-            monitor: Arc::clone(&self.monitor),
+            id: self.id.clone(),
+            half_life_rows: self.half_life_rows,
             runtime: Arc::clone(&self.runtime),
             metrics: ExecutionPlanMetricsSet::new(),
         }))
@@ -563,34 +518,19 @@ impl ExecutionPlan for ClassMonitorExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let input = self.input.execute(partition, context)?;
-        let schema = input.schema();
-        let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let unlabelled: Count =
-            MetricBuilder::new(&self.metrics).counter("unlabelled_rows", partition);
-        let monitor = Arc::clone(&self.monitor);
-        let mut control = self.runtime.control().subscribe();
-        let label_index = self.label_index;
-        let latency = self
-            .runtime
-            .metric_set::<SharedMetrics>()?
-            .batch_duration
-            .with_label_values(&[self.monitor.id.as_str()]);
-        let stream = input.map(move |batch| {
-            let batch = batch?;
-            let _timer = baseline.elapsed_compute().timer();
-            let _latency = latency.start_timer();
-            for signal in control.drain() {
-                monitor.handle(&signal)?;
-            }
-            let labels = batch.column(label_index);
-            unlabelled.add(labels.null_count());
-            monitor.observe(labels)?;
-            baseline.record_output(batch.num_rows());
-            baseline.output_batches().add(1);
-            Ok(batch)
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+        let services = StreamServices::new(&self.runtime, &self.id, &context)?;
+        let input = only_input_stream("ClassMonitorExec", &self.input, partition, context)?;
+        let monitor = ClassMonitor {
+            id: self.id.clone(),
+            decay_per_row: 0.5f64.powf(1.0 / self.half_life_rows),
+            label_index: self.label_index,
+            mix: ClassMix::new(),
+            metrics: self.runtime.metric_set::<ClassMonitorMetrics>()?,
+            labels: Arc::clone(self.runtime.class_labels()),
+            baseline: BaselineMetrics::new(&self.metrics, partition),
+            unlabelled: MetricBuilder::new(&self.metrics).counter("unlabelled_rows", partition),
+        };
+        processed_stream(input, monitor, self.input.schema(), services)
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -669,18 +609,33 @@ mod tests {
         Ok(())
     }
 
+    fn monitor(id: &str, runtime: &JobRuntime) -> Result<ClassMonitor> {
+        let plan_metrics = ExecutionPlanMetricsSet::new();
+        Ok(ClassMonitor {
+            id: id.to_string(),
+            decay_per_row: 0.5f64.powf(1.0 / 100.0),
+            label_index: 0,
+            mix: ClassMix::new(),
+            metrics: runtime.metric_set::<ClassMonitorMetrics>()?,
+            labels: Arc::default(),
+            baseline: BaselineMetrics::new(&plan_metrics, 0),
+            unlabelled: MetricBuilder::new(&plan_metrics).counter("unlabelled_rows", 0),
+        })
+    }
+
     #[test]
     fn snapshot_round_trip_keeps_class_lookup() -> Result<()> {
         let runtime = JobRuntime::default();
-        let metrics = runtime.metric_set::<ClassMonitorMetrics>()?;
-        let first = ClassMonitor::new("m".into(), 100.0, Arc::clone(&metrics), Arc::default());
+        let mut first = monitor("m", &runtime)?;
         first.observe(&labels(&[Some(0), Some(1), Some(0)]))?;
-        let snapshot = first.snapshot()?;
-        let second = ClassMonitor::new("m".into(), 100.0, metrics, Arc::default());
+        let Some(snapshot) = first.snapshot()? else {
+            panic!("the class monitor keeps a snapshot");
+        };
+        let mut second = monitor("m", &runtime)?;
         second.restore(&snapshot)?;
         second.observe(&labels(&[Some(1)]))?;
         assert_eq!(
-            second.mix()?.rows_per_class(),
+            second.mix.rows_per_class(),
             vec![(ClassValue::Int(0), 2), (ClassValue::Int(1), 2)]
         );
         Ok(())
@@ -689,25 +644,20 @@ mod tests {
     #[test]
     fn reset_signals_reach_only_their_target() -> Result<()> {
         let runtime = JobRuntime::default();
-        let monitor = ClassMonitor::new(
-            "class_monitor-3".into(),
-            100.0,
-            runtime.metric_set::<ClassMonitorMetrics>()?,
-            Arc::default(),
-        );
+        let mut monitor = monitor("class_monitor-3", &runtime)?;
         monitor.observe(&labels(&[Some(0), Some(1)]))?;
         let reset = |target| ControlSignal::Reset {
             target,
             reason: "test".into(),
         };
-        monitor.handle(&reset(SignalTarget::Operator("class_monitor-4".into())))?;
-        monitor.handle(&reset(SignalTarget::Kind("oversampler".into())))?;
-        assert_eq!(monitor.mix()?.decayed_shares().len(), 2);
-        monitor.handle(&reset(SignalTarget::Operator("class_monitor-3".into())))?;
-        assert!(monitor.mix()?.decayed_shares().is_empty());
+        monitor.handle(&reset(SignalTarget::Operator("class_monitor-4".into())));
+        monitor.handle(&reset(SignalTarget::Kind("oversampler".into())));
+        assert_eq!(monitor.mix.decayed_shares().len(), 2);
+        monitor.handle(&reset(SignalTarget::Operator("class_monitor-3".into())));
+        assert!(monitor.mix.decayed_shares().is_empty());
         monitor.observe(&labels(&[Some(1)]))?;
-        monitor.handle(&reset(SignalTarget::Kind(KIND.into())))?;
-        assert!(monitor.mix()?.decayed_shares().is_empty());
+        monitor.handle(&reset(SignalTarget::Kind(KIND.into())));
+        assert!(monitor.mix.decayed_shares().is_empty());
         Ok(())
     }
 

@@ -57,6 +57,10 @@
 //! is one cache line. [`matrix`] holds the tile instructions
 //! (configuration, the permission request to Linux, loads, products,
 //! stores) as inline assembly: the workspace's only `unsafe` code.
+//!
+//! This module and its engines import each other on purpose: it holds the
+//! point sets and answers every engine shares and chooses the engine; the
+//! cycle stays inside this folder.
 
 use std::borrow::Cow;
 use std::sync::OnceLock;

@@ -5,7 +5,8 @@ use std::sync::{Arc, LazyLock};
 use datafusion::logical_expr::{AggregateUDF, Documentation};
 
 use crate::confusion::{Confusion, ConfusionMetric, ConfusionMetricUdf};
-use crate::{metric_doc, scores};
+use crate::doc::metric_doc;
+use crate::scores;
 
 #[derive(Debug)]
 pub struct BalancedAccuracy;

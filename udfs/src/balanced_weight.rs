@@ -114,7 +114,7 @@ impl WindowUDFImpl for BalancedWeight {
     fn documentation(&self) -> Option<&Documentation> {
         static DOC: LazyLock<Documentation> = LazyLock::new(|| {
             Documentation::builder(
-                crate::DOC_SECTION,
+                crate::doc::DOC_SECTION,
                 "Class-balanced weight of the current row within a ROWS frame ending at \
                  CURRENT ROW: N / (C * n_class), as scikit-learn's class_weight='balanced'.",
                 "balanced_weight(label) OVER (ORDER BY ... ROWS BETWEEN n PRECEDING AND CURRENT ROW)",

@@ -10,8 +10,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::{Result, ScalarValue, internal_err};
 use datafusion::logical_expr::{AggregateUDF, Documentation};
 
-use crate::class_doc;
 use crate::class_tally::{ClassStatistic, ClassStatisticUdf};
+use crate::doc::class_doc;
 
 #[derive(Debug)]
 pub struct ClassCounts;

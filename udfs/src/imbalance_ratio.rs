@@ -8,8 +8,8 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::{AggregateUDF, Documentation};
 
-use crate::class_doc;
 use crate::class_tally::{ClassStatistic, ClassStatisticUdf};
+use crate::doc::class_doc;
 
 #[derive(Debug)]
 pub struct ImbalanceRatio;

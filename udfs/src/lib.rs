@@ -18,7 +18,7 @@ use datafusion::catalog::TableFunctionImpl;
 use datafusion::common::Result;
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::session_state::SessionState;
-use datafusion::logical_expr::{AggregateUDF, DocSection, Documentation, WindowUDF};
+use datafusion::logical_expr::{AggregateUDF, WindowUDF};
 
 pub mod balanced_accuracy;
 pub mod balanced_weight;
@@ -28,6 +28,7 @@ pub mod class_tally;
 pub mod classes;
 pub mod cohen_kappa;
 pub mod confusion;
+mod doc;
 pub mod expr_fn;
 pub mod f1_of;
 mod generic_udf;
@@ -43,39 +44,6 @@ pub mod roc_auc;
 pub mod score_curve;
 pub mod scores;
 pub mod specificity_of;
-
-const DOC_SECTION: DocSection = DocSection {
-    include: true,
-    label: "Imbalance Metrics",
-    description: Some("Metrics that stay honest when one class is rare."),
-};
-
-fn metric_doc(description: &str, syntax: &str) -> Documentation {
-    Documentation::builder(DOC_SECTION, description, syntax)
-        .with_argument("label", "True class: integer, boolean or string column.")
-        .with_argument("prediction", "Predicted class, of the same kind as label.")
-        .build()
-}
-
-fn class_doc(description: &str, syntax: &str) -> Documentation {
-    Documentation::builder(DOC_SECTION, description, syntax)
-        .with_argument("label", "Class: integer, boolean or string column.")
-        .build()
-}
-
-fn score_doc(description: &str, syntax: &str) -> Documentation {
-    Documentation::builder(DOC_SECTION, description, syntax)
-        .with_argument("label", "True class: integer, boolean or string column.")
-        .with_argument(
-            "score",
-            "Numeric score, higher meaning more likely positive.",
-        )
-        .with_argument(
-            "positive_class",
-            "Optional constant: the positive class (default 1; required for strings).",
-        )
-        .build()
-}
 
 /// Every aggregate function of this crate.
 pub fn all_default_aggregate_functions() -> Vec<Arc<AggregateUDF>> {

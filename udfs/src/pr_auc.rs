@@ -8,8 +8,8 @@ use std::sync::{Arc, LazyLock};
 
 use datafusion::logical_expr::{AggregateUDF, Documentation};
 
+use crate::doc::score_doc;
 use crate::score_curve::{ScoreMetric, ScoreMetricUdf, Threshold};
-use crate::score_doc;
 
 #[derive(Debug)]
 pub struct PrAuc;

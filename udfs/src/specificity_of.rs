@@ -5,7 +5,7 @@ use std::sync::{Arc, LazyLock};
 use datafusion::logical_expr::{AggregateUDF, Documentation};
 
 use crate::confusion::{Confusion, ConfusionMetric, ConfusionMetricUdf};
-use crate::metric_doc;
+use crate::doc::metric_doc;
 use crate::scores::divide_or_zero;
 
 #[derive(Debug)]

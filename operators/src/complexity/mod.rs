@@ -13,6 +13,9 @@
 //!
 //! The SQL side: aggregates [`kdn_mean`] and [`n3`] (and their per-class
 //! forms) and the table function [`complexity_report`].
+//!
+//! This module and its files import each other on purpose: it holds the
+//! measures the aggregates wrap; the cycle stays inside this folder.
 
 pub mod complexity_report;
 pub mod kdn_mean;

@@ -40,6 +40,10 @@
 //! 100,000) and at the end of input, and loaded at start when present.
 //! `score_detector('t', 'path/to/train_detector-0.json')` scores with such
 //! a file.
+//!
+//! This module and its files import each other on purpose: it holds the
+//! options and columns every file reads and plans the node of [`exec`];
+//! the cycle stays inside this folder.
 
 pub mod adaptive_tree;
 pub mod balance;

@@ -17,6 +17,10 @@
 //! and [`table_function`] (`drift_monitor`, the operator of [`monitor`] and
 //! [`exec`] that watches a labelled, predicted stream and tells the rest of
 //! the job).
+//!
+//! This module and its detector files import each other on purpose: it
+//! defines what every detector shares (`DriftDetector`, running moments)
+//! and re-exports the detectors; the cycle stays inside this folder.
 
 pub mod adwin;
 pub mod class_prior;

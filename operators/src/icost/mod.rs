@@ -56,6 +56,10 @@
 //! A `Reset` control signal for the operator, or a drift (not a warning)
 //! from any `drift_monitor` of the job, keeps the newest tenth of the window and a
 //! tenth of the decayed weights (the class mix is kept, its inertia cut).
+//!
+//! This module and its files import each other on purpose: it holds the
+//! options and categories every file reads and plans the node of
+//! [`exec`]; the cycle stays inside this folder.
 
 pub mod exec;
 pub mod probe_tree;

@@ -26,6 +26,10 @@
 //! drift (not a warning) from any `drift_monitor` of the job, shrinks the
 //! buffers to their newest tenth and forgets the decayed
 //! mix. See `reservoir` for why ring buffers.
+//!
+//! This module and its method files import each other on purpose: it holds
+//! the options and synthetic-row types every method reads and dispatches
+//! to the methods; the cycle stays inside this folder.
 
 pub mod adasyn;
 pub mod borderline_smote;
