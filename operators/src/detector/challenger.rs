@@ -13,6 +13,8 @@
 //! if that has not happened within `patience` original rows of the drift,
 //! the challenger is dropped and the live model stays.
 
+use equipoise_udfs::scores;
+
 use super::model::Learner;
 
 /// What the trainer does with the challenger after a row.
@@ -70,10 +72,10 @@ impl Challenger {
         if classes == 0 || self.seen.len() < classes || self.seen[..classes].contains(&0) {
             return None;
         }
-        let sum: f64 = (0..classes)
+        let recalls: Vec<f64> = (0..classes)
             .map(|c| hits[c] as f64 / self.seen[c] as f64)
-            .sum();
-        Some(sum / classes as f64)
+            .collect();
+        scores::mean(&recalls)
     }
 
     /// After a row: promote when armed and better, drop when armed too
