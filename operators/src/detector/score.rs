@@ -74,10 +74,23 @@ impl StreamStage for ScoreStage {
         input: Arc<dyn ExecutionPlan>,
         runtime: &Arc<JobRuntime>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let operator_id = runtime.next_operator_id("score_detector")?;
+        Ok(Arc::new(self.exec(input, runtime, operator_id)?))
+    }
+}
+
+impl ScoreStage {
+    /// The node over `input` for the operator `operator_id` (kept through
+    /// optimizer rewrites, so its metrics and memory keep one name).
+    fn exec(
+        &self,
+        input: Arc<dyn ExecutionPlan>,
+        runtime: &Arc<JobRuntime>,
+        operator_id: String,
+    ) -> Result<ScoreExec> {
         let schema = self.output_schema(&input.schema())?;
         let features = self.feature_indices(&input.schema())?;
-        let operator_id = runtime.next_operator_id("score_detector")?;
-        Ok(Arc::new(ScoreExec {
+        Ok(ScoreExec {
             properties: Arc::new(PlanProperties::new(
                 EquivalenceProperties::new(Arc::clone(&schema)),
                 input.properties().partitioning.clone(),
@@ -90,7 +103,7 @@ impl StreamStage for ScoreStage {
             input,
             operator_id,
             runtime: Arc::clone(runtime),
-        }))
+        })
     }
 }
 
@@ -145,8 +158,12 @@ impl ExecutionPlan for ScoreExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.stage
-            .plan(only_child("ScoreExec", children)?, &self.runtime)
+        let input = only_child("ScoreExec", children)?;
+        Ok(Arc::new(self.stage.exec(
+            input,
+            &self.runtime,
+            self.operator_id.clone(),
+        )?))
     }
 
     fn execute(
