@@ -4,8 +4,8 @@
 //! - [`generator`]: the deterministic telemetry stream with rare faults.
 //! - [`error`]: typed connector errors (domain and retry hint).
 //!
-//! Kafka sources and sinks land here next, with the same error type and the
-//! same runtime hooks (control bus for stop, state registry for offsets).
+//! - [`kafka`]: Kafka tables (`STORED AS KAFKA`): a streaming source into
+//!   Arrow with dead letters, and a sink.
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use datafusion::execution::session_state::SessionState;
 pub mod error;
 pub mod file;
 pub mod generator;
+pub mod kafka;
 
 pub use error::{ConnectorError, ErrorDomain, RetryHint};
 pub use file::register_file_table;

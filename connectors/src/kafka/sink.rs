@@ -1,0 +1,246 @@
+//! The Kafka sink: `INSERT INTO kafka_table SELECT ...` writes one message
+//! per row (JSON object or CSV line, the table's format), keyed by the
+//! `key_column` option or a `_key` column. `write_all` returns only when
+//! the broker has acknowledged every message it sent, so a plan that
+//! finished without error has had its output stored.
+//!
+//! Columns named like the source's metadata columns (`_partition`,
+//! `_offset`, `_timestamp`, `_key`) are not written into the value:
+//! `_key` is the key.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::{DataFusionError, Result, exec_datafusion_err, plan_err};
+use datafusion::datasource::sink::DataSink;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
+use equipoise_operators::JobRuntime;
+use futures::StreamExt;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::decode::{KEY, METADATA_COLUMNS};
+use super::metrics::KafkaMetrics;
+use super::options::{Format, KafkaOptions};
+
+/// Messages sent before the sink waits for their acknowledgements.
+const IN_FLIGHT: usize = 50_000;
+/// How long a full producer queue is waited on before an error.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(5);
+
+/// Writes rows to a Kafka topic.
+pub struct KafkaSink {
+    schema: SchemaRef,
+    options: KafkaOptions,
+    /// The input columns written into the value.
+    value_columns: Vec<usize>,
+    /// The input column of the key.
+    key_column: Option<usize>,
+}
+
+impl fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaSink")
+            .field("topic", &self.options.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DisplayAs for KafkaSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KafkaSink: topic={}", self.options.topic)
+    }
+}
+
+impl KafkaSink {
+    /// A sink of `table` columns fed rows of `input`.
+    pub fn try_new(table: SchemaRef, input: &SchemaRef, options: KafkaOptions) -> Result<Self> {
+        let key_name = options
+            .key_column
+            .clone()
+            .or_else(|| table.index_of(KEY).ok().map(|_| KEY.to_string()));
+        let key_column = match &key_name {
+            None => None,
+            Some(name) => Some(input.index_of(name).map_err(|_| {
+                DataFusionError::Plan(format!(
+                    "kafka: key column '{name}' is not among the inserted columns"
+                ))
+            })?),
+        };
+        let value_columns: Vec<usize> = (0..input.fields().len())
+            .filter(|&i| !METADATA_COLUMNS.contains(&input.field(i).name().as_str()))
+            .collect();
+        if value_columns.is_empty() {
+            return plan_err!("kafka: the inserted rows have no value column");
+        }
+        Ok(Self {
+            schema: table,
+            options,
+            value_columns,
+            key_column,
+        })
+    }
+
+    fn producer(&self) -> Result<FutureProducer> {
+        let mut config = ClientConfig::new();
+        for (key, value) in &self.options.client {
+            if !matches!(key.as_str(), "group.id" | "auto.offset.reset") {
+                config.set(key, value);
+            }
+        }
+        // No duplicates from the producer's own retries.
+        config.set("enable.idempotence", "true");
+        config.create().map_err(|e| {
+            DataFusionError::Plan(format!(
+                "kafka: cannot create a producer for topic '{}': {e}",
+                self.options.topic
+            ))
+        })
+    }
+
+    /// One encoded value per row of `batch`.
+    fn encode(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+        let values = batch.project(&self.value_columns)?;
+        let mut buffer = Vec::new();
+        match self.options.format {
+            Format::Json => {
+                let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut buffer);
+                writer.write(&values)?;
+                writer.finish()?;
+            }
+            Format::Csv => {
+                let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(false)
+                    .build(&mut buffer);
+                writer.write(&values)?;
+            }
+        }
+        let lines: Vec<Vec<u8>> = buffer
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        if lines.len() != batch.num_rows() {
+            return Err(DataFusionError::Internal(format!(
+                "kafka: {} rows encoded as {} lines",
+                batch.num_rows(),
+                lines.len()
+            )));
+        }
+        Ok(lines)
+    }
+
+    fn keys(&self, batch: &RecordBatch) -> Result<Option<StringArray>> {
+        let Some(i) = self.key_column else {
+            return Ok(None);
+        };
+        let keys: ArrayRef = cast(batch.column(i), &DataType::Utf8)?;
+        let keys = keys
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .cloned()
+            .ok_or_else(|| DataFusionError::Internal("kafka: keys did not cast".into()))?;
+        Ok(Some(keys))
+    }
+}
+
+#[async_trait]
+impl DataSink for KafkaSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        context: &Arc<TaskContext>,
+    ) -> Result<u64> {
+        let producer = self.producer()?;
+        let sent = match JobRuntime::from_config(context.session_config()) {
+            Ok(runtime) => {
+                let id = runtime.next_operator_id("kafka_sink")?;
+                Some(
+                    runtime
+                        .metric_set::<KafkaMetrics>()?
+                        .sent
+                        .with_label_values(&[id.as_str()]),
+                )
+            }
+            Err(_) => None,
+        };
+        let topic = self.options.topic.as_str();
+        let mut pending: Vec<DeliveryFuture> = Vec::new();
+        let mut written = 0u64;
+        while let Some(batch) = data.next().await {
+            let batch = batch?;
+            let values = self.encode(&batch)?;
+            let keys = self.keys(&batch)?;
+            for (row, value) in values.iter().enumerate() {
+                let mut record: FutureRecord<'_, str, [u8]> =
+                    FutureRecord::to(topic).payload(value.as_slice());
+                if let Some(keys) = &keys
+                    && keys.is_valid(row)
+                {
+                    record = record.key(keys.value(row));
+                }
+                loop {
+                    match producer.send_result(record) {
+                        Ok(delivery) => {
+                            pending.push(delivery);
+                            break;
+                        }
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                            record = back;
+                            // Let deliveries drain before queueing more.
+                            written += acknowledge(&mut pending, topic).await?;
+                            tokio::time::sleep(QUEUE_FULL_WAIT).await;
+                        }
+                        Err((e, _)) => {
+                            return Err(exec_datafusion_err!(
+                                "kafka: cannot send to topic '{topic}': {e}"
+                            ));
+                        }
+                    }
+                }
+            }
+            if pending.len() >= IN_FLIGHT {
+                written += acknowledge(&mut pending, topic).await?;
+            }
+        }
+        written += acknowledge(&mut pending, topic).await?;
+        if let Some(sent) = sent {
+            sent.inc_by(written);
+        }
+        Ok(written)
+    }
+}
+
+/// Wait for every pending delivery; the number acknowledged, or the first
+/// failure.
+async fn acknowledge(pending: &mut Vec<DeliveryFuture>, topic: &str) -> Result<u64> {
+    let mut acknowledged = 0;
+    for delivery in pending.drain(..) {
+        match delivery.await {
+            Ok(Ok(_)) => acknowledged += 1,
+            Ok(Err((e, _))) => {
+                return Err(exec_datafusion_err!(
+                    "kafka: the broker did not take a record for topic '{topic}': {e}"
+                ));
+            }
+            Err(_) => {
+                return Err(exec_datafusion_err!(
+                    "kafka: the producer went away before acknowledging a record for '{topic}'"
+                ));
+            }
+        }
+    }
+    Ok(acknowledged)
+}

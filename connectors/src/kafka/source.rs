@@ -1,0 +1,521 @@
+//! The Kafka source: a `StreamingTable` with one partition stream per
+//! scan, fed by a consumer loop in its own task through a bounded channel.
+//!
+//! The loop is a `select!` over the next message, a linger tick and the
+//! job's stop request: a batch leaves when it holds `batch_rows` rows or
+//! `linger_ms` after its first row; the channel (two batches) is the
+//! backpressure, so a consumer that falls behind does not buffer the topic.
+//!
+//! One output partition per consumer, not per Kafka partition: Equipoise's
+//! operators are order-sensitive and read one stream, so more output
+//! partitions would only be merged again; a job scales out by running more
+//! replicas in one consumer group, each with its share of the partitions.
+//!
+//! Bounded reads take the high watermarks when the scan starts and end when
+//! every partition's position has reached its watermark. Unbounded reads
+//! with `'start' 'committed'` join the consumer group (partitions are spread
+//! by the group protocol and move on rebalances); with `earliest` or
+//! `latest` they assign every partition of the topic to this consumer.
+//!
+//! Offsets are not committed by the source itself: see the module docs of
+//! `crate::kafka` for the delivery guarantee.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{DataFusionError, Result, exec_datafusion_err, not_impl_err};
+use datafusion::datasource::sink::DataSinkExec;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use equipoise_operators::JobRuntime;
+use equipoise_operators::metrics::SharedMetrics;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message as _};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::sync::mpsc::Sender;
+use tokio::time::MissedTickBehavior;
+
+use super::dead_letter::DeadLetters;
+use super::decode::{Message, RecordDecoder};
+use super::metrics::KafkaMetrics;
+use super::options::{KafkaOptions, ReadMode, Start};
+use super::sink::KafkaSink;
+
+/// Network calls made off the executor (metadata, watermarks) give up
+/// after this long.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// Batches in flight between the consumer loop and the plan.
+const CHANNEL_BATCHES: usize = 2;
+/// How often the consumer lag gauges are refreshed.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A Kafka topic as a table: scan reads it, `INSERT INTO` writes it.
+#[derive(Debug)]
+pub struct KafkaTable {
+    options: KafkaOptions,
+    decoder: RecordDecoder,
+}
+
+impl KafkaTable {
+    pub fn try_new(schema: SchemaRef, options: KafkaOptions) -> Result<Self> {
+        let decoder = RecordDecoder::try_new(
+            options.format,
+            schema,
+            options.label.as_deref(),
+            options.max_message_bytes,
+        )?;
+        Ok(Self { options, decoder })
+    }
+
+    pub fn options(&self) -> &KafkaOptions {
+        &self.options
+    }
+}
+
+#[async_trait]
+impl TableProvider for KafkaTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(self.decoder.schema())
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let runtime = JobRuntime::from_config(state.config())?;
+        let stream = KafkaPartitionStream {
+            operator_id: runtime.next_operator_id("kafka_source")?,
+            options: self.options.clone(),
+            decoder: self.decoder.clone(),
+            runtime,
+        };
+        Ok(Arc::new(StreamingTableExec::try_new(
+            Arc::clone(self.decoder.schema()),
+            vec![Arc::new(stream)],
+            projection,
+            Vec::new(),
+            self.options.mode == ReadMode::Unbounded,
+            limit,
+        )?))
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if insert_op != InsertOp::Append {
+            return not_impl_err!("kafka: {insert_op} is not supported; a topic is appended to");
+        }
+        let sink = KafkaSink::try_new(self.schema(), &input.schema(), self.options.clone())?;
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+}
+
+/// One consumer's rows as a stream.
+struct KafkaPartitionStream {
+    operator_id: String,
+    options: KafkaOptions,
+    decoder: RecordDecoder,
+    runtime: Arc<JobRuntime>,
+}
+
+impl fmt::Debug for KafkaPartitionStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaPartitionStream")
+            .field("operator_id", &self.operator_id)
+            .field("topic", &self.options.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartitionStream for KafkaPartitionStream {
+    fn schema(&self) -> &SchemaRef {
+        self.decoder.schema()
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let mut builder = RecordBatchReceiverStreamBuilder::new(
+            Arc::clone(self.decoder.schema()),
+            CHANNEL_BATCHES,
+        );
+        let tx = builder.tx();
+        let reader = Reader {
+            operator_id: self.operator_id.clone(),
+            options: self.options.clone(),
+            decoder: self.decoder.clone(),
+            runtime: Arc::clone(&self.runtime),
+        };
+        builder.spawn(reader.run(tx));
+        builder.build()
+    }
+}
+
+/// The consumer loop of one scan.
+struct Reader {
+    operator_id: String,
+    options: KafkaOptions,
+    decoder: RecordDecoder,
+    runtime: Arc<JobRuntime>,
+}
+
+impl Reader {
+    fn consumer(&self) -> Result<StreamConsumer> {
+        let mut config = ClientConfig::new();
+        for (key, value) in &self.options.client {
+            config.set(key, value);
+        }
+        config
+            .set("group.id", self.options.group_id())
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set(
+                "auto.offset.reset",
+                if self.options.start == Start::Latest {
+                    "latest"
+                } else {
+                    "earliest"
+                },
+            );
+        config.create().map_err(|e| {
+            DataFusionError::Plan(format!(
+                "kafka: cannot create a consumer for topic '{}': {e}",
+                self.options.topic
+            ))
+        })
+    }
+
+    async fn run(self, tx: Sender<Result<datafusion::arrow::array::RecordBatch>>) -> Result<()> {
+        let consumer = Arc::new(self.consumer()?);
+        let topic = self.options.topic.clone();
+        let partitions = blocking(Arc::clone(&consumer), move |c| partitions_of(c, &topic)).await?;
+        let metrics = self.runtime.metric_set::<KafkaMetrics>()?;
+        let shared = self.runtime.metric_set::<SharedMetrics>()?;
+        let mut dead_letters = DeadLetters::try_new(
+            &self.options,
+            &self.operator_id,
+            &shared,
+            metrics
+                .dead_letters
+                .with_label_values(&[self.operator_id.as_str()]),
+        )?;
+        // Bounded: the offset each partition's read ends before.
+        let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+        match (self.options.mode, self.options.start) {
+            (ReadMode::Bounded, start) => {
+                let topic = self.options.topic.clone();
+                let group_start = start;
+                let plan = blocking(Arc::clone(&consumer), move |c| {
+                    bounded_plan(c, &topic, &partitions, group_start)
+                })
+                .await?;
+                let mut assignment = TopicPartitionList::new();
+                for (partition, (from, end)) in plan {
+                    if from < end {
+                        assignment
+                            .add_partition_offset(
+                                &self.options.topic,
+                                partition,
+                                Offset::Offset(from),
+                            )
+                            .map_err(|e| kafka_error(&e))?;
+                        ends.insert(partition, end);
+                    }
+                }
+                if ends.is_empty() {
+                    return Ok(());
+                }
+                consumer.assign(&assignment).map_err(|e| kafka_error(&e))?;
+            }
+            (ReadMode::Unbounded, Start::Committed) => {
+                consumer
+                    .subscribe(&[self.options.topic.as_str()])
+                    .map_err(|e| kafka_error(&e))?;
+            }
+            (ReadMode::Unbounded, start) => {
+                let offset = if start == Start::Latest {
+                    Offset::End
+                } else {
+                    Offset::Beginning
+                };
+                let mut assignment = TopicPartitionList::new();
+                for partition in &partitions {
+                    assignment
+                        .add_partition_offset(&self.options.topic, *partition, offset)
+                        .map_err(|e| kafka_error(&e))?;
+                }
+                consumer.assign(&assignment).map_err(|e| kafka_error(&e))?;
+            }
+        }
+        let bounded = self.options.mode == ReadMode::Bounded;
+        let mut buffer: Vec<Message> = Vec::with_capacity(self.options.batch_rows);
+        let mut first_buffered: Option<Instant> = None;
+        let mut ticker = tokio::time::interval(self.options.linger);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_lag = Instant::now();
+        let id = self.operator_id.as_str();
+        let records = metrics.records.with_label_values(&[id]);
+        let bytes = metrics.bytes.with_label_values(&[id]);
+        loop {
+            if bounded && ends.is_empty() {
+                break;
+            }
+            tokio::select! {
+                received = consumer.recv() => {
+                    let message = received.map_err(|e| {
+                        exec_datafusion_err!("kafka: reading topic '{}' failed: {e}", self.options.topic)
+                    })?;
+                    let owned = owned(&message);
+                    records.inc();
+                    bytes.inc_by(owned.payload.as_ref().map_or(0, Vec::len) as u64);
+                    if let Some(end) = ends.get(&owned.partition)
+                        && owned.offset + 1 >= *end
+                    {
+                        ends.remove(&owned.partition);
+                    }
+                    first_buffered.get_or_insert_with(Instant::now);
+                    buffer.push(owned);
+                    if buffer.len() >= self.options.batch_rows {
+                        if !self.emit(&mut buffer, &mut dead_letters, &tx).await? {
+                            return Ok(());
+                        }
+                        first_buffered = None;
+                    }
+                }
+                _ = ticker.tick() => {
+                    if first_buffered.is_some_and(|t| t.elapsed() >= self.options.linger) {
+                        if !self.emit(&mut buffer, &mut dead_letters, &tx).await? {
+                            return Ok(());
+                        }
+                        first_buffered = None;
+                    }
+                    if bounded {
+                        // Offsets past the last record (transaction markers,
+                        // compacted records) end a partition too.
+                        let positions = consumer.position().map_err(|e| kafka_error(&e))?;
+                        for element in positions.elements() {
+                            if let (Offset::Offset(at), Some(end)) =
+                                (element.offset(), ends.get(&element.partition()))
+                                && at >= *end
+                            {
+                                ends.remove(&element.partition());
+                            }
+                        }
+                    }
+                    if self.runtime.control().stop_requested() {
+                        break;
+                    }
+                    if last_lag.elapsed() >= LAG_INTERVAL {
+                        last_lag = Instant::now();
+                        publish_lag(&consumer, &self.options.topic, &metrics, id).await;
+                    }
+                }
+            }
+        }
+        self.emit(&mut buffer, &mut dead_letters, &tx).await?;
+        dead_letters.flush().await?;
+        Ok(())
+    }
+
+    /// Decode the buffered messages, route the bad ones, send the rows on.
+    /// `false` when the plan no longer reads (the query ended).
+    async fn emit(
+        &self,
+        buffer: &mut Vec<Message>,
+        dead_letters: &mut DeadLetters,
+        tx: &Sender<Result<datafusion::arrow::array::RecordBatch>>,
+    ) -> Result<bool> {
+        if buffer.is_empty() {
+            return Ok(true);
+        }
+        let decoded = self.decoder.decode(buffer)?;
+        for bad in &decoded.bad {
+            dead_letters.route(&buffer[bad.index], bad).await?;
+        }
+        buffer.clear();
+        match decoded.batch {
+            Some(batch) => Ok(tx.send(Ok(batch)).await.is_ok()),
+            None => Ok(true),
+        }
+    }
+}
+
+/// Run a blocking client call (metadata, watermarks, committed offsets) on
+/// the blocking pool, never on the executor.
+async fn blocking<T: Send + 'static>(
+    consumer: Arc<StreamConsumer>,
+    call: impl FnOnce(&StreamConsumer) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(move || call(&consumer))
+        .await
+        .map_err(|e| {
+            DataFusionError::Internal(format!("kafka: a client call did not finish: {e}"))
+        })?
+}
+
+/// The partitions of `topic`, or an error if the broker does not know it.
+fn partitions_of(consumer: &StreamConsumer, topic: &str) -> Result<Vec<i32>> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(|e| {
+            exec_datafusion_err!("kafka: cannot read the metadata of topic '{topic}': {e}")
+        })?;
+    let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Err(exec_datafusion_err!(
+            "kafka: the broker does not know topic '{topic}'"
+        ));
+    };
+    if let Some(error) = found.error() {
+        return Err(exec_datafusion_err!(
+            "kafka: topic '{topic}' is not readable: {:?}",
+            rdkafka::error::RDKafkaErrorCode::from(error)
+        ));
+    }
+    if found.partitions().is_empty() {
+        return Err(exec_datafusion_err!(
+            "kafka: topic '{topic}' has no partitions"
+        ));
+    }
+    Ok(found.partitions().iter().map(|p| p.id()).collect())
+}
+
+/// For a bounded read, per partition: the first offset and the offset the
+/// read ends before (the high watermark now).
+fn bounded_plan(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partitions: &[i32],
+    start: Start,
+) -> Result<BTreeMap<i32, (i64, i64)>> {
+    let mut watermarks = BTreeMap::new();
+    for &partition in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+            .map_err(|e| {
+                exec_datafusion_err!(
+                    "kafka: cannot read the watermarks of {topic}/{partition}: {e}"
+                )
+            })?;
+        watermarks.insert(partition, (low, high));
+    }
+    let committed = if start == Start::Committed {
+        let mut asked = TopicPartitionList::new();
+        for &partition in partitions {
+            asked.add_partition(topic, partition);
+        }
+        let answer = consumer
+            .committed_offsets(asked, METADATA_TIMEOUT)
+            .map_err(|e| {
+                exec_datafusion_err!("kafka: cannot read the committed offsets of '{topic}': {e}")
+            })?;
+        answer
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(at) => Some((e.partition(), at)),
+                _ => None,
+            })
+            .collect::<BTreeMap<i32, i64>>()
+    } else {
+        BTreeMap::new()
+    };
+    Ok(watermarks
+        .into_iter()
+        .map(|(partition, (low, high))| {
+            let from = match start {
+                Start::Earliest => low,
+                Start::Latest => high,
+                Start::Committed => committed.get(&partition).copied().unwrap_or(low).max(low),
+            };
+            (partition, (from, high))
+        })
+        .collect())
+}
+
+/// Set the lag gauge of every partition assigned to `consumer`: the high
+/// watermark minus the consumer's position.
+async fn publish_lag(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+    metrics: &KafkaMetrics,
+    id: &str,
+) {
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    let positions: Vec<(i32, i64)> = positions
+        .elements_for_topic(topic)
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(at) => Some((e.partition(), at)),
+            _ => None,
+        })
+        .collect();
+    let topic = topic.to_string();
+    let lags = blocking(Arc::clone(consumer), move |c| {
+        Ok(positions
+            .into_iter()
+            .filter_map(|(partition, at)| {
+                c.fetch_watermarks(&topic, partition, METADATA_TIMEOUT)
+                    .ok()
+                    .map(|(_, high)| (partition, (high - at).max(0)))
+            })
+            .collect::<Vec<_>>())
+    })
+    .await;
+    match lags {
+        Ok(lags) => {
+            for (partition, lag) in lags {
+                metrics
+                    .lag
+                    .with_label_values(&[id, &partition.to_string()])
+                    .set(lag);
+            }
+        }
+        Err(e) => tracing::warn!(operator = id, error = %e, "kafka: consumer lag not measured"),
+    }
+}
+
+fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Message {
+    let headers = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Message {
+        topic: message.topic().to_string(),
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp: message.timestamp().to_millis(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec),
+        headers,
+    }
+}
+
+pub(crate) fn kafka_error(error: &rdkafka::error::KafkaError) -> DataFusionError {
+    exec_datafusion_err!("kafka: {error}")
+}
