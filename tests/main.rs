@@ -11,6 +11,8 @@
 //!   oversampler, metrics).
 //! - `icost`: the iCost operator's streaming semantics, Prometheus families
 //!   and arrival-order independence.
+//! - `kafka`: Kafka tables against librdkafka's mock cluster (reads,
+//!   dead letters, the sink, unbounded reads, broker errors).
 //! - `library`: each crate's `register_all` and the `expr_fn` builders
 //!   against the same SQL.
 //! - `oversampling`: the oversampling operators (segment property,
@@ -27,6 +29,7 @@ mod it {
     pub mod detector;
     pub mod drift;
     pub mod icost;
+    pub mod kafka;
     pub mod library;
     pub mod oversampling;
     pub mod prometheus;

@@ -20,8 +20,12 @@ pub use error::{ConnectorError, ErrorDomain, RetryHint};
 pub use file::register_file_table;
 pub use generator::{GeneratorConfig, GeneratorTable, GeneratorTableFunction};
 
-/// Register every table function of this crate in `state`
-/// (`equipoise_generator`).
+/// Register what this crate adds to a session: the `equipoise_generator`
+/// table function and the `KAFKA` table factory.
 pub fn register_all(state: &mut SessionState) {
     state.register_udtf(generator::FUNCTION_NAME, Arc::new(GeneratorTableFunction));
+    state.table_factories_mut().insert(
+        kafka::FILE_TYPE.to_string(),
+        Arc::new(kafka::KafkaTableFactory),
+    );
 }

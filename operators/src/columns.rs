@@ -31,6 +31,15 @@ pub const DRIFT_STATE: &str = "drift_state";
 /// Utf8, added by `drift_monitor`: the detectors in warning or drift.
 pub const DRIFT_SIGNAL: &str = "drift_signal";
 
+/// Metadata columns a Kafka table may declare (`_partition`, `_offset`,
+/// `_timestamp`, `_key`): filled from the message, carried through every
+/// operator, and never taken as features unless named in `features=`.
+pub const KAFKA_PARTITION: &str = "_partition";
+pub const KAFKA_OFFSET: &str = "_offset";
+pub const KAFKA_TIMESTAMP: &str = "_timestamp";
+pub const KAFKA_KEY: &str = "_key";
+pub const METADATA_COLUMNS: [&str; 4] = [KAFKA_PARTITION, KAFKA_OFFSET, KAFKA_TIMESTAMP, KAFKA_KEY];
+
 /// `input`'s fields (and metadata) followed by an operator's own columns.
 pub fn with_columns(input: &Schema, added: impl IntoIterator<Item = Field>) -> SchemaRef {
     let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();

@@ -1,7 +1,8 @@
 //! Which columns an operator reads as its label and its numeric features.
 //!
-//! By default every integer or float column other than the label is a
-//! feature; `features=a b c` names them, `exclude=id seq` removes some.
+//! By default every integer or float column other than the label and the
+//! Kafka metadata columns (`_partition`, `_offset`, `_timestamp`, `_key`) is
+//! a feature; `features=a b c` names them, `exclude=id seq` removes some.
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::buffer::NullBuffer;
@@ -12,6 +13,7 @@ use datafusion::common::{Result, plan_err};
 use equipoise_udfs::classes::ClassDictionary;
 
 use crate::class_label::{ClassValue, check_label_type, class_slots};
+use crate::columns::METADATA_COLUMNS;
 use crate::options::Options;
 
 /// The `features` and `exclude` options.
@@ -118,6 +120,7 @@ impl FeatureSelection {
                     let field = input.field(i);
                     i != label_index
                         && is_numeric(field.data_type())
+                        && !METADATA_COLUMNS.contains(&field.name().as_str())
                         && !self.exclude.contains(field.name())
                 })
                 .collect(),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use datafusion::common::Result;
 use equipoise::JobRuntime;
+use equipoise::connectors::kafka::metrics::KafkaMetrics;
 
 use super::common::tool;
 use equipoise::job::JobSpec;
@@ -60,7 +61,7 @@ fn dashboard_queries() -> Vec<String> {
 
 /// The metric families the full default pipeline exports (generator,
 /// class monitor, QC-SMOTE, iCost, detector, drift monitor on its
-/// predictions).
+/// predictions), and those of a Kafka source and sink.
 async fn exported_families() -> Result<BTreeSet<String>> {
     let runtime = Arc::new(JobRuntime::default());
     let spec = JobSpec::embedded_default(GeneratorConfig {
@@ -69,6 +70,18 @@ async fn exported_families() -> Result<BTreeSet<String>> {
         ..GeneratorConfig::default()
     });
     run(&spec, Arc::clone(&runtime)).await?;
+    // The Kafka source and sink's families, with the series a job reading
+    // and writing Kafka has.
+    let kafka = runtime.metric_set::<KafkaMetrics>()?;
+    for family in [
+        &kafka.records,
+        &kafka.bytes,
+        &kafka.sent,
+        &kafka.dead_letters,
+    ] {
+        family.with_label_values(&["kafka_source-0"]);
+    }
+    kafka.lag.with_label_values(&["kafka_source-0", "0"]);
     Ok(runtime
         .registry()
         .gather()

@@ -21,14 +21,12 @@ use datafusion::common::{DataFusionError, Result};
 
 use super::options::Format;
 
-/// Metadata columns a table may declare; filled from the message, never
-/// decoded from its value, and never features (operators skip columns whose
-/// name starts with `_`... only when told: see the connector docs).
-pub const PARTITION: &str = "_partition";
-pub const OFFSET: &str = "_offset";
-pub const TIMESTAMP: &str = "_timestamp";
-pub const KEY: &str = "_key";
-pub const METADATA_COLUMNS: [&str; 4] = [PARTITION, OFFSET, TIMESTAMP, KEY];
+// Metadata columns a table may declare: filled from the message, never
+// decoded from its value (operators never take them as features).
+pub use equipoise_operators::columns::{
+    KAFKA_KEY as KEY, KAFKA_OFFSET as OFFSET, KAFKA_PARTITION as PARTITION,
+    KAFKA_TIMESTAMP as TIMESTAMP, METADATA_COLUMNS,
+};
 
 /// A consumed message, owned (its payload outlives the consumer's buffer).
 #[derive(Debug, Clone, PartialEq)]

@@ -40,6 +40,7 @@ use equipoise_operators::JobRuntime;
 use equipoise_operators::metrics::SharedMetrics;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc::Sender;
@@ -281,9 +282,20 @@ impl Reader {
             }
             tokio::select! {
                 received = consumer.recv() => {
-                    let message = received.map_err(|e| {
-                        exec_datafusion_err!("kafka: reading topic '{}' failed: {e}", self.options.topic)
-                    })?;
+                    let message = match received {
+                        Ok(message) => message,
+                        Err(e) if is_transient(&e) => {
+                            // librdkafka retries these itself; nothing is lost.
+                            tracing::warn!(operator = id, error = %e, "kafka: transient consumer error");
+                            continue;
+                        }
+                        Err(e) => {
+                            return Err(exec_datafusion_err!(
+                                "kafka: reading topic '{}' failed: {e}",
+                                self.options.topic
+                            ));
+                        }
+                    };
                     let owned = owned(&message);
                     records.inc();
                     bytes.inc_by(owned.payload.as_ref().map_or(0, Vec::len) as u64);
@@ -516,6 +528,37 @@ fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Message {
     }
 }
 
-pub(crate) fn kafka_error(error: &rdkafka::error::KafkaError) -> DataFusionError {
+/// Whether a consumer error passes by itself (a timeout, a leader change, a
+/// broker restarting): librdkafka retries, so the loop goes on. Anything
+/// else (an unknown topic, a refused authorization, a fatal error) ends the
+/// stream with the error.
+fn is_transient(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    match error {
+        KafkaError::MessageConsumption(code) => matches!(
+            code,
+            Code::RequestTimedOut
+                | Code::NotLeaderForPartition
+                | Code::LeaderNotAvailable
+                | Code::BrokerNotAvailable
+                | Code::NetworkException
+                | Code::BrokerTransportFailure
+                | Code::AllBrokersDown
+                | Code::OperationTimedOut
+                | Code::NotCoordinator
+                | Code::CoordinatorNotAvailable
+                | Code::CoordinatorLoadInProgress
+                | Code::RebalanceInProgress
+                | Code::KafkaStorageError
+                | Code::FencedLeaderEpoch
+                | Code::UnknownLeaderEpoch
+                | Code::OffsetNotAvailable
+                | Code::PreferredLeaderNotAvailable
+        ),
+        _ => false,
+    }
+}
+
+pub(crate) fn kafka_error(error: &KafkaError) -> DataFusionError {
     exec_datafusion_err!("kafka: {error}")
 }

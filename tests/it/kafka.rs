@@ -1,0 +1,519 @@
+//! Kafka tables against librdkafka's in-process mock cluster: bounded reads
+//! through SQL, dead letters for every kind of bad record, the fail policy,
+//! the sink's round trip, CSV, unbounded reads, and a broker that returns
+//! errors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+use datafusion::common::Result;
+use datafusion::prelude::SessionContext;
+use equipoise::JobRuntime;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+/// Every query here ends well within this, or the test fails.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Broker {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+    producer: FutureProducer,
+}
+
+impl Broker {
+    fn start() -> Self {
+        let cluster = match MockCluster::new(1) {
+            Ok(cluster) => cluster,
+            Err(e) => panic!("mock cluster: {e}"),
+        };
+        let producer = match ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+        {
+            Ok(producer) => producer,
+            Err(e) => panic!("producer: {e}"),
+        };
+        Self { cluster, producer }
+    }
+
+    fn servers(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+
+    fn topic(&self, name: &str, partitions: i32) {
+        if let Err(e) = self.cluster.create_topic(name, partitions, 1) {
+            panic!("create topic {name}: {e}");
+        }
+    }
+
+    async fn produce(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &str,
+        payload: &[u8],
+        headers: &[(&str, &str)],
+    ) {
+        let mut owned = OwnedHeaders::new();
+        for (k, v) in headers {
+            owned = owned.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let record = FutureRecord::to(topic)
+            .partition(partition)
+            .key(key)
+            .payload(payload)
+            .headers(owned);
+        if let Err((e, _)) = self.producer.send(record, Duration::from_secs(10)).await {
+            panic!("produce to {topic}: {e}");
+        }
+    }
+
+    /// Every message of `topic`, read from the start by a plain consumer.
+    fn read_all(
+        &self,
+        topic: &str,
+        partitions: i32,
+        expected: usize,
+    ) -> Vec<rdkafka::message::OwnedMessage> {
+        let consumer: BaseConsumer = match ClientConfig::new()
+            .set("bootstrap.servers", self.servers())
+            .set("group.id", "test-reader")
+            .create()
+        {
+            Ok(consumer) => consumer,
+            Err(e) => panic!("consumer: {e}"),
+        };
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..partitions {
+            if let Err(e) = assignment.add_partition_offset(topic, partition, Offset::Beginning) {
+                panic!("assign: {e}");
+            }
+        }
+        if let Err(e) = consumer.assign(&assignment) {
+            panic!("assign: {e}");
+        }
+        let mut messages = Vec::new();
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while messages.len() < expected && std::time::Instant::now() < deadline {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+                messages.push(message.detach());
+            }
+        }
+        messages
+    }
+}
+
+fn session() -> Result<(SessionContext, Arc<JobRuntime>)> {
+    let runtime = Arc::new(JobRuntime::default());
+    let ctx = equipoise::new_session(Arc::clone(&runtime))?;
+    Ok((ctx, runtime))
+}
+
+async fn query(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
+    match tokio::time::timeout(DEADLINE, async { ctx.sql(sql).await?.collect().await }).await {
+        Ok(result) => result,
+        Err(_) => panic!("query did not end within {DEADLINE:?}: {sql}"),
+    }
+}
+
+fn int(batches: &[RecordBatch], column: usize) -> i64 {
+    batches[0]
+        .column(column)
+        .as_primitive::<Int64Type>()
+        .value(0)
+}
+
+fn counter(runtime: &JobRuntime, family: &str, label: (&str, &str)) -> f64 {
+    runtime
+        .registry()
+        .gather()
+        .iter()
+        .filter(|f| f.name() == family)
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.name() == label.0 && l.value() == label.1)
+        })
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
+/// The label (every 20th row is class 1) and a detector's prediction of
+/// row `i`.
+fn label_and_prediction(i: usize) -> (usize, usize) {
+    let label = usize::from(i.is_multiple_of(20));
+    let prediction = usize::from(label == 1 && !i.is_multiple_of(60) || i.is_multiple_of(97));
+    (label, prediction)
+}
+
+/// One JSON record of the readings topic.
+fn reading(i: usize) -> String {
+    let (label, prediction) = label_and_prediction(i);
+    format!(
+        r#"{{"f1": {}, "label": {label}, "prediction": {prediction}}}"#,
+        i as f64 / 10.0
+    )
+}
+
+#[tokio::test]
+async fn a_bounded_table_reads_every_record_of_every_partition() -> Result<()> {
+    let broker = Broker::start();
+    broker.topic("readings", 3);
+    for i in 0..900 {
+        broker
+            .produce(
+                "readings",
+                (i % 3) as i32,
+                &i.to_string(),
+                reading(i).as_bytes(),
+                &[],
+            )
+            .await;
+    }
+    let (ctx, _) = session()?;
+    query(
+        &ctx,
+        &format!(
+            "CREATE EXTERNAL TABLE readings (f1 DOUBLE, label BIGINT, prediction BIGINT, \
+             _partition INT, _offset BIGINT, _key VARCHAR) STORED AS KAFKA LOCATION 'readings' \
+             OPTIONS ('bootstrap.servers' '{}', 'format' 'json', 'start' 'earliest', \
+             'batch_rows' '128')",
+            broker.servers()
+        ),
+    )
+    .await?;
+    let counts = query(
+        &ctx,
+        "SELECT count(*), sum(label), count(DISTINCT (_partition, _offset)), \
+         count(DISTINCT _key), CAST(max(_offset) AS BIGINT) FROM readings",
+    )
+    .await?;
+    assert_eq!(int(&counts, 0), 900);
+    assert_eq!(int(&counts, 1), 45);
+    assert_eq!(int(&counts, 2), 900);
+    assert_eq!(int(&counts, 3), 900);
+    assert_eq!(int(&counts, 4), 299);
+    // Every Equipoise function works over the topic: the same G-mean as
+    // over the same rows in memory.
+    let over_topic = query(&ctx, "SELECT gmean(label, prediction) FROM readings").await?;
+    let values: Vec<String> = (0..900)
+        .map(|i| {
+            let (label, prediction) = label_and_prediction(i);
+            format!("({label}, {prediction})")
+        })
+        .collect();
+    let in_memory = query(
+        &ctx,
+        &format!(
+            "SELECT gmean(label, prediction) FROM (VALUES {}) AS t(label, prediction)",
+            values.join(", ")
+        ),
+    )
+    .await?;
+    let g = |b: &[RecordBatch]| b[0].column(0).as_primitive::<Float64Type>().value(0);
+    assert_eq!(g(&over_topic), g(&in_memory));
+    assert!(g(&over_topic) > 0.5);
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_kind_of_bad_record_goes_to_the_dead_letter_topic_with_its_reason() -> Result<()> {
+    let broker = Broker::start();
+    broker.topic("raw", 1);
+    broker.topic("raw.dlq", 1);
+    let bad: [(&[u8], &str); 5] = [
+        (br#"{"f1": 1.0, "label"#, "malformed"),
+        (br#"{"f1": "high", "label": 1}"#, "schema_mismatch"),
+        (br#"{"f1": 2.0}"#, "missing_label"),
+        (b"", "empty"),
+        (&[b'x'; 300], "oversized"),
+    ];
+    let mut produced = 0;
+    for i in 0..50 {
+        broker
+            .produce("raw", 0, &format!("good{i}"), reading(i).as_bytes(), &[])
+            .await;
+        produced += 1;
+        if i % 10 == 3 {
+            let (payload, reason) = bad[i / 10];
+            broker
+                .produce(
+                    "raw",
+                    0,
+                    &format!("bad-{reason}"),
+                    payload,
+                    &[("trace", reason)],
+                )
+                .await;
+            produced += 1;
+        }
+    }
+    assert_eq!(produced, 55);
+    let (ctx, runtime) = session()?;
+    query(
+        &ctx,
+        &format!(
+            "CREATE EXTERNAL TABLE raw (f1 DOUBLE, label BIGINT, prediction BIGINT) STORED AS KAFKA \
+             LOCATION 'raw' OPTIONS ('bootstrap.servers' '{}', 'start' 'earliest', \
+             'label' 'label', 'dead_letter_topic' 'raw.dlq', 'max_message_bytes' '200')",
+            broker.servers()
+        ),
+    )
+    .await?;
+    let counts = query(&ctx, "SELECT count(*) FROM raw").await?;
+    assert_eq!(int(&counts, 0), 50);
+    let letters = broker.read_all("raw.dlq", 1, 5);
+    assert_eq!(letters.len(), 5);
+    for (letter, (payload, reason)) in letters.iter().zip(bad) {
+        let header = |name: &str| -> Option<String> {
+            letter.headers().and_then(|h| {
+                h.iter()
+                    .find(|x| x.key == name)
+                    .and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+            })
+        };
+        assert_eq!(header("equipoise.reason").as_deref(), Some(reason));
+        assert_eq!(
+            header("trace").as_deref(),
+            Some(reason),
+            "original headers kept"
+        );
+        assert_eq!(header("equipoise.source.topic").as_deref(), Some("raw"));
+        assert_eq!(header("equipoise.source.partition").as_deref(), Some("0"));
+        assert!(header("equipoise.source.offset").is_some());
+        assert!(header("equipoise.error").is_some_and(|e| !e.is_empty()));
+        assert_eq!(letter.key(), Some(format!("bad-{reason}").as_bytes()));
+        assert_eq!(letter.payload().unwrap_or_default(), payload);
+        assert_eq!(
+            counter(&runtime, "equipoise_bad_records_total", ("reason", reason)),
+            1.0,
+            "{reason}"
+        );
+    }
+    assert_eq!(
+        counter(
+            &runtime,
+            "equipoise_dead_letter_records_total",
+            ("operator", "kafka_source-0")
+        ) + counter(
+            &runtime,
+            "equipoise_dead_letter_records_total",
+            ("operator", "kafka_source-1")
+        ),
+        5.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_a_dead_letter_topic_a_bad_record_fails_or_is_skipped() -> Result<()> {
+    let broker = Broker::start();
+    broker.topic("strict", 1);
+    for i in 0..5 {
+        broker
+            .produce("strict", 0, "k", reading(i).as_bytes(), &[])
+            .await;
+    }
+    broker.produce("strict", 0, "k", b"{not json", &[]).await;
+    let (ctx, runtime) = session()?;
+    let create = |name: &str, extra: &str| {
+        format!(
+            "CREATE EXTERNAL TABLE {name} (f1 DOUBLE, label BIGINT) STORED AS KAFKA LOCATION 'strict' \
+             OPTIONS ('bootstrap.servers' '{}', 'start' 'earliest'{extra})",
+            broker.servers()
+        )
+    };
+    query(&ctx, &create("failing", "")).await?;
+    let error = match ctx
+        .sql("SELECT count(*) FROM failing")
+        .await?
+        .collect()
+        .await
+    {
+        Ok(_) => panic!("a bad record with the default policy must fail the query"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        error.contains("bad record at strict/0@5 (malformed)"),
+        "{error}"
+    );
+    query(&ctx, &create("skipping", ", 'bad_records' 'skip'")).await?;
+    let counts = query(&ctx, "SELECT count(*) FROM skipping").await?;
+    assert_eq!(int(&counts, 0), 5);
+    assert_eq!(
+        counter(
+            &runtime,
+            "equipoise_bad_records_total",
+            ("reason", "malformed")
+        ),
+        2.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn rows_inserted_into_a_kafka_table_read_back_with_their_keys() -> Result<()> {
+    let broker = Broker::start();
+    broker.topic("predictions", 2);
+    let (ctx, runtime) = session()?;
+    for (name, format) in [("out_json", "json"), ("out_csv", "csv")] {
+        query(
+            &ctx,
+            &format!(
+                "CREATE EXTERNAL TABLE {name} (id BIGINT, score DOUBLE, prediction BIGINT) \
+                 STORED AS KAFKA LOCATION 'predictions' OPTIONS ('bootstrap.servers' '{}', \
+                 'format' '{format}', 'key_column' 'id', 'start' 'earliest')",
+                broker.servers()
+            ),
+        )
+        .await?;
+    }
+    let written = query(
+        &ctx,
+        "INSERT INTO out_json SELECT value AS id, value / 100.0 AS score, value % 2 AS prediction \
+         FROM generate_series(1, 300)",
+    )
+    .await?;
+    assert_eq!(batches_u64(&written), 300);
+    assert_eq!(
+        counter(
+            &runtime,
+            "equipoise_sink_records_total",
+            ("operator", "kafka_sink-0")
+        ),
+        300.0
+    );
+    query(
+        &ctx,
+        &format!(
+            "CREATE EXTERNAL TABLE readback (id BIGINT, score DOUBLE, prediction BIGINT, _key VARCHAR) \
+             STORED AS KAFKA LOCATION 'predictions' OPTIONS ('bootstrap.servers' '{}', \
+             'start' 'earliest')",
+            broker.servers()
+        ),
+    )
+    .await?;
+    let check = query(
+        &ctx,
+        "SELECT count(*), sum(id), CAST(sum(prediction) AS BIGINT), \
+         count(*) FILTER (WHERE CAST(id AS VARCHAR) = _key), CAST(round(sum(score) * 100) AS BIGINT) \
+         FROM readback",
+    )
+    .await?;
+    assert_eq!(int(&check, 0), 300);
+    assert_eq!(int(&check, 1), 45_150);
+    assert_eq!(int(&check, 2), 150);
+    assert_eq!(int(&check, 3), 300);
+    assert_eq!(int(&check, 4), 45_150);
+    // CSV lines decode back to the same rows.
+    broker.topic("csv", 1);
+    query(
+        &ctx,
+        &format!(
+            "CREATE EXTERNAL TABLE csv_out (id BIGINT, score DOUBLE) STORED AS KAFKA LOCATION 'csv' \
+             OPTIONS ('bootstrap.servers' '{}', 'format' 'csv', 'start' 'earliest')",
+            broker.servers()
+        ),
+    )
+    .await?;
+    query(
+        &ctx,
+        "INSERT INTO csv_out SELECT value, value * 0.5 FROM generate_series(1, 10)",
+    )
+    .await?;
+    let csv = query(
+        &ctx,
+        "SELECT count(*), CAST(sum(score) * 2 AS BIGINT) FROM csv_out",
+    )
+    .await?;
+    assert_eq!(int(&csv, 0), 10);
+    assert_eq!(int(&csv, 1), 55);
+    Ok(())
+}
+
+fn batches_u64(batches: &[RecordBatch]) -> u64 {
+    batches[0]
+        .column(0)
+        .as_primitive::<datafusion::arrow::datatypes::UInt64Type>()
+        .value(0)
+}
+
+#[tokio::test]
+async fn an_unbounded_table_streams_until_the_query_has_what_it_asked_for() -> Result<()> {
+    let broker = Broker::start();
+    broker.topic("stream", 2);
+    for i in 0..40 {
+        broker
+            .produce("stream", (i % 2) as i32, "k", reading(i).as_bytes(), &[])
+            .await;
+    }
+    let (ctx, _) = session()?;
+    query(
+        &ctx,
+        &format!(
+            "CREATE UNBOUNDED EXTERNAL TABLE stream (f1 DOUBLE, label BIGINT) STORED AS KAFKA \
+             LOCATION 'stream' OPTIONS ('bootstrap.servers' '{}', 'start' 'earliest', 'linger_ms' '20')",
+            broker.servers()
+        ),
+    )
+    .await?;
+    let plan = ctx
+        .sql("SELECT * FROM stream")
+        .await?
+        .create_physical_plan()
+        .await?;
+    assert!(plan.properties().boundedness.is_unbounded());
+    let rows = query(&ctx, "SELECT f1 FROM stream LIMIT 25").await?;
+    assert_eq!(rows.iter().map(RecordBatch::num_rows).sum::<usize>(), 25);
+    Ok(())
+}
+
+#[tokio::test]
+async fn no_record_is_lost_when_the_broker_answers_fetches_with_errors() -> Result<()> {
+    let broker = Broker::start();
+    broker.topic("flaky", 2);
+    for i in 0..400 {
+        broker
+            .produce("flaky", (i % 2) as i32, "k", reading(i).as_bytes(), &[])
+            .await;
+    }
+    broker.cluster.request_errors(
+        RDKafkaApiKey::Fetch,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        ],
+    );
+    let (ctx, _) = session()?;
+    query(
+        &ctx,
+        &format!(
+            "CREATE EXTERNAL TABLE flaky (f1 DOUBLE, label BIGINT, _partition INT, _offset BIGINT) \
+             STORED AS KAFKA LOCATION 'flaky' OPTIONS ('bootstrap.servers' '{}', 'start' 'earliest')",
+            broker.servers()
+        ),
+    )
+    .await?;
+    let counts = query(
+        &ctx,
+        "SELECT count(*), count(DISTINCT (_partition, _offset)), sum(label) FROM flaky",
+    )
+    .await?;
+    assert_eq!(int(&counts, 0), 400);
+    assert_eq!(int(&counts, 1), 400);
+    assert_eq!(int(&counts, 2), 20);
+    Ok(())
+}
