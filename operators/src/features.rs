@@ -277,6 +277,25 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
+    fn kafka_metadata_columns_are_features_only_when_named() -> Result<()> {
+        let schema = Schema::new(vec![
+            Field::new("f1", DataType::Float64, true),
+            Field::new("_partition", DataType::Int32, false),
+            Field::new("_offset", DataType::Int64, false),
+            Field::new("label", DataType::Int64, true),
+        ]);
+        let default = FeatureSelection::default().resolve("f", &schema, "label", &[])?;
+        assert_eq!(default.feature_indices, vec![0]);
+        let named = FeatureSelection {
+            features: Some(vec!["f1".into(), "_offset".into()]),
+            exclude: Vec::new(),
+        }
+        .resolve("f", &schema, "label", &[])?;
+        assert_eq!(named.feature_indices, vec![0, 2]);
+        Ok(())
+    }
+
+    #[test]
     fn gathered_rows_are_the_eligible_ones_with_batch_features_values() -> Result<()> {
         let schema = Arc::new(Schema::new(vec![
             Field::new("a", DataType::Float64, true),

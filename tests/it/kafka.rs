@@ -517,3 +517,34 @@ async fn no_record_is_lost_when_the_broker_answers_fetches_with_errors() -> Resu
     assert_eq!(int(&counts, 2), 20);
     Ok(())
 }
+
+#[tokio::test]
+async fn equipoise_sql_counts_a_topic_and_computes_gmean_over_it() {
+    let broker = Broker::start();
+    broker.topic("p", 2);
+    for i in 0..200 {
+        broker
+            .produce("p", (i % 2) as i32, "k", reading(i).as_bytes(), &[])
+            .await;
+    }
+    let script = format!(
+        "CREATE EXTERNAL TABLE p (f1 DOUBLE, label BIGINT, prediction BIGINT) STORED AS KAFKA \
+         LOCATION 'p' OPTIONS ('bootstrap.servers' '{}', 'format' 'json', 'start' 'earliest'); \
+         SELECT count(*) AS n, sum(label) AS minority, round(gmean(label, prediction), 6) AS g FROM p",
+        broker.servers()
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        super::common::equipoise(&["sql", "--format", "csv", &script])
+    })
+    .await
+    .unwrap_or_else(|e| panic!("equipoise sql did not finish: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "n,minority,g");
+    assert!(lines[1].starts_with("200,10,"), "{stdout}");
+}
