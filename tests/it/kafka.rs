@@ -548,3 +548,88 @@ async fn equipoise_sql_counts_a_topic_and_computes_gmean_over_it() {
     assert_eq!(lines[0], "n,minority,g");
     assert!(lines[1].starts_with("200,10,"), "{stdout}");
 }
+
+#[tokio::test]
+async fn an_insert_commits_its_sources_offsets_only_after_every_row_is_acknowledged() -> Result<()>
+{
+    let broker = Broker::start();
+    broker.topic("in", 2);
+    broker.topic("out", 1);
+    for i in 0..100 {
+        broker
+            .produce("in", (i % 2) as i32, "k", reading(i).as_bytes(), &[])
+            .await;
+    }
+    let (ctx, _) = session()?;
+    for (name, topic) in [("source", "in"), ("target", "out")] {
+        query(
+            &ctx,
+            &format!(
+                "CREATE EXTERNAL TABLE {name} (f1 DOUBLE, label BIGINT, prediction BIGINT) \
+                 STORED AS KAFKA LOCATION '{topic}' OPTIONS ('bootstrap.servers' '{}', \
+                 'group.id' 'etl', 'start' 'committed')",
+                broker.servers()
+            ),
+        )
+        .await?;
+    }
+    // An ad-hoc SELECT reads from the group's position and commits nothing.
+    let seen = query(&ctx, "SELECT count(*) FROM source").await?;
+    assert_eq!(int(&seen, 0), 100);
+    let moved = query(&ctx, "INSERT INTO target SELECT * FROM source").await?;
+    assert_eq!(batches_u64(&moved), 100);
+    // The INSERT committed: the group's next read starts after its rows.
+    let again = query(&ctx, "INSERT INTO target SELECT * FROM source").await?;
+    assert_eq!(batches_u64(&again), 0);
+    for i in 100..130 {
+        broker
+            .produce("in", (i % 2) as i32, "k", reading(i).as_bytes(), &[])
+            .await;
+    }
+    let rest = query(&ctx, "INSERT INTO target SELECT * FROM source").await?;
+    assert_eq!(batches_u64(&rest), 30);
+    let out = broker.read_all("out", 1, 130);
+    assert_eq!(out.len(), 130);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_insert_whose_rows_are_not_acknowledged_commits_nothing() -> Result<()> {
+    let broker = Broker::start();
+    broker.topic("in", 1);
+    broker.topic("out", 1);
+    for i in 0..20 {
+        broker
+            .produce("in", 0, "k", reading(i).as_bytes(), &[])
+            .await;
+    }
+    let (ctx, _) = session()?;
+    for (name, topic) in [("source", "in"), ("target", "out")] {
+        query(
+            &ctx,
+            &format!(
+                "CREATE EXTERNAL TABLE {name} (f1 DOUBLE, label BIGINT, prediction BIGINT) \
+                 STORED AS KAFKA LOCATION '{topic}' OPTIONS ('bootstrap.servers' '{}', \
+                 'group.id' 'etl', 'start' 'committed', 'message.timeout.ms' '3000')",
+                broker.servers()
+            ),
+        )
+        .await?;
+    }
+    // The broker refuses every produce: the sink fails, and the source's
+    // offsets stay where they were.
+    broker.cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 64],
+    );
+    let failed = ctx
+        .sql("INSERT INTO target SELECT * FROM source")
+        .await?
+        .collect()
+        .await;
+    assert!(failed.is_err(), "the broker refused every record");
+    broker.cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    let retried = query(&ctx, "INSERT INTO target SELECT * FROM source").await?;
+    assert_eq!(batches_u64(&retried), 20);
+    Ok(())
+}

@@ -15,23 +15,28 @@
 //!
 //! # Delivery
 //!
-//! Built and tested:
+//! At-least-once, end to end through a plan, as built and tested:
 //! - The source never commits offsets on its own (`enable.auto.commit` and
-//!   `enable.auto.offset.store` are off and cannot be turned on). A bounded
-//!   `SELECT` reads from the start position to the watermarks and commits
-//!   nothing: ad-hoc queries do not move a group's progress.
-//! - The sink returns only after the broker acknowledged every message
-//!   (idempotent producer, so its own retries add no duplicates).
+//!   `enable.auto.offset.store` are off and cannot be turned on).
+//! - When a source's stream ends normally (the end of a bounded read, or a
+//!   stop of the job), it hands the positions after its last record over to
+//!   the runtime (`JobRuntime::commits`), under its operator id.
+//! - The sink returns only after the broker acknowledged every message it
+//!   sent (idempotent producer, so its own retries add no duplicates); then,
+//!   and only then, it commits the positions of the sources of its own
+//!   plan. A plan that fails, or a query without a Kafka sink (an ad-hoc
+//!   `SELECT`), commits nothing. So `INSERT INTO out SELECT ... FROM in`
+//!   reads each record of `in` until the rows made from it are stored.
 //! - No bad record is lost: it is counted, and written to the dead-letter
-//!   topic (acknowledged before the batch it came from is emitted), or fails
-//!   the stream with a line naming topic, partition and offset, or is
-//!   skipped (counted) when the table says `'bad_records' 'skip'`.
+//!   topic (acknowledged before the source moves past it), or fails the
+//!   stream with a line naming topic, partition and offset, or is skipped
+//!   (counted) when the table says `'bad_records' 'skip'`.
 //!
-//! Not built yet: committing an unbounded source's offsets once the rows
-//! made from them are acknowledged downstream (at-least-once end to end)
-//! and the transactional exactly-once path. Until then an unbounded
-//! `'start' 'committed'` read starts where the group's last committed
-//! offsets (committed by other clients) left it.
+//! Not built yet: commits while an unbounded job runs (they come with
+//! checkpoints: a completed checkpoint commits through the same hand-over),
+//! and the transactional exactly-once path. Until then, an unbounded job
+//! commits when it stops cleanly, and one that crashes re-reads from the
+//! group's last committed offsets.
 
 pub mod dead_letter;
 pub mod decode;

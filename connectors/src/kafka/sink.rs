@@ -44,6 +44,9 @@ pub struct KafkaSink {
     value_columns: Vec<usize>,
     /// The input column of the key.
     key_column: Option<usize>,
+    /// The Kafka sources of the plan: their positions are committed once
+    /// every row is acknowledged.
+    sources: Vec<String>,
 }
 
 impl fmt::Debug for KafkaSink {
@@ -62,7 +65,12 @@ impl DisplayAs for KafkaSink {
 
 impl KafkaSink {
     /// A sink of `table` columns fed rows of `input`.
-    pub fn try_new(table: SchemaRef, input: &SchemaRef, options: KafkaOptions) -> Result<Self> {
+    pub fn try_new(
+        table: SchemaRef,
+        input: &SchemaRef,
+        options: KafkaOptions,
+        sources: Vec<String>,
+    ) -> Result<Self> {
         let key_name = options
             .key_column
             .clone()
@@ -86,6 +94,7 @@ impl KafkaSink {
             options,
             value_columns,
             key_column,
+            sources,
         })
     }
 
@@ -164,18 +173,12 @@ impl DataSink for KafkaSink {
         context: &Arc<TaskContext>,
     ) -> Result<u64> {
         let producer = self.producer()?;
-        let sent = match JobRuntime::from_config(context.session_config()) {
-            Ok(runtime) => {
-                let id = runtime.next_operator_id("kafka_sink")?;
-                Some(
-                    runtime
-                        .metric_set::<KafkaMetrics>()?
-                        .sent
-                        .with_label_values(&[id.as_str()]),
-                )
-            }
-            Err(_) => None,
-        };
+        let runtime = JobRuntime::from_config(context.session_config())?;
+        let id = runtime.next_operator_id("kafka_sink")?;
+        let sent = runtime
+            .metric_set::<KafkaMetrics>()?
+            .sent
+            .with_label_values(&[id.as_str()]);
         let topic = self.options.topic.as_str();
         let mut pending: Vec<DeliveryFuture> = Vec::new();
         let mut written = 0u64;
@@ -216,9 +219,9 @@ impl DataSink for KafkaSink {
             }
         }
         written += acknowledge(&mut pending, topic).await?;
-        if let Some(sent) = sent {
-            sent.inc_by(written);
-        }
+        sent.inc_by(written);
+        // Every row of the plan is stored: its sources' positions are safe.
+        runtime.commits().commit(&self.sources).await?;
         Ok(written)
     }
 }

@@ -28,18 +28,23 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DataFusionError, Result, exec_datafusion_err, not_impl_err};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{
+    DataFusionError, Result, exec_datafusion_err, internal_err, not_impl_err,
+};
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableType};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use equipoise_operators::JobRuntime;
 use equipoise_operators::metrics::SharedMetrics;
+use equipoise_operators::runtime::PendingCommit;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -101,20 +106,26 @@ impl TableProvider for KafkaTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let runtime = JobRuntime::from_config(state.config())?;
+        let source_id = runtime.next_operator_id("kafka_source")?;
         let stream = KafkaPartitionStream {
-            operator_id: runtime.next_operator_id("kafka_source")?,
+            operator_id: source_id.clone(),
             options: self.options.clone(),
             decoder: self.decoder.clone(),
             runtime,
         };
-        Ok(Arc::new(StreamingTableExec::try_new(
+        let inner = StreamingTableExec::try_new(
             Arc::clone(self.decoder.schema()),
             vec![Arc::new(stream)],
             projection,
             Vec::new(),
             self.options.mode == ReadMode::Unbounded,
             limit,
-        )?))
+        )?;
+        Ok(Arc::new(KafkaScanExec {
+            inner: Arc::new(inner),
+            source_id,
+            topic: self.options.topic.clone(),
+        }))
     }
 
     async fn insert_into(
@@ -126,8 +137,90 @@ impl TableProvider for KafkaTable {
         if insert_op != InsertOp::Append {
             return not_impl_err!("kafka: {insert_op} is not supported; a topic is appended to");
         }
-        let sink = KafkaSink::try_new(self.schema(), &input.schema(), self.options.clone())?;
+        let mut sources = Vec::new();
+        sources_of(input.as_ref(), &mut sources);
+        let sink = KafkaSink::try_new(
+            self.schema(),
+            &input.schema(),
+            self.options.clone(),
+            sources,
+        )?;
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+}
+
+/// The scan of a Kafka table: DataFusion's streaming scan, under a node
+/// that names its source so a sink of the same plan can find it.
+#[derive(Debug)]
+pub struct KafkaScanExec {
+    inner: Arc<dyn ExecutionPlan>,
+    source_id: String,
+    topic: String,
+}
+
+impl KafkaScanExec {
+    pub fn source_id(&self) -> &str {
+        &self.source_id
+    }
+}
+
+impl DisplayAs for KafkaScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "KafkaScanExec: id={}, topic={}",
+            self.source_id, self.topic
+        )
+    }
+}
+
+impl ExecutionPlan for KafkaScanExec {
+    fn name(&self) -> &str {
+        "KafkaScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.inner.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            internal_err!("KafkaScanExec has no children")
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        self.inner.execute(partition, context)
+    }
+}
+
+/// The ids of the Kafka sources in `plan`.
+fn sources_of(plan: &dyn ExecutionPlan, ids: &mut Vec<String>) {
+    if let Some(scan) = plan.downcast_ref::<KafkaScanExec>() {
+        ids.push(scan.source_id.clone());
+    }
+    for child in plan.children() {
+        sources_of(child.as_ref(), ids);
     }
 }
 
@@ -164,6 +257,7 @@ impl PartitionStream for KafkaPartitionStream {
             options: self.options.clone(),
             decoder: self.decoder.clone(),
             runtime: Arc::clone(&self.runtime),
+            positions: std::sync::Mutex::default(),
         };
         builder.spawn(reader.run(tx));
         builder.build()
@@ -176,6 +270,9 @@ struct Reader {
     options: KafkaOptions,
     decoder: RecordDecoder,
     runtime: Arc<JobRuntime>,
+    /// Per partition, the offset after the last record handed to the plan
+    /// (rows sent, bad records routed).
+    positions: std::sync::Mutex<BTreeMap<i32, i64>>,
 }
 
 impl Reader {
@@ -343,8 +440,23 @@ impl Reader {
                 }
             }
         }
-        self.emit(&mut buffer, &mut dead_letters, &tx).await?;
+        if !self.emit(&mut buffer, &mut dead_letters, &tx).await? {
+            return Ok(());
+        }
         dead_letters.flush().await?;
+        // Every record up to these positions is in the plan: a sink that
+        // gets all of the plan acknowledged may commit them.
+        let handed =
+            Arc::new(KafkaCommit {
+                consumer: Arc::clone(&consumer),
+                topic: self.options.topic.clone(),
+                positions: std::mem::take(&mut *self.positions.lock().map_err(|_| {
+                    DataFusionError::Internal("kafka: positions lock poisoned".into())
+                })?),
+            });
+        self.runtime
+            .commits()
+            .hand_over(&self.operator_id, handed)?;
         Ok(())
     }
 
@@ -363,11 +475,22 @@ impl Reader {
         for bad in &decoded.bad {
             dead_letters.route(&buffer[bad.index], bad).await?;
         }
-        buffer.clear();
-        match decoded.batch {
-            Some(batch) => Ok(tx.send(Ok(batch)).await.is_ok()),
-            None => Ok(true),
+        let sent = match decoded.batch {
+            Some(batch) => tx.send(Ok(batch)).await.is_ok(),
+            None => true,
+        };
+        if sent {
+            let mut positions = self
+                .positions
+                .lock()
+                .map_err(|_| DataFusionError::Internal("kafka: positions lock poisoned".into()))?;
+            for message in buffer.iter() {
+                let next = positions.entry(message.partition).or_insert(0);
+                *next = (*next).max(message.offset + 1);
+            }
         }
+        buffer.clear();
+        Ok(sent)
     }
 }
 
@@ -525,6 +648,39 @@ fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Message {
         key: message.key().map(<[u8]>::to_vec),
         payload: message.payload().map(<[u8]>::to_vec),
         headers,
+    }
+}
+
+/// Positions of one consumer, committed for its group when the runtime is
+/// told their rows are safe.
+struct KafkaCommit {
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    positions: BTreeMap<i32, i64>,
+}
+
+impl fmt::Debug for KafkaCommit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaCommit")
+            .field("topic", &self.topic)
+            .field("positions", &self.positions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingCommit for KafkaCommit {
+    fn commit(&self) -> Result<()> {
+        if self.positions.is_empty() {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, next) in &self.positions {
+            list.add_partition_offset(&self.topic, *partition, Offset::Offset(*next))
+                .map_err(|e| kafka_error(&e))?;
+        }
+        self.consumer.commit(&list, CommitMode::Sync).map_err(|e| {
+            exec_datafusion_err!("kafka: cannot commit the offsets of '{}': {e}", self.topic)
+        })
     }
 }
 

@@ -18,6 +18,7 @@
 //! The parts below this module (`control`, `state`, and `crate::metrics` for
 //! the metric families) import nothing from it.
 
+pub mod commits;
 pub mod control;
 pub mod report;
 pub mod state;
@@ -30,6 +31,7 @@ use datafusion::common::{Result, exec_datafusion_err, plan_datafusion_err};
 use datafusion::execution::config::SessionConfig;
 use prometheus::Registry;
 
+pub use commits::{PendingCommit, SourceCommits};
 pub use control::{
     ControlBus, ControlReceiver, ControlSignal, DriftEvent, DriftState, SignalTarget,
 };
@@ -46,6 +48,7 @@ pub struct JobRuntime {
     control: ControlBus,
     state: StateRegistry,
     report: Arc<RunReport>,
+    commits: SourceCommits,
     class_labels: Arc<ClassLabels>,
     metric_sets: Mutex<HashMap<&'static str, Arc<dyn Any + Send + Sync>>>,
     operator_ids: Mutex<HashMap<&'static str, usize>>,
@@ -65,6 +68,7 @@ impl JobRuntime {
             control: ControlBus::new(),
             state: StateRegistry::default(),
             report: Arc::default(),
+            commits: SourceCommits::default(),
             class_labels: Arc::default(),
             metric_sets: Mutex::new(HashMap::new()),
             operator_ids: Mutex::new(HashMap::new()),
@@ -96,6 +100,11 @@ impl JobRuntime {
     /// Typed figures operators report for the job's summary.
     pub fn report(&self) -> &Arc<RunReport> {
         &self.report
+    }
+
+    /// Source positions waiting for their rows to be safe downstream.
+    pub fn commits(&self) -> &SourceCommits {
+        &self.commits
     }
 
     /// The `class` label of metric series (capped; see [`crate::metrics`]).
