@@ -2,13 +2,14 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use equipoise::job::{JobSpec, run_job};
 use equipoise::metrics_server::MetricsServer;
+use equipoise::script::run_script;
 use equipoise::sql::{OutputFormat, TableArg, run_sql};
 use equipoise::{JobRuntime, progress};
 use equipoise_connectors::GeneratorConfig;
@@ -62,6 +63,11 @@ struct SqlArgs {
 
 #[derive(Debug, Args)]
 struct RunArgs {
+    /// Run a job written in SQL: a script of DDL and views whose last
+    /// statement is `INSERT INTO <table> SELECT ...` (e.g. Kafka to Kafka
+    /// through the operators), instead of the built-in telemetry job.
+    #[arg(long, value_name = "FILE")]
+    sql: Option<PathBuf>,
     /// Stop after this many rows (default: run until Ctrl-C or SIGTERM).
     #[arg(long)]
     rows: Option<u64>,
@@ -187,6 +193,9 @@ async fn sql(args: SqlArgs) -> Result<(), String> {
 }
 
 async fn run(args: RunArgs) -> Result<(), String> {
+    if let Some(path) = &args.sql {
+        return run_script_file(path, args.metrics_addr).await;
+    }
     let source = GeneratorConfig {
         seed: args.seed,
         rows: args.rows,
@@ -217,6 +226,30 @@ async fn run(args: RunArgs) -> Result<(), String> {
     )
     .await
     .map_err(|e| e.to_string())?;
+    println!("{summary}");
+    server.shutdown().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// `equipoise run --sql FILE`: the script job, with the same metrics
+/// endpoint and signal handling as the built-in job.
+async fn run_script_file(path: &Path, metrics_addr: SocketAddr) -> Result<(), String> {
+    let script = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let signals = ShutdownSignals::install()?;
+    let runtime = Arc::new(JobRuntime::default());
+    let server = MetricsServer::start(metrics_addr, runtime.registry().clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        "running {}; metrics at http://{}/metrics; Ctrl-C or SIGTERM stops",
+        path.display(),
+        server.local_addr()
+    );
+    let summary = run_script(&script, runtime, signals.first_then_force_exit())
+        .await
+        .map_err(|e| e.to_string())?;
     println!("{summary}");
     server.shutdown().await.map_err(|e| e.to_string())?;
     Ok(())

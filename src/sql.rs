@@ -14,7 +14,9 @@ use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
 use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::util::pretty::pretty_format_batches_with_schema;
 use datafusion::common::{DataFusionError, Result, plan_err};
+use datafusion::dataframe::DataFrame;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::DFParser;
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
 use futures::StreamExt;
@@ -72,6 +74,24 @@ fn ends(plan: &Arc<dyn ExecutionPlan>) -> bool {
     }
 }
 
+/// Run every statement of `sql` but the last for its effect (DDL, views:
+/// their rows are not kept), and plan the last.
+pub async fn run_script_to_last(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
+    let dialect_name = ctx.state().config_options().sql_parser.dialect.to_string();
+    let dialect = dialect_from_str(&dialect_name)
+        .ok_or_else(|| DataFusionError::Plan(format!("unknown SQL dialect {dialect_name}")))?;
+    let mut statements = DFParser::parse_sql_with_dialect(sql, dialect.as_ref())?;
+    let Some(last) = statements.pop_back() else {
+        return plan_err!("no SQL statement given");
+    };
+    for statement in statements {
+        let plan = ctx.state().statement_to_plan(statement).await?;
+        ctx.execute_logical_plan(plan).await?.collect().await?;
+    }
+    let plan = ctx.state().statement_to_plan(last).await?;
+    ctx.execute_logical_plan(plan).await
+}
+
 /// Register `tables`, run `sql`, write the last result to `out`.
 pub async fn run_sql(
     tables: &[TableArg],
@@ -83,21 +103,7 @@ pub async fn run_sql(
     for table in tables {
         equipoise_connectors::register_file_table(&ctx, &table.name, &table.path).await?;
     }
-    let dialect_name = ctx.state().config_options().sql_parser.dialect.to_string();
-    let dialect = dialect_from_str(&dialect_name)
-        .ok_or_else(|| DataFusionError::Plan(format!("unknown SQL dialect {dialect_name}")))?;
-    let mut statements = DFParser::parse_sql_with_dialect(sql, dialect.as_ref())?;
-    let Some(last) = statements.pop_back() else {
-        return plan_err!("no SQL statement given");
-    };
-    for statement in statements {
-        let plan = ctx.state().statement_to_plan(statement).await?;
-        // Earlier statements run for their effect (DDL, views); their rows
-        // are not printed.
-        ctx.execute_logical_plan(plan).await?.collect().await?;
-    }
-    let plan = ctx.state().statement_to_plan(last).await?;
-    let df = ctx.execute_logical_plan(plan).await?;
+    let df = run_script_to_last(&ctx, sql).await?;
     let schema = Arc::new(df.schema().as_arrow().clone());
     match format {
         OutputFormat::Table => {

@@ -633,3 +633,278 @@ async fn an_insert_whose_rows_are_not_acknowledged_commits_nothing() -> Result<(
     assert_eq!(batches_u64(&retried), 20);
     Ok(())
 }
+
+/// `n` telemetry records from the generator, as JSON lines with the
+/// columns of `examples/kafka-job.sql`.
+async fn telemetry(from: u64, n: u64) -> Result<Vec<String>> {
+    let ctx = SessionContext::new();
+    equipoise::register_all(&ctx)?;
+    let batches = query(
+        &ctx,
+        &format!(
+            "SELECT CAST(seq AS BIGINT) AS seq, CAST(machine_id AS INT) AS machine_id, \
+             temperature_c, vibration_mm_s, pressure_bar, rotation_rpm, current_a, \
+             CAST(label AS INT) AS label FROM equipoise_generator('rows={}') WHERE seq >= {from}",
+            from + n
+        ),
+    )
+    .await?;
+    let mut buffer = Vec::new();
+    {
+        let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut buffer);
+        for batch in &batches {
+            writer.write(batch)?;
+        }
+        writer.finish()?;
+    }
+    Ok(String::from_utf8_lossy(&buffer)
+        .lines()
+        .map(str::to_string)
+        .collect())
+}
+
+/// A consumer of the predictions topic that keeps what it has read.
+struct Predictions {
+    consumer: BaseConsumer,
+    /// (source partition, source offset) of every prediction read.
+    seen: Vec<(i64, i64)>,
+}
+
+impl Predictions {
+    fn new(broker: &Broker) -> Self {
+        let consumer: BaseConsumer = match ClientConfig::new()
+            .set("bootstrap.servers", broker.servers())
+            .set("group.id", "test-predictions")
+            .create()
+        {
+            Ok(consumer) => consumer,
+            Err(e) => panic!("consumer: {e}"),
+        };
+        let mut assignment = TopicPartitionList::new();
+        if let Err(e) = assignment.add_partition_offset("predictions", 0, Offset::Beginning) {
+            panic!("assign: {e}");
+        }
+        if let Err(e) = consumer.assign(&assignment) {
+            panic!("assign: {e}");
+        }
+        Self {
+            consumer,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Read until `done(&seen)` or the deadline; whether `done` held.
+    fn read_until(&mut self, done: impl Fn(&[(i64, i64)]) -> bool) -> bool {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while std::time::Instant::now() < deadline {
+            if done(&self.seen) {
+                return true;
+            }
+            if let Some(Ok(message)) = self.consumer.poll(Duration::from_millis(100)) {
+                let value: serde_json::Value =
+                    serde_json::from_slice(message.payload().unwrap_or_default())
+                        .unwrap_or(serde_json::Value::Null);
+                let (Some(p), Some(o)) = (
+                    value["source_partition"].as_i64(),
+                    value["source_offset"].as_i64(),
+                ) else {
+                    panic!("a prediction without its source: {value}");
+                };
+                self.seen.push((p, o));
+            }
+        }
+        done(&self.seen)
+    }
+
+    fn distinct(&self) -> usize {
+        self.seen
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    }
+}
+
+fn job_script(broker: &Broker, dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/kafka-job.sql"
+    ))
+    .unwrap_or_else(|e| panic!("examples/kafka-job.sql: {e}"));
+    let script = example.replace("127.0.0.1:9092", &broker.servers());
+    let path = dir.path().join("job.sql");
+    if let Err(e) = std::fs::write(&path, script) {
+        panic!("write job.sql: {e}");
+    }
+    path
+}
+
+fn start_job(script: &std::path::Path) -> std::process::Child {
+    match std::process::Command::new(super::common::BIN)
+        .args(["run", "--sql"])
+        .arg(script)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => panic!("spawn equipoise run: {e}"),
+    }
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([name, &child.id().to_string()])
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "kill {name}");
+}
+
+#[tokio::test]
+async fn the_example_job_survives_a_kill_and_stops_cleanly_without_losing_a_record() -> Result<()> {
+    let broker = Broker::start();
+    broker.topic("readings", 2);
+    broker.topic("readings.dead-letters", 1);
+    broker.topic("predictions", 1);
+    let first = telemetry(0, 3000).await?;
+    for (i, line) in first.iter().enumerate() {
+        broker
+            .produce(
+                "readings",
+                (i % 2) as i32,
+                &i.to_string(),
+                line.as_bytes(),
+                &[],
+            )
+            .await;
+    }
+    let dir =
+        tempfile::tempdir().map_err(|e| datafusion::common::DataFusionError::External(e.into()))?;
+    let script = job_script(&broker, &dir);
+    let mut predictions = Predictions::new(&broker);
+
+    // Killed mid-stream: nothing was committed, so the next run reads again.
+    let mut killed = start_job(&script);
+    assert!(
+        predictions.read_until(|seen| seen.len() >= 200),
+        "no predictions"
+    );
+    signal(&killed, "-KILL");
+    let _ = killed.wait();
+
+    // Nothing was committed, so a second run reads every record again;
+    // once it has written them all, it stops on SIGTERM.
+    let before = predictions.seen.len();
+    let second = start_job(&script);
+    assert!(
+        predictions.read_until(|seen| seen.len() >= before + 3000 && covers(seen, 3000)),
+        "every record of the topic has a prediction ({} distinct of {} read)",
+        predictions.distinct(),
+        predictions.seen.len()
+    );
+    signal(&second, "-TERM");
+    let output = tokio::task::spawn_blocking(move || second.wait_with_output())
+        .await
+        .map_err(|e| datafusion::common::DataFusionError::External(e.into()))?
+        .map_err(|e| datafusion::common::DataFusionError::External(e.into()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let second_log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stdout}{second_log}");
+    assert!(
+        stdout.contains("stopped after writing 3000 rows"),
+        "{stdout}{second_log}"
+    );
+
+    // The clean stop committed: a third run processes only the new records.
+    let more = telemetry(3000, 500).await?;
+    for (i, line) in more.iter().enumerate() {
+        broker
+            .produce("readings", (i % 2) as i32, "k", line.as_bytes(), &[])
+            .await;
+    }
+    let third = start_job(&script);
+    assert!(predictions.read_until(|seen| seen.len() >= before + 3500 && covers(seen, 3500)));
+    signal(&third, "-TERM");
+    let output = tokio::task::spawn_blocking(move || third.wait_with_output())
+        .await
+        .map_err(|e| datafusion::common::DataFusionError::External(e.into()))?
+        .map_err(|e| datafusion::common::DataFusionError::External(e.into()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("stopped after writing 500 rows"),
+        "{stdout}\nsecond run:\n{second_log}"
+    );
+    Ok(())
+}
+
+/// Whether `seen` holds `records` distinct source positions.
+fn covers(seen: &[(i64, i64)], records: usize) -> bool {
+    seen.iter().collect::<std::collections::BTreeSet<_>>().len() >= records
+}
+
+// Two workers: the test reads the output topic blockingly while the insert
+// runs on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_unbounded_insert_commits_what_it_wrote() -> Result<()> {
+    let broker = Broker::start();
+    broker.topic("live", 2);
+    broker.topic("copy", 1);
+    for i in 0..60 {
+        broker
+            .produce("live", (i % 2) as i32, "k", reading(i).as_bytes(), &[])
+            .await;
+    }
+    let (ctx, runtime) = session()?;
+    query(
+        &ctx,
+        &format!(
+            "CREATE UNBOUNDED EXTERNAL TABLE live (f1 DOUBLE, label BIGINT, prediction BIGINT) \
+             STORED AS KAFKA LOCATION 'live' OPTIONS ('bootstrap.servers' '{0}', \
+             'group.id' 'copier', 'start' 'committed', 'linger_ms' '20'); \
+             ",
+            broker.servers()
+        ),
+    )
+    .await?;
+    query(
+        &ctx,
+        &format!(
+            "CREATE EXTERNAL TABLE copy (f1 DOUBLE, label BIGINT, prediction BIGINT) \
+             STORED AS KAFKA LOCATION 'copy' OPTIONS ('bootstrap.servers' '{}')",
+            broker.servers()
+        ),
+    )
+    .await?;
+    let insert = ctx.sql("INSERT INTO copy SELECT * FROM live").await?;
+    let running = tokio::spawn(async move { insert.collect().await });
+    let copied = broker.read_all("copy", 1, 60);
+    assert_eq!(copied.len(), 60);
+    runtime
+        .control()
+        .publish(equipoise::operators::ControlSignal::Stop);
+    let written = match tokio::time::timeout(DEADLINE, running).await {
+        Ok(Ok(result)) => result?,
+        other => panic!("the insert did not stop: {other:?}"),
+    };
+    assert_eq!(batches_u64(&written), 60);
+    // The group's offsets are past every record.
+    let consumer: BaseConsumer = match ClientConfig::new()
+        .set("bootstrap.servers", broker.servers())
+        .set("group.id", "copier")
+        .create()
+    {
+        Ok(consumer) => consumer,
+        Err(e) => panic!("consumer: {e}"),
+    };
+    let mut asked = TopicPartitionList::new();
+    asked.add_partition("live", 0);
+    asked.add_partition("live", 1);
+    let committed = match consumer.committed_offsets(asked, Duration::from_secs(10)) {
+        Ok(committed) => committed,
+        Err(e) => panic!("committed offsets: {e}"),
+    };
+    let offsets: Vec<Offset> = committed.elements().iter().map(|e| e.offset()).collect();
+    assert_eq!(offsets, vec![Offset::Offset(30), Offset::Offset(30)]);
+    Ok(())
+}

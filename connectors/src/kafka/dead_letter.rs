@@ -10,7 +10,6 @@ use std::time::Duration;
 use datafusion::common::{DataFusionError, Result, exec_datafusion_err};
 use equipoise_operators::metrics::SharedMetrics;
 use prometheus::IntCounter;
-use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
@@ -47,15 +46,7 @@ impl DeadLetters {
         let producer = match &options.dead_letter_topic {
             None => None,
             Some(topic) => {
-                let mut config = ClientConfig::new();
-                for (key, value) in &options.client {
-                    // Consumer-only settings would make the producer warn.
-                    if !matches!(key.as_str(), "group.id" | "auto.offset.reset") {
-                        config.set(key, value);
-                    }
-                }
-                config.set("enable.idempotence", "true");
-                let producer: FutureProducer = config.create().map_err(|e| {
+                let producer: FutureProducer = options.producer_config().create().map_err(|e| {
                     DataFusionError::Plan(format!(
                         "kafka: cannot create the dead-letter producer for '{topic}': {e}"
                     ))

@@ -21,6 +21,22 @@ use std::time::Duration;
 
 use crate::error::ConnectorError;
 
+/// librdkafka settings that only consumers take (a producer warns on them).
+const CONSUMER_ONLY: [&str; 12] = [
+    "group.id",
+    "group.instance.id",
+    "auto.offset.reset",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "partition.assignment.strategy",
+    "isolation.level",
+    "fetch.min.bytes",
+    "fetch.max.bytes",
+    "fetch.wait.max.ms",
+    "max.partition.fetch.bytes",
+];
+
 /// The prefix DataFusion puts on option keys without a dot.
 const FORMAT_PREFIX: &str = "format.";
 
@@ -209,6 +225,20 @@ impl KafkaOptions {
             ));
         }
         Ok(parsed)
+    }
+
+    /// The client settings for a producer (the sink, dead letters): the
+    /// table's librdkafka settings less the consumer-only ones, with the
+    /// idempotent producer on (its own retries add no duplicates).
+    pub fn producer_config(&self) -> rdkafka::ClientConfig {
+        let mut config = rdkafka::ClientConfig::new();
+        for (key, value) in &self.client {
+            if !CONSUMER_ONLY.contains(&key.as_str()) {
+                config.set(key, value);
+            }
+        }
+        config.set("enable.idempotence", "true");
+        config
     }
 
     /// The consumer group: `group.id` if set, else one derived from the

@@ -22,7 +22,6 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use equipoise_operators::JobRuntime;
 use futures::StreamExt;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
@@ -99,15 +98,7 @@ impl KafkaSink {
     }
 
     fn producer(&self) -> Result<FutureProducer> {
-        let mut config = ClientConfig::new();
-        for (key, value) in &self.options.client {
-            if !matches!(key.as_str(), "group.id" | "auto.offset.reset") {
-                config.set(key, value);
-            }
-        }
-        // No duplicates from the producer's own retries.
-        config.set("enable.idempotence", "true");
-        config.create().map_err(|e| {
+        self.options.producer_config().create().map_err(|e| {
             DataFusionError::Plan(format!(
                 "kafka: cannot create a producer for topic '{}': {e}",
                 self.options.topic
@@ -221,7 +212,14 @@ impl DataSink for KafkaSink {
         written += acknowledge(&mut pending, topic).await?;
         sent.inc_by(written);
         // Every row of the plan is stored: its sources' positions are safe.
-        runtime.commits().commit(&self.sources).await?;
+        let committed = runtime.commits().commit(&self.sources).await?;
+        tracing::info!(
+            topic,
+            rows = written,
+            sources = ?self.sources,
+            committed,
+            "kafka sink: every row acknowledged; source offsets committed"
+        );
         Ok(written)
     }
 }

@@ -145,6 +145,19 @@ pub struct ControlReceiver {
 }
 
 impl ControlReceiver {
+    /// The next signal, waiting for it; `None` once the bus is gone.
+    pub async fn recv(&mut self) -> Option<ControlSignal> {
+        loop {
+            match self.receiver.recv().await {
+                Ok(signal) => return Some(signal),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "control subscriber lagged; signals were missed");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
     /// Signals that arrived since the last call, without waiting. Operators
     /// call this between batches, so signals take effect at batch boundaries.
     pub fn drain(&mut self) -> Vec<ControlSignal> {
