@@ -1,0 +1,245 @@
+//! Kafka ingestion against librdkafka's mock cluster, in one run:
+//!
+//! - (a) a plain rdkafka consumer that only reads the bytes (`BaseConsumer`
+//!   polled in a loop, and `StreamConsumer` awaited in a loop: the two
+//!   client shapes the source could use);
+//! - (b) the Equipoise source decoding the same records into Arrow batches
+//!   (`SELECT count(*)` over a bounded Kafka table);
+//! - (c) the default pipeline end to end: the topic through QC-SMOTE,
+//!   iCost, the detector and the drift monitor into a predictions topic
+//!   (`INSERT INTO ... SELECT`, every message acknowledged).
+//!
+//! `BENCH_RECORDS` sets the record count (default 1,000,000 records of 20
+//! numeric features and a label, 2% minority). The broker runs in this
+//! process and shares its cores: figures compare client shapes on one
+//! machine, they are not a broker's throughput.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::common::{DataFusionError, Result};
+use equipoise::JobRuntime;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const TOPIC: &str = "readings";
+const PARTITIONS: i32 = 4;
+const FEATURES: usize = 20;
+
+fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// Record `i`: 20 features and a label, 1 in 50 of the minority, whose
+/// features are shifted so a detector has something to learn.
+fn record(i: u64) -> String {
+    let label = u64::from(i.is_multiple_of(50));
+    let mut state = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    let mut fields = Vec::with_capacity(FEATURES + 1);
+    for f in 0..FEATURES {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+        let shift = if label == 1 && f < 5 { 1.5 } else { 0.0 };
+        fields.push(format!("\"f{f}\":{:.6}", u * 4.0 - 2.0 + shift));
+    }
+    fields.push(format!("\"label\":{label}"));
+    format!("{{{}}}", fields.join(","))
+}
+
+fn consumer_config(servers: &str, group: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", servers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10");
+    config
+}
+
+fn assignment() -> Result<TopicPartitionList> {
+    let mut list = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        list.add_partition_offset(TOPIC, partition, Offset::Beginning)
+            .map_err(external)?;
+    }
+    Ok(list)
+}
+
+/// (a) Read every record's bytes with a polled `BaseConsumer`.
+fn read_base(servers: &str, records: u64) -> Result<(Duration, u64)> {
+    let consumer: BaseConsumer = consumer_config(servers, "bench-base")
+        .create()
+        .map_err(external)?;
+    consumer.assign(&assignment()?).map_err(external)?;
+    let started = Instant::now();
+    let (mut read, mut bytes) = (0u64, 0u64);
+    while read < records {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.map_err(external)?;
+            bytes += message.payload().map_or(0, <[u8]>::len) as u64;
+            read += 1;
+        }
+    }
+    Ok((started.elapsed(), bytes))
+}
+
+/// (a) The same with an awaited `StreamConsumer`.
+async fn read_stream(servers: &str, records: u64) -> Result<(Duration, u64)> {
+    let consumer: StreamConsumer = consumer_config(servers, "bench-stream")
+        .create()
+        .map_err(external)?;
+    consumer.assign(&assignment()?).map_err(external)?;
+    let started = Instant::now();
+    let (mut read, mut bytes) = (0u64, 0u64);
+    while read < records {
+        let message = consumer.recv().await.map_err(external)?;
+        bytes += message.payload().map_or(0, <[u8]>::len) as u64;
+        read += 1;
+    }
+    Ok((started.elapsed(), bytes))
+}
+
+fn columns() -> String {
+    (0..FEATURES)
+        .map(|f| format!("f{f} DOUBLE"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn main() -> Result<()> {
+    let records: u64 = std::env::var("BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(external)?;
+    runtime.block_on(async {
+        let cluster = MockCluster::new(1).map_err(external)?;
+        cluster.create_topic(TOPIC, PARTITIONS, 1).map_err(external)?;
+        cluster.create_topic("predictions", 1, 1).map_err(external)?;
+        let servers = cluster.bootstrap_servers();
+
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &servers)
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()
+            .map_err(external)?;
+        let filling = Instant::now();
+        let mut pending = Vec::new();
+        for i in 0..records {
+            let payload = record(i);
+            let partition = (i % PARTITIONS as u64) as i32;
+            let send = producer.send_result(
+                FutureRecord::<(), str>::to(TOPIC)
+                    .partition(partition)
+                    .payload(payload.as_str()),
+            );
+            match send {
+                Ok(delivery) => pending.push(delivery),
+                Err((e, _)) => return Err(external(e)),
+            }
+            if pending.len() >= 100_000 {
+                for delivery in pending.drain(..) {
+                    let _ = delivery.await;
+                }
+            }
+        }
+        for delivery in pending.drain(..) {
+            let _ = delivery.await;
+        }
+        producer.flush(Duration::from_secs(60)).map_err(external)?;
+        println!(
+            "filled {TOPIC}: {records} records in {:.1} s",
+            filling.elapsed().as_secs_f64()
+        );
+
+        let base_servers = servers.clone();
+        let (base, bytes) =
+            tokio::task::spawn_blocking(move || read_base(&base_servers, records))
+                .await
+                .map_err(external)??;
+        let (stream, _) = read_stream(&servers, records).await?;
+
+        let ctx = equipoise::new_session(Arc::new(JobRuntime::default()))?;
+        let create = format!(
+            "CREATE EXTERNAL TABLE readings ({}, label INT) STORED AS KAFKA LOCATION '{TOPIC}' \
+             OPTIONS ('bootstrap.servers' '{servers}', 'start' 'earliest', 'group.id' 'bench-source')",
+            columns()
+        );
+        ctx.sql(&create).await?.collect().await?;
+        let started = Instant::now();
+        let counted = ctx.sql("SELECT count(*) FROM readings").await?.collect().await?;
+        let source = started.elapsed();
+        let rows = datafusion::arrow::util::pretty::pretty_format_batches(&counted)?;
+
+        ctx.sql(&format!(
+            "CREATE EXTERNAL TABLE predictions (label INT, prediction INT, score DOUBLE, \
+             drift_state VARCHAR) STORED AS KAFKA LOCATION 'predictions' \
+             OPTIONS ('bootstrap.servers' '{servers}')"
+        ))
+        .await?
+        .collect()
+        .await?;
+        // The default chain as views, as users write it.
+        for view in [
+            "CREATE VIEW balanced AS SELECT * FROM qc_smote('readings', 'label', 'mode=stream')",
+            "CREATE VIEW weighed AS SELECT * FROM icost('balanced', 'label', 'mode=stream')",
+            "CREATE VIEW scored AS SELECT * FROM train_detector('weighed', 'label')",
+        ] {
+            ctx.sql(view).await?.collect().await?;
+        }
+        let started = Instant::now();
+        ctx.sql(
+            "INSERT INTO predictions SELECT label, prediction, score, drift_state \
+             FROM drift_monitor('scored', 'label', 'prediction')",
+        )
+        .await?
+        .collect()
+        .await?;
+        let job = started.elapsed();
+        report(records, bytes, base, stream, source, job, &rows.to_string());
+        Ok(())
+    })
+}
+
+fn report(
+    records: u64,
+    bytes: u64,
+    base: Duration,
+    stream: Duration,
+    source: Duration,
+    job: Duration,
+    count: &str,
+) {
+    let rate = |d: Duration| records as f64 / d.as_secs_f64();
+    let plain = rate(base).max(rate(stream));
+    println!("{count}");
+    println!("{records} records, {:.1} MB of values", bytes as f64 / 1e6);
+    println!("| path | s | records/s | / plain consumer |");
+    println!("|---|---:|---:|---:|");
+    for (name, d) in [
+        ("(a) BaseConsumer, bytes only", base),
+        ("(a) StreamConsumer, bytes only", stream),
+        ("(b) Equipoise source into Arrow", source),
+        ("(c) default pipeline end to end", job),
+    ] {
+        println!(
+            "| {name} | {:.2} | {:.0} | {:.2} |",
+            d.as_secs_f64(),
+            rate(d),
+            rate(d) / plain
+        );
+    }
+}
