@@ -20,6 +20,7 @@
 //! - `prometheus`: a real Prometheus server scraping `equipoise run`, with
 //!   the alert rules loaded.
 //! - `streaming`: the unbounded execution path through the library API.
+//! - `tansu`: `equipoise sql` against a tansu broker in its own process.
 
 mod it {
     pub mod cli_run;
@@ -35,4 +36,5 @@ mod it {
     pub mod prometheus;
     pub mod slt;
     pub mod streaming;
+    pub mod tansu;
 }

@@ -908,3 +908,118 @@ async fn a_stopped_unbounded_insert_commits_what_it_wrote() -> Result<()> {
     assert_eq!(offsets, vec![Offset::Offset(30), Offset::Offset(30)]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_readers_of_one_group_share_the_partitions_and_lose_nothing() -> Result<()> {
+    let broker = Broker::start();
+    broker.topic("shared", 4);
+    broker.topic("merged", 1);
+    for i in 0..400 {
+        broker
+            .produce("shared", (i % 4) as i32, "k", reading(i).as_bytes(), &[])
+            .await;
+    }
+    let (ctx, runtime) = session()?;
+    query(
+        &ctx,
+        &format!(
+            "CREATE UNBOUNDED EXTERNAL TABLE shared (f1 DOUBLE, label BIGINT, _partition INT, \
+             _offset BIGINT) STORED AS KAFKA LOCATION 'shared' OPTIONS ('bootstrap.servers' '{0}', \
+             'group.id' 'pair', 'start' 'committed', 'linger_ms' '20')",
+            broker.servers()
+        ),
+    )
+    .await?;
+    query(
+        &ctx,
+        &format!(
+            "CREATE EXTERNAL TABLE merged (reader VARCHAR, source_partition INT, source_offset BIGINT) \
+             STORED AS KAFKA LOCATION 'merged' OPTIONS ('bootstrap.servers' '{}')",
+            broker.servers()
+        ),
+    )
+    .await?;
+    let mut running = Vec::new();
+    for reader in ["a", "b"] {
+        let insert = ctx
+            .sql(&format!(
+                "INSERT INTO merged SELECT '{reader}', _partition, _offset FROM shared"
+            ))
+            .await?;
+        running.push(tokio::spawn(async move { insert.collect().await }));
+    }
+    // The group spreads the four partitions over the two readers; together
+    // they copy every record.
+    let merged = broker.read_all("merged", 1, 400);
+    runtime
+        .control()
+        .publish(equipoise::operators::ControlSignal::Stop);
+    for task in running {
+        match tokio::time::timeout(DEADLINE, task).await {
+            Ok(Ok(result)) => {
+                result?;
+            }
+            other => panic!("a reader did not stop: {other:?}"),
+        }
+    }
+    let mut positions = std::collections::BTreeSet::new();
+    let mut readers = std::collections::BTreeMap::<String, std::collections::BTreeSet<i64>>::new();
+    for message in &merged {
+        let value: serde_json::Value =
+            serde_json::from_slice(message.payload().unwrap_or_default()).unwrap_or_default();
+        let (Some(reader), Some(p), Some(o)) = (
+            value["reader"].as_str(),
+            value["source_partition"].as_i64(),
+            value["source_offset"].as_i64(),
+        ) else {
+            panic!("{value}");
+        };
+        positions.insert((p, o));
+        readers.entry(reader.to_string()).or_default().insert(p);
+    }
+    assert_eq!(positions.len(), 400, "every record copied");
+    assert_eq!(readers.len(), 2, "both readers had partitions: {readers:?}");
+    let all: std::collections::BTreeSet<i64> = readers.values().flatten().copied().collect();
+    assert_eq!(all.len(), 4);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_goes_down_and_comes_back_loses_no_record() -> Result<()> {
+    let broker = Broker::start();
+    broker.topic("outage", 2);
+    for i in 0..300 {
+        broker
+            .produce("outage", (i % 2) as i32, "k", reading(i).as_bytes(), &[])
+            .await;
+    }
+    let (ctx, _) = session()?;
+    query(
+        &ctx,
+        &format!(
+            "CREATE UNBOUNDED EXTERNAL TABLE outage (f1 DOUBLE, label BIGINT, _partition INT, \
+             _offset BIGINT) STORED AS KAFKA LOCATION 'outage' OPTIONS ('bootstrap.servers' '{}', \
+             'start' 'earliest', 'linger_ms' '20')",
+            broker.servers()
+        ),
+    )
+    .await?;
+    let reading = ctx
+        .sql("SELECT count(DISTINCT (_partition, _offset)) FROM (SELECT * FROM outage LIMIT 300)")
+        .await?;
+    let running = tokio::spawn(async move { reading.collect().await });
+    // The only broker goes down while the read runs, then comes back.
+    if let Err(e) = broker.cluster.broker_down(1) {
+        panic!("broker down: {e}");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if let Err(e) = broker.cluster.broker_up(1) {
+        panic!("broker up: {e}");
+    }
+    let counted = match tokio::time::timeout(DEADLINE, running).await {
+        Ok(Ok(result)) => result?,
+        other => panic!("the read did not finish: {other:?}"),
+    };
+    assert_eq!(int(&counted, 0), 300);
+    Ok(())
+}

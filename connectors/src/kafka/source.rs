@@ -62,6 +62,9 @@ use super::sink::KafkaSink;
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// Batches in flight between the consumer loop and the plan.
 const CHANNEL_BATCHES: usize = 2;
+/// Attempts, and the backoff between them, of a commit a rebalance refused.
+const COMMIT_ATTEMPTS: u32 = 5;
+const COMMIT_BACKOFF: Duration = Duration::from_millis(200);
 /// How often the consumer lag gauges are refreshed.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -678,9 +681,24 @@ impl PendingCommit for KafkaCommit {
             list.add_partition_offset(&self.topic, *partition, Offset::Offset(*next))
                 .map_err(|e| kafka_error(&e))?;
         }
-        self.consumer.commit(&list, CommitMode::Sync).map_err(|e| {
-            exec_datafusion_err!("kafka: cannot commit the offsets of '{}': {e}", self.topic)
-        })
+        // A rebalance (another member joining or leaving) refuses commits
+        // for a moment: try again a few times before giving up.
+        let mut attempt = 0;
+        loop {
+            match self.consumer.commit(&list, CommitMode::Sync) {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < COMMIT_ATTEMPTS && is_transient(&e) => {
+                    attempt += 1;
+                    std::thread::sleep(COMMIT_BACKOFF * attempt);
+                }
+                Err(e) => {
+                    return Err(exec_datafusion_err!(
+                        "kafka: cannot commit the offsets of '{}': {e}",
+                        self.topic
+                    ));
+                }
+            }
+        }
     }
 }
 
@@ -691,7 +709,7 @@ impl PendingCommit for KafkaCommit {
 fn is_transient(error: &KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as Code;
     match error {
-        KafkaError::MessageConsumption(code) => matches!(
+        KafkaError::MessageConsumption(code) | KafkaError::ConsumerCommit(code) => matches!(
             code,
             Code::RequestTimedOut
                 | Code::NotLeaderForPartition

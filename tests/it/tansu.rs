@@ -1,0 +1,150 @@
+//! End to end against a Kafka-protocol broker in its own process (tansu,
+//! with SQLite storage, whose high watermarks are right): `equipoise sql`
+//! over a bounded topic of three partitions.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use super::common::{free_port, tool};
+
+/// A tansu broker on a free loopback port, stopped when dropped.
+struct Tansu {
+    binary: PathBuf,
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Tansu {
+    fn start() -> Option<Self> {
+        let binary = tool("tansu")?;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&binary)
+            .current_dir(dir.path())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.sqlite"])
+            .args(["--cluster-id", "equipoise-test", "--silent"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start tansu: {e}"));
+        let address = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {address}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Self {
+            binary,
+            child,
+            address,
+            _dir: dir,
+        })
+    }
+
+    fn topic(&self, name: &str, partitions: u32) {
+        let status = Command::new(&self.binary)
+            .args(["topic", "create", "--broker"])
+            .arg(format!("tcp://{}", self.address))
+            .args(["--partitions", &partitions.to_string(), name])
+            .stdout(Stdio::null())
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "create topic {name}");
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Record `i` of the test topic: one in 50 of class 1, its first features
+/// shifted.
+fn record(i: u64) -> String {
+    let label = u64::from(i.is_multiple_of(50));
+    let x = |k: u64| ((i * 7919 + k * 104_729) % 1000) as f64 / 250.0 - 2.0;
+    format!(
+        r#"{{"seq": {i}, "f1": {}, "f2": {}, "f3": {}, "label": {label}}}"#,
+        x(1) + 1.5 * label as f64,
+        x(2) + 1.0 * label as f64,
+        x(3)
+    )
+}
+
+async fn fill(address: &str, topic: &str, partitions: u64, records: std::ops::Range<u64>) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", address)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap_or_else(|e| panic!("producer: {e}"));
+    let mut pending = Vec::new();
+    for i in records {
+        let payload = record(i);
+        match producer.send_result(
+            FutureRecord::<(), str>::to(topic)
+                .partition((i % partitions) as i32)
+                .payload(payload.as_str()),
+        ) {
+            Ok(delivery) => pending.push(delivery),
+            Err((e, _)) => panic!("produce: {e}"),
+        }
+        if pending.len() >= 10_000 {
+            for delivery in pending.drain(..) {
+                assert!(
+                    matches!(delivery.await, Ok(Ok(_))),
+                    "record not acknowledged"
+                );
+            }
+        }
+    }
+    for delivery in pending.drain(..) {
+        assert!(
+            matches!(delivery.await, Ok(Ok(_))),
+            "record not acknowledged"
+        );
+    }
+}
+
+#[tokio::test]
+async fn equipoise_sql_counts_every_record_and_every_minority_record_of_a_topic() {
+    let Some(broker) = Tansu::start() else {
+        return;
+    };
+    broker.topic("modules", 3);
+    fill(&broker.address, "modules", 3, 0..5_000).await;
+    let sql = format!(
+        "CREATE EXTERNAL TABLE modules (seq BIGINT, f1 DOUBLE, f2 DOUBLE, f3 DOUBLE, label INT) \
+         STORED AS KAFKA LOCATION 'modules' OPTIONS ('bootstrap.servers' '{}', 'start' 'earliest'); \
+         SELECT count(*) AS n, sum(label) AS minority, count(DISTINCT seq) AS distinct_seq FROM modules",
+        broker.address
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        super::common::equipoise(&["sql", "--format", "csv", &sql])
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout.lines().nth(1), Some("5000,100,5000"), "{stdout}");
+}
