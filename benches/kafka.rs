@@ -32,6 +32,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const TOPIC: &str = "readings";
 const PARTITIONS: i32 = 4;
 const FEATURES: usize = 20;
+/// A read that waits this long for a record has stalled.
+const IDLE: Duration = Duration::from_secs(10);
 
 fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
     DataFusionError::External(Box::new(e))
@@ -82,11 +84,17 @@ fn read_base(servers: &str, records: u64) -> Result<(Duration, u64)> {
     consumer.assign(&assignment()?).map_err(external)?;
     let started = Instant::now();
     let (mut read, mut bytes) = (0u64, 0u64);
+    let mut last = Instant::now();
     while read < records {
         if let Some(message) = consumer.poll(Duration::from_millis(100)) {
             let message = message.map_err(external)?;
             bytes += message.payload().map_or(0, <[u8]>::len) as u64;
             read += 1;
+            last = Instant::now();
+        } else if last.elapsed() > IDLE {
+            return Err(DataFusionError::Execution(format!(
+                "BaseConsumer read {read} of {records} records"
+            )));
         }
     }
     Ok((started.elapsed(), bytes))
@@ -101,7 +109,12 @@ async fn read_stream(servers: &str, records: u64) -> Result<(Duration, u64)> {
     let started = Instant::now();
     let (mut read, mut bytes) = (0u64, 0u64);
     while read < records {
-        let message = consumer.recv().await.map_err(external)?;
+        let Ok(message) = tokio::time::timeout(IDLE, consumer.recv()).await else {
+            return Err(DataFusionError::Execution(format!(
+                "StreamConsumer read {read} of {records} records"
+            )));
+        };
+        let message = message.map_err(external)?;
         bytes += message.payload().map_or(0, <[u8]>::len) as u64;
         read += 1;
     }
@@ -138,6 +151,7 @@ fn main() -> Result<()> {
             .map_err(external)?;
         let filling = Instant::now();
         let mut pending = Vec::new();
+        let mut delivered = 0u64;
         for i in 0..records {
             let payload = record(i);
             let partition = (i % PARTITIONS as u64) as i32;
@@ -152,18 +166,19 @@ fn main() -> Result<()> {
             }
             if pending.len() >= 100_000 {
                 for delivery in pending.drain(..) {
-                    let _ = delivery.await;
+                    delivered += u64::from(matches!(delivery.await, Ok(Ok(_))));
                 }
             }
         }
         for delivery in pending.drain(..) {
-            let _ = delivery.await;
+            delivered += u64::from(matches!(delivery.await, Ok(Ok(_))));
         }
         producer.flush(Duration::from_secs(60)).map_err(external)?;
         println!(
-            "filled {TOPIC}: {records} records in {:.1} s",
+            "filled {TOPIC}: {delivered} of {records} records acknowledged in {:.1} s",
             filling.elapsed().as_secs_f64()
         );
+        let records = delivered;
 
         let base_servers = servers.clone();
         let (base, bytes) =
