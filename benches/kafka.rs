@@ -9,10 +9,11 @@
 //!   iCost, the detector and the drift monitor into a predictions topic
 //!   (`INSERT INTO ... SELECT`, every message acknowledged).
 //!
-//! `BENCH_RECORDS` sets the record count (default 1,000,000 records of 20
-//! numeric features and a label, 2% minority). The broker runs in this
-//! process and shares its cores: figures compare client shapes on one
-//! machine, they are not a broker's throughput.
+//! `BENCH_RECORDS` sets the record count (default 300,000 records of 20
+//! numeric features and a label, 2% minority; figures in
+//! docs/benchmarks.md). The broker runs in this process and shares its
+//! cores: figures compare client paths on one machine, they are not a
+//! broker's throughput.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +31,9 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const TOPIC: &str = "readings";
-const PARTITIONS: i32 = 4;
+/// Records per partition: the mock cluster stops serving a partition past
+/// about 16,000 records here, so a larger topic gets more partitions.
+const RECORDS_PER_PARTITION: u64 = 15_000;
 const FEATURES: usize = 20;
 /// A read that waits this long for a record has stalled.
 const IDLE: Duration = Duration::from_secs(10);
@@ -67,9 +70,9 @@ fn consumer_config(servers: &str, group: &str) -> ClientConfig {
     config
 }
 
-fn assignment() -> Result<TopicPartitionList> {
+fn assignment(partitions: i32) -> Result<TopicPartitionList> {
     let mut list = TopicPartitionList::new();
-    for partition in 0..PARTITIONS {
+    for partition in 0..partitions {
         list.add_partition_offset(TOPIC, partition, Offset::Beginning)
             .map_err(external)?;
     }
@@ -77,11 +80,13 @@ fn assignment() -> Result<TopicPartitionList> {
 }
 
 /// (a) Read every record's bytes with a polled `BaseConsumer`.
-fn read_base(servers: &str, records: u64) -> Result<(Duration, u64)> {
+fn read_base(servers: &str, records: u64, partitions: i32) -> Result<(Duration, u64)> {
     let consumer: BaseConsumer = consumer_config(servers, "bench-base")
         .create()
         .map_err(external)?;
-    consumer.assign(&assignment()?).map_err(external)?;
+    consumer
+        .assign(&assignment(partitions)?)
+        .map_err(external)?;
     let started = Instant::now();
     let (mut read, mut bytes) = (0u64, 0u64);
     let mut last = Instant::now();
@@ -101,11 +106,13 @@ fn read_base(servers: &str, records: u64) -> Result<(Duration, u64)> {
 }
 
 /// (a) The same with an awaited `StreamConsumer`.
-async fn read_stream(servers: &str, records: u64) -> Result<(Duration, u64)> {
+async fn read_stream(servers: &str, records: u64, partitions: i32) -> Result<(Duration, u64)> {
     let consumer: StreamConsumer = consumer_config(servers, "bench-stream")
         .create()
         .map_err(external)?;
-    consumer.assign(&assignment()?).map_err(external)?;
+    consumer
+        .assign(&assignment(partitions)?)
+        .map_err(external)?;
     let started = Instant::now();
     let (mut read, mut bytes) = (0u64, 0u64);
     while read < records {
@@ -132,14 +139,16 @@ fn main() -> Result<()> {
     let records: u64 = std::env::var("BENCH_RECORDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+        .unwrap_or(300_000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(external)?;
     runtime.block_on(async {
         let cluster = MockCluster::new(1).map_err(external)?;
-        cluster.create_topic(TOPIC, PARTITIONS, 1).map_err(external)?;
+        let partitions = i32::try_from(records.div_ceil(RECORDS_PER_PARTITION).max(4))
+            .map_err(external)?;
+        cluster.create_topic(TOPIC, partitions, 1).map_err(external)?;
         cluster.create_topic("predictions", 1, 1).map_err(external)?;
         let servers = cluster.bootstrap_servers();
 
@@ -154,7 +163,7 @@ fn main() -> Result<()> {
         let mut delivered = 0u64;
         for i in 0..records {
             let payload = record(i);
-            let partition = (i % PARTITIONS as u64) as i32;
+            let partition = (i % partitions as u64) as i32;
             let send = producer.send_result(
                 FutureRecord::<(), str>::to(TOPIC)
                     .partition(partition)
@@ -175,17 +184,17 @@ fn main() -> Result<()> {
         }
         producer.flush(Duration::from_secs(60)).map_err(external)?;
         println!(
-            "filled {TOPIC}: {delivered} of {records} records acknowledged in {:.1} s",
+            "filled {TOPIC} ({partitions} partitions): {delivered} of {records} records acknowledged in {:.1} s",
             filling.elapsed().as_secs_f64()
         );
         let records = delivered;
 
         let base_servers = servers.clone();
         let (base, bytes) =
-            tokio::task::spawn_blocking(move || read_base(&base_servers, records))
+            tokio::task::spawn_blocking(move || read_base(&base_servers, records, partitions))
                 .await
                 .map_err(external)??;
-        let (stream, _) = read_stream(&servers, records).await?;
+        let (stream, _) = read_stream(&servers, records, partitions).await?;
 
         let ctx = equipoise::new_session(Arc::new(JobRuntime::default()))?;
         let create = format!(
