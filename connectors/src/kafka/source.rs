@@ -368,6 +368,7 @@ impl Reader {
             }
         }
         let bounded = self.options.mode == ReadMode::Bounded;
+        let limits = bounded.then(|| ends.clone());
         let mut buffer: Vec<Message> = Vec::with_capacity(self.options.batch_rows);
         let mut first_buffered: Option<Instant> = None;
         let mut ticker = tokio::time::interval(self.options.linger);
@@ -396,16 +397,11 @@ impl Reader {
                             ));
                         }
                     };
-                    let owned = owned(&message);
+                    let record = owned(&message);
                     records.inc();
-                    bytes.inc_by(owned.payload.as_ref().map_or(0, Vec::len) as u64);
-                    if let Some(end) = ends.get(&owned.partition)
-                        && owned.offset + 1 >= *end
-                    {
-                        ends.remove(&owned.partition);
-                    }
+                    bytes.inc_by(record.payload.as_ref().map_or(0, Vec::len) as u64);
                     first_buffered.get_or_insert_with(Instant::now);
-                    buffer.push(owned);
+                    take(record, &mut buffer, &mut ends, limits.as_ref());
                     if buffer.len() >= self.options.batch_rows {
                         if !self.emit(&mut buffer, &mut dead_letters, &tx).await? {
                             return Ok(());
@@ -495,6 +491,30 @@ impl Reader {
         buffer.clear();
         Ok(sent)
     }
+}
+
+/// Add a consumed record to the buffer. A bounded read keeps only records
+/// below its partitions' `limits` (records written after the read started
+/// are not its), and a partition is done when its last one is taken.
+fn take(
+    message: Message,
+    buffer: &mut Vec<Message>,
+    ends: &mut BTreeMap<i32, i64>,
+    limits: Option<&BTreeMap<i32, i64>>,
+) {
+    if let Some(limits) = limits
+        && limits
+            .get(&message.partition)
+            .is_none_or(|end| message.offset >= *end)
+    {
+        return;
+    }
+    if let Some(end) = ends.get(&message.partition)
+        && message.offset + 1 >= *end
+    {
+        ends.remove(&message.partition);
+    }
+    buffer.push(message);
 }
 
 /// Run a blocking client call (metadata, watermarks, committed offsets) on
@@ -735,4 +755,45 @@ fn is_transient(error: &KafkaError) -> bool {
 
 pub(crate) fn kafka_error(error: &KafkaError) -> DataFusionError {
     exec_datafusion_err!("kafka: {error}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(partition: i32, offset: i64) -> Message {
+        Message {
+            topic: "t".into(),
+            partition,
+            offset,
+            timestamp: None,
+            key: None,
+            payload: Some(b"{}".to_vec()),
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_bounded_read_keeps_only_records_below_its_watermarks() {
+        let limits: BTreeMap<i32, i64> = [(0, 3), (1, 1)].into_iter().collect();
+        let mut ends = limits.clone();
+        let mut buffer = Vec::new();
+        for (partition, offset) in [(0, 1), (1, 0), (1, 1), (0, 2), (0, 3), (2, 0)] {
+            take(
+                record(partition, offset),
+                &mut buffer,
+                &mut ends,
+                Some(&limits),
+            );
+        }
+        let kept: Vec<(i32, i64)> = buffer.iter().map(|m| (m.partition, m.offset)).collect();
+        // Offset 1 of partition 1 and 3 of partition 0 were written after
+        // the read started; partition 2 was not part of it.
+        assert_eq!(kept, vec![(0, 1), (1, 0), (0, 2)]);
+        assert!(ends.is_empty(), "both partitions reached their ends");
+        // Unbounded reads keep everything.
+        let mut all = Vec::new();
+        take(record(5, 9), &mut all, &mut BTreeMap::new(), None);
+        assert_eq!(all.len(), 1);
+    }
 }
