@@ -86,23 +86,7 @@ impl Broker {
         partitions: i32,
         expected: usize,
     ) -> Vec<rdkafka::message::OwnedMessage> {
-        let consumer: BaseConsumer = match ClientConfig::new()
-            .set("bootstrap.servers", self.servers())
-            .set("group.id", "test-reader")
-            .create()
-        {
-            Ok(consumer) => consumer,
-            Err(e) => panic!("consumer: {e}"),
-        };
-        let mut assignment = TopicPartitionList::new();
-        for partition in 0..partitions {
-            if let Err(e) = assignment.add_partition_offset(topic, partition, Offset::Beginning) {
-                panic!("assign: {e}");
-            }
-        }
-        if let Err(e) = consumer.assign(&assignment) {
-            panic!("assign: {e}");
-        }
+        let consumer = reader(&self.servers(), "test-reader", topic, partitions);
         let mut messages = Vec::new();
         let deadline = std::time::Instant::now() + DEADLINE;
         while messages.len() < expected && std::time::Instant::now() < deadline {
@@ -112,6 +96,28 @@ impl Broker {
         }
         messages
     }
+}
+
+/// A consumer of `group` assigned `partitions` of `topic` from the start.
+fn reader(servers: &str, group: &str, topic: &str, partitions: i32) -> BaseConsumer {
+    let consumer: BaseConsumer = match ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", group)
+        .create()
+    {
+        Ok(consumer) => consumer,
+        Err(e) => panic!("consumer: {e}"),
+    };
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        if let Err(e) = assignment.add_partition_offset(topic, partition, Offset::Beginning) {
+            panic!("assign: {e}");
+        }
+    }
+    if let Err(e) = consumer.assign(&assignment) {
+        panic!("assign: {e}");
+    }
+    consumer
 }
 
 fn session() -> Result<(SessionContext, Arc<JobRuntime>)> {
@@ -672,21 +678,7 @@ struct Predictions {
 
 impl Predictions {
     fn new(broker: &Broker) -> Self {
-        let consumer: BaseConsumer = match ClientConfig::new()
-            .set("bootstrap.servers", broker.servers())
-            .set("group.id", "test-predictions")
-            .create()
-        {
-            Ok(consumer) => consumer,
-            Err(e) => panic!("consumer: {e}"),
-        };
-        let mut assignment = TopicPartitionList::new();
-        if let Err(e) = assignment.add_partition_offset("predictions", 0, Offset::Beginning) {
-            panic!("assign: {e}");
-        }
-        if let Err(e) = consumer.assign(&assignment) {
-            panic!("assign: {e}");
-        }
+        let consumer = reader(&broker.servers(), "test-predictions", "predictions", 1);
         Self {
             consumer,
             seen: Vec::new(),
@@ -1019,21 +1011,7 @@ fn copied_positions(
     topic: &str,
     expected: usize,
 ) -> std::collections::BTreeSet<(i64, i64)> {
-    let consumer: BaseConsumer = match ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .set("group.id", "test-copied")
-        .create()
-    {
-        Ok(consumer) => consumer,
-        Err(e) => panic!("consumer: {e}"),
-    };
-    let mut assignment = TopicPartitionList::new();
-    if let Err(e) = assignment.add_partition_offset(topic, 0, Offset::Beginning) {
-        panic!("assign: {e}");
-    }
-    if let Err(e) = consumer.assign(&assignment) {
-        panic!("assign: {e}");
-    }
+    let consumer = reader(servers, "test-copied", topic, 1);
     let mut positions = std::collections::BTreeSet::new();
     let deadline = std::time::Instant::now() + DEADLINE;
     while positions.len() < expected && std::time::Instant::now() < deadline {

@@ -269,16 +269,7 @@ impl RecordDecoder {
                 .map_err(|e| Failure::internal(&e))?;
         for payload in payloads {
             let before = decoder.len();
-            let mut rest = payload;
-            while !rest.is_empty() {
-                let read = decoder
-                    .decode(rest)
-                    .map_err(|e| Failure::malformed(e.to_string()))?;
-                if read == 0 {
-                    break;
-                }
-                rest = &rest[read..];
-            }
+            feed(payload, |bytes| decoder.decode(bytes))?;
             if decoder.has_partial_record() {
                 return Err(Failure::malformed("the JSON value is truncated"));
             }
@@ -315,16 +306,7 @@ impl RecordDecoder {
                 ));
             }
             for part in [line, b"\n".as_slice()] {
-                let mut rest = part;
-                while !rest.is_empty() {
-                    let read = decoder
-                        .decode(rest)
-                        .map_err(|e| Failure::malformed(e.to_string()))?;
-                    if read == 0 {
-                        break;
-                    }
-                    rest = &rest[read..];
-                }
+                feed(part, |bytes| decoder.decode(bytes))?;
             }
             if before - decoder.capacity() != 1 {
                 return Err(Failure::malformed("the message holds no CSV record"));
@@ -332,6 +314,22 @@ impl RecordDecoder {
         }
         decoder.flush().map_err(|e| Failure::schema(&e))
     }
+}
+
+/// Hand `bytes` to a decoder until it has taken them all (or stops taking:
+/// its batch is full); a decoder error makes the message malformed.
+fn feed(
+    mut bytes: &[u8],
+    mut decode: impl FnMut(&[u8]) -> std::result::Result<usize, ArrowError>,
+) -> std::result::Result<(), Failure> {
+    while !bytes.is_empty() {
+        let read = decode(bytes).map_err(|e| Failure::malformed(e.to_string()))?;
+        if read == 0 {
+            break;
+        }
+        bytes = &bytes[read..];
+    }
+    Ok(())
 }
 
 /// Why a set of payloads did not decode.
