@@ -260,7 +260,6 @@ impl PartitionStream for KafkaPartitionStream {
             options: self.options.clone(),
             decoder: self.decoder.clone(),
             runtime: Arc::clone(&self.runtime),
-            positions: std::sync::Mutex::default(),
         };
         builder.spawn(reader.run(tx));
         builder.build()
@@ -273,9 +272,6 @@ struct Reader {
     options: KafkaOptions,
     decoder: RecordDecoder,
     runtime: Arc<JobRuntime>,
-    /// Per partition, the offset after the last record handed to the plan
-    /// (rows sent, bad records routed).
-    positions: std::sync::Mutex<BTreeMap<i32, i64>>,
 }
 
 impl Reader {
@@ -311,7 +307,7 @@ impl Reader {
         let partitions = blocking(Arc::clone(&consumer), move |c| partitions_of(c, &topic)).await?;
         let metrics = self.runtime.metric_set::<KafkaMetrics>()?;
         let shared = self.runtime.metric_set::<SharedMetrics>()?;
-        let mut dead_letters = DeadLetters::try_new(
+        let dead_letters = DeadLetters::try_new(
             &self.options,
             &self.operator_id,
             &shared,
@@ -319,6 +315,16 @@ impl Reader {
                 .dead_letters
                 .with_label_values(&[self.operator_id.as_str()]),
         )?;
+        let (work, work_rx) = tokio::sync::mpsc::channel::<Vec<Message>>(1);
+        let emitter = tokio::spawn(
+            Emitter {
+                decoder: self.decoder.clone(),
+                dead_letters,
+                tx,
+                positions: BTreeMap::new(),
+            }
+            .run(work_rx),
+        );
         // Bounded: the offset each partition's read ends before.
         let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
         match (self.options.mode, self.options.start) {
@@ -403,16 +409,18 @@ impl Reader {
                     first_buffered.get_or_insert_with(Instant::now);
                     take(record, &mut buffer, &mut ends, limits.as_ref());
                     if buffer.len() >= self.options.batch_rows {
-                        if !self.emit(&mut buffer, &mut dead_letters, &tx).await? {
-                            return Ok(());
+                        if work.send(std::mem::take(&mut buffer)).await.is_err() {
+                            // The emitter ended: its result says why.
+                            break;
                         }
                         first_buffered = None;
                     }
                 }
                 _ = ticker.tick() => {
                     if first_buffered.is_some_and(|t| t.elapsed() >= self.options.linger) {
-                        if !self.emit(&mut buffer, &mut dead_letters, &tx).await? {
-                            return Ok(());
+                        if work.send(std::mem::take(&mut buffer)).await.is_err() {
+                            // The emitter ended: its result says why.
+                            break;
                         }
                         first_buffered = None;
                     }
@@ -439,57 +447,80 @@ impl Reader {
                 }
             }
         }
-        if !self.emit(&mut buffer, &mut dead_letters, &tx).await? {
-            return Ok(());
+        if !buffer.is_empty() {
+            // A closed channel means the emitter ended; its result says why.
+            let _ = work.send(buffer).await;
         }
-        dead_letters.flush().await?;
+        drop(work);
+        let positions = emitter.await.map_err(|e| {
+            DataFusionError::Internal(format!("kafka: the decoder task failed: {e}"))
+        })??;
+        let Some(positions) = positions else {
+            return Ok(());
+        };
         // Every record up to these positions is in the plan: a sink that
         // gets all of the plan acknowledged may commit them.
-        let handed =
-            Arc::new(KafkaCommit {
-                consumer: Arc::clone(&consumer),
-                topic: self.options.topic.clone(),
-                positions: std::mem::take(&mut *self.positions.lock().map_err(|_| {
-                    DataFusionError::Internal("kafka: positions lock poisoned".into())
-                })?),
-            });
+        let handed = Arc::new(KafkaCommit {
+            consumer: Arc::clone(&consumer),
+            topic: self.options.topic.clone(),
+            positions,
+        });
         self.runtime
             .commits()
             .hand_over(&self.operator_id, handed)?;
         Ok(())
     }
+}
 
+/// The decoding half of a source: decodes each buffer the consumer loop
+/// hands over, routes its bad records and sends its rows on, on a task of
+/// its own so that receiving the next records overlaps decoding these.
+struct Emitter {
+    decoder: RecordDecoder,
+    dead_letters: DeadLetters,
+    tx: Sender<Result<datafusion::arrow::array::RecordBatch>>,
+    /// Per partition, the offset after the last record handed to the plan
+    /// (rows sent, bad records routed).
+    positions: BTreeMap<i32, i64>,
+}
+
+impl Emitter {
     /// Decode the buffered messages, route the bad ones, send the rows on.
     /// `false` when the plan no longer reads (the query ended).
-    async fn emit(
-        &self,
-        buffer: &mut Vec<Message>,
-        dead_letters: &mut DeadLetters,
-        tx: &Sender<Result<datafusion::arrow::array::RecordBatch>>,
-    ) -> Result<bool> {
+    async fn emit(&mut self, buffer: Vec<Message>) -> Result<bool> {
         if buffer.is_empty() {
             return Ok(true);
         }
-        let decoded = self.decoder.decode(buffer)?;
+        let decoded = self.decoder.decode(&buffer)?;
         for bad in &decoded.bad {
-            dead_letters.route(&buffer[bad.index], bad).await?;
+            self.dead_letters.route(&buffer[bad.index], bad).await?;
         }
         let sent = match decoded.batch {
-            Some(batch) => tx.send(Ok(batch)).await.is_ok(),
+            Some(batch) => self.tx.send(Ok(batch)).await.is_ok(),
             None => true,
         };
         if sent {
-            let mut positions = self
-                .positions
-                .lock()
-                .map_err(|_| DataFusionError::Internal("kafka: positions lock poisoned".into()))?;
-            for message in buffer.iter() {
-                let next = positions.entry(message.partition).or_insert(0);
+            for message in &buffer {
+                let next = self.positions.entry(message.partition).or_insert(0);
                 *next = (*next).max(message.offset + 1);
             }
         }
-        buffer.clear();
         Ok(sent)
+    }
+
+    /// Emit every buffer `work` hands over until it closes; the positions
+    /// handed to the plan, or `None` when the plan stopped reading.
+    async fn run(
+        mut self,
+        mut work: tokio::sync::mpsc::Receiver<Vec<Message>>,
+    ) -> Result<Option<BTreeMap<i32, i64>>> {
+        while let Some(buffer) = work.recv().await {
+            if !self.emit(buffer).await? {
+                return Ok(None);
+            }
+        }
+        self.dead_letters.flush().await?;
+        Ok(Some(self.positions))
     }
 }
 
