@@ -79,6 +79,20 @@ impl Broker {
         }
     }
 
+    /// Readings `records` on `topic`, spread round-robin over `partitions`.
+    async fn fill(&self, topic: &str, partitions: usize, records: std::ops::Range<usize>) {
+        for i in records {
+            self.produce(
+                topic,
+                (i % partitions) as i32,
+                "k",
+                reading(i).as_bytes(),
+                &[],
+            )
+            .await;
+        }
+    }
+
     /// Every message of `topic`, read from the start by a plain consumer.
     fn read_all(
         &self,
@@ -327,11 +341,7 @@ async fn every_kind_of_bad_record_goes_to_the_dead_letter_topic_with_its_reason(
 async fn without_a_dead_letter_topic_a_bad_record_fails_or_is_skipped() -> Result<()> {
     let broker = Broker::start();
     broker.topic("strict", 1);
-    for i in 0..5 {
-        broker
-            .produce("strict", 0, "k", reading(i).as_bytes(), &[])
-            .await;
-    }
+    broker.fill("strict", 1, 0..5).await;
     broker.produce("strict", 0, "k", b"{not json", &[]).await;
     let (ctx, runtime) = session()?;
     let create = |name: &str, extra: &str| {
@@ -460,11 +470,7 @@ fn batches_u64(batches: &[RecordBatch]) -> u64 {
 async fn an_unbounded_table_streams_until_the_query_has_what_it_asked_for() -> Result<()> {
     let broker = Broker::start();
     broker.topic("stream", 2);
-    for i in 0..40 {
-        broker
-            .produce("stream", (i % 2) as i32, "k", reading(i).as_bytes(), &[])
-            .await;
-    }
+    broker.fill("stream", 2, 0..40).await;
     let (ctx, _) = session()?;
     query(
         &ctx,
@@ -490,11 +496,7 @@ async fn an_unbounded_table_streams_until_the_query_has_what_it_asked_for() -> R
 async fn no_record_is_lost_when_the_broker_answers_fetches_with_errors() -> Result<()> {
     let broker = Broker::start();
     broker.topic("flaky", 2);
-    for i in 0..400 {
-        broker
-            .produce("flaky", (i % 2) as i32, "k", reading(i).as_bytes(), &[])
-            .await;
-    }
+    broker.fill("flaky", 2, 0..400).await;
     broker.cluster.request_errors(
         RDKafkaApiKey::Fetch,
         &[
@@ -528,11 +530,7 @@ async fn no_record_is_lost_when_the_broker_answers_fetches_with_errors() -> Resu
 async fn equipoise_sql_counts_a_topic_and_computes_gmean_over_it() {
     let broker = Broker::start();
     broker.topic("p", 2);
-    for i in 0..200 {
-        broker
-            .produce("p", (i % 2) as i32, "k", reading(i).as_bytes(), &[])
-            .await;
-    }
+    broker.fill("p", 2, 0..200).await;
     let script = format!(
         "CREATE EXTERNAL TABLE p (f1 DOUBLE, label BIGINT, prediction BIGINT) STORED AS KAFKA \
          LOCATION 'p' OPTIONS ('bootstrap.servers' '{}', 'format' 'json', 'start' 'earliest'); \
@@ -561,11 +559,7 @@ async fn an_insert_commits_its_sources_offsets_only_after_every_row_is_acknowled
     let broker = Broker::start();
     broker.topic("in", 2);
     broker.topic("out", 1);
-    for i in 0..100 {
-        broker
-            .produce("in", (i % 2) as i32, "k", reading(i).as_bytes(), &[])
-            .await;
-    }
+    broker.fill("in", 2, 0..100).await;
     let (ctx, _) = session()?;
     for (name, topic) in [("source", "in"), ("target", "out")] {
         query(
@@ -587,11 +581,7 @@ async fn an_insert_commits_its_sources_offsets_only_after_every_row_is_acknowled
     // The INSERT committed: the group's next read starts after its rows.
     let again = query(&ctx, "INSERT INTO target SELECT * FROM source").await?;
     assert_eq!(batches_u64(&again), 0);
-    for i in 100..130 {
-        broker
-            .produce("in", (i % 2) as i32, "k", reading(i).as_bytes(), &[])
-            .await;
-    }
+    broker.fill("in", 2, 100..130).await;
     let rest = query(&ctx, "INSERT INTO target SELECT * FROM source").await?;
     assert_eq!(batches_u64(&rest), 30);
     let out = broker.read_all("out", 1, 130);
@@ -604,11 +594,7 @@ async fn an_insert_whose_rows_are_not_acknowledged_commits_nothing() -> Result<(
     let broker = Broker::start();
     broker.topic("in", 1);
     broker.topic("out", 1);
-    for i in 0..20 {
-        broker
-            .produce("in", 0, "k", reading(i).as_bytes(), &[])
-            .await;
-    }
+    broker.fill("in", 1, 0..20).await;
     let (ctx, _) = session()?;
     for (name, topic) in [("source", "in"), ("target", "out")] {
         query(
@@ -842,11 +828,7 @@ async fn a_stopped_unbounded_insert_commits_what_it_wrote() -> Result<()> {
     let broker = Broker::start();
     broker.topic("live", 2);
     broker.topic("copy", 1);
-    for i in 0..60 {
-        broker
-            .produce("live", (i % 2) as i32, "k", reading(i).as_bytes(), &[])
-            .await;
-    }
+    broker.fill("live", 2, 0..60).await;
     let (ctx, runtime) = session()?;
     query(
         &ctx,
@@ -906,11 +888,7 @@ async fn two_readers_of_one_group_share_the_partitions_and_lose_nothing() -> Res
     let broker = Broker::start();
     broker.topic("shared", 4);
     broker.topic("merged", 1);
-    for i in 0..400 {
-        broker
-            .produce("shared", (i % 4) as i32, "k", reading(i).as_bytes(), &[])
-            .await;
-    }
+    broker.fill("shared", 4, 0..400).await;
     let (ctx, runtime) = session()?;
     query(
         &ctx,
@@ -968,11 +946,7 @@ async fn two_readers_of_one_group_share_the_partitions_and_lose_nothing() -> Res
 async fn a_broker_that_goes_down_and_comes_back_loses_no_record() -> Result<()> {
     let broker = Broker::start();
     broker.topic("outage", 2);
-    for i in 0..300 {
-        broker
-            .produce("outage", (i % 2) as i32, "k", reading(i).as_bytes(), &[])
-            .await;
-    }
+    broker.fill("outage", 2, 0..300).await;
     let (ctx, _) = session()?;
     query(
         &ctx,

@@ -457,6 +457,15 @@ mod tests {
         ]))
     }
 
+    /// (message index, reason) of every bad record.
+    fn reasons(decoded: &Decoded) -> Vec<(usize, &'static str)> {
+        decoded
+            .bad
+            .iter()
+            .map(|b| (b.index, b.reason.name()))
+            .collect()
+    }
+
     #[test]
     fn every_kind_of_bad_json_record_is_named_and_the_rest_decode() -> Result<()> {
         let decoder = RecordDecoder::try_new(Format::Json, schema(), Some("label"), 64)?;
@@ -471,11 +480,7 @@ mod tests {
             message(7, br#"{"f1": 5.5, "label": 1, "extra": true}"#),
         ];
         let decoded = decoder.decode(&messages)?;
-        let reasons: Vec<(usize, &str)> = decoded
-            .bad
-            .iter()
-            .map(|b| (b.index, b.reason.name()))
-            .collect();
+        let reasons = reasons(&decoded);
         assert_eq!(
             reasons,
             vec![
@@ -514,11 +519,7 @@ mod tests {
             message(14, b"3.5,"),
         ];
         let decoded = decoder.decode(&messages)?;
-        let reasons: Vec<(usize, &str)> = decoded
-            .bad
-            .iter()
-            .map(|b| (b.index, b.reason.name()))
-            .collect();
+        let reasons = reasons(&decoded);
         assert_eq!(
             reasons,
             vec![
