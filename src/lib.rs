@@ -29,6 +29,7 @@ pub use equipoise_operators as operators;
 pub use equipoise_operators::JobRuntime;
 pub use equipoise_udfs as udfs;
 
+pub mod config;
 pub mod job;
 pub mod metrics_server;
 pub mod progress;

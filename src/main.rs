@@ -2,14 +2,17 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+use datafusion::physical_plan::displayable;
+use equipoise::config::{self, FlagOverrides, Guarantee, LogFormat, ResolvedJob};
 use equipoise::job::{JobSpec, run_job};
-use equipoise::metrics_server::MetricsServer;
-use equipoise::script::run_script;
+use equipoise::metrics_server::{Health, MetricsServer};
+use equipoise::operators::runtime::{CheckpointStore, check_plan};
+use equipoise::script::{ScriptRun, plan_script, run_script};
 use equipoise::sql::{OutputFormat, TableArg, run_sql};
 use equipoise::{JobRuntime, progress};
 use equipoise_connectors::GeneratorConfig;
@@ -63,11 +66,24 @@ struct SqlArgs {
 
 #[derive(Debug, Args)]
 struct RunArgs {
+    /// Run the job a job file describes (TOML: its SQL, checkpoints,
+    /// delivery, server, logs; see docs/configuration.md).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate the job, print it resolved with its physical plan, and
+    /// exit without running it.
+    #[arg(long)]
+    check: bool,
     /// Run a job written in SQL: a script of DDL and views whose last
     /// statement is `INSERT INTO <table> SELECT ...` (e.g. Kafka to Kafka
     /// through the operators), instead of the built-in telemetry job.
+    /// Overrides the job file's `sql_file`.
     #[arg(long, value_name = "FILE")]
     sql: Option<PathBuf>,
+    /// Checkpoint store (a directory or an object-store URL); overrides
+    /// the job file's `[checkpoint] url`.
+    #[arg(long, value_name = "URL")]
+    checkpoint_url: Option<String>,
     /// Stop after this many rows (default: run until Ctrl-C or SIGTERM).
     #[arg(long)]
     rows: Option<u64>,
@@ -81,9 +97,10 @@ struct RunArgs {
     /// Rows per second the generator feeds; 0 runs flat out (benchmarks).
     #[arg(long, default_value_t = 50_000.0, value_parser = non_negative_f64)]
     rate: f64,
-    /// Address of the Prometheus endpoint (`/metrics`).
-    #[arg(long, default_value = "127.0.0.1:9464")]
-    metrics_addr: SocketAddr,
+    /// Address of `/metrics`, `/healthz` and `/readyz` (default
+    /// 127.0.0.1:9464); overrides the job file's `[server] addr`.
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
     /// Directory of the detector's model snapshots: loaded at start when
     /// present, written every `--model-every` learned rows and at the end
     /// (also on Ctrl-C or SIGTERM).
@@ -118,23 +135,97 @@ fn non_negative_f64(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A command with its job resolved, ready to run.
+enum Prepared {
+    Sql(SqlArgs),
+    /// The built-in telemetry job.
+    Builtin(RunArgs, ResolvedJob),
+    /// A job in SQL (`--config` or `--sql`).
+    Script(RunArgs, ResolvedJob),
+}
+
+fn prepare(command: Command) -> Result<Prepared, String> {
+    let args = match command {
+        Command::Sql(args) => return Ok(Prepared::Sql(args)),
+        Command::Run(args) => args,
+    };
+    // Read before the async runtime starts: the log format is in it.
+    let text = match &args.config {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read job file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let flags = FlagOverrides {
+        sql_file: args.sql.clone(),
+        checkpoint_url: args.checkpoint_url.clone(),
+        metrics_addr: args.metrics_addr,
+    };
+    let job = config::resolve(
+        args.config.as_deref(),
+        text.as_deref(),
+        std::env::vars(),
+        &flags,
+    )?;
+    if job.config.delivery.guarantee == Guarantee::ExactlyOnce {
+        return Err(format!(
+            "{}: delivery.guarantee = \"exactly-once\" is not available in this build \
+             (it needs Kafka transactions; see docs/configuration.md); use \"at-least-once\"",
+            args.config
+                .as_ref()
+                .map_or_else(|| "the job".to_string(), |p| p.display().to_string())
+        ));
+    }
+    if job.config.sql.is_some() || job.config.sql_file.is_some() {
+        Ok(Prepared::Script(args, job))
+    } else if args.config.is_some() {
+        Err(format!(
+            "{}: no SQL: set `sql` or `sql_file`",
+            args.config
+                .as_ref()
+                .map_or_else(String::new, |p| p.display().to_string())
+        ))
+    } else {
+        Ok(Prepared::Builtin(args, job))
+    }
+}
+
 fn main() -> ExitCode {
     // A panic is a bug, but it still gets one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("error: internal error: {}", one_line(&info.to_string()));
     }));
     let cli = Cli::parse();
-    let default_level = match cli.command {
-        Command::Sql(_) => "warn",
-        Command::Run(_) => "info",
+    let prepared = match prepare(cli.command) {
+        Ok(prepared) => prepared,
+        Err(message) => return fail(&message),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let (default_level, log_format) = match &prepared {
+        Prepared::Sql(_) => ("warn", LogFormat::Text),
+        Prepared::Builtin(_, job) | Prepared::Script(_, job) => ("info", job.config.log.format),
+    };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let terminal = std::io::stderr().is_terminal();
+    let json = match log_format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !terminal,
+    };
+    if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(terminal)
+            .init();
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -144,9 +235,10 @@ fn main() -> ExitCode {
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Sql(args) => sql(args).await,
-            Command::Run(args) => run(args).await,
+        match prepared {
+            Prepared::Sql(args) => sql(args).await,
+            Prepared::Builtin(args, job) => run(args, &job).await,
+            Prepared::Script(args, job) => run_script_job(&args, &job).await,
         }
     });
     match result {
@@ -192,10 +284,7 @@ async fn sql(args: SqlArgs) -> Result<(), String> {
     }
 }
 
-async fn run(args: RunArgs) -> Result<(), String> {
-    if let Some(path) = &args.sql {
-        return run_script_file(path, args.metrics_addr).await;
-    }
+async fn run(args: RunArgs, job: &ResolvedJob) -> Result<(), String> {
     let source = GeneratorConfig {
         seed: args.seed,
         rows: args.rows,
@@ -208,9 +297,16 @@ async fn run(args: RunArgs) -> Result<(), String> {
         detector.snapshot_dir = args.model_dir;
         detector.snapshot_every = args.model_every;
     }
+    if args.check {
+        println!("{}", resolved_text(job)?);
+        println!("job: the built-in telemetry job");
+        return Ok(());
+    }
     let signals = ShutdownSignals::install()?;
     let runtime = Arc::new(JobRuntime::default());
-    let server = MetricsServer::start(args.metrics_addr, runtime.registry().clone())
+    let health = Arc::new(Health::default());
+    health.set_ready(true);
+    let server = MetricsServer::start(job.config.server.addr, runtime.registry().clone(), health)
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(
@@ -231,23 +327,67 @@ async fn run(args: RunArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// `equipoise run --sql FILE`: the script job, with the same metrics
-/// endpoint and signal handling as the built-in job.
-async fn run_script_file(path: &Path, metrics_addr: SocketAddr) -> Result<(), String> {
-    let script = tokio::fs::read_to_string(path)
-        .await
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let signals = ShutdownSignals::install()?;
+/// The resolved job file, as TOML.
+fn resolved_text(job: &ResolvedJob) -> Result<String, String> {
+    toml::to_string(&job.config).map_err(|e| format!("cannot print the resolved job: {e}"))
+}
+
+/// A job in SQL, with the same endpoint and signal handling as the
+/// built-in job, checkpointing when the job file says where.
+async fn run_script_job(args: &RunArgs, job: &ResolvedJob) -> Result<(), String> {
+    let script = job.script().await?;
+    let checkpoint = &job.config.checkpoint;
+    let store = match &checkpoint.url {
+        Some(url) => Some(CheckpointStore::open(url, checkpoint.keep).map_err(|e| e.to_string())?),
+        None => None,
+    };
     let runtime = Arc::new(JobRuntime::default());
-    let server = MetricsServer::start(metrics_addr, runtime.registry().clone())
-        .await
-        .map_err(|e| e.to_string())?;
+    if args.check {
+        let planned = plan_script(&script, &runtime)
+            .await
+            .map_err(|e| e.to_string())?;
+        if store.is_some() {
+            check_plan(planned.plan.as_ref()).map_err(|e| e.to_string())?;
+        }
+        println!("{}", resolved_text(job)?);
+        println!("# inserts into {}; physical plan:", planned.target);
+        print!("{}", displayable(planned.plan.as_ref()).indent(true));
+        if let Some(store) = &store {
+            let latest = store.latest().await.map_err(|e| e.to_string())?;
+            match latest {
+                Some(found) => println!(
+                    "# would restore checkpoint {} from {}",
+                    found.epoch,
+                    store.url()
+                ),
+                None => println!("# no checkpoint in {} yet: would start fresh", store.url()),
+            }
+        }
+        return Ok(());
+    }
+    let signals = ShutdownSignals::install()?;
+    let health = Arc::new(Health::default());
+    let server = MetricsServer::start(
+        job.config.server.addr,
+        runtime.registry().clone(),
+        Arc::clone(&health),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     tracing::info!(
         "running {}; metrics at http://{}/metrics; Ctrl-C or SIGTERM stops",
-        path.display(),
+        job.config
+            .sql_file
+            .as_ref()
+            .map_or_else(|| "the job's SQL".to_string(), |p| p.display().to_string()),
         server.local_addr()
     );
-    let summary = run_script(&script, runtime, signals.first_then_force_exit())
+    let run = ScriptRun {
+        checkpoint: store.map(|store| (store, checkpoint.interval)),
+        health,
+        grace_period: Some(job.config.server.grace_period),
+    };
+    let summary = run_script(&script, runtime, run, signals.first_then_force_exit())
         .await
         .map_err(|e| e.to_string())?;
     println!("{summary}");

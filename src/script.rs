@@ -17,11 +17,13 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::UInt64Type;
 use datafusion::common::{Result, plan_err};
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
-use datafusion::prelude::SessionConfig;
-use equipoise_operators::runtime::DriftState;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use equipoise_operators::runtime::{CheckpointStore, DriftState, check_plan};
 use equipoise_operators::{ControlSignal, DriftEvent, JobRuntime};
 use futures::StreamExt;
 
+use crate::metrics_server::Health;
 use crate::summary::ClassTally;
 
 /// What a finished script job reports.
@@ -41,6 +43,10 @@ pub struct ScriptSummary {
     pub elapsed: Duration,
     /// True when the job ended on a stop request.
     pub stopped: bool,
+    /// The checkpoint the job restored at its start.
+    pub restored_from: Option<u64>,
+    /// The newest checkpoint completed (the final one after a stop).
+    pub checkpoint: Option<u64>,
 }
 
 impl fmt::Display for ScriptSummary {
@@ -64,19 +70,40 @@ impl fmt::Display for ScriptSummary {
         if let Some(version) = self.model_version {
             writeln!(f, "  model version: {version}")?;
         }
+        if let Some(epoch) = self.restored_from {
+            writeln!(f, "  restored from checkpoint {epoch}")?;
+        }
+        if let Some(epoch) = self.checkpoint {
+            writeln!(f, "  last checkpoint: {epoch}")?;
+        }
         write!(f, "  elapsed: {:.3} s", self.elapsed.as_secs_f64())
     }
 }
 
-/// Run `script` until its insert ends or `shutdown` resolves.
-pub async fn run_script(
-    script: &str,
-    runtime: Arc<JobRuntime>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<ScriptSummary> {
+/// How a script job runs besides its SQL.
+#[derive(Debug, Default)]
+pub struct ScriptRun {
+    /// Checkpoint into this store at this interval; `None`: no checkpoints
+    /// (offsets are committed when the job ends).
+    pub checkpoint: Option<(CheckpointStore, Duration)>,
+    /// What `/healthz` and `/readyz` report.
+    pub health: Arc<Health>,
+    /// How long a requested stop may take; `None`: as long as it takes.
+    pub grace_period: Option<Duration>,
+}
+
+/// A planned script job: its session, its target and its physical plan.
+pub struct PlannedScript {
+    pub ctx: SessionContext,
+    pub target: String,
+    pub plan: Arc<dyn ExecutionPlan>,
+}
+
+/// Plan `script` (run its DDL, plan its last statement, an insert).
+pub async fn plan_script(script: &str, runtime: &Arc<JobRuntime>) -> Result<PlannedScript> {
     // One partition, as the built-in job: the operators are order-sensitive.
     let ctx = crate::new_session_with_config(
-        Arc::clone(&runtime),
+        Arc::clone(runtime),
         SessionConfig::new()
             .with_target_partitions(1)
             .with_round_robin_repartition(false)
@@ -96,10 +123,48 @@ pub async fn run_script(
             );
         }
     };
+    let plan = df.create_physical_plan().await?;
+    Ok(PlannedScript { ctx, target, plan })
+}
+
+/// Run `script` until its insert ends or `shutdown` resolves.
+pub async fn run_script(
+    script: &str,
+    runtime: Arc<JobRuntime>,
+    run: ScriptRun,
+    shutdown: impl Future<Output = ()>,
+) -> Result<ScriptSummary> {
+    let PlannedScript { ctx, target, plan } = plan_script(script, &runtime).await?;
+    let mut restored_from = None;
+    let mut checkpoint_timer = None;
+    if let Some((store, interval)) = run.checkpoint {
+        check_plan(plan.as_ref())?;
+        let restored = store.latest().await?;
+        let epoch = restored.as_ref().map_or(0, |c| c.epoch);
+        if let Some(checkpoint) = restored {
+            tracing::info!(
+                store = store.url(),
+                epoch = checkpoint.epoch,
+                operators = checkpoint.snapshot.operators.len(),
+                "restoring from checkpoint {}",
+                checkpoint.epoch
+            );
+            runtime.state().set_restore_point(checkpoint.snapshot)?;
+            restored_from = Some(epoch);
+        }
+        runtime.checkpoints().enable(store, epoch)?;
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        checkpoint_timer = Some(timer);
+    }
     // Subscribed before the stream starts, so no event is missed.
     let mut control = runtime.control().subscribe();
-    let mut stream = df.execute_stream().await?;
+    let mut stream = execute_stream(plan, ctx.task_ctx())?;
+    run.health.set_ready(true);
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
     let started = Instant::now();
+    let grace = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(grace);
     let mut rows_written = 0u64;
     let mut stopping = false;
     let mut drifts = Vec::new();
@@ -111,7 +176,19 @@ pub async fn run_script(
                 tracing::info!("stop requested; finishing the batch in flight");
                 runtime.control().publish(ControlSignal::Stop);
                 stopping = true;
+                if let Some(period) = run.grace_period {
+                    grace.as_mut().reset(tokio::time::Instant::now() + period);
+                }
             }
+            () = &mut grace => {
+                return plan_err!(
+                    "the job did not stop within its grace period; it resumes from its last \
+                     checkpoint (epoch {}) when restarted",
+                    runtime.checkpoints().completed_epoch()
+                );
+            }
+            _ = heartbeat.tick() => run.health.beat(),
+            _ = tick(checkpoint_timer.as_mut()) => runtime.checkpoints().request(),
             Some(signal) = control.recv() => {
                 if let ControlSignal::Drift(event) = signal {
                     match event.state {
@@ -157,5 +234,21 @@ pub async fn run_script(
             .find_map(|report| report.model_version),
         elapsed: started.elapsed(),
         stopped: stopping,
+        restored_from,
+        checkpoint: (runtime.checkpoints().completed_epoch() > 0)
+            .then(|| runtime.checkpoints().completed_epoch()),
     })
+}
+
+/// How often the job loop tells `/healthz` it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// The next tick of `timer`, never for none.
+async fn tick(timer: Option<&mut tokio::time::Interval>) {
+    match timer {
+        Some(timer) => {
+            timer.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }

@@ -277,12 +277,12 @@ impl StatefulOperator for GeneratorCursor {
         &self.id
     }
 
-    fn snapshot(&self) -> Result<OperatorSnapshot> {
-        Ok(OperatorSnapshot {
+    fn snapshot(&self) -> Result<Option<OperatorSnapshot>> {
+        Ok(Some(OperatorSnapshot {
             kind: KIND.to_string(),
             version: STATE_VERSION,
             state: serde_json::json!({ "next_row": self.next_row.load(Ordering::SeqCst) }),
-        })
+        }))
     }
 
     fn restore(&self, snapshot: &OperatorSnapshot) -> Result<()> {

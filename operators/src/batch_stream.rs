@@ -5,7 +5,7 @@
 //! error ends the stream after it is reported.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -22,7 +22,10 @@ use futures::StreamExt;
 use prometheus::Histogram;
 
 use crate::metrics::SharedMetrics;
-use crate::runtime::{ControlReceiver, ControlSignal, JobRuntime, OperatorSnapshot};
+use crate::runtime::{
+    ControlReceiver, ControlSignal, JobRuntime, OperatorSnapshot, StatefulOperator,
+};
+use crate::sync::lock;
 
 /// The `ExecutionPlan` methods every single-stream operator shares: its
 /// `properties` and `input` fields, one input partition (the operator's
@@ -193,36 +196,60 @@ impl StreamServices {
 
 struct State<P> {
     input: SendableRecordBatchStream,
-    processor: P,
+    /// Shared with the state registry, which snapshots it at a checkpoint's
+    /// cut; locked only between awaits, so a cut (taken while this stream
+    /// waits on its input) never waits for it.
+    processor: Arc<Mutex<P>>,
     services: StreamServices,
     pending: VecDeque<RecordBatch>,
     finished: bool,
     failed: bool,
 }
 
+/// The registry's handle to a stream's processor.
+struct SharedProcessor<P> {
+    operator_id: String,
+    processor: Arc<Mutex<P>>,
+}
+
+impl<P: BatchProcessor> StatefulOperator for SharedProcessor<P> {
+    fn operator_id(&self) -> &str {
+        &self.operator_id
+    }
+
+    fn snapshot(&self) -> Result<Option<OperatorSnapshot>> {
+        lock(&self.processor)?.snapshot()
+    }
+
+    fn restore(&self, snapshot: &OperatorSnapshot) -> Result<()> {
+        lock(&self.processor)?.restore(snapshot)
+    }
+}
+
 /// `input` through `processor`, as a stream of `schema`.
 ///
 /// Before the first batch the processor restores from the runtime's
-/// restore point, if that holds its operator's state. The time of each
-/// `process` call is observed in the operator's series of
+/// restore point, if that holds its operator's state, and is registered in
+/// the state registry, which snapshots it at every checkpoint. The time of
+/// each `process` call is observed in the operator's series of
 /// `equipoise_batch_duration_seconds`. After each batch the processor's
 /// state is counted in its memory reservation: past the session's memory
-/// limit the stream ends with DataFusion's `ResourcesExhausted` error. At
-/// the end of input, once everything is emitted, the processor's snapshot
-/// is recorded in the state registry.
+/// limit the stream ends with DataFusion's `ResourcesExhausted` error.
 pub fn processed_stream<P: BatchProcessor>(
     input: SendableRecordBatchStream,
     mut processor: P,
     schema: SchemaRef,
     services: StreamServices,
 ) -> Result<SendableRecordBatchStream> {
-    if let Some(snapshot) = services
-        .runtime
-        .state()
-        .restore_point(&services.operator_id)?
-    {
+    let registry = services.runtime.state();
+    if let Some(snapshot) = registry.restore_point(&services.operator_id)? {
         processor.restore(&snapshot)?;
     }
+    let processor = Arc::new(Mutex::new(processor));
+    registry.track(Arc::new(SharedProcessor {
+        operator_id: services.operator_id.clone(),
+        processor: Arc::clone(&processor),
+    }))?;
     let state = State {
         input,
         processor,
@@ -240,38 +267,31 @@ pub fn processed_stream<P: BatchProcessor>(
                 return Some((Ok(batch), state));
             }
             if state.finished {
-                return match state.processor.next_deferred() {
+                let deferred = lock(&state.processor).and_then(|mut p| p.next_deferred());
+                return match deferred {
                     Ok(Some(batch)) => Some((Ok(batch), state)),
-                    Ok(None) => match record_final_state(&state) {
-                        Ok(()) => None,
-                        Err(e) => {
-                            state.failed = true;
-                            Some((Err(e), state))
-                        }
-                    },
+                    Ok(None) => None,
                     Err(e) => {
                         state.failed = true;
                         Some((Err(e), state))
                     }
                 };
             }
-            let step = match state.input.next().await {
-                Some(Ok(batch)) => {
-                    let signals = state.services.control.drain();
-                    let _timer = state.services.latency.start_timer();
-                    state.processor.process(batch, &signals)
-                }
-                Some(Err(e)) => Err(e),
-                None => {
-                    state.finished = true;
-                    state.processor.finish()
-                }
-            };
-            let step = step.and_then(|batches| {
-                state
-                    .services
-                    .memory
-                    .try_resize(state.processor.memory_size())?;
+            let next = state.input.next().await;
+            let step = lock(&state.processor).and_then(|mut processor| {
+                let batches = match next {
+                    Some(Ok(batch)) => {
+                        let signals = state.services.control.drain();
+                        let _timer = state.services.latency.start_timer();
+                        processor.process(batch, &signals)
+                    }
+                    Some(Err(e)) => Err(e),
+                    None => {
+                        state.finished = true;
+                        processor.finish()
+                    }
+                }?;
+                state.services.memory.try_resize(processor.memory_size())?;
                 Ok(batches)
             });
             match step {
@@ -284,16 +304,4 @@ pub fn processed_stream<P: BatchProcessor>(
         }
     });
     Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
-}
-
-/// Record the processor's state at the end of its stream.
-fn record_final_state<P: BatchProcessor>(state: &State<P>) -> Result<()> {
-    match state.processor.snapshot()? {
-        Some(snapshot) => state
-            .services
-            .runtime
-            .state()
-            .record(&state.services.operator_id, snapshot),
-        None => Ok(()),
-    }
 }

@@ -3,6 +3,7 @@
 //! the sink's round trip, CSV, unbounded reads, and a broker that returns
 //! errors.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
@@ -694,6 +695,20 @@ impl Predictions {
         done(&self.seen)
     }
 
+    /// Read until nothing arrives for `quiet`.
+    fn read_until_quiet(&mut self, quiet: Duration) {
+        let mut last = std::time::Instant::now();
+        let mut count = self.seen.len();
+        while last.elapsed() < quiet {
+            let before = std::time::Instant::now() + Duration::from_millis(100);
+            self.read_until(|seen| seen.len() > count || std::time::Instant::now() >= before);
+            if self.seen.len() > count {
+                count = self.seen.len();
+                last = std::time::Instant::now();
+            }
+        }
+    }
+
     fn distinct(&self) -> usize {
         self.seen
             .iter()
@@ -814,6 +829,24 @@ async fn the_example_job_survives_a_kill_and_stops_cleanly_without_losing_a_reco
         "{stdout}\nsecond run:\n{second_log}"
     );
     Ok(())
+}
+
+/// Ranges of `(partition, offset)` without a prediction, of `records`
+/// spread evenly over two partitions.
+fn missing(seen: &[(i64, i64)], records: usize) -> Vec<(i64, i64, i64)> {
+    let seen: std::collections::BTreeSet<_> = seen.iter().copied().collect();
+    let mut ranges: Vec<(i64, i64, i64)> = Vec::new();
+    for partition in 0..2 {
+        for offset in 0..(records / 2) as i64 {
+            if !seen.contains(&(partition, offset)) {
+                match ranges.last_mut() {
+                    Some(last) if last.0 == partition && last.2 == offset => last.2 = offset + 1,
+                    _ => ranges.push((partition, offset, offset + 1)),
+                }
+            }
+        }
+    }
+    ranges
 }
 
 /// Whether `seen` holds `records` distinct source positions.
@@ -1004,4 +1037,259 @@ fn copied_positions(
         }
     }
     positions
+}
+
+/// The example job file, run over `broker` with its checkpoints in
+/// `dir/checkpoints` every `interval`.
+fn job_file(broker: &Broker, dir: &tempfile::TempDir) -> std::path::PathBuf {
+    job_script(broker, dir);
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/kafka-job.toml"
+    ))
+    .unwrap_or_else(|e| panic!("examples/kafka-job.toml: {e}"));
+    let path = dir.path().join("job.toml");
+    let example = example.replace("\"kafka-job.sql\"", "\"job.sql\"");
+    if let Err(e) = std::fs::write(&path, example) {
+        panic!("write job.toml: {e}");
+    }
+    path
+}
+
+fn start_configured_job(
+    config: &std::path::Path,
+    checkpoints: &std::path::Path,
+    interval: &str,
+) -> std::process::Child {
+    match std::process::Command::new(super::common::BIN)
+        .args(["run", "--config"])
+        .arg(config)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .env("EQUIPOISE_CHECKPOINT__URL", checkpoints)
+        .env("EQUIPOISE_CHECKPOINT__INTERVAL", interval)
+        .env(
+            "RUST_LOG",
+            "info,equipoise_operators::runtime::checkpoint=debug",
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => panic!("spawn equipoise run --config: {e}"),
+    }
+}
+
+/// Produce `lines[from..]` to `readings` (record `i` to partition `i % 2`)
+/// at about 2,000 records a second, on a thread of its own.
+fn trickle(servers: String, lines: Vec<String>, from: usize) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let producer: rdkafka::producer::BaseProducer = match ClientConfig::new()
+            .set("bootstrap.servers", &servers)
+            .create()
+        {
+            Ok(producer) => producer,
+            Err(e) => panic!("producer: {e}"),
+        };
+        for (i, line) in lines.iter().enumerate().skip(from) {
+            let key = i.to_string();
+            let mut record = rdkafka::producer::BaseRecord::to("readings")
+                .partition((i % 2) as i32)
+                .key(key.as_str())
+                .payload(line.as_str());
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        record = back;
+                        producer.poll(Duration::from_millis(10));
+                    }
+                }
+            }
+            if i % 200 == 199 {
+                if let Err(e) = producer.flush(Duration::from_secs(10)) {
+                    panic!("flush: {e}");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        if let Err(e) = producer.flush(Duration::from_secs(10)) {
+            panic!("flush: {e}");
+        }
+    })
+}
+
+/// The body of the newest checkpoint in `dir`, if there is one.
+fn newest_checkpoint(dir: &std::path::Path) -> Option<serde_json::Value> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    let text = std::fs::read_to_string(files.last()?).ok()?;
+    let (_, body) = text.split_once('\n')?;
+    serde_json::from_str(body).ok()
+}
+
+/// The Kafka positions (partition -> next offset) of a checkpoint body.
+fn checkpoint_positions(body: &serde_json::Value) -> BTreeMap<i64, i64> {
+    body["operators"]["kafka_source-0"]["state"]
+        .as_object()
+        .map(|positions| {
+            positions
+                .iter()
+                .filter_map(|(p, o)| Some((p.parse().ok()?, o.as_i64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn finish(child: std::process::Child) -> Result<(bool, String, String)> {
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .map_err(|e| datafusion::common::DataFusionError::External(e.into()))?
+        .map_err(|e| datafusion::common::DataFusionError::External(e.into()))?;
+    Ok((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn a_checkpointed_job_killed_mid_stream_repeats_only_what_followed_its_checkpoint()
+-> Result<()> {
+    const RECORDS: usize = 8000;
+    let broker = Broker::start();
+    broker.topic("readings", 2);
+    broker.topic("readings.dead-letters", 1);
+    broker.topic("predictions", 1);
+    // A quarter now, the rest while the job runs, so that it is killed
+    // mid-stream.
+    let lines = telemetry(0, RECORDS as u64).await?;
+    for (i, line) in lines.iter().enumerate().take(RECORDS / 4) {
+        broker
+            .produce(
+                "readings",
+                (i % 2) as i32,
+                &i.to_string(),
+                line.as_bytes(),
+                &[],
+            )
+            .await;
+    }
+    let trickle = trickle(broker.servers(), lines, RECORDS / 4);
+    let dir =
+        tempfile::tempdir().map_err(|e| datafusion::common::DataFusionError::External(e.into()))?;
+    let config = job_file(&broker, &dir);
+    let store = dir.path().join("checkpoints");
+    let mut predictions = Predictions::new(&broker);
+
+    // Killed once a checkpoint is stored and predictions went past it.
+    let killed = start_configured_job(&config, &store, "200ms");
+    let mut was_killed = false;
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !was_killed && std::time::Instant::now() < deadline {
+        let target = predictions.seen.len() + 50;
+        predictions.read_until(|seen| seen.len() >= target);
+        if let Some(body) = newest_checkpoint(&store) {
+            let covered: i64 = checkpoint_positions(&body).values().sum();
+            if covered > 0 && predictions.seen.len() as i64 > covered {
+                signal(&killed, "-KILL");
+                was_killed = true;
+            }
+        }
+    }
+    if !was_killed {
+        signal(&killed, "-KILL");
+    }
+    let (_, _, killed_log) = finish(killed).await?;
+    assert!(
+        was_killed,
+        "no checkpoint was stored before the deadline ({} predictions):\n{killed_log}",
+        predictions.seen.len()
+    );
+    // Everything the first run wrote.
+    predictions.read_until_quiet(Duration::from_secs(2));
+    // The checkpoint the restart restores is the newest in the store (one
+    // may have completed between the look and the kill).
+    let restored = newest_checkpoint(&store).unwrap_or_default();
+    let positions = checkpoint_positions(&restored);
+    let operators = restored["operators"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for kind in ["kafka_source", "train_detector"] {
+        assert!(
+            operators.values().any(|op| op["kind"] == kind),
+            "the checkpoint holds the {kind} state: {:?}",
+            operators.keys().collect::<Vec<_>>()
+        );
+    }
+    let first_run = predictions.seen.clone();
+    if trickle.join().is_err() {
+        panic!("the producer thread failed");
+    }
+
+    // The restart resumes from the checkpoint: every record has a
+    // prediction, and a record predicted twice lies past the checkpoint.
+    let second = start_configured_job(&config, &store, "200ms");
+    if !predictions.read_until(|seen| covers(seen, RECORDS)) {
+        signal(&second, "-KILL");
+        let (_, stdout, log) = finish(second).await?;
+        panic!(
+            "every record has a prediction ({} distinct; missing {:?}; checkpoint \
+             {positions:?}):\n{stdout}\n{log}",
+            predictions.distinct(),
+            missing(&predictions.seen, RECORDS)
+        );
+    }
+    let mut counts: BTreeMap<(i64, i64), usize> = BTreeMap::new();
+    for position in &predictions.seen {
+        *counts.entry(*position).or_default() += 1;
+    }
+    for ((partition, offset), n) in &counts {
+        if *n > 1 {
+            assert_eq!(*n, 2, "{partition}/{offset} predicted {n} times");
+            let from = positions.get(partition).copied().unwrap_or(0);
+            assert!(
+                *offset >= from,
+                "{partition}/{offset} was predicted again though checkpoint covered up to {from}"
+            );
+        }
+    }
+    let repeated = predictions.seen.len() - counts.len();
+    let past_checkpoint = first_run
+        .iter()
+        .filter(|(p, o)| *o >= positions.get(p).copied().unwrap_or(0))
+        .count();
+    assert_eq!(
+        repeated, past_checkpoint,
+        "exactly the first run's predictions past its checkpoint are repeated"
+    );
+
+    // SIGTERM: a final checkpoint, exit 0; a restart reads only new records.
+    signal(&second, "-TERM");
+    let (ok, stdout, log) = finish(second).await?;
+    assert!(ok, "{stdout}{log}");
+    assert!(stdout.contains("restored from checkpoint"), "{stdout}");
+    assert!(stdout.contains("last checkpoint:"), "{stdout}");
+    let more = telemetry(RECORDS as u64, 300).await?;
+    for line in &more {
+        broker
+            .produce("readings", 0, "k", line.as_bytes(), &[])
+            .await;
+    }
+    let before = predictions.seen.len();
+    let third = start_configured_job(&config, &store, "200ms");
+    assert!(predictions.read_until(|seen| seen.len() >= before + 300));
+    signal(&third, "-TERM");
+    let (ok, stdout, log) = finish(third).await?;
+    assert!(ok, "{stdout}{log}");
+    assert!(
+        stdout.contains("stopped after writing 300 rows"),
+        "{stdout}{log}"
+    );
+    Ok(())
 }

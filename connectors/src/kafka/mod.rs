@@ -42,6 +42,7 @@ pub mod dead_letter;
 pub mod decode;
 pub mod metrics;
 pub mod options;
+mod positions;
 pub mod sink;
 pub mod source;
 

@@ -21,6 +21,7 @@ use datafusion::datasource::sink::DataSink;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use equipoise_operators::JobRuntime;
+use equipoise_operators::runtime::CheckpointMetrics;
 use futures::StreamExt;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -173,8 +174,35 @@ impl DataSink for KafkaSink {
         let topic = self.options.topic.as_str();
         let mut pending: Vec<DeliveryFuture> = Vec::new();
         let mut written = 0u64;
-        while let Some(batch) = data.next().await {
-            let batch = batch?;
+        let checkpoints = runtime.checkpoints();
+        let checkpointing = checkpoints.enabled();
+        let checkpoint_metrics = runtime.metric_set::<CheckpointMetrics>()?;
+        let mut cuts = checkpoints.cuts();
+        cuts.mark_unchanged();
+        loop {
+            let batch = tokio::select! {
+                biased;
+                changed = cuts.changed(), if checkpointing => {
+                    if changed.is_ok() {
+                        // Everything sent so far was made before the cut.
+                        let epoch = *cuts.borrow_and_update();
+                        written += acknowledge(&mut pending, topic).await?;
+                        checkpoints.complete(epoch, &checkpoint_metrics).await?;
+                    }
+                    continue;
+                }
+                next = data.next() => match next {
+                    Some(batch) => batch?,
+                    None => break,
+                },
+            };
+            if checkpointing && cuts.has_changed().unwrap_or(false) {
+                // A cut taken while this batch was pulled: it covers what
+                // was sent before this batch, not this batch.
+                let epoch = *cuts.borrow_and_update();
+                written += acknowledge(&mut pending, topic).await?;
+                checkpoints.complete(epoch, &checkpoint_metrics).await?;
+            }
             let values = self.encode(&batch)?;
             let keys = self.keys(&batch)?;
             for (row, value) in values.iter().enumerate() {
@@ -211,6 +239,19 @@ impl DataSink for KafkaSink {
         }
         written += acknowledge(&mut pending, topic).await?;
         sent.inc_by(written);
+        if checkpointing {
+            // The final checkpoint, cut when the source ended.
+            let epoch = *cuts.borrow_and_update();
+            checkpoints.complete(epoch, &checkpoint_metrics).await?;
+            checkpoints.commits_settled().await;
+            tracing::info!(
+                topic,
+                rows = written,
+                epoch = checkpoints.completed_epoch(),
+                "kafka sink: every row acknowledged; final checkpoint stored and committed"
+            );
+            return Ok(written);
+        }
         // Every row of the plan is stored: its sources' positions are safe.
         // The rows are stored: a commit that still fails leaves their
         // records to be read again (a duplicate, never a loss), so it is

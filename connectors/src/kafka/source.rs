@@ -37,14 +37,14 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use equipoise_operators::JobRuntime;
 use equipoise_operators::metrics::SharedMetrics;
-use equipoise_operators::runtime::PendingCommit;
+use equipoise_operators::runtime::{PendingCommit, StatefulOperator};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -55,6 +55,9 @@ use super::dead_letter::DeadLetters;
 use super::decode::{Message, RecordDecoder};
 use super::metrics::KafkaMetrics;
 use super::options::{KafkaOptions, ReadMode, Start};
+use super::positions::{
+    AbortOnDrop, Emitted, Positions, RecordStream, SourceConsumer, SourceContext, SourcePositions,
+};
 use super::sink::KafkaSink;
 
 /// Network calls made off the executor (metadata, watermarks) give up
@@ -250,19 +253,54 @@ impl PartitionStream for KafkaPartitionStream {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let mut builder = RecordBatchReceiverStreamBuilder::new(
-            Arc::clone(self.decoder.schema()),
-            CHANNEL_BATCHES,
-        );
-        let tx = builder.tx();
+        let schema = Arc::clone(self.decoder.schema());
+        let (tx, received) = tokio::sync::mpsc::channel(CHANNEL_BATCHES);
+        let positions = Arc::new(SourcePositions::new(&self.operator_id, &self.options.topic));
+        // A restored job resumes from its checkpoint's positions (they are
+        // also what a cut before the first pull commits).
+        let restored = match self.runtime.state().restore_point(&self.operator_id) {
+            Ok(Some(snapshot)) => SourcePositions::restored(&snapshot),
+            Ok(None) => Ok(Positions::new()),
+            Err(e) => Err(e),
+        };
+        let restored = match restored.and_then(|restored| {
+            positions.restore_from(&restored);
+            self.runtime
+                .state()
+                .track(Arc::clone(&positions) as Arc<dyn StatefulOperator>)?;
+            Ok(restored)
+        }) {
+            Ok(restored) => restored,
+            Err(e) => {
+                return Box::pin(RecordBatchStreamAdapter::new(
+                    schema,
+                    futures::stream::once(async move { Err(e) }),
+                ));
+            }
+        };
         let reader = Reader {
             operator_id: self.operator_id.clone(),
             options: self.options.clone(),
             decoder: self.decoder.clone(),
             runtime: Arc::clone(&self.runtime),
+            positions: Arc::clone(&positions),
+            restored,
         };
-        builder.spawn(reader.run(tx));
-        builder.build()
+        let failed = tx.clone();
+        let task = AbortOnDrop(tokio::spawn(async move {
+            if let Err(e) = reader.run(tx).await {
+                // The plan reads the error where the rows would have been.
+                let _ = failed.send(Err(e)).await;
+            }
+        }));
+        Box::pin(RecordStream {
+            schema,
+            received,
+            positions,
+            runtime: Arc::clone(&self.runtime),
+            ended: false,
+            _task: task,
+        })
     }
 }
 
@@ -272,10 +310,13 @@ struct Reader {
     options: KafkaOptions,
     decoder: RecordDecoder,
     runtime: Arc<JobRuntime>,
+    positions: Arc<SourcePositions>,
+    /// Where a restored job's partitions resume.
+    restored: Positions,
 }
 
 impl Reader {
-    fn consumer(&self) -> Result<StreamConsumer> {
+    fn consumer(&self) -> Result<SourceConsumer> {
         let mut config = ClientConfig::new();
         for (key, value) in &self.options.client {
             config.set(key, value);
@@ -293,7 +334,8 @@ impl Reader {
                     "earliest"
                 },
             );
-        config.create().map_err(|e| {
+        let context = SourceContext::new(&self.options.topic, self.restored.clone());
+        config.create_with_context(context).map_err(|e| {
             DataFusionError::Plan(format!(
                 "kafka: cannot create a consumer for topic '{}': {e}",
                 self.options.topic
@@ -301,8 +343,9 @@ impl Reader {
         })
     }
 
-    async fn run(self, tx: Sender<Result<datafusion::arrow::array::RecordBatch>>) -> Result<()> {
+    async fn run(self, tx: Sender<Result<Emitted>>) -> Result<()> {
         let consumer = Arc::new(self.consumer()?);
+        self.positions.attach(&consumer);
         let topic = self.options.topic.clone();
         let partitions = blocking(Arc::clone(&consumer), move |c| partitions_of(c, &topic)).await?;
         let metrics = self.runtime.metric_set::<KafkaMetrics>()?;
@@ -370,6 +413,7 @@ impl Reader {
                         .add_partition_offset(&self.options.topic, *partition, offset)
                         .map_err(|e| kafka_error(&e))?;
                 }
+                consumer.context().place(&mut assignment);
                 consumer.assign(&assignment).map_err(|e| kafka_error(&e))?;
             }
         }
@@ -458,6 +502,10 @@ impl Reader {
         let Some(positions) = positions else {
             return Ok(());
         };
+        if self.runtime.checkpoints().enabled() {
+            // The final checkpoint commits them, once the sink has flushed.
+            return Ok(());
+        }
         // Every record up to these positions is in the plan: a sink that
         // gets all of the plan acknowledged may commit them.
         let handed = Arc::new(KafkaCommit {
@@ -478,7 +526,7 @@ impl Reader {
 struct Emitter {
     decoder: RecordDecoder,
     dead_letters: DeadLetters,
-    tx: Sender<Result<datafusion::arrow::array::RecordBatch>>,
+    tx: Sender<Result<Emitted>>,
     /// Per partition, the offset after the last record handed to the plan
     /// (rows sent, bad records routed).
     positions: BTreeMap<i32, i64>,
@@ -495,17 +543,16 @@ impl Emitter {
         for bad in &decoded.bad {
             self.dead_letters.route(&buffer[bad.index], bad).await?;
         }
-        let sent = match decoded.batch {
-            Some(batch) => self.tx.send(Ok(batch)).await.is_ok(),
-            None => true,
-        };
-        if sent {
-            for message in &buffer {
-                let next = self.positions.entry(message.partition).or_insert(0);
-                *next = (*next).max(message.offset + 1);
-            }
+        for message in &buffer {
+            let next = self.positions.entry(message.partition).or_insert(0);
+            *next = (*next).max(message.offset + 1);
         }
-        Ok(sent)
+        // Sent even without rows: the plan's positions pass bad records too.
+        let emitted = Emitted {
+            batch: decoded.batch,
+            positions: self.positions.clone(),
+        };
+        Ok(self.tx.send(Ok(emitted)).await.is_ok())
     }
 
     /// Emit every buffer `work` hands over until it closes; the positions
@@ -551,8 +598,8 @@ fn take(
 /// Run a blocking client call (metadata, watermarks, committed offsets) on
 /// the blocking pool, never on the executor.
 async fn blocking<T: Send + 'static>(
-    consumer: Arc<StreamConsumer>,
-    call: impl FnOnce(&StreamConsumer) -> Result<T> + Send + 'static,
+    consumer: Arc<SourceConsumer>,
+    call: impl FnOnce(&SourceConsumer) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     tokio::task::spawn_blocking(move || call(&consumer))
         .await
@@ -562,7 +609,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// The partitions of `topic`, or an error if the broker does not know it.
-fn partitions_of(consumer: &StreamConsumer, topic: &str) -> Result<Vec<i32>> {
+fn partitions_of(consumer: &SourceConsumer, topic: &str) -> Result<Vec<i32>> {
     let metadata = consumer
         .fetch_metadata(Some(topic), METADATA_TIMEOUT)
         .map_err(|e| {
@@ -590,7 +637,7 @@ fn partitions_of(consumer: &StreamConsumer, topic: &str) -> Result<Vec<i32>> {
 /// For a bounded read, per partition: the first offset and the offset the
 /// read ends before (the high watermark now).
 fn bounded_plan(
-    consumer: &StreamConsumer,
+    consumer: &SourceConsumer,
     topic: &str,
     partitions: &[i32],
     start: Start,
@@ -643,7 +690,7 @@ fn bounded_plan(
 /// Set the lag gauge of every partition assigned to `consumer`: the high
 /// watermark minus the consumer's position.
 async fn publish_lag(
-    consumer: &Arc<StreamConsumer>,
+    consumer: &Arc<SourceConsumer>,
     topic: &str,
     metrics: &KafkaMetrics,
     id: &str,
@@ -707,10 +754,10 @@ fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Message {
 
 /// Positions of one consumer, committed for its group when the runtime is
 /// told their rows are safe.
-struct KafkaCommit {
-    consumer: Arc<StreamConsumer>,
-    topic: String,
-    positions: BTreeMap<i32, i64>,
+pub(crate) struct KafkaCommit {
+    pub(crate) consumer: Arc<SourceConsumer>,
+    pub(crate) topic: String,
+    pub(crate) positions: Positions,
 }
 
 impl fmt::Debug for KafkaCommit {
@@ -724,13 +771,21 @@ impl fmt::Debug for KafkaCommit {
 
 impl PendingCommit for KafkaCommit {
     fn commit(&self) -> Result<()> {
-        if self.positions.is_empty() {
-            return Ok(());
-        }
+        // Only partitions this consumer owns now: a commit from a member
+        // that is still joining (or for a partition that moved) is refused
+        // by the coordinator, and librdkafka answers the refusal by
+        // rejoining the group, so committing then would keep the group
+        // rebalancing.
+        let owned = self.consumer.assignment().map_err(|e| kafka_error(&e))?;
         let mut list = TopicPartitionList::new();
         for (partition, next) in &self.positions {
-            list.add_partition_offset(&self.topic, *partition, Offset::Offset(*next))
-                .map_err(|e| kafka_error(&e))?;
+            if owned.find_partition(&self.topic, *partition).is_some() {
+                list.add_partition_offset(&self.topic, *partition, Offset::Offset(*next))
+                    .map_err(|e| kafka_error(&e))?;
+            }
+        }
+        if list.count() == 0 {
+            return Ok(());
         }
         // A rebalance (another member joining or leaving) refuses commits
         // for a moment: try again a few times before giving up.

@@ -21,7 +21,7 @@
 //! row's own `sample_weight` multiplies it.
 
 /// Decayed class masses of the rows learned.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ClassBalance {
     decay: f64,
     /// Masses in units of `unit`: a row adds `1 / unit`, and decaying every

@@ -25,7 +25,7 @@ pub enum Verdict {
     Drop,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Challenger {
     pub model: Learner,
     /// Per class: original rows seen since the start, and how many of them

@@ -35,7 +35,7 @@ use crate::drift::DriftState;
 use crate::features::{ClassIndex, batch_features};
 use crate::metrics::SharedMetrics;
 use crate::prequential::{Prequential, Scope, ScoreAuc};
-use crate::runtime::{ControlSignal, JobRuntime};
+use crate::runtime::{ControlSignal, JobRuntime, OperatorSnapshot};
 
 /// Operator kind and id prefix.
 pub const KIND: &str = "train_detector";
@@ -253,10 +253,14 @@ impl Trainer {
             return Ok(());
         }
         let snapshot = ModelSnapshot::read(&path)?;
+        self.adopt(snapshot, &path.display().to_string())
+    }
+
+    /// Continue from `snapshot` (read from `origin`).
+    fn adopt(&mut self, snapshot: ModelSnapshot, origin: &str) -> Result<()> {
         if snapshot.features != self.columns.feature_names {
             return datafusion::common::plan_err!(
-                "{}: the model reads features {:?}, this input has {:?}",
-                path.display(),
+                "{origin}: the model reads features {:?}, this input has {:?}",
                 snapshot.features,
                 self.columns.feature_names
             );
@@ -268,15 +272,13 @@ impl Trainer {
         self.version = snapshot.version;
         self.class_rows = snapshot.class_rows;
         self.rows_learned = snapshot.rows_learned;
-        tracing::info!(operator = %self.operator_id, version = self.version, path = %path.display(), "model restored");
+        tracing::info!(operator = %self.operator_id, version = self.version, origin, "model restored");
         Ok(())
     }
 
-    fn save(&mut self) -> Result<()> {
-        let Some(path) = self.snapshot_path() else {
-            return Ok(());
-        };
-        let snapshot = ModelSnapshot {
+    /// The model as `score_detector` loads it.
+    fn model_snapshot(&self) -> ModelSnapshot {
+        ModelSnapshot {
             format: SNAPSHOT_FORMAT,
             version: self.version,
             classes: self.classes.values().to_vec(),
@@ -285,8 +287,14 @@ impl Trainer {
             label_kind: LabelKind::of(&self.label_type),
             rows_learned: self.rows_learned,
             learner: self.learner.clone(),
+        }
+    }
+
+    fn save(&mut self) -> Result<()> {
+        let Some(path) = self.snapshot_path() else {
+            return Ok(());
         };
-        snapshot.write(&path)?;
+        self.model_snapshot().write(&path)?;
         self.learned_since_snapshot = 0;
         Ok(())
     }
@@ -569,7 +577,7 @@ impl Trainer {
 /// a row makes a stochastic-gradient learner swing towards the minority and
 /// back every batch. They come from rows before the batch that triggered
 /// them, so the delay reveals no label early.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 struct SyntheticQueue {
     dim: usize,
     features: Vec<f64>,
@@ -646,4 +654,57 @@ impl BatchProcessor for Trainer {
         self.save()?;
         Ok(Vec::new())
     }
+
+    fn snapshot(&self) -> Result<Option<OperatorSnapshot>> {
+        let state = TrainerState {
+            model: self.model_snapshot(),
+            balance: self.balance.clone(),
+            challenger: self.challenger.clone(),
+            pending: self.pending.clone(),
+        };
+        let state = serde_json::to_value(&state).map_err(|e| {
+            datafusion::common::exec_datafusion_err!("{}: cannot snapshot: {e}", self.operator_id)
+        })?;
+        Ok(Some(OperatorSnapshot {
+            kind: TRAINER_KIND.to_string(),
+            version: TRAINER_STATE_VERSION,
+            state,
+        }))
+    }
+
+    fn restore(&mut self, snapshot: &OperatorSnapshot) -> Result<()> {
+        if snapshot.kind != TRAINER_KIND || snapshot.version != TRAINER_STATE_VERSION {
+            return datafusion::common::plan_err!(
+                "{}: a {} v{} snapshot cannot restore a detector (v{TRAINER_STATE_VERSION})",
+                self.operator_id,
+                snapshot.kind,
+                snapshot.version
+            );
+        }
+        let state: TrainerState = serde_json::from_value(snapshot.state.clone()).map_err(|e| {
+            datafusion::common::exec_datafusion_err!(
+                "{}: unreadable snapshot: {e}",
+                self.operator_id
+            )
+        })?;
+        self.adopt(state.model, "checkpoint")?;
+        self.balance = state.balance;
+        self.challenger = state.challenger;
+        self.pending = state.pending;
+        self.publish_version()
+    }
+}
+
+const TRAINER_KIND: &str = "train_detector";
+const TRAINER_STATE_VERSION: u32 = 1;
+
+/// A detector's checkpoint state: the model as `score_detector` loads it,
+/// and what shapes its further learning. The prequential figures (sliding
+/// metrics, AUC bins) start over after a restore.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct TrainerState {
+    model: ModelSnapshot,
+    balance: Option<ClassBalance>,
+    challenger: Option<Challenger>,
+    pending: SyntheticQueue,
 }

@@ -13,15 +13,19 @@
 //!   to [`ControlSignal`]s (stop the sources, reset state after drift);
 //! - the [`StateRegistry`] ([`state`]), where stateful operators register a
 //!   [`StatefulOperator`] so the job can snapshot and restore them
-//!   (checkpoints build on this).
+//!   (checkpoints build on this);
+//! - the [`Checkpoints`] coordinator ([`checkpoint`]) and its
+//!   [`CheckpointStore`] ([`store`]), when the job checkpoints.
 //!
 //! The parts below this module (`control`, `state`, and `crate::metrics` for
 //! the metric families) import nothing from it.
 
+pub mod checkpoint;
 pub mod commits;
 pub mod control;
 pub mod report;
 pub mod state;
+pub mod store;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -31,12 +35,14 @@ use datafusion::common::{Result, exec_datafusion_err, plan_datafusion_err};
 use datafusion::execution::config::SessionConfig;
 use prometheus::Registry;
 
+pub use checkpoint::{CheckpointMetrics, Checkpoints, check_plan};
 pub use commits::{PendingCommit, SourceCommits};
 pub use control::{
     ControlBus, ControlReceiver, ControlSignal, DriftEvent, DriftState, SignalTarget,
 };
 pub use report::{OperatorReport, RunReport};
 pub use state::{JobSnapshot, OperatorSnapshot, StateRegistry, StatefulOperator};
+pub use store::{CheckpointStore, StoredCheckpoint};
 
 use crate::metrics::{ClassLabels, MetricSet};
 use crate::sync::lock;
@@ -49,6 +55,7 @@ pub struct JobRuntime {
     state: StateRegistry,
     report: Arc<RunReport>,
     commits: SourceCommits,
+    checkpoints: Checkpoints,
     class_labels: Arc<ClassLabels>,
     metric_sets: Mutex<HashMap<&'static str, Arc<dyn Any + Send + Sync>>>,
     operator_ids: Mutex<HashMap<&'static str, usize>>,
@@ -69,6 +76,7 @@ impl JobRuntime {
             state: StateRegistry::default(),
             report: Arc::default(),
             commits: SourceCommits::default(),
+            checkpoints: Checkpoints::default(),
             class_labels: Arc::default(),
             metric_sets: Mutex::new(HashMap::new()),
             operator_ids: Mutex::new(HashMap::new()),
@@ -105,6 +113,11 @@ impl JobRuntime {
     /// Source positions waiting for their rows to be safe downstream.
     pub fn commits(&self) -> &SourceCommits {
         &self.commits
+    }
+
+    /// The job's checkpoint coordinator (idle unless the job enables it).
+    pub fn checkpoints(&self) -> &Checkpoints {
+        &self.checkpoints
     }
 
     /// The `class` label of metric series (capped; see [`crate::metrics`]).

@@ -1,7 +1,7 @@
 //! Operator state that survives a restart, under each operator's stable id.
-//! An operator's stream owns its state and records snapshots of it here
-//! (`batch_stream::processed_stream`, from the processor's `snapshot`);
-//! sources register a [`StatefulOperator`] handle instead. The job takes
+//! Every stateful operator registers a [`StatefulOperator`] handle: an
+//! operator's stream shares its processor with the registry
+//! (`batch_stream::processed_stream`), sources register their positions. The job takes
 //! them all as one [`JobSnapshot`], and a new plan's operators restore from
 //! one set as the restore point.
 
@@ -30,11 +30,12 @@ pub struct JobSnapshot {
     pub operators: BTreeMap<String, OperatorSnapshot>,
 }
 
-/// A source's handle to its state (operators snapshot through their
-/// stream instead: `batch_stream::BatchProcessor::snapshot`).
+/// An operator's handle to its state, for checkpoints (a cut snapshots
+/// every registered handle while their streams wait on the source).
 pub trait StatefulOperator: Send + Sync {
     fn operator_id(&self) -> &str;
-    fn snapshot(&self) -> Result<OperatorSnapshot>;
+    /// `None` for an operator that keeps no snapshot.
+    fn snapshot(&self) -> Result<Option<OperatorSnapshot>>;
     fn restore(&self, snapshot: &OperatorSnapshot) -> Result<()>;
 }
 
@@ -52,10 +53,7 @@ pub struct StateRegistry {
 
 #[derive(Default)]
 struct StateRegistryInner {
-    /// Sources, which hand out a handle to their state.
     operators: BTreeMap<String, Arc<dyn StatefulOperator>>,
-    /// Snapshots operator streams recorded (see `batch_stream`).
-    recorded: BTreeMap<String, OperatorSnapshot>,
     pending_restore: JobSnapshot,
 }
 
@@ -85,6 +83,14 @@ impl StateRegistry {
         Ok(())
     }
 
+    /// Track an operator that restored itself (from
+    /// [`Self::restore_point`]); a later one with the same id replaces it.
+    pub fn track(&self, operator: Arc<dyn StatefulOperator>) -> Result<()> {
+        let id = operator.operator_id().to_string();
+        lock(&self.inner)?.operators.insert(id, operator);
+        Ok(())
+    }
+
     /// The restore point's state for `operator_id`, if it holds any. Read,
     /// not taken: a plan executed twice restores from the same point.
     pub fn restore_point(&self, operator_id: &str) -> Result<Option<OperatorSnapshot>> {
@@ -95,40 +101,25 @@ impl StateRegistry {
             .cloned())
     }
 
-    /// Record the state an operator's stream snapshotted (the newest
-    /// replaces an older one of the same operator).
-    pub fn record(&self, operator_id: &str, snapshot: OperatorSnapshot) -> Result<()> {
-        lock(&self.inner)?
-            .recorded
-            .insert(operator_id.to_string(), snapshot);
-        Ok(())
-    }
-
-    /// Forget every registered operator and recorded snapshot.
+    /// Forget every registered operator.
     pub fn clear(&self) -> Result<()> {
-        let mut inner = lock(&self.inner)?;
-        inner.operators.clear();
-        inner.recorded.clear();
+        lock(&self.inner)?.operators.clear();
         Ok(())
     }
 
-    /// Every recorded snapshot, and a snapshot of every registered source.
+    /// A snapshot of every registered operator that keeps one.
     pub fn snapshot_all(&self) -> Result<JobSnapshot> {
         // Snapshot outside the lock: an operator may take its own locks.
-        let (live, recorded): (Vec<(String, Arc<dyn StatefulOperator>)>, _) = {
-            let inner = lock(&self.inner)?;
-            let live = inner
-                .operators
-                .iter()
-                .map(|(id, op)| (id.clone(), Arc::clone(op)))
-                .collect();
-            (live, inner.recorded.clone())
-        };
-        let mut snapshot = JobSnapshot {
-            operators: recorded,
-        };
+        let live: Vec<(String, Arc<dyn StatefulOperator>)> = lock(&self.inner)?
+            .operators
+            .iter()
+            .map(|(id, op)| (id.clone(), Arc::clone(op)))
+            .collect();
+        let mut snapshot = JobSnapshot::default();
         for (id, op) in live {
-            snapshot.operators.insert(id, op.snapshot()?);
+            if let Some(state) = op.snapshot()? {
+                snapshot.operators.insert(id, state);
+            }
         }
         Ok(snapshot)
     }
@@ -148,12 +139,12 @@ mod tests {
         fn operator_id(&self) -> &str {
             &self.id
         }
-        fn snapshot(&self) -> Result<OperatorSnapshot> {
-            Ok(OperatorSnapshot {
+        fn snapshot(&self) -> Result<Option<OperatorSnapshot>> {
+            Ok(Some(OperatorSnapshot {
                 kind: "counter".into(),
                 version: 1,
                 state: serde_json::json!(*lock(&self.value)?),
-            })
+            }))
         }
         fn restore(&self, snapshot: &OperatorSnapshot) -> Result<()> {
             *lock(&self.value)? = snapshot.state.as_u64().unwrap_or_default();

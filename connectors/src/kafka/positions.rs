@@ -1,0 +1,301 @@
+//! A source's positions: where the plan's input ends in each partition, as
+//! checkpoint state, as the offsets a completed checkpoint commits, and as
+//! the place a restored job resumes from.
+//!
+//! Positions advance when the plan *pulls* a batch (not when the consumer
+//! loop decodes it), so that at a checkpoint's cut they name exactly the
+//! records the operators have seen (`equipoise_operators::runtime::checkpoint`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::{Result, exec_datafusion_err};
+use datafusion::execution::RecordBatchStream;
+use equipoise_operators::JobRuntime;
+use equipoise_operators::runtime::{OperatorSnapshot, PendingCommit, StatefulOperator};
+use futures::Stream;
+use rdkafka::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use tokio::sync::mpsc::Receiver;
+
+use super::source::KafkaCommit;
+
+const KIND: &str = "kafka_source";
+const STATE_VERSION: u32 = 1;
+
+/// Per partition, the offset after the last record handed to the plan.
+pub(crate) type Positions = BTreeMap<i32, i64>;
+
+/// The consumer of a source.
+pub(crate) type SourceConsumer = StreamConsumer<SourceContext>;
+
+/// The consumer's context: places a restored job's partitions at the
+/// checkpoint's positions when the group assigns them.
+pub(crate) struct SourceContext {
+    topic: String,
+    /// Positions of the restored checkpoint not yet applied; each applies
+    /// to its partition's first assignment only (later ones start from
+    /// the offsets the job has committed since).
+    restored: Mutex<Positions>,
+}
+
+impl SourceContext {
+    pub(crate) fn new(topic: &str, restored: Positions) -> Self {
+        Self {
+            topic: topic.to_string(),
+            restored: Mutex::new(restored),
+        }
+    }
+
+    /// Set the restored position of every partition of `list` that has one.
+    pub(crate) fn place(&self, list: &mut TopicPartitionList) {
+        let Ok(mut restored) = self.restored.lock() else {
+            return;
+        };
+        let partitions: Vec<i32> = list
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        for partition in partitions {
+            if let Some(next) = restored.remove(&partition)
+                && let Err(e) =
+                    list.set_partition_offset(&self.topic, partition, Offset::Offset(next))
+            {
+                tracing::warn!(topic = %self.topic, partition, error = %e, "kafka: restored position not set");
+            }
+        }
+    }
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        list: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.place(list);
+                if cooperative {
+                    consumer.incremental_assign(list)
+                } else {
+                    consumer.assign(list)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if cooperative => {
+                consumer.incremental_unassign(list)
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => consumer.unassign(),
+            other => {
+                tracing::warn!(topic = %self.topic, error = ?other, "kafka: rebalance failed");
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(topic = %self.topic, error = %e, "kafka: (un)assignment refused");
+        }
+    }
+}
+
+/// A source's positions as checkpoint state.
+pub(crate) struct SourcePositions {
+    operator_id: String,
+    topic: String,
+    pulled: Mutex<Positions>,
+    consumer: OnceLock<Arc<SourceConsumer>>,
+}
+
+impl SourcePositions {
+    pub(crate) fn new(operator_id: &str, topic: &str) -> Self {
+        Self {
+            operator_id: operator_id.to_string(),
+            topic: topic.to_string(),
+            pulled: Mutex::new(Positions::new()),
+            consumer: OnceLock::new(),
+        }
+    }
+
+    /// The consumer that commits these positions, once it exists.
+    pub(crate) fn attach(&self, consumer: &Arc<SourceConsumer>) {
+        let _ = self.consumer.set(Arc::clone(consumer));
+    }
+
+    /// The positions of a restore point's snapshot of this source.
+    pub(crate) fn restored(snapshot: &OperatorSnapshot) -> Result<Positions> {
+        if snapshot.kind != KIND || snapshot.version != STATE_VERSION {
+            return Err(exec_datafusion_err!(
+                "a {} v{} snapshot cannot restore a Kafka source (v{STATE_VERSION})",
+                snapshot.kind,
+                snapshot.version
+            ));
+        }
+        let positions: BTreeMap<String, i64> = serde_json::from_value(snapshot.state.clone())
+            .map_err(|e| exec_datafusion_err!("unreadable Kafka source snapshot: {e}"))?;
+        positions
+            .into_iter()
+            .map(|(partition, next)| {
+                partition.parse().map(|p| (p, next)).map_err(|e| {
+                    exec_datafusion_err!("Kafka source snapshot: partition {partition}: {e}")
+                })
+            })
+            .collect()
+    }
+
+    fn pulled(&self) -> Positions {
+        self.pulled.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Start from a restored checkpoint's positions.
+    pub(crate) fn restore_from(&self, positions: &Positions) {
+        self.advance(positions);
+    }
+
+    fn advance(&self, positions: &Positions) {
+        if let Ok(mut pulled) = self.pulled.lock() {
+            for (partition, next) in positions {
+                let at = pulled.entry(*partition).or_insert(*next);
+                *at = (*at).max(*next);
+            }
+        }
+    }
+
+    /// A commit of the positions pulled so far.
+    pub(crate) fn commit(&self) -> Option<Arc<dyn PendingCommit>> {
+        let consumer = self.consumer.get()?;
+        Some(Arc::new(KafkaCommit {
+            consumer: Arc::clone(consumer),
+            topic: self.topic.clone(),
+            positions: self.pulled(),
+        }))
+    }
+}
+
+impl StatefulOperator for SourcePositions {
+    fn operator_id(&self) -> &str {
+        &self.operator_id
+    }
+
+    fn snapshot(&self) -> Result<Option<OperatorSnapshot>> {
+        let state: BTreeMap<String, i64> = self
+            .pulled()
+            .into_iter()
+            .map(|(partition, next)| (partition.to_string(), next))
+            .collect();
+        Ok(Some(OperatorSnapshot {
+            kind: KIND.to_string(),
+            version: STATE_VERSION,
+            state: serde_json::json!(state),
+        }))
+    }
+
+    fn restore(&self, snapshot: &OperatorSnapshot) -> Result<()> {
+        let positions = Self::restored(snapshot)?;
+        self.advance(&positions);
+        Ok(())
+    }
+}
+
+/// What the consumer loop hands the plan: a decoded batch (none when every
+/// record of a buffer was bad) and the positions after it.
+pub(crate) struct Emitted {
+    pub batch: Option<RecordBatch>,
+    pub positions: Positions,
+}
+
+/// The source's output stream: batches from the consumer loop, positions
+/// advanced as the plan pulls them, and the checkpoint cut taken when the
+/// plan polls with a cut requested.
+pub(crate) struct RecordStream {
+    pub schema: SchemaRef,
+    pub received: Receiver<Result<Emitted>>,
+    pub positions: Arc<SourcePositions>,
+    pub runtime: Arc<JobRuntime>,
+    pub ended: bool,
+    /// The consumer loop, aborted when the plan drops the stream.
+    pub _task: AbortOnDrop,
+}
+
+impl RecordStream {
+    fn cut(&self) -> Result<()> {
+        let checkpoints = self.runtime.checkpoints();
+        checkpoints.cut(self.runtime.state(), self.positions.commit())?;
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RecordStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordStream").finish_non_exhaustive()
+    }
+}
+
+impl Stream for RecordStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let checkpoints = self.runtime.checkpoints();
+        checkpoints.wake_source_with(cx.waker());
+        if checkpoints.cut_requested()
+            && let Err(e) = self.cut()
+        {
+            return Poll::Ready(Some(Err(e)));
+        }
+        loop {
+            match self.received.poll_recv(cx) {
+                Poll::Ready(Some(Ok(emitted))) => {
+                    self.positions.advance(&emitted.positions);
+                    if let Some(batch) = emitted.batch {
+                        return Poll::Ready(Some(Ok(batch)));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    // The final checkpoint: everything pulled is in it.
+                    if self.runtime.checkpoints().enabled()
+                        && let Err(e) = self.cut()
+                    {
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// A task that ends with its owner.
+pub(crate) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl RecordBatchStream for RecordStream {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+}
