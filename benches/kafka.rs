@@ -7,7 +7,10 @@
 //!   (`SELECT count(*)` over a bounded Kafka table);
 //! - (c) the default pipeline end to end: the topic through QC-SMOTE,
 //!   iCost, the detector and the drift monitor into a predictions topic
-//!   (`INSERT INTO ... SELECT`, every message acknowledged).
+//!   (`INSERT INTO ... SELECT`, every message acknowledged);
+//! - (d) the same pipeline as a job (`run_script`), without checkpoints and
+//!   with a checkpoint every 10 s, 1 s and 100 ms (the cost of
+//!   checkpointing: time, checkpoints written, their size and duration).
 //!
 //! `BENCH_RECORDS` sets the record count (default 300,000 records of 20
 //! numeric features and a label, 2% minority; figures in
@@ -20,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use datafusion::common::{DataFusionError, Result};
 use equipoise::JobRuntime;
+use equipoise::operators::runtime::{CheckpointMetrics, CheckpointStore};
+use equipoise::script::{ScriptRun, run_script};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -234,7 +239,84 @@ fn main() -> Result<()> {
         .await?;
         let job = started.elapsed();
         report(records, bytes, base, stream, source, job, &rows.to_string());
+
+        println!("| job (d) | s | records/s | checkpoints | bytes each | mean cut-to-commit ms |");
+        println!("|---|---:|---:|---:|---:|---:|");
+        for (n, interval) in [
+            None,
+            Some(Duration::from_secs(10)),
+            Some(Duration::from_secs(1)),
+            Some(Duration::from_millis(100)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let run = checkpointed_job(&servers, interval, n).await?;
+            println!(
+                "| {} | {:.2} | {:.0} | {} | {} | {:.1} |",
+                interval.map_or_else(|| "no checkpoints".to_string(), |i| format!("every {i:?}")),
+                run.elapsed.as_secs_f64(),
+                records as f64 / run.elapsed.as_secs_f64(),
+                run.checkpoints,
+                run.bytes,
+                run.mean_ms
+            );
+        }
         Ok(())
+    })
+}
+
+struct JobRun {
+    elapsed: Duration,
+    checkpoints: u64,
+    bytes: i64,
+    mean_ms: f64,
+}
+
+/// The default pipeline as a job over a bounded read of the topic, with a
+/// checkpoint every `interval` into a fresh directory.
+async fn checkpointed_job(servers: &str, interval: Option<Duration>, n: usize) -> Result<JobRun> {
+    let script = format!(
+        "CREATE EXTERNAL TABLE readings ({}, label INT) STORED AS KAFKA LOCATION '{TOPIC}' \
+         OPTIONS ('bootstrap.servers' '{servers}', 'start' 'earliest', 'group.id' 'bench-job-{n}'); \
+         CREATE EXTERNAL TABLE predictions (label INT, prediction INT, score DOUBLE, \
+         drift_state VARCHAR) STORED AS KAFKA LOCATION 'predictions' \
+         OPTIONS ('bootstrap.servers' '{servers}'); \
+         CREATE VIEW balanced AS SELECT * FROM qc_smote('readings', 'label', 'mode=stream'); \
+         CREATE VIEW weighed AS SELECT * FROM icost('balanced', 'label', 'mode=stream'); \
+         CREATE VIEW scored AS SELECT * FROM train_detector('weighed', 'label'); \
+         INSERT INTO predictions SELECT label, prediction, score, drift_state \
+         FROM drift_monitor('scored', 'label', 'prediction')",
+        columns()
+    );
+    let dir = std::env::temp_dir().join(format!(
+        "equipoise-bench-checkpoints-{}-{n}",
+        std::process::id()
+    ));
+    let checkpoint = match interval {
+        Some(interval) => Some((CheckpointStore::open(&dir.to_string_lossy(), 3)?, interval)),
+        None => None,
+    };
+    let runtime = Arc::new(JobRuntime::default());
+    let run = ScriptRun {
+        checkpoint,
+        ..ScriptRun::default()
+    };
+    let started = Instant::now();
+    run_script(&script, Arc::clone(&runtime), run, std::future::pending()).await?;
+    let elapsed = started.elapsed();
+    let metrics = runtime.metric_set::<CheckpointMetrics>()?;
+    let count = metrics.duration.get_sample_count();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(JobRun {
+        elapsed,
+        checkpoints: metrics.completed.get(),
+        bytes: metrics.bytes.get(),
+        mean_ms: if count == 0 {
+            0.0
+        } else {
+            metrics.duration.get_sample_sum() * 1000.0 / count as f64
+        },
     })
 }
 

@@ -332,3 +332,81 @@ fn check_exposition_with_promtool(exposition: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A job file for `--check` in `dir`, with `extra` appended to its SQL.
+fn check_job(dir: &std::path::Path, toml: &str, where_clause: &str) -> std::path::PathBuf {
+    let sql = format!(
+        "CREATE UNBOUNDED EXTERNAL TABLE readings (f1 DOUBLE, f2 DOUBLE, label INT) \
+         STORED AS KAFKA LOCATION 'readings' OPTIONS ('bootstrap.servers' '127.0.0.1:1'); \
+         CREATE EXTERNAL TABLE predictions (label INT, prediction INT) \
+         STORED AS KAFKA LOCATION 'predictions' OPTIONS ('bootstrap.servers' '127.0.0.1:1'); \
+         INSERT INTO predictions SELECT label, prediction \
+         FROM train_detector('readings', 'label') {where_clause};"
+    );
+    std::fs::write(dir.join("job.sql"), sql).expect("job.sql");
+    let path = dir.join("job.toml");
+    std::fs::write(&path, toml).expect("job.toml");
+    path
+}
+
+#[test]
+fn check_prints_the_resolved_job_and_refuses_what_cannot_be_checkpointed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let toml = format!(
+        "sql_file = \"job.sql\"\n[checkpoint]\nurl = \"{}\"\ninterval = \"2s\"\n",
+        store.display()
+    );
+    let job = check_job(dir.path(), &toml, "");
+    let output = equipoise(&["run", "--config", &job.to_string_lossy(), "--check"]);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}{}", stderr(&output));
+    assert!(out.contains("interval = \"2s\""), "{out}");
+    assert!(out.contains("grace_period = \"20s\""), "{out}");
+    assert!(out.contains("TrainExec"), "{out}");
+    assert!(out.contains("KafkaScanExec"), "{out}");
+    assert!(out.contains("would start fresh"), "{out}");
+
+    // A filter holds rows back: no consistent cut through it.
+    let job = check_job(dir.path(), &toml, "WHERE label IS NOT NULL");
+    let output = equipoise(&["run", "--config", &job.to_string_lossy(), "--check"]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(err.contains("FilterExec holds rows back"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // Without [checkpoint] the same job is fine.
+    let job = check_job(
+        dir.path(),
+        "sql_file = \"job.sql\"\n",
+        "WHERE label IS NOT NULL",
+    );
+    let output = equipoise(&["run", "--config", &job.to_string_lossy(), "--check"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    // An unknown key names the file and the key, in one line.
+    let job = check_job(
+        dir.path(),
+        "sql_file = \"job.sql\"\n[server]\nadress = \"x\"\n",
+        "",
+    );
+    let output = equipoise(&["run", "--config", &job.to_string_lossy(), "--check"]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(err.contains("job.toml") && err.contains("adress"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // Exactly-once is refused, not silently downgraded.
+    let job = check_job(
+        dir.path(),
+        "sql_file = \"job.sql\"\n[delivery]\nguarantee = \"exactly-once\"\n",
+        "",
+    );
+    let output = equipoise(&["run", "--config", &job.to_string_lossy(), "--check"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("exactly-once"),
+        "{}",
+        stderr(&output)
+    );
+}
