@@ -376,3 +376,67 @@ async fn drift_detectors_stream_over_the_unbounded_generator_and_see_the_concept
     assert!(at < 130_000, "flagged only at row {at}");
     Ok(())
 }
+
+/// The snapshots of `icost`, `train_detector` and `drift_monitor` after
+/// running them over generator rows `from..to` (whole 4096-row batches),
+/// starting from `restore`.
+async fn chain_state(
+    from: u64,
+    to: u64,
+    restore: Option<equipoise::operators::runtime::JobSnapshot>,
+) -> Result<equipoise::operators::runtime::JobSnapshot> {
+    let runtime = Arc::new(JobRuntime::default());
+    if let Some(snapshot) = restore {
+        runtime.state().set_restore_point(snapshot)?;
+    }
+    let ctx = equipoise::new_session(Arc::clone(&runtime))?;
+    for statement in [
+        format!(
+            "CREATE VIEW rows AS SELECT * FROM equipoise_generator('rows=32768, batch_size=4096') \
+             WHERE seq >= {from} AND seq < {to}"
+        ),
+        "CREATE VIEW weighed AS SELECT * FROM icost('rows', 'label', \
+         'mode=stream, exclude=seq machine_id')"
+            .to_string(),
+        "CREATE VIEW scored AS SELECT * FROM train_detector('weighed', 'label', \
+         'exclude=seq machine_id')"
+            .to_string(),
+    ] {
+        ctx.sql(&statement).await?.collect().await?;
+    }
+    within(
+        ctx.sql("SELECT count(*) FROM drift_monitor('scored', 'label', 'prediction')")
+            .await?
+            .collect(),
+    )
+    .await?;
+    let mut snapshot = runtime.state().snapshot_all()?;
+    snapshot.operators.retain(|_, op| op.kind != "generator");
+    Ok(snapshot)
+}
+
+#[tokio::test]
+async fn operator_state_restored_mid_stream_equals_an_uninterrupted_run() -> Result<()> {
+    let whole = chain_state(0, 32768, None).await?;
+    let first = chain_state(0, 16384, None).await?;
+    let resumed = chain_state(16384, 32768, Some(first.clone())).await?;
+    let kinds: Vec<&str> = whole
+        .operators
+        .values()
+        .map(|op| op.kind.as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["drift_monitor", "icost", "train_detector"],
+        "{kinds:?}"
+    );
+    assert_ne!(first, whole, "the halves are different states");
+    for (id, state) in &whole.operators {
+        assert_eq!(
+            resumed.operators.get(id),
+            Some(state),
+            "{id} after a restore at row 16384 differs from the uninterrupted run"
+        );
+    }
+    Ok(())
+}

@@ -6,7 +6,7 @@
 
 use super::{Adwin, DriftDetector, DriftState};
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ClassPrior {
     detectors: Vec<Adwin>,
 }

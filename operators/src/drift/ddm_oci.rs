@@ -44,7 +44,7 @@
 use super::DriftState;
 
 /// The recall of one class, watched for a fall.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RecallMonitor {
     pub eta: f64,
     pub warm_start: u64,

@@ -25,16 +25,16 @@ use datafusion::physical_plan::{
 };
 
 use super::DriftState;
-use super::monitor::{DriftMonitorOptions, Monitors, Signal};
+use super::monitor::{DriftMonitorOptions, MonitorState, Monitors, Signal};
 use crate::batch_stream::{
     BatchProcessor, StreamServices, only_child, only_input_stream, processed_stream,
     single_stream_plan_methods, single_stream_properties,
 };
-use crate::class_label::{check_label_type, class_slots};
+use crate::class_label::{ClassValue, check_label_type, class_slots};
 use crate::columns::{DRIFT_SIGNAL, DRIFT_STATE, synthetic_marker, with_columns};
 use crate::features::{ClassIndex, column_list};
 use crate::metrics::SharedMetrics;
-use crate::runtime::{ControlSignal, DriftEvent, JobRuntime};
+use crate::runtime::{ControlSignal, DriftEvent, JobRuntime, OperatorSnapshot};
 use crate::stage::StreamStage;
 
 /// Operator kind and id prefix.
@@ -429,7 +429,55 @@ impl Watcher {
     }
 }
 
+const WATCHER_KIND: &str = "drift_monitor";
+const WATCHER_STATE_VERSION: u32 = 1;
+
+/// A drift monitor's checkpoint state: its classes in slot order and its
+/// detectors.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct WatcherState {
+    classes: Vec<ClassValue>,
+    monitors: MonitorState,
+}
+
 impl BatchProcessor for Watcher {
+    fn snapshot(&self) -> Result<Option<OperatorSnapshot>> {
+        let state = WatcherState {
+            classes: self.classes.values().to_vec(),
+            monitors: self.monitors.state(),
+        };
+        let state = serde_json::to_value(&state).map_err(|e| {
+            datafusion::common::exec_datafusion_err!("{}: cannot snapshot: {e}", self.operator_id)
+        })?;
+        Ok(Some(OperatorSnapshot {
+            kind: WATCHER_KIND.to_string(),
+            version: WATCHER_STATE_VERSION,
+            state,
+        }))
+    }
+
+    fn restore(&mut self, snapshot: &OperatorSnapshot) -> Result<()> {
+        if snapshot.kind != WATCHER_KIND || snapshot.version != WATCHER_STATE_VERSION {
+            return plan_err!(
+                "{}: a {} v{} snapshot cannot restore a drift monitor (v{WATCHER_STATE_VERSION})",
+                self.operator_id,
+                snapshot.kind,
+                snapshot.version
+            );
+        }
+        let state: WatcherState = serde_json::from_value(snapshot.state.clone()).map_err(|e| {
+            datafusion::common::exec_datafusion_err!(
+                "{}: unreadable snapshot: {e}",
+                self.operator_id
+            )
+        })?;
+        for class in state.classes {
+            self.classes.slot(class);
+        }
+        self.monitors.restore(state.monitors);
+        self.label_new_classes()
+    }
+
     fn process(
         &mut self,
         batch: RecordBatch,

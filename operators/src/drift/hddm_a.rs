@@ -5,7 +5,7 @@
 
 use super::{DriftDetector, DriftState, RunningMean};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct HddmA {
     pub drift_confidence: f64,
     pub warning_confidence: f64,

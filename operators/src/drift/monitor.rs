@@ -189,6 +189,18 @@ pub struct RowOutcome {
     pub signals: Vec<Signal>,
 }
 
+/// What a monitor's detectors have learned, for checkpoints (the sliding
+/// prequential figures start over after a restore).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MonitorState {
+    class_prior: ClassPrior,
+    recall: Vec<RecallMonitor>,
+    error: HddmA,
+    error_state: DriftState,
+    perfsim: PerfSim,
+    rows: u64,
+}
+
 /// Every detector of one monitor, fed row by row.
 #[derive(Debug)]
 pub struct Monitors {
@@ -227,6 +239,28 @@ impl Monitors {
             perfsim_drift_in_batch: false,
             options,
         }
+    }
+
+    /// The detectors' state.
+    pub fn state(&self) -> MonitorState {
+        MonitorState {
+            class_prior: self.class_prior.clone(),
+            recall: self.recall.clone(),
+            error: self.error.clone(),
+            error_state: self.error_state,
+            perfsim: self.perfsim.clone(),
+            rows: self.rows,
+        }
+    }
+
+    /// Continue from `state`.
+    pub fn restore(&mut self, state: MonitorState) {
+        self.class_prior = state.class_prior;
+        self.recall = state.recall;
+        self.error = state.error;
+        self.error_state = state.error_state;
+        self.perfsim = state.perfsim;
+        self.rows = state.rows;
     }
 
     pub fn watches_predictions(&self) -> bool {

@@ -34,7 +34,7 @@
 
 use super::DriftState;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PerfSim {
     pub threshold: f64,
     pub min_class_rows: u64,

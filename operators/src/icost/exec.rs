@@ -28,12 +28,13 @@ use crate::batch_stream::{
     BatchProcessor, StreamServices, merges_partitions, only_child, only_input_stream,
     processed_stream, single_stream_plan_methods, single_stream_properties,
 };
+use crate::class_label::ClassValue;
 use crate::complexity::{ClassedRows, canonical_order};
 use crate::features::{BatchFeatures, ClassIndex, batch_features};
 use crate::knn::{Exclude, PointSet, search};
 use crate::metrics::{ClassLabels, MetricSet};
 use crate::rng::Rng;
-use crate::runtime::{ControlSignal, JobRuntime};
+use crate::runtime::{ControlSignal, JobRuntime, OperatorSnapshot};
 
 /// Fewest rows of a streamed batch to weigh for which the window is indexed
 /// by a tree (where the dimension allows one) rather than scanned per query.
@@ -259,7 +260,79 @@ struct Weigher {
     overlap_sum: f64,
 }
 
+const WEIGHER_KIND: &str = "icost";
+const WEIGHER_STATE_VERSION: u32 = 1;
+
+/// iCost's checkpoint state on a stream: its classes in slot order, the
+/// reference window, the decayed class masses and its random stream.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct WeigherState {
+    classes: Vec<ClassValue>,
+    window: SlidingWindow,
+    decayed: Vec<f64>,
+    arrived: u64,
+    rng: Rng,
+    overlap: VecDeque<(u64, f64)>,
+    overlap_sum: f64,
+}
+
 impl BatchProcessor for Weigher {
+    fn snapshot(&self) -> Result<Option<OperatorSnapshot>> {
+        if self.table {
+            // Every row waits for the end of input: a checkpoint would
+            // commit offsets of rows not yet emitted.
+            return exec_err!(
+                "{}: iCost in batch mode holds every row until the end of input and cannot be \
+                 checkpointed; use mode=stream",
+                self.operator_id
+            );
+        }
+        let state = WeigherState {
+            classes: self.classes.values().to_vec(),
+            window: self.window.clone(),
+            decayed: self.decayed.clone(),
+            arrived: self.arrived,
+            rng: self.rng.clone(),
+            overlap: self.overlap.clone(),
+            overlap_sum: self.overlap_sum,
+        };
+        let state = serde_json::to_value(&state).map_err(|e| {
+            datafusion::common::exec_datafusion_err!("{}: cannot snapshot: {e}", self.operator_id)
+        })?;
+        Ok(Some(OperatorSnapshot {
+            kind: WEIGHER_KIND.to_string(),
+            version: WEIGHER_STATE_VERSION,
+            state,
+        }))
+    }
+
+    fn restore(&mut self, snapshot: &OperatorSnapshot) -> Result<()> {
+        if snapshot.kind != WEIGHER_KIND || snapshot.version != WEIGHER_STATE_VERSION {
+            return exec_err!(
+                "{}: a {} v{} snapshot cannot restore iCost (v{WEIGHER_STATE_VERSION})",
+                self.operator_id,
+                snapshot.kind,
+                snapshot.version
+            );
+        }
+        let state: WeigherState = serde_json::from_value(snapshot.state.clone()).map_err(|e| {
+            datafusion::common::exec_datafusion_err!(
+                "{}: unreadable snapshot: {e}",
+                self.operator_id
+            )
+        })?;
+        for class in state.classes {
+            self.classes.slot(class);
+        }
+        self.window = state.window;
+        self.decayed = state.decayed;
+        self.arrived = state.arrived;
+        self.rng = state.rng;
+        self.overlap = state.overlap;
+        self.overlap_sum = state.overlap_sum;
+        Ok(())
+    }
+
     fn memory_size(&self) -> usize {
         let buffered: usize = self
             .buffered

@@ -3,7 +3,7 @@
 
 use crate::complexity::ClassedRows;
 
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SlidingWindow {
     dim: usize,
     capacity: usize,
