@@ -25,7 +25,7 @@ use datafusion::physical_plan::{
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::qc_smote::StreamModels;
-use super::reservoir::{ReferenceSet, Reservoirs};
+use super::reservoir::{ReferenceSet, Reservoirs, ReservoirsState};
 use super::{
     ColumnPlan, GenerateContext, Generated, Method, OversampleOptions, OversampleStage,
     SamplingStrategy, Synthetic, generate,
@@ -34,11 +34,12 @@ use crate::batch_stream::{
     BatchProcessor, StreamServices, merges_partitions, only_child, only_input_stream,
     processed_stream, single_stream_plan_methods, single_stream_properties,
 };
+use crate::class_label::ClassValue;
 use crate::features::{BatchFeatures, ClassIndex, batch_features, batch_labels};
 use crate::metrics::{ClassLabels, MetricSet};
 use crate::parallel::{cores, in_shares};
 use crate::rng::Rng;
-use crate::runtime::{ControlSignal, JobRuntime, RunReport};
+use crate::runtime::{ControlSignal, JobRuntime, OperatorSnapshot, RunReport};
 
 /// Prometheus families of every oversampler in a runtime.
 #[derive(Debug)]
@@ -293,7 +294,79 @@ struct Deferred {
     ready: VecDeque<RecordBatch>,
 }
 
+const OVERSAMPLER_STATE_VERSION: u32 = 1;
+
+/// An oversampler's checkpoint state on a stream: its classes in slot
+/// order, the decayed class mix and owed rows, its random stream and its
+/// reservoirs' rows. QC-SMOTE's class models are not in it: they are
+/// rebuilt from the restored reservoirs at the first batch that needs them.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct OversamplerState {
+    classes: Vec<ClassValue>,
+    totals: Vec<u64>,
+    decayed: Vec<f64>,
+    owed: Vec<f64>,
+    rng: Rng,
+    reservoirs: ReservoirsState,
+}
+
 impl BatchProcessor for Oversampler {
+    fn snapshot(&self) -> Result<Option<OperatorSnapshot>> {
+        if self.bounded {
+            // Synthetic rows are made from every row at the end of input.
+            return exec_err!(
+                "{}: an oversampler in batch mode draws from every row at the end of input and \
+                 cannot be checkpointed; use mode=stream",
+                self.operator_id
+            );
+        }
+        let state = OversamplerState {
+            classes: self.classes.values().to_vec(),
+            totals: self.totals.clone(),
+            decayed: self.decayed.clone(),
+            owed: self.owed.clone(),
+            rng: self.rng.clone(),
+            reservoirs: self.reservoirs.state()?,
+        };
+        let state = serde_json::to_value(&state).map_err(|e| {
+            datafusion::common::exec_datafusion_err!("{}: cannot snapshot: {e}", self.operator_id)
+        })?;
+        Ok(Some(OperatorSnapshot {
+            kind: self.method.name().to_string(),
+            version: OVERSAMPLER_STATE_VERSION,
+            state,
+        }))
+    }
+
+    fn restore(&mut self, snapshot: &OperatorSnapshot) -> Result<()> {
+        if snapshot.kind != self.method.name() || snapshot.version != OVERSAMPLER_STATE_VERSION {
+            return plan_err!(
+                "{}: a {} v{} snapshot cannot restore {} (v{OVERSAMPLER_STATE_VERSION})",
+                self.operator_id,
+                snapshot.kind,
+                snapshot.version,
+                self.method.name()
+            );
+        }
+        let state: OversamplerState =
+            serde_json::from_value(snapshot.state.clone()).map_err(|e| {
+                datafusion::common::exec_datafusion_err!(
+                    "{}: unreadable snapshot: {e}",
+                    self.operator_id
+                )
+            })?;
+        for class in state.classes {
+            self.classes.slot(class);
+        }
+        self.totals = state.totals;
+        self.decayed = state.decayed;
+        self.owed = state.owed;
+        self.rng = state.rng;
+        self.reservoirs.restore(state.reservoirs)?;
+        self.stream_models = None;
+        Ok(())
+    }
+
     fn memory_size(&self) -> usize {
         let ready: usize = self.deferred.as_ref().map_or(0, |d| {
             d.ready

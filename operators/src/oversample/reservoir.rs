@@ -19,9 +19,12 @@
 
 use std::collections::VecDeque;
 
+use base64::Engine as _;
 use datafusion::arrow::array::{RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
-use datafusion::common::Result;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::common::{Result, exec_datafusion_err, exec_err};
 
 use super::neighbourhood::gather;
 use crate::complexity::canonical_order;
@@ -53,6 +56,43 @@ struct HeldBatch {
     labelled: Vec<Option<usize>>,
     /// Arrival number of the batch's first row.
     first_arrival: u64,
+}
+
+/// The rows of every class's ring buffer, for a checkpoint: per class, its
+/// chunks from their first row not evicted, the rows as Arrow IPC (base64)
+/// with their features and arrival numbers.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReservoirsState {
+    arrived: u64,
+    per_class: Vec<Vec<ChunkState>>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct ChunkState {
+    rows: String,
+    features: Vec<f64>,
+    arrivals: Vec<u64>,
+}
+
+fn encode_rows(batch: &RecordBatch) -> Result<String> {
+    let mut bytes = Vec::new();
+    {
+        let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema())?;
+        writer.write(batch)?;
+        writer.finish()?;
+    }
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+fn decode_rows(text: &str) -> Result<RecordBatch> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| exec_datafusion_err!("reservoir rows in a snapshot: {e}"))?;
+    let mut reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
+    match reader.next() {
+        Some(batch) => Ok(batch?),
+        None => exec_err!("reservoir rows in a snapshot: an empty IPC stream"),
+    }
 }
 
 /// The ring buffers of every class.
@@ -109,6 +149,73 @@ impl Reservoirs {
             held_rows: 0,
             held_per_class: Vec::new(),
         }
+    }
+
+    /// The rows held, for a checkpoint. Only a stream's reservoirs are
+    /// checkpointed: a bounded input's batches held whole are not.
+    pub fn state(&self) -> Result<ReservoirsState> {
+        if !self.held.is_empty() {
+            return exec_err!("a bounded input's held batches are not checkpointed");
+        }
+        let dim = self.dim;
+        let per_class = self
+            .per_class
+            .iter()
+            .map(|reservoir| {
+                reservoir
+                    .chunks
+                    .iter()
+                    .map(|chunk| {
+                        let kept = chunk.rows.num_rows() - chunk.start;
+                        Ok(ChunkState {
+                            rows: encode_rows(&chunk.rows.slice(chunk.start, kept))?,
+                            features: chunk.features[chunk.start * dim..].to_vec(),
+                            arrivals: chunk.arrivals[chunk.start..].to_vec(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ReservoirsState {
+            arrived: self.arrived,
+            per_class,
+        })
+    }
+
+    /// Continue from `state` (the same operator's [`Self::state`]).
+    pub fn restore(&mut self, state: ReservoirsState) -> Result<()> {
+        let mut per_class = Vec::with_capacity(state.per_class.len());
+        for chunks in state.per_class {
+            let mut reservoir = ClassReservoir::default();
+            for chunk in chunks {
+                let rows = decode_rows(&chunk.rows)?;
+                if chunk.features.len() != rows.num_rows() * self.dim
+                    || chunk.arrivals.len() != rows.num_rows()
+                {
+                    return exec_err!(
+                        "reservoir snapshot: {} rows with {} features and {} arrivals ({} features a row)",
+                        rows.num_rows(),
+                        chunk.features.len(),
+                        chunk.arrivals.len(),
+                        self.dim
+                    );
+                }
+                reservoir.len += rows.num_rows();
+                reservoir.chunks.push_back(Chunk {
+                    rows,
+                    features: chunk.features,
+                    arrivals: chunk.arrivals,
+                    start: 0,
+                });
+            }
+            per_class.push(reservoir);
+        }
+        self.per_class = per_class;
+        self.arrived = state.arrived;
+        self.held.clear();
+        self.held_rows = 0;
+        self.held_per_class.clear();
+        Ok(())
     }
 
     /// Rows held for class `slot`: its eligible rows, plus, on a bounded
