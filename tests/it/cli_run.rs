@@ -270,6 +270,7 @@ fn metrics_are_served_while_the_job_runs_and_sigterm_stops_it_cleanly() {
         "{state:?}"
     );
     assert_eq!(http_get(port, "/healthz").as_deref(), Some("ok\n"));
+    assert_eq!(http_get(port, "/readyz").as_deref(), Some("ready\n"));
     check_exposition_with_promtool(&exposition);
 
     let status = Command::new("kill")

@@ -832,12 +832,14 @@ async fn the_example_job_survives_a_kill_and_stops_cleanly_without_losing_a_reco
 }
 
 /// Ranges of `(partition, offset)` without a prediction, of `records`
-/// spread evenly over two partitions.
-fn missing(seen: &[(i64, i64)], records: usize) -> Vec<(i64, i64, i64)> {
+/// spread round-robin over `partitions`.
+fn missing(seen: &[(i64, i64)], records: usize, partitions: usize) -> Vec<(i64, i64, i64)> {
     let seen: std::collections::BTreeSet<_> = seen.iter().copied().collect();
     let mut ranges: Vec<(i64, i64, i64)> = Vec::new();
-    for partition in 0..2 {
-        for offset in 0..(records / 2) as i64 {
+    for partition in 0..partitions as i64 {
+        let count = (records / partitions
+            + usize::from((partition as usize) < records % partitions)) as i64;
+        for offset in 0..count {
             if !seen.contains(&(partition, offset)) {
                 match ranges.last_mut() {
                     Some(last) if last.0 == partition && last.2 == offset => last.2 = offset + 1,
@@ -1080,9 +1082,14 @@ fn start_configured_job(
     }
 }
 
-/// Produce `lines[from..]` to `readings` (record `i` to partition `i % 2`)
-/// at about 2,000 records a second, on a thread of its own.
-fn trickle(servers: String, lines: Vec<String>, from: usize) -> std::thread::JoinHandle<()> {
+/// Produce `lines[from..]` to `readings` (record `i` to partition
+/// `i % partitions`) at about 2,000 records a second, on a thread of its own.
+fn trickle(
+    servers: String,
+    lines: Vec<String>,
+    from: usize,
+    partitions: usize,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let producer: rdkafka::producer::BaseProducer = match ClientConfig::new()
             .set("bootstrap.servers", &servers)
@@ -1094,7 +1101,7 @@ fn trickle(servers: String, lines: Vec<String>, from: usize) -> std::thread::Joi
         for (i, line) in lines.iter().enumerate().skip(from) {
             let key = i.to_string();
             let mut record = rdkafka::producer::BaseRecord::to("readings")
-                .partition((i % 2) as i32)
+                .partition((i % partitions) as i32)
                 .key(key.as_str())
                 .payload(line.as_str());
             loop {
@@ -1157,116 +1164,131 @@ async fn finish(child: std::process::Child) -> Result<(bool, String, String)> {
     ))
 }
 
+/// `name` from the environment, else `default` (the soak settings).
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Killed with SIGKILL at random moments and restarted each time, the
+/// checkpointed example job predicts every record, and repeats exactly the
+/// predictions each killed run wrote past the checkpoint the next run
+/// restored. Kept short here; a soak runs it longer:
+/// `EQUIPOISE_SOAK_KILLS=20 EQUIPOISE_SOAK_RECORDS=100000 cargo test --test
+/// integration a_checkpointed_job`.
 #[tokio::test]
 async fn a_checkpointed_job_killed_mid_stream_repeats_only_what_followed_its_checkpoint()
 -> Result<()> {
-    const RECORDS: usize = 8000;
+    let records = setting("EQUIPOISE_SOAK_RECORDS", 8000);
+    let kills = setting("EQUIPOISE_SOAK_KILLS", 2);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    // The mock cluster serves up to about 16,000 records a partition.
+    let partitions = records.div_ceil(15_000).max(2);
     let broker = Broker::start();
-    broker.topic("readings", 2);
+    broker.topic("readings", partitions as i32);
     broker.topic("readings.dead-letters", 1);
     broker.topic("predictions", 1);
-    // A quarter now, the rest while the job runs, so that it is killed
-    // mid-stream.
-    let lines = telemetry(0, RECORDS as u64).await?;
-    for (i, line) in lines.iter().enumerate().take(RECORDS / 4) {
+    // A quarter now, the rest while the job runs.
+    let lines = telemetry(0, records as u64).await?;
+    for (i, line) in lines.iter().enumerate().take(records / 4) {
         broker
             .produce(
                 "readings",
-                (i % 2) as i32,
+                (i % partitions) as i32,
                 &i.to_string(),
                 line.as_bytes(),
                 &[],
             )
             .await;
     }
-    let trickle = trickle(broker.servers(), lines, RECORDS / 4);
+    let trickle = trickle(broker.servers(), lines, records / 4, partitions);
     let dir =
         tempfile::tempdir().map_err(|e| datafusion::common::DataFusionError::External(e.into()))?;
     let config = job_file(&broker, &dir);
     let store = dir.path().join("checkpoints");
     let mut predictions = Predictions::new(&broker);
 
-    // Killed once a checkpoint is stored and predictions went past it.
-    let killed = start_configured_job(&config, &store, "200ms");
-    let mut was_killed = false;
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while !was_killed && std::time::Instant::now() < deadline {
-        let target = predictions.seen.len() + 50;
-        predictions.read_until(|seen| seen.len() >= target);
-        if let Some(body) = newest_checkpoint(&store) {
-            let covered: i64 = checkpoint_positions(&body).values().sum();
-            if covered > 0 && predictions.seen.len() as i64 > covered {
-                signal(&killed, "-KILL");
-                was_killed = true;
+    // Kill moments: random counts of distinct predictions, increasing.
+    let mut state = seed;
+    let mut moments: Vec<usize> = (0..kills)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % records as u64) as usize
+        })
+        .collect();
+    moments.sort_unstable();
+    let mut expected_repeats = 0;
+    let mut restored_checkpoints = 0;
+    for moment in moments {
+        let run_start = predictions.seen.len();
+        let killed = start_configured_job(&config, &store, "200ms");
+        let reached = predictions.read_until(|seen| covers(seen, moment));
+        signal(&killed, "-KILL");
+        let (_, _, log) = finish(killed).await?;
+        assert!(
+            reached,
+            "seed {seed}: the run never reached {moment} records:\n{log}"
+        );
+        // Everything the killed run wrote, and where the next run resumes.
+        predictions.read_until_quiet(Duration::from_secs(2));
+        let checkpoint = newest_checkpoint(&store);
+        restored_checkpoints += usize::from(checkpoint.is_some());
+        let positions = checkpoint
+            .as_ref()
+            .map(checkpoint_positions)
+            .unwrap_or_default();
+        expected_repeats += predictions.seen[run_start..]
+            .iter()
+            .filter(|(p, o)| *o >= positions.get(p).copied().unwrap_or(0))
+            .count();
+        if let Some(body) = &checkpoint {
+            let operators = body["operators"].as_object().cloned().unwrap_or_default();
+            for kind in [
+                "kafka_source",
+                "qc_smote",
+                "icost",
+                "train_detector",
+                "drift_monitor",
+            ] {
+                assert!(
+                    operators.values().any(|op| op["kind"] == kind),
+                    "the checkpoint holds the {kind} state: {:?}",
+                    operators.keys().collect::<Vec<_>>()
+                );
             }
         }
     }
-    if !was_killed {
-        signal(&killed, "-KILL");
-    }
-    let (_, _, killed_log) = finish(killed).await?;
-    assert!(
-        was_killed,
-        "no checkpoint was stored before the deadline ({} predictions):\n{killed_log}",
-        predictions.seen.len()
-    );
-    // Everything the first run wrote.
-    predictions.read_until_quiet(Duration::from_secs(2));
-    // The checkpoint the restart restores is the newest in the store (one
-    // may have completed between the look and the kill).
-    let restored = newest_checkpoint(&store).unwrap_or_default();
-    let positions = checkpoint_positions(&restored);
-    let operators = restored["operators"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
-    for kind in ["kafka_source", "train_detector"] {
-        assert!(
-            operators.values().any(|op| op["kind"] == kind),
-            "the checkpoint holds the {kind} state: {:?}",
-            operators.keys().collect::<Vec<_>>()
-        );
-    }
-    let first_run = predictions.seen.clone();
     if trickle.join().is_err() {
         panic!("the producer thread failed");
     }
+    assert!(
+        restored_checkpoints > 0,
+        "seed {seed}: no kill came after a checkpoint"
+    );
 
-    // The restart resumes from the checkpoint: every record has a
-    // prediction, and a record predicted twice lies past the checkpoint.
+    // The last run is not killed: every record gets its prediction.
     let second = start_configured_job(&config, &store, "200ms");
-    if !predictions.read_until(|seen| covers(seen, RECORDS)) {
+    if !predictions.read_until(|seen| covers(seen, records)) {
         signal(&second, "-KILL");
         let (_, stdout, log) = finish(second).await?;
         panic!(
-            "every record has a prediction ({} distinct; missing {:?}; checkpoint \
-             {positions:?}):\n{stdout}\n{log}",
+            "seed {seed}: every record has a prediction ({} distinct; missing {:?}):\n{stdout}\n{log}",
             predictions.distinct(),
-            missing(&predictions.seen, RECORDS)
+            missing(&predictions.seen, records, partitions)
         );
     }
-    let mut counts: BTreeMap<(i64, i64), usize> = BTreeMap::new();
-    for position in &predictions.seen {
-        *counts.entry(*position).or_default() += 1;
-    }
-    for ((partition, offset), n) in &counts {
-        if *n > 1 {
-            assert_eq!(*n, 2, "{partition}/{offset} predicted {n} times");
-            let from = positions.get(partition).copied().unwrap_or(0);
-            assert!(
-                *offset >= from,
-                "{partition}/{offset} was predicted again though checkpoint covered up to {from}"
-            );
-        }
-    }
-    let repeated = predictions.seen.len() - counts.len();
-    let past_checkpoint = first_run
-        .iter()
-        .filter(|(p, o)| *o >= positions.get(p).copied().unwrap_or(0))
-        .count();
+    predictions.read_until_quiet(Duration::from_secs(2));
+    let repeated = predictions.seen.len() - predictions.distinct();
     assert_eq!(
-        repeated, past_checkpoint,
-        "exactly the first run's predictions past its checkpoint are repeated"
+        repeated, expected_repeats,
+        "seed {seed}: exactly the killed runs' predictions past their checkpoints are repeated"
     );
 
     // SIGTERM: a final checkpoint, exit 0; a restart reads only new records.
@@ -1275,7 +1297,7 @@ async fn a_checkpointed_job_killed_mid_stream_repeats_only_what_followed_its_che
     assert!(ok, "{stdout}{log}");
     assert!(stdout.contains("restored from checkpoint"), "{stdout}");
     assert!(stdout.contains("last checkpoint:"), "{stdout}");
-    let more = telemetry(RECORDS as u64, 300).await?;
+    let more = telemetry(records as u64, 300).await?;
     for line in &more {
         broker
             .produce("readings", 0, "k", line.as_bytes(), &[])
