@@ -1176,13 +1176,13 @@ fn setting(name: &str, default: usize) -> usize {
 /// checkpointed example job predicts every record, and repeats exactly the
 /// predictions each killed run wrote past the checkpoint the next run
 /// restored. Kept short here; a soak runs it longer:
-/// `EQUIPOISE_SOAK_KILLS=20 EQUIPOISE_SOAK_RECORDS=100000 cargo test --test
+/// `SOAK_KILLS=20 SOAK_RECORDS=100000 cargo test --test
 /// integration a_checkpointed_job`.
 #[tokio::test]
 async fn a_checkpointed_job_killed_mid_stream_repeats_only_what_followed_its_checkpoint()
 -> Result<()> {
-    let records = setting("EQUIPOISE_SOAK_RECORDS", 8000);
-    let kills = setting("EQUIPOISE_SOAK_KILLS", 2);
+    let records = setting("SOAK_RECORDS", 8000);
+    let kills = setting("SOAK_KILLS", 2);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
