@@ -185,3 +185,48 @@ fn every_dashboard_query_is_valid_promql() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Every job file shipped (examples and the Kubernetes ConfigMaps) passes
+/// `equipoise run --check`, and the pods' grace period leaves the job's
+/// own grace period room to finish.
+#[test]
+fn every_shipped_job_file_checks_and_fits_the_pod_grace_period() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let jobs = [
+        "examples/kafka-job.toml",
+        "deploy/kubernetes/base/job.toml",
+        "deploy/kubernetes/overlays/production/job.toml",
+    ];
+    for job in jobs {
+        let path = root.join(job);
+        let output =
+            super::common::equipoise(&["run", "--config", &path.to_string_lossy(), "--check"]);
+        assert!(
+            output.status.success(),
+            "{job}: {}",
+            super::common::stderr(&output)
+        );
+        let text = std::fs::read_to_string(&path).expect("job file");
+        let grace = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("grace_period = \""))
+            .and_then(|rest| {
+                rest.strip_suffix("s\"")
+                    .or_else(|| rest.split("s\"").next())
+            })
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .expect("a grace_period in seconds");
+        let statefulset =
+            std::fs::read_to_string(root.join("deploy/kubernetes/base/statefulset.yaml"))
+                .expect("statefulset.yaml");
+        let pod_grace: u64 = statefulset
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds: "))
+            .and_then(|n| n.parse().ok())
+            .expect("terminationGracePeriodSeconds");
+        assert!(
+            grace + 5 <= pod_grace,
+            "{job}: grace_period {grace} s, pod {pod_grace} s"
+        );
+    }
+}

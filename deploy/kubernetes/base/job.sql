@@ -1,0 +1,66 @@
+-- The default detector pipeline as a Kafka job:
+--   equipoise run --sql examples/kafka-job.sql
+-- Telemetry readings come from topic `readings`; each original row leaves
+-- on topic `predictions` with the detector's prediction and score and the
+-- drift monitor's state. Records that cannot be rows go to
+-- `readings.dead-letters` with the reason in their headers.
+-- Change 'bootstrap.servers' (and add your client settings) for your brokers.
+
+CREATE UNBOUNDED EXTERNAL TABLE readings (
+    seq BIGINT,
+    machine_id INT,
+    temperature_c DOUBLE,
+    vibration_mm_s DOUBLE,
+    pressure_bar DOUBLE,
+    rotation_rpm DOUBLE,
+    current_a DOUBLE,
+    label INT,
+    _partition INT,
+    _offset BIGINT
+)
+STORED AS KAFKA LOCATION 'readings'
+OPTIONS (
+    'bootstrap.servers' 'kafka:9092',
+    'group.id' 'equipoise-detector',
+    -- A replica that dies without leaving the group keeps its partitions
+    -- this long (librdkafka's default is 45 s).
+    'session.timeout.ms' '10000',
+    'format' 'json',
+    'start' 'committed',
+    'label' 'label',
+    'dead_letter_topic' 'readings.dead-letters'
+);
+
+CREATE EXTERNAL TABLE predictions (
+    seq BIGINT,
+    source_partition INT,
+    source_offset BIGINT,
+    label INT,
+    prediction INT,
+    score DOUBLE,
+    model_version BIGINT,
+    drift_state VARCHAR,
+    drift_signal VARCHAR
+)
+STORED AS KAFKA LOCATION 'predictions'
+OPTIONS (
+    'bootstrap.servers' 'kafka:9092',
+    'format' 'json',
+    'key_column' 'seq'
+);
+
+-- QC-SMOTE, then iCost weights, then the detector (test-then-train), then
+-- the drift monitor on its predictions; identifiers are not features.
+CREATE VIEW balanced AS
+    SELECT * FROM qc_smote('readings', 'label', 'mode=stream, exclude=seq machine_id');
+CREATE VIEW weighed AS
+    SELECT * FROM icost('balanced', 'label', 'mode=stream, exclude=seq machine_id');
+CREATE VIEW scored AS
+    SELECT * FROM train_detector('weighed', 'label', 'exclude=seq machine_id');
+CREATE VIEW watched AS
+    SELECT * FROM drift_monitor('scored', 'label', 'prediction');
+
+INSERT INTO predictions
+SELECT seq, _partition AS source_partition, _offset AS source_offset, label,
+       prediction, score, model_version, drift_state, drift_signal
+FROM watched;
