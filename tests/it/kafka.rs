@@ -664,8 +664,8 @@ struct Predictions {
 }
 
 impl Predictions {
-    fn new(broker: &Broker) -> Self {
-        let consumer = reader(&broker.servers(), "test-predictions", "predictions", 1);
+    fn new(servers: &str) -> Self {
+        let consumer = reader(servers, "test-predictions", "predictions", 1);
         Self {
             consumer,
             seen: Vec::new(),
@@ -717,13 +717,13 @@ impl Predictions {
     }
 }
 
-fn job_script(broker: &Broker, dir: &tempfile::TempDir) -> std::path::PathBuf {
+fn job_script(servers: &str, dir: &tempfile::TempDir) -> std::path::PathBuf {
     let example = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/kafka-job.sql"
     ))
     .unwrap_or_else(|e| panic!("examples/kafka-job.sql: {e}"));
-    let script = example.replace("127.0.0.1:9092", &broker.servers());
+    let script = example.replace("127.0.0.1:9092", servers);
     let path = dir.path().join("job.sql");
     if let Err(e) = std::fs::write(&path, script) {
         panic!("write job.sql: {e}");
@@ -773,8 +773,8 @@ async fn the_example_job_survives_a_kill_and_stops_cleanly_without_losing_a_reco
     }
     let dir =
         tempfile::tempdir().map_err(|e| datafusion::common::DataFusionError::External(e.into()))?;
-    let script = job_script(&broker, &dir);
-    let mut predictions = Predictions::new(&broker);
+    let script = job_script(&broker.servers(), &dir);
+    let mut predictions = Predictions::new(&broker.servers());
 
     // Killed mid-stream: nothing was committed, so the next run reads again.
     let mut killed = start_job(&script);
@@ -1043,8 +1043,8 @@ fn copied_positions(
 
 /// The example job file, run over `broker` with its checkpoints in
 /// `dir/checkpoints` every `interval`.
-fn job_file(broker: &Broker, dir: &tempfile::TempDir) -> std::path::PathBuf {
-    job_script(broker, dir);
+fn job_file(servers: &str, dir: &tempfile::TempDir) -> std::path::PathBuf {
+    job_script(servers, dir);
     let example = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/kafka-job.toml"
@@ -1183,35 +1183,51 @@ async fn a_checkpointed_job_killed_mid_stream_repeats_only_what_followed_its_che
 -> Result<()> {
     let records = setting("SOAK_RECORDS", 8000);
     let kills = setting("SOAK_KILLS", 2);
+    // The mock cluster serves up to about 16,000 records a partition.
+    let partitions = records.div_ceil(15_000).max(2);
+    let broker = Broker::start();
+    killed_and_restarted(
+        &broker.servers(),
+        |name, count| broker.topic(name, count),
+        records,
+        partitions,
+        kills,
+    )
+    .await
+}
+
+/// The kill test over the broker at `servers`, whose topics `topic`
+/// creates: `records` telemetry records in `partitions` partitions of
+/// `readings`, the checkpointed example job killed `kills` times.
+async fn killed_and_restarted(
+    servers: &str,
+    topic: impl Fn(&str, i32),
+    records: usize,
+    partitions: usize,
+    kills: usize,
+) -> Result<()> {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
         | 1;
-    // The mock cluster serves up to about 16,000 records a partition.
-    let partitions = records.div_ceil(15_000).max(2);
-    let broker = Broker::start();
-    broker.topic("readings", partitions as i32);
-    broker.topic("readings.dead-letters", 1);
-    broker.topic("predictions", 1);
+    topic("readings", partitions as i32);
+    topic("readings.dead-letters", 1);
+    topic("predictions", 1);
     // A quarter now, the rest while the job runs.
     let lines = telemetry(0, records as u64).await?;
-    for (i, line) in lines.iter().enumerate().take(records / 4) {
-        broker
-            .produce(
-                "readings",
-                (i % partitions) as i32,
-                &i.to_string(),
-                line.as_bytes(),
-                &[],
-            )
-            .await;
+    let first: Vec<String> = lines[..records / 4].to_vec();
+    if trickle(servers.to_string(), first, 0, partitions)
+        .join()
+        .is_err()
+    {
+        panic!("the producer thread failed");
     }
-    let trickle = trickle(broker.servers(), lines, records / 4, partitions);
+    let producing = trickle(servers.to_string(), lines, records / 4, partitions);
     let dir =
         tempfile::tempdir().map_err(|e| datafusion::common::DataFusionError::External(e.into()))?;
-    let config = job_file(&broker, &dir);
+    let config = job_file(servers, &dir);
     let store = dir.path().join("checkpoints");
-    let mut predictions = Predictions::new(&broker);
+    let mut predictions = Predictions::new(servers);
 
     // Kill moments: random counts of distinct predictions, increasing.
     let mut state = seed;
@@ -1265,7 +1281,7 @@ async fn a_checkpointed_job_killed_mid_stream_repeats_only_what_followed_its_che
             }
         }
     }
-    if trickle.join().is_err() {
+    if producing.join().is_err() {
         panic!("the producer thread failed");
     }
     assert!(
@@ -1298,10 +1314,11 @@ async fn a_checkpointed_job_killed_mid_stream_repeats_only_what_followed_its_che
     assert!(stdout.contains("restored from checkpoint"), "{stdout}");
     assert!(stdout.contains("last checkpoint:"), "{stdout}");
     let more = telemetry(records as u64, 300).await?;
-    for line in &more {
-        broker
-            .produce("readings", 0, "k", line.as_bytes(), &[])
-            .await;
+    if trickle(servers.to_string(), more, 0, partitions)
+        .join()
+        .is_err()
+    {
+        panic!("the producer thread failed");
     }
     let before = predictions.seen.len();
     let third = start_configured_job(&config, &store, "200ms");
