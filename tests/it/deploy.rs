@@ -73,6 +73,8 @@ async fn exported_families() -> Result<BTreeSet<String>> {
     // The Kafka source and sink's families, with the series a job reading
     // and writing Kafka has.
     let kafka = runtime.metric_set::<KafkaMetrics>()?;
+    // The checkpoint series of a job with a checkpoint store.
+    runtime.metric_set::<equipoise::operators::runtime::CheckpointMetrics>()?;
     for family in [
         &kafka.records,
         &kafka.bytes,

@@ -245,7 +245,7 @@ pub struct CheckpointMetrics {
     pub completed: IntCounter,
     pub epoch: IntGauge,
     pub bytes: IntGauge,
-    /// From the cut to the commit.
+    /// From the cut to the checkpoint stored.
     pub duration: Histogram,
 }
 
@@ -268,7 +268,7 @@ impl MetricSet for CheckpointMetrics {
         let duration = Histogram::with_opts(
             HistogramOpts::new(
                 "equipoise_checkpoint_duration_seconds",
-                "From a checkpoint's cut at the source to its commit",
+                "From a checkpoint's cut at the source to its write to the store",
             )
             .buckets(vec![
                 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
