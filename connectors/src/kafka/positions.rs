@@ -5,29 +5,35 @@
 //! Positions advance when the plan *pulls* a batch (not when the consumer
 //! loop decodes it), so that at a checkpoint's cut they name exactly the
 //! records the operators have seen (`equipoise_operators::runtime::checkpoint`).
+//! [`KafkaCommit`] commits them, and [`is_transient`] tells the errors that
+//! pass by themselves (for the consumer loop in `source` and for commits).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::{Result, exec_datafusion_err};
+use datafusion::common::{DataFusionError, Result, exec_datafusion_err};
 use datafusion::execution::RecordBatchStream;
 use equipoise_operators::JobRuntime;
 use equipoise_operators::runtime::{OperatorSnapshot, PendingCommit, StatefulOperator};
 use futures::Stream;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{
-    BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
 };
+use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::mpsc::Receiver;
 
-use super::source::KafkaCommit;
+/// Attempts, and the backoff between them, of a commit a rebalance refused.
+const COMMIT_ATTEMPTS: u32 = 5;
+const COMMIT_BACKOFF: Duration = Duration::from_millis(200);
 
 const KIND: &str = "kafka_source";
 const STATE_VERSION: u32 = 1;
@@ -298,4 +304,95 @@ impl RecordBatchStream for RecordStream {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
+}
+
+/// Positions of one consumer, committed for its group when the runtime is
+/// told their rows are safe.
+pub(crate) struct KafkaCommit {
+    pub(crate) consumer: Arc<SourceConsumer>,
+    pub(crate) topic: String,
+    pub(crate) positions: Positions,
+}
+
+impl fmt::Debug for KafkaCommit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaCommit")
+            .field("topic", &self.topic)
+            .field("positions", &self.positions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingCommit for KafkaCommit {
+    fn commit(&self) -> Result<()> {
+        // Only partitions this consumer owns now: a commit from a member
+        // that is still joining (or for a partition that moved) is refused
+        // by the coordinator, and librdkafka answers the refusal by
+        // rejoining the group, so committing then would keep the group
+        // rebalancing.
+        let owned = self.consumer.assignment().map_err(|e| kafka_error(&e))?;
+        let mut list = TopicPartitionList::new();
+        for (partition, next) in &self.positions {
+            if owned.find_partition(&self.topic, *partition).is_some() {
+                list.add_partition_offset(&self.topic, *partition, Offset::Offset(*next))
+                    .map_err(|e| kafka_error(&e))?;
+            }
+        }
+        if list.count() == 0 {
+            return Ok(());
+        }
+        // A rebalance (another member joining or leaving) refuses commits
+        // for a moment: try again a few times before giving up.
+        let mut attempt = 0;
+        loop {
+            match self.consumer.commit(&list, CommitMode::Sync) {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < COMMIT_ATTEMPTS && is_transient(&e) => {
+                    attempt += 1;
+                    std::thread::sleep(COMMIT_BACKOFF * attempt);
+                }
+                Err(e) => {
+                    return Err(exec_datafusion_err!(
+                        "kafka: cannot commit the offsets of '{}': {e}",
+                        self.topic
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Whether a consumer error passes by itself (a timeout, a leader change, a
+/// broker restarting): librdkafka retries, so the loop goes on. Anything
+/// else (an unknown topic, a refused authorization, a fatal error) ends the
+/// stream with the error.
+pub(crate) fn is_transient(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    match error {
+        KafkaError::MessageConsumption(code) | KafkaError::ConsumerCommit(code) => matches!(
+            code,
+            Code::RequestTimedOut
+                | Code::NotLeaderForPartition
+                | Code::LeaderNotAvailable
+                | Code::BrokerNotAvailable
+                | Code::NetworkException
+                | Code::BrokerTransportFailure
+                | Code::AllBrokersDown
+                | Code::OperationTimedOut
+                | Code::NotCoordinator
+                | Code::CoordinatorNotAvailable
+                | Code::CoordinatorLoadInProgress
+                | Code::RebalanceInProgress
+                | Code::KafkaStorageError
+                | Code::FencedLeaderEpoch
+                | Code::UnknownLeaderEpoch
+                | Code::OffsetNotAvailable
+                | Code::PreferredLeaderNotAvailable
+        ),
+        _ => false,
+    }
+}
+
+pub(crate) fn kafka_error(error: &KafkaError) -> DataFusionError {
+    exec_datafusion_err!("kafka: {error}")
 }

@@ -42,10 +42,9 @@ use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use equipoise_operators::JobRuntime;
 use equipoise_operators::metrics::SharedMetrics;
-use equipoise_operators::runtime::{PendingCommit, StatefulOperator};
+use equipoise_operators::runtime::StatefulOperator;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc::Sender;
@@ -56,7 +55,8 @@ use super::decode::{Message, RecordDecoder};
 use super::metrics::KafkaMetrics;
 use super::options::{KafkaOptions, ReadMode, Start};
 use super::positions::{
-    AbortOnDrop, Emitted, Positions, RecordStream, SourceConsumer, SourceContext, SourcePositions,
+    AbortOnDrop, Emitted, KafkaCommit, Positions, RecordStream, SourceConsumer, SourceContext,
+    SourcePositions, is_transient, kafka_error,
 };
 use super::sink::KafkaSink;
 
@@ -65,9 +65,6 @@ use super::sink::KafkaSink;
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// Batches in flight between the consumer loop and the plan.
 const CHANNEL_BATCHES: usize = 2;
-/// Attempts, and the backoff between them, of a commit a rebalance refused.
-const COMMIT_ATTEMPTS: u32 = 5;
-const COMMIT_BACKOFF: Duration = Duration::from_millis(200);
 /// How often the consumer lag gauges are refreshed.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -750,97 +747,6 @@ fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Message {
         payload: message.payload().map(<[u8]>::to_vec),
         headers,
     }
-}
-
-/// Positions of one consumer, committed for its group when the runtime is
-/// told their rows are safe.
-pub(crate) struct KafkaCommit {
-    pub(crate) consumer: Arc<SourceConsumer>,
-    pub(crate) topic: String,
-    pub(crate) positions: Positions,
-}
-
-impl fmt::Debug for KafkaCommit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KafkaCommit")
-            .field("topic", &self.topic)
-            .field("positions", &self.positions)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PendingCommit for KafkaCommit {
-    fn commit(&self) -> Result<()> {
-        // Only partitions this consumer owns now: a commit from a member
-        // that is still joining (or for a partition that moved) is refused
-        // by the coordinator, and librdkafka answers the refusal by
-        // rejoining the group, so committing then would keep the group
-        // rebalancing.
-        let owned = self.consumer.assignment().map_err(|e| kafka_error(&e))?;
-        let mut list = TopicPartitionList::new();
-        for (partition, next) in &self.positions {
-            if owned.find_partition(&self.topic, *partition).is_some() {
-                list.add_partition_offset(&self.topic, *partition, Offset::Offset(*next))
-                    .map_err(|e| kafka_error(&e))?;
-            }
-        }
-        if list.count() == 0 {
-            return Ok(());
-        }
-        // A rebalance (another member joining or leaving) refuses commits
-        // for a moment: try again a few times before giving up.
-        let mut attempt = 0;
-        loop {
-            match self.consumer.commit(&list, CommitMode::Sync) {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt < COMMIT_ATTEMPTS && is_transient(&e) => {
-                    attempt += 1;
-                    std::thread::sleep(COMMIT_BACKOFF * attempt);
-                }
-                Err(e) => {
-                    return Err(exec_datafusion_err!(
-                        "kafka: cannot commit the offsets of '{}': {e}",
-                        self.topic
-                    ));
-                }
-            }
-        }
-    }
-}
-
-/// Whether a consumer error passes by itself (a timeout, a leader change, a
-/// broker restarting): librdkafka retries, so the loop goes on. Anything
-/// else (an unknown topic, a refused authorization, a fatal error) ends the
-/// stream with the error.
-fn is_transient(error: &KafkaError) -> bool {
-    use rdkafka::types::RDKafkaErrorCode as Code;
-    match error {
-        KafkaError::MessageConsumption(code) | KafkaError::ConsumerCommit(code) => matches!(
-            code,
-            Code::RequestTimedOut
-                | Code::NotLeaderForPartition
-                | Code::LeaderNotAvailable
-                | Code::BrokerNotAvailable
-                | Code::NetworkException
-                | Code::BrokerTransportFailure
-                | Code::AllBrokersDown
-                | Code::OperationTimedOut
-                | Code::NotCoordinator
-                | Code::CoordinatorNotAvailable
-                | Code::CoordinatorLoadInProgress
-                | Code::RebalanceInProgress
-                | Code::KafkaStorageError
-                | Code::FencedLeaderEpoch
-                | Code::UnknownLeaderEpoch
-                | Code::OffsetNotAvailable
-                | Code::PreferredLeaderNotAvailable
-        ),
-        _ => false,
-    }
-}
-
-pub(crate) fn kafka_error(error: &KafkaError) -> DataFusionError {
-    exec_datafusion_err!("kafka: {error}")
 }
 
 #[cfg(test)]
