@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "EQUIPOISE_";
 
+/// Keys outside any section, which a variable names without `__`.
+const TOP_LEVEL_KEYS: &[&str] = &["sql", "sql_file"];
+
 /// A resolved job file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -216,7 +219,15 @@ pub fn resolve(
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        let keys: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+        // `SECTION__KEY`, or a top-level key; other EQUIPOISE_ variables
+        // (a tool's own settings) are not the job's.
+        let keys: Vec<String> = if rest.contains("__") {
+            rest.split("__").map(str::to_lowercase).collect()
+        } else if TOP_LEVEL_KEYS.contains(&rest.to_lowercase().as_str()) {
+            vec![rest.to_lowercase()]
+        } else {
+            continue;
+        };
         set(&mut table, &keys, env_value(&value));
     }
     if let Some(file) = &flags.sql_file {
@@ -338,6 +349,9 @@ grace_period = "20s"
                 "0.0.0.0:9000".to_string(),
             ),
             ("UNRELATED".to_string(), "x".to_string()),
+            // Not the job's: no section, and not a top-level key.
+            ("EQUIPOISE_REQUIRE_TOOLS".to_string(), "1".to_string()),
+            ("EQUIPOISE_SQL_FILE".to_string(), "other.sql".to_string()),
         ];
         let flags = FlagOverrides {
             metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9999))),
