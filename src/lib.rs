@@ -32,6 +32,7 @@ pub use equipoise_udfs as udfs;
 pub mod config;
 pub mod job;
 pub mod metrics_server;
+pub mod model_export;
 pub mod progress;
 pub mod script;
 pub mod sql;

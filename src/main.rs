@@ -11,6 +11,7 @@ use datafusion::physical_plan::displayable;
 use equipoise::config::{self, FlagOverrides, Guarantee, LogFormat, ResolvedJob};
 use equipoise::job::{JobSpec, run_job};
 use equipoise::metrics_server::{Health, MetricsServer};
+use equipoise::model_export::export_models;
 use equipoise::operators::runtime::{CheckpointStore, check_plan};
 use equipoise::script::{ScriptRun, plan_script, run_script};
 use equipoise::sql::{OutputFormat, TableArg, run_sql};
@@ -40,6 +41,22 @@ enum Command {
     Sql(SqlArgs),
     /// Run the streaming job (by default: generated machine telemetry).
     Run(RunArgs),
+    /// Write the detectors' models of a job's newest checkpoint as the
+    /// model files `score_detector` loads.
+    ExportModel(ExportModelArgs),
+}
+
+#[derive(Debug, Args)]
+struct ExportModelArgs {
+    /// The job's checkpoint store (a directory or an object-store URL).
+    #[arg(long, value_name = "URL")]
+    checkpoint: String,
+    /// Only this detector (its operator id, e.g. train_detector-0).
+    #[arg(long, value_name = "ID")]
+    operator: Option<String>,
+    /// Where the model files go (`<dir>/<operator id>.json`).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -138,6 +155,7 @@ fn non_negative_f64(text: &str) -> Result<f64, String> {
 /// A command with its job resolved, ready to run.
 enum Prepared {
     Sql(SqlArgs),
+    ExportModel(ExportModelArgs),
     /// The built-in telemetry job.
     Builtin(RunArgs, ResolvedJob),
     /// A job in SQL (`--config` or `--sql`).
@@ -147,6 +165,7 @@ enum Prepared {
 fn prepare(command: Command) -> Result<Prepared, String> {
     let args = match command {
         Command::Sql(args) => return Ok(Prepared::Sql(args)),
+        Command::ExportModel(args) => return Ok(Prepared::ExportModel(args)),
         Command::Run(args) => args,
     };
     // Read before the async runtime starts: the log format is in it.
@@ -202,7 +221,7 @@ fn main() -> ExitCode {
         Err(message) => return fail(&message),
     };
     let (default_level, log_format) = match &prepared {
-        Prepared::Sql(_) => ("warn", LogFormat::Text),
+        Prepared::Sql(_) | Prepared::ExportModel(_) => ("warn", LogFormat::Text),
         Prepared::Builtin(_, job) | Prepared::Script(_, job) => ("info", job.config.log.format),
     };
     let filter =
@@ -237,6 +256,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match prepared {
             Prepared::Sql(args) => sql(args).await,
+            Prepared::ExportModel(args) => export_model(&args).await,
             Prepared::Builtin(args, job) => run(args, &job).await,
             Prepared::Script(args, job) => run_script_job(&args, &job).await,
         }
@@ -324,6 +344,17 @@ async fn run(args: RunArgs, job: &ResolvedJob) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     println!("{summary}");
     server.shutdown().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+async fn export_model(args: &ExportModelArgs) -> Result<(), String> {
+    let store = CheckpointStore::open(&args.checkpoint, 1).map_err(|e| e.to_string())?;
+    let (epoch, written) = export_models(&store, args.operator.as_deref(), &args.out)
+        .await
+        .map_err(|e| e.to_string())?;
+    for path in written {
+        println!("{} (checkpoint {epoch})", path.display());
+    }
     Ok(())
 }
 

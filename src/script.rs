@@ -160,6 +160,18 @@ pub async fn run_script(
     // Subscribed before the stream starts, so no event is missed.
     let mut control = runtime.control().subscribe();
     let mut stream = execute_stream(plan, ctx.task_ctx())?;
+    if let Some(epoch) = restored_from {
+        // Every operator has registered now (when its stream was built).
+        let unclaimed = runtime.state().unclaimed()?;
+        if !unclaimed.is_empty() {
+            tracing::warn!(
+                epoch,
+                operators = ?unclaimed,
+                "checkpoint {epoch} holds state for operators this job does not have (was its \
+                 SQL changed?); that state is not used"
+            );
+        }
+    }
     run.health.set_ready(true);
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     let started = Instant::now();

@@ -1330,5 +1330,43 @@ async fn killed_and_restarted(
         stdout.contains("stopped after writing 300 rows"),
         "{stdout}{log}"
     );
+
+    // The detector's model in the final checkpoint scores new rows.
+    let models = dir.path().join("models");
+    let output = super::common::equipoise(&[
+        "export-model",
+        "--checkpoint",
+        &store.to_string_lossy(),
+        "--out",
+        &models.to_string_lossy(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        super::common::stderr(&output)
+    );
+    let rows = dir.path().join("rows.ndjson");
+    let sample = telemetry(0, 100).await?.join("\n");
+    if let Err(e) = std::fs::write(&rows, sample) {
+        panic!("write rows: {e}");
+    }
+    let model = models.join("train_detector-0.json");
+    let output = super::common::equipoise(&[
+        "sql",
+        "--table",
+        &format!("t={}", rows.display()),
+        "--format",
+        "csv",
+        &format!(
+            "SELECT count(prediction) AS n FROM score_detector('t', '{}')",
+            model.display()
+        ),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        super::common::stderr(&output)
+    );
+    assert_eq!(super::common::stdout(&output), "n\n100\n");
     Ok(())
 }

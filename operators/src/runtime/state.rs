@@ -101,6 +101,19 @@ impl StateRegistry {
             .cloned())
     }
 
+    /// Ids the restore point holds state for that no registered operator
+    /// has: state a changed job no longer uses.
+    pub fn unclaimed(&self) -> Result<Vec<String>> {
+        let inner = lock(&self.inner)?;
+        Ok(inner
+            .pending_restore
+            .operators
+            .keys()
+            .filter(|id| !inner.operators.contains_key(*id))
+            .cloned()
+            .collect())
+    }
+
     /// Forget every registered operator.
     pub fn clear(&self) -> Result<()> {
         lock(&self.inner)?.operators.clear();
@@ -173,6 +186,29 @@ mod tests {
             .state()
             .register(&(Arc::clone(&restored) as Arc<dyn StatefulOperator>))?;
         assert_eq!(*lock(&restored.value)?, 41);
+        Ok(())
+    }
+
+    #[test]
+    fn state_no_operator_claims_is_reported() -> Result<()> {
+        let runtime = JobRuntime::default();
+        let mut snapshot = JobSnapshot::default();
+        for id in ["counter-0", "counter-1"] {
+            snapshot.operators.insert(
+                id.to_string(),
+                OperatorSnapshot {
+                    kind: "counter".into(),
+                    version: 1,
+                    state: serde_json::json!(3),
+                },
+            );
+        }
+        runtime.state().set_restore_point(snapshot)?;
+        runtime.state().track(Arc::new(Counter {
+            id: "counter-0".into(),
+            value: Mutex::new(0),
+        }))?;
+        assert_eq!(runtime.state().unclaimed()?, vec!["counter-1".to_string()]);
         Ok(())
     }
 
