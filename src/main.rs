@@ -12,8 +12,8 @@ use equipoise::config::{self, FlagOverrides, Guarantee, LogFormat, ResolvedJob};
 use equipoise::job::{JobSpec, run_job};
 use equipoise::metrics_server::{Health, MetricsServer};
 use equipoise::model_export::export_models;
-use equipoise::operators::runtime::{CheckpointStore, check_plan};
-use equipoise::script::{ScriptRun, plan_script, run_script};
+use equipoise::operators::runtime::CheckpointStore;
+use equipoise::script::{ScriptRun, checkpointable, plan_script, run_script};
 use equipoise::sql::{OutputFormat, TableArg, run_sql};
 use equipoise::{JobRuntime, progress};
 use equipoise_connectors::GeneratorConfig;
@@ -374,11 +374,11 @@ async fn run_script_job(args: &RunArgs, job: &ResolvedJob) -> Result<(), String>
     };
     let runtime = Arc::new(JobRuntime::default());
     if args.check {
-        let planned = plan_script(&script, &runtime)
+        let mut planned = plan_script(&script, &runtime)
             .await
             .map_err(|e| e.to_string())?;
         if store.is_some() {
-            check_plan(planned.plan.as_ref()).map_err(|e| e.to_string())?;
+            planned.plan = checkpointable(planned.plan).map_err(|e| e.to_string())?;
         }
         println!("{}", resolved_text(job)?);
         println!("# inserts into {}; physical plan:", planned.target);

@@ -20,6 +20,7 @@ use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use equipoise_operators::runtime::{CheckpointStore, DriftState, check_plan};
+use equipoise_operators::stream_filter::pass_through_filters;
 use equipoise_operators::{ControlSignal, DriftEvent, JobRuntime};
 use futures::StreamExt;
 
@@ -127,6 +128,14 @@ pub async fn plan_script(script: &str, runtime: &Arc<JobRuntime>) -> Result<Plan
     Ok(PlannedScript { ctx, target, plan })
 }
 
+/// `plan` as a checkpointed job runs it: filters that pass each batch on
+/// at once, and checked to be one chain the source's cut is consistent in.
+pub fn checkpointable(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    let plan = pass_through_filters(plan)?;
+    check_plan(plan.as_ref())?;
+    Ok(plan)
+}
+
 /// Run `script` until its insert ends or `shutdown` resolves.
 pub async fn run_script(
     script: &str,
@@ -137,8 +146,12 @@ pub async fn run_script(
     let PlannedScript { ctx, target, plan } = plan_script(script, &runtime).await?;
     let mut restored_from = None;
     let mut checkpoint_timer = None;
+    let plan = if run.checkpoint.is_some() {
+        checkpointable(plan)?
+    } else {
+        plan
+    };
     if let Some((store, interval)) = run.checkpoint {
-        check_plan(plan.as_ref())?;
         let restored = store.latest().await?;
         let epoch = restored.as_ref().map_or(0, |c| c.epoch);
         if let Some(checkpoint) = restored {

@@ -55,6 +55,7 @@ pub mod prequential;
 pub mod rng;
 pub mod runtime;
 pub mod stage;
+pub mod stream_filter;
 mod sync;
 pub mod table_args;
 

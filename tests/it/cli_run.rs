@@ -368,19 +368,31 @@ fn check_prints_the_resolved_job_and_refuses_what_cannot_be_checkpointed() {
     assert!(out.contains("KafkaScanExec"), "{out}");
     assert!(out.contains("would start fresh"), "{out}");
 
-    // A filter holds rows back: no consistent cut through it.
+    // A filter runs as one that passes each batch on at once.
     let job = check_job(dir.path(), &toml, "WHERE label IS NOT NULL");
+    let output = equipoise(&["run", "--config", &job.to_string_lossy(), "--check"]);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}{}", stderr(&output));
+    assert!(out.contains("StreamFilterExec: label@"), "{out}");
+    assert!(!out.contains(" FilterExec"), "{out}");
+
+    // Two chains into one sink (a union) cannot be cut consistently.
+    let job = check_job(
+        dir.path(),
+        &toml,
+        "UNION ALL SELECT label, prediction FROM train_detector('readings', 'label')",
+    );
     let output = equipoise(&["run", "--config", &job.to_string_lossy(), "--check"]);
     assert!(!output.status.success());
     let err = stderr(&output);
-    assert!(err.contains("FilterExec holds rows back"), "{err}");
+    assert!(err.contains("one chain of operators"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 
-    // Without [checkpoint] the same job is fine.
+    // Without [checkpoint] the union is fine.
     let job = check_job(
         dir.path(),
         "sql_file = \"job.sql\"\n",
-        "WHERE label IS NOT NULL",
+        "UNION ALL SELECT label, prediction FROM train_detector('readings', 'label')",
     );
     let output = equipoise(&["run", "--config", &job.to_string_lossy(), "--check"]);
     assert!(output.status.success(), "{}", stderr(&output));

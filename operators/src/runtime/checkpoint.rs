@@ -6,7 +6,8 @@
 //! 1. A timer [`Checkpoints::request`]s a checkpoint.
 //! 2. The job's source, at its next poll, *cuts*: a job that checkpoints is
 //!    one chain of operators pulled by one task (checked when it starts:
-//!    by [`check_plan`]), so when the source is polled every
+//!    by [`check_plan`], after its filters are replaced by ones that do not
+//!    gather rows), so when the source is polled every
 //!    operator downstream has processed all it was given and emitted all it
 //!    owes, and waits on the source. The cut snapshots every registered
 //!    operator there and then, together with the source's positions after
@@ -289,12 +290,14 @@ impl MetricSet for CheckpointMetrics {
 
 /// Plan nodes a checkpointed job may hold: each passes every batch on as
 /// soon as it has processed it, so that when the source is polled nothing
-/// made from earlier input waits inside the chain. DataFusion's filters,
-/// repartitions, sorts, joins and aggregates buffer rows (a filter gathers
-/// them into full batches) and are refused.
+/// made from earlier input waits inside the chain. DataFusion's
+/// repartitions, sorts, joins and aggregates buffer rows and are refused;
+/// its `FilterExec` gathers rows into full batches and is replaced first
+/// (`crate::stream_filter::pass_through_filters`).
 const PASS_THROUGH_NODES: &[&str] = &[
     "DataSinkExec",
     "ProjectionExec",
+    "StreamFilterExec",
     "CooperativeExec",
     "StreamingTableExec",
     "KafkaScanExec",
@@ -314,7 +317,7 @@ pub fn check_plan(plan: &dyn datafusion::physical_plan::ExecutionPlan) -> Result
     if !PASS_THROUGH_NODES.contains(&name) {
         return datafusion::common::plan_err!(
             "a checkpointed job runs one chain of operators from its source to its sink; \
-             {name} holds rows back between batches (filter, repartition, sort, join or \
+             {name} holds rows back between batches (a repartition, sort, join or \
              aggregate), so its state cannot be cut consistently: move it out of the job, \
              or run without [checkpoint]"
         );
