@@ -278,20 +278,16 @@ impl StatefulOperator for GeneratorCursor {
     }
 
     fn snapshot(&self) -> Result<Option<OperatorSnapshot>> {
-        Ok(Some(OperatorSnapshot {
-            kind: KIND.to_string(),
-            version: STATE_VERSION,
-            state: serde_json::json!({ "next_row": self.next_row.load(Ordering::SeqCst) }),
-        }))
+        let state = serde_json::json!({ "next_row": self.next_row.load(Ordering::SeqCst) });
+        OperatorSnapshot::encode(&self.id, KIND, STATE_VERSION, &state).map(Some)
     }
 
     fn restore(&self, snapshot: &OperatorSnapshot) -> Result<()> {
-        let next_row = snapshot
-            .state
+        let state: std::collections::BTreeMap<String, u64> =
+            snapshot.decode(&self.id, KIND, STATE_VERSION)?;
+        let next_row = *state
             .get("next_row")
-            .and_then(serde_json::Value::as_u64)
-            .filter(|_| snapshot.kind == KIND && snapshot.version == STATE_VERSION)
-            .ok_or_else(|| exec_datafusion_err!("{}: unusable snapshot {snapshot:?}", self.id))?;
+            .ok_or_else(|| exec_datafusion_err!("{}: snapshot without next_row", self.id))?;
         self.start_row.store(next_row, Ordering::SeqCst);
         self.next_row.store(next_row, Ordering::SeqCst);
         Ok(())

@@ -377,26 +377,11 @@ impl BatchProcessor for ClassMonitor {
     }
 
     fn snapshot(&self) -> Result<Option<OperatorSnapshot>> {
-        let state = serde_json::to_value(&self.mix)
-            .map_err(|e| exec_datafusion_err!("cannot snapshot {}: {e}", self.id))?;
-        Ok(Some(OperatorSnapshot {
-            kind: KIND.to_string(),
-            version: STATE_VERSION,
-            state,
-        }))
+        OperatorSnapshot::encode(&self.id, KIND, STATE_VERSION, &self.mix).map(Some)
     }
 
     fn restore(&mut self, snapshot: &OperatorSnapshot) -> Result<()> {
-        if snapshot.kind != KIND || snapshot.version != STATE_VERSION {
-            return plan_err!(
-                "cannot restore {} from a {} v{} snapshot",
-                self.id,
-                snapshot.kind,
-                snapshot.version
-            );
-        }
-        self.mix = serde_json::from_value(snapshot.state.clone())
-            .map_err(|e| exec_datafusion_err!("corrupt snapshot for {}: {e}", self.id))?;
+        self.mix = snapshot.decode(&self.id, KIND, STATE_VERSION)?;
         self.publish_gauges()
     }
 }

@@ -334,20 +334,21 @@ fn check_exposition_with_promtool(exposition: &str) {
     );
 }
 
-/// A job file for `--check` in `dir`, with `extra` appended to its SQL.
-fn check_job(dir: &std::path::Path, toml: &str, where_clause: &str) -> std::path::PathBuf {
+/// `equipoise run --config job.toml --check` on a job file `toml` in `dir`
+/// whose SQL inserts the detector's predictions, with `tail` appended.
+fn check_job(dir: &std::path::Path, toml: &str, tail: &str) -> std::process::Output {
     let sql = format!(
         "CREATE UNBOUNDED EXTERNAL TABLE readings (f1 DOUBLE, f2 DOUBLE, label INT) \
          STORED AS KAFKA LOCATION 'readings' OPTIONS ('bootstrap.servers' '127.0.0.1:1'); \
          CREATE EXTERNAL TABLE predictions (label INT, prediction INT) \
          STORED AS KAFKA LOCATION 'predictions' OPTIONS ('bootstrap.servers' '127.0.0.1:1'); \
          INSERT INTO predictions SELECT label, prediction \
-         FROM train_detector('readings', 'label') {where_clause};"
+         FROM train_detector('readings', 'label') {tail};"
     );
     std::fs::write(dir.join("job.sql"), sql).expect("job.sql");
     let path = dir.join("job.toml");
     std::fs::write(&path, toml).expect("job.toml");
-    path
+    equipoise(&["run", "--config", &path.to_string_lossy(), "--check"])
 }
 
 #[test]
@@ -358,8 +359,7 @@ fn check_prints_the_resolved_job_and_refuses_what_cannot_be_checkpointed() {
         "sql_file = \"job.sql\"\n[checkpoint]\nurl = \"{}\"\ninterval = \"2s\"\n",
         store.display()
     );
-    let job = check_job(dir.path(), &toml, "");
-    let output = equipoise(&["run", "--config", &job.to_string_lossy(), "--check"]);
+    let output = check_job(dir.path(), &toml, "");
     let out = stdout(&output);
     assert!(output.status.success(), "{out}{}", stderr(&output));
     assert!(out.contains("interval = \"2s\""), "{out}");
@@ -369,53 +369,48 @@ fn check_prints_the_resolved_job_and_refuses_what_cannot_be_checkpointed() {
     assert!(out.contains("would start fresh"), "{out}");
 
     // A filter runs as one that passes each batch on at once.
-    let job = check_job(dir.path(), &toml, "WHERE label IS NOT NULL");
-    let output = equipoise(&["run", "--config", &job.to_string_lossy(), "--check"]);
+    let output = check_job(dir.path(), &toml, "WHERE label IS NOT NULL");
     let out = stdout(&output);
     assert!(output.status.success(), "{out}{}", stderr(&output));
     assert!(out.contains("StreamFilterExec: label@"), "{out}");
     assert!(!out.contains(" FilterExec"), "{out}");
 
     // Two chains into one sink (a union) cannot be cut consistently.
-    let job = check_job(
+    let output = check_job(
         dir.path(),
         &toml,
         "UNION ALL SELECT label, prediction FROM train_detector('readings', 'label')",
     );
-    let output = equipoise(&["run", "--config", &job.to_string_lossy(), "--check"]);
     assert!(!output.status.success());
     let err = stderr(&output);
     assert!(err.contains("one chain of operators"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 
     // Without [checkpoint] the union is fine.
-    let job = check_job(
+    let output = check_job(
         dir.path(),
         "sql_file = \"job.sql\"\n",
         "UNION ALL SELECT label, prediction FROM train_detector('readings', 'label')",
     );
-    let output = equipoise(&["run", "--config", &job.to_string_lossy(), "--check"]);
     assert!(output.status.success(), "{}", stderr(&output));
 
     // An unknown key names the file and the key, in one line.
-    let job = check_job(
+    let output = check_job(
         dir.path(),
         "sql_file = \"job.sql\"\n[server]\nadress = \"x\"\n",
         "",
     );
-    let output = equipoise(&["run", "--config", &job.to_string_lossy(), "--check"]);
     assert!(!output.status.success());
     let err = stderr(&output);
     assert!(err.contains("job.toml") && err.contains("adress"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 
     // Exactly-once is refused, not silently downgraded.
-    let job = check_job(
+    let output = check_job(
         dir.path(),
         "sql_file = \"job.sql\"\n[delivery]\nguarantee = \"exactly-once\"\n",
         "",
     );
-    let output = equipoise(&["run", "--config", &job.to_string_lossy(), "--check"]);
     assert!(!output.status.success());
     assert!(
         stderr(&output).contains("exactly-once"),

@@ -796,13 +796,8 @@ async fn the_example_job_survives_a_kill_and_stops_cleanly_without_losing_a_reco
         predictions.seen.len()
     );
     signal(&second, "-TERM");
-    let output = tokio::task::spawn_blocking(move || second.wait_with_output())
-        .await
-        .map_err(|e| datafusion::common::DataFusionError::External(e.into()))?
-        .map_err(|e| datafusion::common::DataFusionError::External(e.into()))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let second_log = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{stdout}{second_log}");
+    let (ok, stdout, second_log) = finish(second).await?;
+    assert!(ok, "{stdout}{second_log}");
     assert!(
         stdout.contains("stopped after writing 3000 rows"),
         "{stdout}{second_log}"
@@ -818,12 +813,8 @@ async fn the_example_job_survives_a_kill_and_stops_cleanly_without_losing_a_reco
     let third = start_job(&script);
     assert!(predictions.read_until(|seen| seen.len() >= before + 3500 && covers(seen, 3500)));
     signal(&third, "-TERM");
-    let output = tokio::task::spawn_blocking(move || third.wait_with_output())
-        .await
-        .map_err(|e| datafusion::common::DataFusionError::External(e.into()))?
-        .map_err(|e| datafusion::common::DataFusionError::External(e.into()))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
+    let (ok, stdout, _) = finish(third).await?;
+    assert!(ok, "{stdout}");
     assert!(
         stdout.contains("stopped after writing 500 rows"),
         "{stdout}\nsecond run:\n{second_log}"

@@ -377,6 +377,38 @@ async fn drift_detectors_stream_over_the_unbounded_generator_and_see_the_concept
     Ok(())
 }
 
+/// The operators' snapshots (the generator's left out) after `query` over
+/// the views `views`, the first of which, `rows`, keeps generator rows
+/// `from..to` (of `generated`, in 4096-row batches), starting from
+/// `restore`.
+async fn state_after(
+    generated: u64,
+    (from, to): (u64, u64),
+    views: &[&str],
+    query: &str,
+    restore: Option<equipoise::operators::runtime::JobSnapshot>,
+) -> Result<equipoise::operators::runtime::JobSnapshot> {
+    let runtime = Arc::new(JobRuntime::default());
+    if let Some(snapshot) = restore {
+        runtime.state().set_restore_point(snapshot)?;
+    }
+    let ctx = equipoise::new_session(Arc::clone(&runtime))?;
+    ctx.sql(&format!(
+        "CREATE VIEW rows AS SELECT * FROM equipoise_generator('rows={generated}, \
+         batch_size=4096') WHERE seq >= {from} AND seq < {to}"
+    ))
+    .await?
+    .collect()
+    .await?;
+    for view in views {
+        ctx.sql(view).await?.collect().await?;
+    }
+    within(ctx.sql(query).await?.collect()).await?;
+    let mut snapshot = runtime.state().snapshot_all()?;
+    snapshot.operators.retain(|_, op| op.kind != "generator");
+    Ok(snapshot)
+}
+
 /// The snapshots of `icost`, `train_detector` and `drift_monitor` after
 /// running them over generator rows `from..to` (whole 4096-row batches),
 /// starting from `restore`.
@@ -385,34 +417,19 @@ async fn chain_state(
     to: u64,
     restore: Option<equipoise::operators::runtime::JobSnapshot>,
 ) -> Result<equipoise::operators::runtime::JobSnapshot> {
-    let runtime = Arc::new(JobRuntime::default());
-    if let Some(snapshot) = restore {
-        runtime.state().set_restore_point(snapshot)?;
-    }
-    let ctx = equipoise::new_session(Arc::clone(&runtime))?;
-    for statement in [
-        format!(
-            "CREATE VIEW rows AS SELECT * FROM equipoise_generator('rows=32768, batch_size=4096') \
-             WHERE seq >= {from} AND seq < {to}"
-        ),
-        "CREATE VIEW weighed AS SELECT * FROM icost('rows', 'label', \
-         'mode=stream, exclude=seq machine_id')"
-            .to_string(),
-        "CREATE VIEW scored AS SELECT * FROM train_detector('weighed', 'label', \
-         'exclude=seq machine_id')"
-            .to_string(),
-    ] {
-        ctx.sql(&statement).await?.collect().await?;
-    }
-    within(
-        ctx.sql("SELECT count(*) FROM drift_monitor('scored', 'label', 'prediction')")
-            .await?
-            .collect(),
+    state_after(
+        32768,
+        (from, to),
+        &[
+            "CREATE VIEW weighed AS SELECT * FROM icost('rows', 'label', \
+             'mode=stream, exclude=seq machine_id')",
+            "CREATE VIEW scored AS SELECT * FROM train_detector('weighed', 'label', \
+             'exclude=seq machine_id')",
+        ],
+        "SELECT count(*) FROM drift_monitor('scored', 'label', 'prediction')",
+        restore,
     )
-    .await?;
-    let mut snapshot = runtime.state().snapshot_all()?;
-    snapshot.operators.retain(|_, op| op.kind != "generator");
-    Ok(snapshot)
+    .await
 }
 
 #[tokio::test]
@@ -448,29 +465,14 @@ async fn oversampler_state(
     to: u64,
     restore: Option<equipoise::operators::runtime::JobSnapshot>,
 ) -> Result<equipoise::operators::runtime::JobSnapshot> {
-    let runtime = Arc::new(JobRuntime::default());
-    if let Some(snapshot) = restore {
-        runtime.state().set_restore_point(snapshot)?;
-    }
-    let ctx = equipoise::new_session(Arc::clone(&runtime))?;
-    ctx.sql(&format!(
-        "CREATE VIEW rows AS SELECT * FROM equipoise_generator('rows=20000, batch_size=4096') \
-         WHERE seq >= {from} AND seq < {to}"
-    ))
-    .await?
-    .collect()
-    .await?;
-    within(
-        ctx.sql(
-            "SELECT count(*) FROM qc_smote('rows', 'label', 'mode=stream, exclude=seq machine_id')",
-        )
-        .await?
-        .collect(),
+    state_after(
+        20000,
+        (from, to),
+        &[],
+        "SELECT count(*) FROM qc_smote('rows', 'label', 'mode=stream, exclude=seq machine_id')",
+        restore,
     )
-    .await?;
-    let mut snapshot = runtime.state().snapshot_all()?;
-    snapshot.operators.retain(|_, op| op.kind != "generator");
-    Ok(snapshot)
+    .await
 }
 
 #[tokio::test]

@@ -143,34 +143,16 @@ impl SourcePositions {
         let _ = self.consumer.set(Arc::clone(consumer));
     }
 
-    /// The positions of a restore point's snapshot of this source.
-    pub(crate) fn restored(snapshot: &OperatorSnapshot) -> Result<Positions> {
-        if snapshot.kind != KIND || snapshot.version != STATE_VERSION {
-            return Err(exec_datafusion_err!(
-                "a {} v{} snapshot cannot restore a Kafka source (v{STATE_VERSION})",
-                snapshot.kind,
-                snapshot.version
-            ));
-        }
-        let positions: BTreeMap<String, i64> = serde_json::from_value(snapshot.state.clone())
-            .map_err(|e| exec_datafusion_err!("unreadable Kafka source snapshot: {e}"))?;
-        positions
-            .into_iter()
-            .map(|(partition, next)| {
-                partition.parse().map(|p| (p, next)).map_err(|e| {
-                    exec_datafusion_err!("Kafka source snapshot: partition {partition}: {e}")
-                })
-            })
-            .collect()
+    /// Start from a restore point's snapshot of this source; its
+    /// positions.
+    pub(crate) fn restore_positions(&self, snapshot: &OperatorSnapshot) -> Result<Positions> {
+        let positions: Positions = snapshot.decode(&self.operator_id, KIND, STATE_VERSION)?;
+        self.advance(&positions);
+        Ok(positions)
     }
 
     fn pulled(&self) -> Positions {
         self.pulled.lock().map(|p| p.clone()).unwrap_or_default()
-    }
-
-    /// Start from a restored checkpoint's positions.
-    pub(crate) fn restore_from(&self, positions: &Positions) {
-        self.advance(positions);
     }
 
     fn advance(&self, positions: &Positions) {
@@ -199,22 +181,12 @@ impl StatefulOperator for SourcePositions {
     }
 
     fn snapshot(&self) -> Result<Option<OperatorSnapshot>> {
-        let state: BTreeMap<String, i64> = self
-            .pulled()
-            .into_iter()
-            .map(|(partition, next)| (partition.to_string(), next))
-            .collect();
-        Ok(Some(OperatorSnapshot {
-            kind: KIND.to_string(),
-            version: STATE_VERSION,
-            state: serde_json::json!(state),
-        }))
+        // JSON object keys: the partitions as strings.
+        OperatorSnapshot::encode(&self.operator_id, KIND, STATE_VERSION, &self.pulled()).map(Some)
     }
 
     fn restore(&self, snapshot: &OperatorSnapshot) -> Result<()> {
-        let positions = Self::restored(snapshot)?;
-        self.advance(&positions);
-        Ok(())
+        self.restore_positions(snapshot).map(|_| ())
     }
 }
 

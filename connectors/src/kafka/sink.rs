@@ -21,7 +21,7 @@ use datafusion::datasource::sink::DataSink;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use equipoise_operators::JobRuntime;
-use equipoise_operators::runtime::CheckpointMetrics;
+use equipoise_operators::runtime::{CheckpointMetrics, Checkpoints};
 use futures::StreamExt;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -184,10 +184,8 @@ impl DataSink for KafkaSink {
                 biased;
                 changed = cuts.changed(), if checkpointing => {
                     if changed.is_ok() {
-                        // Everything sent so far was made before the cut.
                         let epoch = *cuts.borrow_and_update();
-                        written += acknowledge(&mut pending, topic).await?;
-                        checkpoints.complete(epoch, &checkpoint_metrics).await?;
+                        written += complete_cut(&mut pending, topic, checkpoints, epoch, &checkpoint_metrics).await?;
                     }
                     continue;
                 }
@@ -200,8 +198,9 @@ impl DataSink for KafkaSink {
                 // A cut taken while this batch was pulled: it covers what
                 // was sent before this batch, not this batch.
                 let epoch = *cuts.borrow_and_update();
-                written += acknowledge(&mut pending, topic).await?;
-                checkpoints.complete(epoch, &checkpoint_metrics).await?;
+                written +=
+                    complete_cut(&mut pending, topic, checkpoints, epoch, &checkpoint_metrics)
+                        .await?;
             }
             let values = self.encode(&batch)?;
             let keys = self.keys(&batch)?;
@@ -273,6 +272,21 @@ impl DataSink for KafkaSink {
         }
         Ok(written)
     }
+}
+
+/// Complete checkpoint `epoch`, cut when everything `pending` was already
+/// sent: wait for those deliveries (the number acknowledged is returned),
+/// then store the checkpoint and commit its offsets.
+async fn complete_cut(
+    pending: &mut Vec<DeliveryFuture>,
+    topic: &str,
+    checkpoints: &Checkpoints,
+    epoch: u64,
+    metrics: &CheckpointMetrics,
+) -> Result<u64> {
+    let acknowledged = acknowledge(pending, topic).await?;
+    checkpoints.complete(epoch, metrics).await?;
+    Ok(acknowledged)
 }
 
 /// Wait for every pending delivery; the number acknowledged, or the first

@@ -255,18 +255,21 @@ impl PartitionStream for KafkaPartitionStream {
         let positions = Arc::new(SourcePositions::new(&self.operator_id, &self.options.topic));
         // A restored job resumes from its checkpoint's positions (they are
         // also what a cut before the first pull commits).
-        let restored = match self.runtime.state().restore_point(&self.operator_id) {
-            Ok(Some(snapshot)) => SourcePositions::restored(&snapshot),
-            Ok(None) => Ok(Positions::new()),
-            Err(e) => Err(e),
-        };
-        let restored = match restored.and_then(|restored| {
-            positions.restore_from(&restored);
-            self.runtime
-                .state()
-                .track(Arc::clone(&positions) as Arc<dyn StatefulOperator>)?;
-            Ok(restored)
-        }) {
+        let restored = self
+            .runtime
+            .state()
+            .restore_point(&self.operator_id)
+            .and_then(|snapshot| match snapshot {
+                Some(snapshot) => positions.restore_positions(&snapshot),
+                None => Ok(Positions::new()),
+            })
+            .and_then(|restored| {
+                self.runtime
+                    .state()
+                    .track(Arc::clone(&positions) as Arc<dyn StatefulOperator>)?;
+                Ok(restored)
+            });
+        let restored = match restored {
             Ok(restored) => restored,
             Err(e) => {
                 return Box::pin(RecordBatchStreamAdapter::new(

@@ -662,31 +662,18 @@ impl BatchProcessor for Trainer {
             challenger: self.challenger.clone(),
             pending: self.pending.clone(),
         };
-        let state = serde_json::to_value(&state).map_err(|e| {
-            datafusion::common::exec_datafusion_err!("{}: cannot snapshot: {e}", self.operator_id)
-        })?;
-        Ok(Some(OperatorSnapshot {
-            kind: TRAINER_KIND.to_string(),
-            version: TRAINER_STATE_VERSION,
-            state,
-        }))
+        OperatorSnapshot::encode(
+            &self.operator_id,
+            TRAINER_KIND,
+            TRAINER_STATE_VERSION,
+            &state,
+        )
+        .map(Some)
     }
 
     fn restore(&mut self, snapshot: &OperatorSnapshot) -> Result<()> {
-        if snapshot.kind != TRAINER_KIND || snapshot.version != TRAINER_STATE_VERSION {
-            return datafusion::common::plan_err!(
-                "{}: a {} v{} snapshot cannot restore a detector (v{TRAINER_STATE_VERSION})",
-                self.operator_id,
-                snapshot.kind,
-                snapshot.version
-            );
-        }
-        let state: TrainerState = serde_json::from_value(snapshot.state.clone()).map_err(|e| {
-            datafusion::common::exec_datafusion_err!(
-                "{}: unreadable snapshot: {e}",
-                self.operator_id
-            )
-        })?;
+        let state: TrainerState =
+            snapshot.decode(&self.operator_id, TRAINER_KIND, TRAINER_STATE_VERSION)?;
         self.adopt(state.model, "checkpoint")?;
         self.balance = state.balance;
         self.challenger = state.challenger;

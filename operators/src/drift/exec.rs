@@ -446,31 +446,18 @@ impl BatchProcessor for Watcher {
             classes: self.classes.values().to_vec(),
             monitors: self.monitors.state(),
         };
-        let state = serde_json::to_value(&state).map_err(|e| {
-            datafusion::common::exec_datafusion_err!("{}: cannot snapshot: {e}", self.operator_id)
-        })?;
-        Ok(Some(OperatorSnapshot {
-            kind: WATCHER_KIND.to_string(),
-            version: WATCHER_STATE_VERSION,
-            state,
-        }))
+        OperatorSnapshot::encode(
+            &self.operator_id,
+            WATCHER_KIND,
+            WATCHER_STATE_VERSION,
+            &state,
+        )
+        .map(Some)
     }
 
     fn restore(&mut self, snapshot: &OperatorSnapshot) -> Result<()> {
-        if snapshot.kind != WATCHER_KIND || snapshot.version != WATCHER_STATE_VERSION {
-            return plan_err!(
-                "{}: a {} v{} snapshot cannot restore a drift monitor (v{WATCHER_STATE_VERSION})",
-                self.operator_id,
-                snapshot.kind,
-                snapshot.version
-            );
-        }
-        let state: WatcherState = serde_json::from_value(snapshot.state.clone()).map_err(|e| {
-            datafusion::common::exec_datafusion_err!(
-                "{}: unreadable snapshot: {e}",
-                self.operator_id
-            )
-        })?;
+        let state: WatcherState =
+            snapshot.decode(&self.operator_id, WATCHER_KIND, WATCHER_STATE_VERSION)?;
         for class in state.classes {
             self.classes.slot(class);
         }

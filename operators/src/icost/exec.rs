@@ -296,31 +296,18 @@ impl BatchProcessor for Weigher {
             overlap: self.overlap.clone(),
             overlap_sum: self.overlap_sum,
         };
-        let state = serde_json::to_value(&state).map_err(|e| {
-            datafusion::common::exec_datafusion_err!("{}: cannot snapshot: {e}", self.operator_id)
-        })?;
-        Ok(Some(OperatorSnapshot {
-            kind: WEIGHER_KIND.to_string(),
-            version: WEIGHER_STATE_VERSION,
-            state,
-        }))
+        OperatorSnapshot::encode(
+            &self.operator_id,
+            WEIGHER_KIND,
+            WEIGHER_STATE_VERSION,
+            &state,
+        )
+        .map(Some)
     }
 
     fn restore(&mut self, snapshot: &OperatorSnapshot) -> Result<()> {
-        if snapshot.kind != WEIGHER_KIND || snapshot.version != WEIGHER_STATE_VERSION {
-            return exec_err!(
-                "{}: a {} v{} snapshot cannot restore iCost (v{WEIGHER_STATE_VERSION})",
-                self.operator_id,
-                snapshot.kind,
-                snapshot.version
-            );
-        }
-        let state: WeigherState = serde_json::from_value(snapshot.state.clone()).map_err(|e| {
-            datafusion::common::exec_datafusion_err!(
-                "{}: unreadable snapshot: {e}",
-                self.operator_id
-            )
-        })?;
+        let state: WeigherState =
+            snapshot.decode(&self.operator_id, WEIGHER_KIND, WEIGHER_STATE_VERSION)?;
         for class in state.classes {
             self.classes.slot(class);
         }

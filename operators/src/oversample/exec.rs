@@ -328,33 +328,21 @@ impl BatchProcessor for Oversampler {
             rng: self.rng.clone(),
             reservoirs: self.reservoirs.state()?,
         };
-        let state = serde_json::to_value(&state).map_err(|e| {
-            datafusion::common::exec_datafusion_err!("{}: cannot snapshot: {e}", self.operator_id)
-        })?;
-        Ok(Some(OperatorSnapshot {
-            kind: self.method.name().to_string(),
-            version: OVERSAMPLER_STATE_VERSION,
-            state,
-        }))
+        OperatorSnapshot::encode(
+            &self.operator_id,
+            self.method.name(),
+            OVERSAMPLER_STATE_VERSION,
+            &state,
+        )
+        .map(Some)
     }
 
     fn restore(&mut self, snapshot: &OperatorSnapshot) -> Result<()> {
-        if snapshot.kind != self.method.name() || snapshot.version != OVERSAMPLER_STATE_VERSION {
-            return plan_err!(
-                "{}: a {} v{} snapshot cannot restore {} (v{OVERSAMPLER_STATE_VERSION})",
-                self.operator_id,
-                snapshot.kind,
-                snapshot.version,
-                self.method.name()
-            );
-        }
-        let state: OversamplerState =
-            serde_json::from_value(snapshot.state.clone()).map_err(|e| {
-                datafusion::common::exec_datafusion_err!(
-                    "{}: unreadable snapshot: {e}",
-                    self.operator_id
-                )
-            })?;
+        let state: OversamplerState = snapshot.decode(
+            &self.operator_id,
+            self.method.name(),
+            OVERSAMPLER_STATE_VERSION,
+        )?;
         for class in state.classes {
             self.classes.slot(class);
         }

@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use datafusion::common::Result;
+use datafusion::common::{Result, exec_datafusion_err, plan_err};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::sync::lock;
@@ -22,6 +23,45 @@ pub struct OperatorSnapshot {
     /// Version of the operator's state layout.
     pub version: u32,
     pub state: serde_json::Value,
+}
+
+impl OperatorSnapshot {
+    /// `state` of operator `operator_id`, as a snapshot of `kind` at layout
+    /// `version`.
+    pub fn encode<T: Serialize>(
+        operator_id: &str,
+        kind: &str,
+        version: u32,
+        state: &T,
+    ) -> Result<Self> {
+        let state = serde_json::to_value(state)
+            .map_err(|e| exec_datafusion_err!("cannot snapshot {operator_id}: {e}"))?;
+        Ok(Self {
+            kind: kind.to_string(),
+            version,
+            state,
+        })
+    }
+
+    /// The state of this snapshot for operator `operator_id`, which keeps
+    /// `kind` state at layout `version`; an error when the snapshot is of
+    /// another kind or version, or does not read as `T`.
+    pub fn decode<T: DeserializeOwned>(
+        &self,
+        operator_id: &str,
+        kind: &str,
+        version: u32,
+    ) -> Result<T> {
+        if self.kind != kind || self.version != version {
+            return plan_err!(
+                "cannot restore {operator_id} ({kind} v{version}) from a {} v{} snapshot",
+                self.kind,
+                self.version
+            );
+        }
+        serde_json::from_value(self.state.clone())
+            .map_err(|e| exec_datafusion_err!("corrupt snapshot for {operator_id}: {e}"))
+    }
 }
 
 /// The state of every stateful operator of a job, keyed by operator id.
