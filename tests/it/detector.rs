@@ -310,7 +310,7 @@ async fn sample_weights_decide_what_the_model_learns() -> Result<()> {
             &ctx,
             "SELECT count(*) FILTER (WHERE label = 1 AND prediction = 1), \
                     count(*) FILTER (WHERE label = 1) \
-             FROM train_detector('t', 'label', 'balance=false')",
+             FROM train_detector('t', 'label', 'variants=off, balance=false')",
         )
         .await?;
         let hits = out[0].column(0).as_primitive::<Int64Type>().value(0);
@@ -416,6 +416,9 @@ async fn recall_after_the_concept_change(retrain: bool, end: u64) -> Result<(f64
         // A slow learner: at the default rate (0.5) the live model follows
         // this change by itself and the monitor sees no recall drift.
         detector.rate = Some(0.1);
+        // The retrain mechanism of one learner (the advisor's variants
+        // retrain alike, each against its own live model).
+        detector.variants = equipoise::operators::detector::advisor::VariantSet::Off;
     }
     let runtime = Arc::new(JobRuntime::default());
     let summary = run(&spec, Arc::clone(&runtime)).await?;
@@ -453,6 +456,164 @@ async fn retraining_on_drift_recovers_minority_recall_after_the_concept_change()
     assert!(
         with > without + 0.01,
         "recall after the change: {with:.3} with retraining, {without:.3} without"
+    );
+    Ok(())
+}
+
+/// A stream of `phases` (rows, where the synthetic minority rows lie:
+/// the centre of their `a`): two features, 2% minority at `a` ~ N(1.5, 1),
+/// the majority at N(0, 1); after every 256 original rows, a batch of 250
+/// synthetic minority rows at N(centre, 1), as an oversampler emits them.
+fn synthesis_stream(phases: &[(usize, f64)]) -> Result<MemTable> {
+    let mut rng = equipoise::operators::rng::Rng::new(11);
+    let mut normal = move || {
+        let (u, v) = (rng.uniform().max(f64::MIN_POSITIVE), rng.uniform());
+        (
+            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos(),
+            v,
+        )
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("a", DataType::Float64, false),
+        Field::new("b", DataType::Float64, false),
+        Field::new("label", DataType::Int64, false),
+        Field::new("is_synthetic", DataType::Boolean, false),
+    ]));
+    let mut batches = Vec::new();
+    let mut batch = |rows: Vec<(f64, f64, i64)>, synthetic: bool| -> Result<()> {
+        let n = rows.len();
+        batches.push(RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+                Arc::new(datafusion::arrow::array::BooleanArray::from(vec![
+                    synthetic;
+                    n
+                ])),
+            ],
+        )?);
+        Ok(())
+    };
+    for &(rows, synthetic_at) in phases {
+        for _ in 0..rows / 256 {
+            let real: Vec<(f64, f64, i64)> = (0..256)
+                .map(|_| {
+                    let (z, _) = normal();
+                    let label = i64::from(normal().1 < 0.02);
+                    (z + 1.5 * label as f64, normal().0, label)
+                })
+                .collect();
+            batch(real, false)?;
+            let made = (0..250)
+                .map(|_| (synthetic_at + normal().0, normal().0, 1))
+                .collect();
+            batch(made, true)?;
+        }
+    }
+    MemTable::try_new(schema, vec![batches])
+}
+
+/// The advisor's report of the only detector of `runtime`.
+fn advisor_report(runtime: &JobRuntime) -> Result<equipoise::operators::runtime::AdvisorReport> {
+    let reports = runtime.report().operators()?;
+    let report = reports
+        .values()
+        .find_map(|r| r.advisor.clone())
+        .expect("an advisor report");
+    Ok(report)
+}
+
+#[tokio::test]
+async fn the_advisor_promotes_synthesis_while_it_helps_and_drops_it_when_it_hurts() -> Result<()> {
+    // 20,480 rows where the synthetic minority rows match the real ones
+    // (class balancing alone cannot reach 2%: its weight is capped at 20,
+    // and the classes overlap, so the boundary sits too close to the
+    // minority), then 10,240 where an upstream fault puts them on the
+    // wrong side.
+    let runtime = Arc::new(JobRuntime::default());
+    let ctx = equipoise::new_session(Arc::clone(&runtime))?;
+    ctx.register_table(
+        "t",
+        Arc::new(synthesis_stream(&[(20_480, 1.5), (10_240, -3.0)])?),
+    )?;
+    let out = collect(
+        &ctx,
+        "SELECT model_version FROM train_detector('t', 'label', \
+         'variants=balanced synthetic, retrain=false, window=4000')",
+    )
+    .await?;
+    let versions = column_i64(&out, "model_version");
+    assert_eq!(
+        versions.len(),
+        30_720,
+        "every original row, no synthetic one"
+    );
+    let report = advisor_report(&runtime)?;
+    let lines = report.lines().join("\n");
+    let first = &report.segments[0];
+    assert_eq!(first.champion, "balanced", "{lines}");
+    let promoted = report.segments.get(1).map(|s| s.first_row);
+    assert!(
+        promoted.is_some_and(|row| row < 20_480),
+        "synthesis never promoted: {lines}"
+    );
+    assert_eq!(report.segments[1].champion, "synthetic", "{lines}");
+    // Measured: back 1,152 rows after the change (window 4,000).
+    let dropped = report
+        .segments
+        .iter()
+        .find(|s| s.first_row >= 20_480 && s.champion == "balanced")
+        .map(|s| s.first_row)
+        .expect("balanced back after the change");
+    assert!(
+        dropped - 20_480 <= 2_000,
+        "back to balanced {} rows after the change: {lines}",
+        dropped - 20_480
+    );
+    assert_eq!(report.champion, "balanced");
+    // The served predictions changed model with every promotion.
+    assert_eq!(
+        versions.last().copied().flatten(),
+        Some(1 + report.changes as i64)
+    );
+    assert!(lines.contains("synthesis helped"), "{lines}");
+    assert!(lines.contains("synthesis did not help"), "{lines}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn variants_are_scored_on_original_rows_only() -> Result<()> {
+    let runtime = Arc::new(JobRuntime::default());
+    let ctx = equipoise::new_session(Arc::clone(&runtime))?;
+    ctx.register_table("t", Arc::new(synthesis_stream(&[(5_120, 1.5)])?))?;
+    collect(&ctx, "SELECT * FROM train_detector('t', 'label')").await?;
+    let report = advisor_report(&runtime)?;
+    let variants: Vec<&str> = report.variants.iter().map(|v| v.variant.as_str()).collect();
+    assert_eq!(variants, ["balanced", "reweighted", "synthetic"]);
+    // 5,120 original rows judged (not the 5,000 synthetic ones, all of the
+    // minority: scoring them would also lift every minority recall).
+    let judged: u64 = report.variants.iter().map(|v| v.champion_rows).sum();
+    assert_eq!(judged, 5_120);
+    let in_segments: u64 = report.segments.iter().map(|s| s.rows).sum();
+    assert_eq!(in_segments, 5_120);
+
+    // variants=off: one learner, no advisor.
+    let runtime = Arc::new(JobRuntime::default());
+    let ctx = equipoise::new_session(Arc::clone(&runtime))?;
+    ctx.register_table("t", Arc::new(synthesis_stream(&[(1_024, 1.5)])?))?;
+    collect(
+        &ctx,
+        "SELECT * FROM train_detector('t', 'label', 'variants=off')",
+    )
+    .await?;
+    assert!(
+        runtime
+            .report()
+            .operators()?
+            .values()
+            .all(|r| r.advisor.is_none())
     );
     Ok(())
 }

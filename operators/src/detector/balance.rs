@@ -20,9 +20,9 @@
 //! (AdaGrad would then shrink every later step of those coordinates). The
 //! row's own `sample_weight` multiplies it.
 
-/// Decayed class masses of the rows learned.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct ClassBalance {
+/// Decayed mass per class slot: each row added ages every mass by one row.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClassMass {
     decay: f64,
     /// Masses in units of `unit`: a row adds `1 / unit`, and decaying every
     /// mass is `unit *= decay`, O(1) per row whatever the classes.
@@ -30,16 +30,13 @@ pub struct ClassBalance {
     unit: f64,
 }
 
-impl Default for ClassBalance {
+impl Default for ClassMass {
     fn default() -> Self {
-        Self::new(Self::HALF_LIFE_ROWS)
+        Self::new(ClassBalance::HALF_LIFE_ROWS)
     }
 }
 
-impl ClassBalance {
-    pub const HALF_LIFE_ROWS: f64 = 10_000.0;
-    pub const MAX_WEIGHT: f64 = 20.0;
-
+impl ClassMass {
     pub fn new(half_life_rows: f64) -> Self {
         Self {
             decay: 0.5f64.powf(1.0 / half_life_rows),
@@ -48,10 +45,8 @@ impl ClassBalance {
         }
     }
 
-    /// Fold a learned row of class `slot` with its own weight `weight` in
-    /// and return the weight to learn it with: `weight` times its class's
-    /// balancing factor.
-    pub fn weigh(&mut self, slot: usize, weight: f64) -> f64 {
+    /// Age every mass by a row, then add `weight` to `slot`'s.
+    pub fn add(&mut self, slot: usize, weight: f64) {
         if self.mass.len() <= slot {
             self.mass.resize(slot + 1, 0.0);
         }
@@ -62,20 +57,85 @@ impl ClassBalance {
             self.unit = 1.0;
         }
         self.mass[slot] += weight / self.unit;
+    }
+
+    /// The decayed mass of `slot`.
+    pub fn get(&self, slot: usize) -> f64 {
+        self.mass.get(slot).map_or(0.0, |m| m * self.unit)
+    }
+
+    pub fn total(&self) -> f64 {
+        self.mass.iter().sum::<f64>() * self.unit
+    }
+
+    /// Slots with mass.
+    pub fn len(&self) -> usize {
+        self.mass.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.mass.is_empty()
+    }
+}
+
+/// Decayed class masses of the rows learned.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClassBalance {
+    mass: ClassMass,
+}
+
+impl ClassBalance {
+    pub const HALF_LIFE_ROWS: f64 = 10_000.0;
+    pub const MAX_WEIGHT: f64 = 20.0;
+
+    pub fn new(half_life_rows: f64) -> Self {
+        Self {
+            mass: ClassMass::new(half_life_rows),
+        }
+    }
+
+    /// Fold a learned row of class `slot` with its own weight `weight` in
+    /// and return the weight to learn it with: `weight` times its class's
+    /// balancing factor.
+    pub fn weigh(&mut self, slot: usize, weight: f64) -> f64 {
+        self.mass.add(slot, weight);
         // A class counts while it holds at least half a row's mass: one
         // gone for many half-lives no longer halves the others' weights.
-        let present_above = 0.5 / self.unit;
-        let present = self
-            .mass
-            .iter()
-            .filter(|m| **m >= present_above)
-            .count()
-            .max(1);
-        let total: f64 = self.mass.iter().sum();
-        if self.mass[slot] <= 0.0 {
+        // In stored units (the unit cancels in the ratio).
+        let ClassMass { mass, unit, .. } = &self.mass;
+        let present_above = 0.5 / unit;
+        let present = mass.iter().filter(|m| **m >= present_above).count().max(1);
+        let total: f64 = mass.iter().sum();
+        if mass[slot] <= 0.0 {
             return weight;
         }
-        weight * (total / (present as f64 * self.mass[slot])).min(Self::MAX_WEIGHT)
+        weight * (total / (present as f64 * mass[slot])).min(Self::MAX_WEIGHT)
+    }
+}
+
+/// The class mix of the original and synthetic rows reaching the trainer,
+/// for the reweight-only twin: an original row of class `c` weighs
+/// `(original_c + synthetic_c) / original_c` (decayed masses, capped at
+/// [`ClassBalance::MAX_WEIGHT`]), so the twin learns the same class mix
+/// from weights that the synthetic variant learns from synthetic rows.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SyntheticMix {
+    /// Slot `2c` holds class `c`'s original rows, `2c + 1` its synthetic ones.
+    mass: ClassMass,
+}
+
+impl SyntheticMix {
+    pub fn observe(&mut self, slot: usize, synthetic: bool) {
+        self.mass.add(2 * slot + usize::from(synthetic), 1.0);
+    }
+
+    /// The weight of an original row of `slot`.
+    pub fn weight(&self, slot: usize) -> f64 {
+        let original = self.mass.get(2 * slot);
+        if original <= 0.0 {
+            return 1.0;
+        }
+        ((original + self.mass.get(2 * slot + 1)) / original).min(ClassBalance::MAX_WEIGHT)
     }
 }
 

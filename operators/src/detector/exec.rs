@@ -20,12 +20,15 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, PlanProperties,
 };
 
-use super::balance::ClassBalance;
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+use super::advisor::{Advisor, NO_PREDICTION, Recipe, Variant, Weighting};
+use super::balance::{ClassBalance, ClassMass, SyntheticMix};
 use super::challenger::{Challenger, Verdict};
 use super::model::{
     LabelKind, Learner, ModelSnapshot, SNAPSHOT_FORMAT, class_column, minority_of_two,
 };
-use super::{DetectorColumns, TrainStage};
+use super::{DetectorColumns, DetectorOptions, TrainStage};
 use crate::batch_stream::{
     BatchProcessor, StreamServices, only_child, only_input_stream, processed_stream,
     single_stream_plan_methods, single_stream_properties,
@@ -33,7 +36,7 @@ use crate::batch_stream::{
 use crate::class_label::ClassValue;
 use crate::drift::DriftState;
 use crate::features::{ClassIndex, batch_features};
-use crate::metrics::SharedMetrics;
+use crate::metrics::{MetricSet, OTHER_CLASS, SharedMetrics};
 use crate::prequential::{Prequential, Scope, ScoreAuc};
 use crate::runtime::{ControlSignal, JobRuntime, OperatorSnapshot};
 
@@ -159,7 +162,124 @@ impl ExecutionPlan for TrainExec {
     }
 }
 
-/// The model of one stream, and how it is judged.
+/// Prometheus families of the advisor (`advisor`), in every trainer of a
+/// runtime that trains more than one variant.
+#[derive(Debug)]
+pub struct AdvisorMetrics {
+    variant_gmean: GaugeVec,
+    variant_minority_recall: GaugeVec,
+    champion: IntGaugeVec,
+    champion_changes: IntCounterVec,
+    effective_class_share: GaugeVec,
+}
+
+impl MetricSet for AdvisorMetrics {
+    const NAME: &'static str = "advisor";
+
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let opts = |name: &str, help: &str| Opts::new(name, help).namespace("equipoise");
+        let variant_gmean = GaugeVec::new(
+            opts(
+                "variant_gmean",
+                "Prequential G-mean of each learner variant over the detector's sliding window \
+                 (original rows only).",
+            ),
+            &["operator", "variant"],
+        )?;
+        let variant_minority_recall = GaugeVec::new(
+            opts(
+                "variant_minority_recall",
+                "Prequential recall of the window's least frequent class, per learner variant.",
+            ),
+            &["operator", "variant"],
+        )?;
+        let champion = IntGaugeVec::new(
+            opts(
+                "champion",
+                "1 for the variant serving the detector's predictions, 0 for the others.",
+            ),
+            &["operator", "variant"],
+        )?;
+        let champion_changes = IntCounterVec::new(
+            opts(
+                "champion_changes_total",
+                "Champion changes of a detector, by the variant promoted.",
+            ),
+            &["operator", "variant"],
+        )?;
+        let effective_class_share = GaugeVec::new(
+            opts(
+                "effective_class_share",
+                "Share of each class in the decayed weight the serving model learned from, \
+                 after resampling and weighting (the effective training distribution).",
+            ),
+            &["operator", "class"],
+        )?;
+        registry.register(Box::new(variant_gmean.clone()))?;
+        registry.register(Box::new(variant_minority_recall.clone()))?;
+        registry.register(Box::new(champion.clone()))?;
+        registry.register(Box::new(champion_changes.clone()))?;
+        registry.register(Box::new(effective_class_share.clone()))?;
+        Ok(Self {
+            variant_gmean,
+            variant_minority_recall,
+            champion,
+            champion_changes,
+            effective_class_share,
+        })
+    }
+}
+
+/// One learner of a trainer and what it learns from.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Member {
+    variant: Variant,
+    recipe: Recipe,
+    learner: Learner,
+    /// Class-balancing weights, when its recipe balances.
+    balance: Option<ClassBalance>,
+    /// The background model a drift may promote (`challenger`).
+    challenger: Option<Challenger>,
+    /// Decayed weight learned per class: its effective training mix.
+    learned: ClassMass,
+}
+
+impl Member {
+    fn new(variant: Variant, recipe: Recipe, options: &DetectorOptions) -> Self {
+        Self {
+            variant,
+            recipe,
+            learner: Learner::fresh(options),
+            balance: (recipe.weighting == Weighting::ClassBalanced).then(ClassBalance::default),
+            challenger: None,
+            learned: ClassMass::default(),
+        }
+    }
+
+    /// Learn a row of `slot` whose `sample_weight` is `row_weight`.
+    fn learn(
+        &mut self,
+        x: &[f64],
+        slot: usize,
+        row_weight: f64,
+        mix: &SyntheticMix,
+        scratch: &mut Vec<f64>,
+    ) {
+        let weight = if self.recipe.icost { row_weight } else { 1.0 };
+        let weight = match (self.recipe.weighting, &mut self.balance) {
+            (Weighting::ClassBalanced, Some(balance)) => balance.weigh(slot, weight),
+            (Weighting::SyntheticMix, _) => weight * mix.weight(slot),
+            _ => weight,
+        };
+        self.learner.learn(x, slot, weight, scratch);
+        if let Some(challenger) = &mut self.challenger {
+            challenger.model.learn(x, slot, weight, scratch);
+        }
+        self.learned.add(slot, weight);
+    }
+}
+
+/// The models of one stream, and how they are judged.
 struct Trainer {
     stage: TrainStage,
     columns: DetectorColumns,
@@ -168,13 +288,15 @@ struct Trainer {
     runtime: Arc<JobRuntime>,
     prometheus: Arc<SharedMetrics>,
     classes: ClassIndex,
-    learner: Learner,
-    /// The background model a drift may promote (`challenger`).
-    challenger: Option<Challenger>,
+    /// The learners trained side by side; one unless the advisor runs.
+    members: Vec<Member>,
+    /// Judges the members and elects the champion, with two or more.
+    advisor: Option<Advisor>,
+    advisor_metrics: Option<Arc<AdvisorMetrics>>,
+    /// The original and synthetic class mix (the reweight-only twin).
+    mix: SyntheticMix,
     /// Reused space for class probabilities while learning.
     scratch: Vec<f64>,
-    /// Class-balancing weights of learned rows, when on.
-    balance: Option<ClassBalance>,
     /// Synthetic rows waiting to be learned between the next batch's
     /// original rows.
     pending: SyntheticQueue,
@@ -191,6 +313,7 @@ struct Trainer {
     retrains: Count,
     challengers_dropped: Count,
     subtrees_replaced: Count,
+    champion_changes: Count,
     /// The live learner's replacements already added to the metric.
     replacements_counted: u64,
     /// Rows processed since the gauges were last published.
@@ -201,6 +324,25 @@ impl Trainer {
     fn new(exec: &TrainExec, partition: usize) -> Result<Self> {
         let options = exec.stage.options();
         let builder = || MetricBuilder::new(&exec.metrics);
+        let has_synthetic = exec.columns.synthetic_index.is_some();
+        let has_weights = exec.columns.weight_index.is_some();
+        let variants = options.variants.resolve(has_synthetic, has_weights)?;
+        let members: Vec<Member> = variants
+            .iter()
+            .map(|&v| {
+                let recipe = Recipe::of(v, has_synthetic, has_weights, options.balance);
+                Member::new(v, recipe, options)
+            })
+            .collect();
+        let (advisor, advisor_metrics) = if members.len() > 1 {
+            let metrics = exec.runtime.metric_set::<AdvisorMetrics>()?;
+            (
+                Some(Advisor::new(variants, options.advisor_rule())),
+                Some(metrics),
+            )
+        } else {
+            (None, None)
+        };
         let mut trainer = Self {
             stage: exec.stage.clone(),
             columns: exec.columns.clone(),
@@ -214,10 +356,11 @@ impl Trainer {
             runtime: Arc::clone(&exec.runtime),
             prometheus: Arc::clone(&exec.prometheus),
             classes: ClassIndex::default(),
-            learner: Learner::fresh(options),
-            challenger: None,
+            members,
+            advisor,
+            advisor_metrics,
+            mix: SyntheticMix::default(),
             scratch: Vec::new(),
-            balance: options.balance.then(ClassBalance::default),
             pending: SyntheticQueue::default(),
             version: 1,
             class_rows: Vec::new(),
@@ -231,12 +374,19 @@ impl Trainer {
             retrains: builder().counter("retrains", partition),
             challengers_dropped: builder().counter("challengers_dropped", partition),
             subtrees_replaced: builder().counter("subtrees_replaced", partition),
+            champion_changes: builder().counter("champion_changes", partition),
             replacements_counted: 0,
             rows_since_publish: usize::MAX,
         };
         trainer.restore()?;
         trainer.publish_version()?;
+        trainer.publish_champion();
         Ok(trainer)
+    }
+
+    /// Index of the member serving predictions.
+    fn champion(&self) -> usize {
+        self.advisor.as_ref().map_or(0, Advisor::champion)
     }
 
     fn snapshot_path(&self) -> Option<std::path::PathBuf> {
@@ -256,7 +406,8 @@ impl Trainer {
         self.adopt(snapshot, &path.display().to_string())
     }
 
-    /// Continue from `snapshot` (read from `origin`).
+    /// Continue from `snapshot` (read from `origin`): every member starts
+    /// from its model.
     fn adopt(&mut self, snapshot: ModelSnapshot, origin: &str) -> Result<()> {
         if snapshot.features != self.columns.feature_names {
             return datafusion::common::plan_err!(
@@ -268,7 +419,9 @@ impl Trainer {
         for class in &snapshot.classes {
             self.classes.slot(class.clone());
         }
-        self.learner = snapshot.learner;
+        for member in &mut self.members {
+            member.learner = snapshot.learner.clone();
+        }
         self.version = snapshot.version;
         self.class_rows = snapshot.class_rows;
         self.rows_learned = snapshot.rows_learned;
@@ -276,7 +429,7 @@ impl Trainer {
         Ok(())
     }
 
-    /// The model as `score_detector` loads it.
+    /// The serving model as `score_detector` loads it.
     fn model_snapshot(&self) -> ModelSnapshot {
         ModelSnapshot {
             format: SNAPSHOT_FORMAT,
@@ -286,7 +439,7 @@ impl Trainer {
             features: self.columns.feature_names.clone(),
             label_kind: LabelKind::of(&self.label_type),
             rows_learned: self.rows_learned,
-            learner: self.learner.clone(),
+            learner: self.members[self.champion()].learner.clone(),
         }
     }
 
@@ -310,15 +463,35 @@ impl Trainer {
         })
     }
 
-    /// Replace the live model: by the challenger when there is one, else by
-    /// a retrained copy.
-    fn retrain(&mut self, reason: &str) -> Result<()> {
-        let replacement = match self.challenger.take() {
-            Some(challenger) => challenger.model,
-            None => self.learner.retrained_from(self.stage.options()),
+    fn publish_champion(&self) {
+        let (Some(advisor), Some(metrics)) = (&self.advisor, &self.advisor_metrics) else {
+            return;
         };
-        self.learner = replacement;
-        self.replacements_counted = self.learner.subtrees_replaced();
+        for (v, variant) in advisor.variants().iter().enumerate() {
+            metrics
+                .champion
+                .with_label_values(&[self.operator_id.as_str(), variant.name()])
+                .set(i64::from(v == advisor.champion()));
+        }
+    }
+
+    /// Replace member `m`'s model: by its challenger when there is one,
+    /// else by a retrained copy. Replacing the serving model is a new
+    /// version.
+    fn retrain(&mut self, m: usize, reason: &str) -> Result<()> {
+        let options = self.stage.options();
+        let member = &mut self.members[m];
+        let replacement = match member.challenger.take() {
+            Some(challenger) => challenger.model,
+            None => member.learner.retrained_from(options),
+        };
+        member.learner = replacement;
+        let variant = member.variant.name();
+        if m != self.champion() {
+            tracing::debug!(operator = %self.operator_id, variant, reason, "shadow model replaced");
+            return Ok(());
+        }
+        self.replacements_counted = self.members[m].learner.subtrees_replaced();
         self.version += 1;
         self.retrains.add(1);
         self.prometheus
@@ -326,55 +499,99 @@ impl Trainer {
             .with_label_values(&[self.operator_id.as_str(), reason])
             .inc();
         self.publish_version()?;
-        tracing::info!(operator = %self.operator_id, version = self.version, reason, "model replaced");
+        tracing::info!(operator = %self.operator_id, version = self.version, variant, reason, "model replaced");
         Ok(())
     }
 
-    fn start_challenger(&mut self) -> &mut Challenger {
-        let options = self.stage.options();
-        self.challenger
-            .get_or_insert_with(|| Challenger::new(self.learner.retrained_from(options)))
+    fn start_challenger<'a>(
+        member: &'a mut Member,
+        options: &DetectorOptions,
+    ) -> &'a mut Challenger {
+        member
+            .challenger
+            .get_or_insert_with(|| Challenger::new(member.learner.retrained_from(options)))
     }
 
     fn handle(&mut self, signal: &ControlSignal) -> Result<()> {
-        if !self.stage.options().retrain {
+        if let (ControlSignal::Drift(event), Some(advisor)) = (signal, &mut self.advisor)
+            && event.state == DriftState::Drift
+        {
+            // What helped before the drift need not help after it.
+            advisor.restart();
+        }
+        let options = self.stage.options().clone();
+        if !options.retrain {
             return Ok(());
         }
         match signal {
             ControlSignal::Drift(event) if PERFORMANCE_SIGNALS.contains(&event.signal.as_str()) => {
-                match event.state {
-                    DriftState::Warning => {
-                        self.start_challenger();
+                for member in &mut self.members {
+                    match event.state {
+                        DriftState::Warning => {
+                            Self::start_challenger(member, &options);
+                        }
+                        DriftState::Drift => {
+                            let patience = options.window as u64;
+                            Self::start_challenger(member, &options).arm(patience);
+                        }
+                        DriftState::None => {}
                     }
-                    DriftState::Drift => {
-                        let patience = self.stage.options().window as u64;
-                        self.start_challenger().arm(patience);
-                    }
-                    DriftState::None => {}
                 }
             }
             ControlSignal::Reset { target, .. } if target.matches(KIND, &self.operator_id) => {
-                self.retrain("reset")?;
+                for m in 0..self.members.len() {
+                    self.retrain(m, "reset")?;
+                }
             }
             _ => {}
         }
         Ok(())
     }
 
-    /// After an original row: promote or drop an armed challenger.
-    fn judge_challenger(&mut self, classes: usize) -> Result<()> {
-        let Some(challenger) = self.challenger.as_mut() else {
-            return Ok(());
-        };
-        match challenger.verdict(classes) {
-            Verdict::Wait => {}
-            Verdict::Promote => self.retrain("drift")?,
-            Verdict::Drop => {
-                self.challenger = None;
-                self.challengers_dropped.add(1);
-                tracing::info!(operator = %self.operator_id, "challenger dropped: no better than the live model");
+    /// After an original row: promote or drop each member's armed
+    /// challenger.
+    fn judge_challengers(&mut self, classes: usize) -> Result<()> {
+        for m in 0..self.members.len() {
+            let Some(challenger) = self.members[m].challenger.as_mut() else {
+                continue;
+            };
+            match challenger.verdict(classes) {
+                Verdict::Wait => {}
+                Verdict::Promote => self.retrain(m, "drift")?,
+                Verdict::Drop => {
+                    self.members[m].challenger = None;
+                    self.challengers_dropped.add(1);
+                    tracing::info!(operator = %self.operator_id, variant = self.members[m].variant.name(), "challenger dropped: no better than the live model");
+                }
             }
         }
+        Ok(())
+    }
+
+    /// After an original labelled row: let the advisor change the champion.
+    fn judge_variants(&mut self) -> Result<()> {
+        let Some(promotion) = self.advisor.as_mut().and_then(Advisor::judge) else {
+            return Ok(());
+        };
+        self.version += 1;
+        self.champion_changes.add(1);
+        self.replacements_counted = self.members[self.champion()].learner.subtrees_replaced();
+        if let Some(metrics) = &self.advisor_metrics {
+            metrics
+                .champion_changes
+                .with_label_values(&[self.operator_id.as_str(), promotion.to.name()])
+                .inc();
+        }
+        self.publish_version()?;
+        self.publish_champion();
+        tracing::info!(
+            operator = %self.operator_id,
+            from = promotion.from.name(),
+            to = promotion.to.name(),
+            by = promotion.by,
+            version = self.version,
+            "champion changed"
+        );
         Ok(())
     }
 
@@ -387,22 +604,24 @@ impl Trainer {
         minority_of_two(self.classes.values(), &self.class_rows)
     }
 
+    /// Learn an original row: every member.
     fn learn(&mut self, x: &[f64], slot: usize, weight: f64) {
-        let weight = match &mut self.balance {
-            Some(balance) => balance.weigh(slot, weight),
-            None => weight,
-        };
-        self.learner.learn(x, slot, weight, &mut self.scratch);
-        if let Some(challenger) = &mut self.challenger {
-            challenger.model.learn(x, slot, weight, &mut self.scratch);
+        self.mix.observe(slot, false);
+        for member in &mut self.members {
+            member.learn(x, slot, weight, &self.mix, &mut self.scratch);
         }
         self.rows_learned += 1;
         self.learned_since_snapshot += 1;
     }
 
+    /// Learn a queued synthetic row: the members whose recipe takes them.
     fn learn_synthetic(&mut self, queue: &SyntheticQueue, i: usize) {
         let (x, slot, weight) = queue.row(i);
-        self.learn(x, slot, weight);
+        for member in self.members.iter_mut().filter(|m| m.recipe.synthetic) {
+            member.learn(x, slot, weight, &self.mix, &mut self.scratch);
+        }
+        self.rows_learned += 1;
+        self.learned_since_snapshot += 1;
         self.synthetic_rows.add(1);
     }
 
@@ -445,12 +664,14 @@ impl Trainer {
             Some(m) => rows - m.true_count(),
             None => rows,
         };
+        let champion = self.champion();
         let mut drained = 0;
         let mut originals_seen = 0;
         let mut kept = Vec::with_capacity(rows);
         let mut predictions: Vec<Option<ClassValue>> = Vec::with_capacity(rows);
         let mut scores: Vec<Option<f64>> = Vec::with_capacity(rows);
-        let mut proba = Vec::new();
+        let mut probas: Vec<Vec<f64>> = vec![Vec::new(); self.members.len()];
+        let mut predicted: Vec<u32> = vec![NO_PREDICTION; self.members.len()];
         let mut challenger_proba = Vec::new();
         let mut incomplete = 0u64;
         for row in 0..rows {
@@ -466,6 +687,7 @@ impl Trainer {
             if is_synthetic {
                 if let Some(slot) = features.slots[row] {
                     self.pending.push(x, slot, weight);
+                    self.mix.observe(slot, true);
                 }
                 continue;
             }
@@ -482,39 +704,51 @@ impl Trainer {
                 scores.push(None);
                 continue;
             }
-            self.learner.predict_proba(x, &mut proba);
-            let predicted = (0..proba.len()).max_by(|&a, &b| proba[a].total_cmp(&proba[b]));
-            match predicted {
-                Some(p) => {
-                    predictions.push(Some(self.classes.values()[p].clone()));
-                    let scored = self.scored_slot(p, proba.len());
-                    let score = proba.get(scored).copied();
-                    scores.push(score);
-                    if let (Some(truth), Some(score)) = (features.slots[row], score) {
-                        self.prequential.update(truth, p);
-                        if proba.len() == 2 {
-                            self.auc.update(score, truth == scored);
-                        }
-                    }
-                    if let (Some(truth), Some(challenger)) =
-                        (features.slots[row], self.challenger.as_mut())
-                    {
-                        challenger.model.predict_proba(x, &mut challenger_proba);
-                        let own = (0..challenger_proba.len())
-                            .max_by(|&a, &b| challenger_proba[a].total_cmp(&challenger_proba[b]));
-                        challenger.record(truth, p, own.unwrap_or(usize::MAX));
-                    }
-                }
-                None => {
+            // Every member predicts the row before any learns it.
+            for (m, member) in self.members.iter().enumerate() {
+                member.learner.predict_proba(x, &mut probas[m]);
+                let p = &probas[m];
+                predicted[m] = (0..p.len())
+                    .max_by(|&a, &b| p[a].total_cmp(&p[b]))
+                    .map_or(NO_PREDICTION, |p| p as u32);
+            }
+            let classes_known = probas[champion].len();
+            match predicted[champion] {
+                NO_PREDICTION => {
                     predictions.push(None);
                     scores.push(None);
                 }
+                p => {
+                    let p = p as usize;
+                    predictions.push(Some(self.classes.values()[p].clone()));
+                    let scored = self.scored_slot(p, classes_known);
+                    let score = probas[champion].get(scored).copied();
+                    scores.push(score);
+                    if let (Some(truth), Some(score)) = (features.slots[row], score) {
+                        self.prequential.update(truth, p);
+                        if classes_known == 2 {
+                            self.auc.update(score, truth == scored);
+                        }
+                    }
+                }
             }
-            if let Some(slot) = features.slots[row] {
-                self.class_rows[slot] += 1;
-                self.learn(x, slot, weight);
+            if let Some(truth) = features.slots[row] {
+                for (m, member) in self.members.iter_mut().enumerate() {
+                    if let Some(challenger) = member.challenger.as_mut() {
+                        challenger.model.predict_proba(x, &mut challenger_proba);
+                        let own = (0..challenger_proba.len())
+                            .max_by(|&a, &b| challenger_proba[a].total_cmp(&challenger_proba[b]));
+                        challenger.record(truth, predicted[m] as usize, own.unwrap_or(usize::MAX));
+                    }
+                }
+                if let Some(advisor) = &mut self.advisor {
+                    advisor.record(truth as u32, &predicted);
+                }
+                self.class_rows[truth] += 1;
+                self.learn(x, truth, weight);
                 self.learned_rows.add(1);
-                self.judge_challenger(proba.len())?;
+                self.judge_challengers(classes_known)?;
+                self.judge_variants()?;
             }
         }
         for i in drained..draining.len() {
@@ -567,7 +801,39 @@ impl Trainer {
                     .set(auc);
             }
         }
-        Ok(())
+        let (Some(advisor), Some(metrics)) = (&self.advisor, &self.advisor_metrics) else {
+            return Ok(());
+        };
+        let gmeans = advisor.window_gmeans();
+        let recalls = advisor.window_minority_recalls();
+        for (v, variant) in advisor.variants().iter().enumerate() {
+            let labels = [id, variant.name()];
+            if let Some(g) = gmeans[v] {
+                metrics.variant_gmean.with_label_values(&labels).set(g);
+            }
+            if let Some(r) = recalls[v] {
+                metrics
+                    .variant_minority_recall
+                    .with_label_values(&labels)
+                    .set(r);
+            }
+        }
+        let learned = &self.members[advisor.champion()].learned;
+        let total = learned.total();
+        if total > 0.0 {
+            for (slot, label) in labels.iter().enumerate() {
+                if label != OTHER_CLASS {
+                    metrics
+                        .effective_class_share
+                        .with_label_values(&[id, label.as_str()])
+                        .set(learned.get(slot) / total);
+                }
+            }
+        }
+        let report = advisor.report();
+        self.runtime
+            .report()
+            .update(id, |r| r.advisor = Some(report))
     }
 }
 
@@ -627,7 +893,7 @@ impl BatchProcessor for Trainer {
             self.handle(signal)?;
         }
         let out = self.process_batch(&batch)?;
-        let replaced = self.learner.subtrees_replaced();
+        let replaced = self.members[self.champion()].learner.subtrees_replaced();
         self.subtrees_replaced
             .add(usize::try_from(replaced.saturating_sub(self.replacements_counted)).unwrap_or(0));
         self.replacements_counted = replaced;
@@ -658,8 +924,9 @@ impl BatchProcessor for Trainer {
     fn snapshot(&self) -> Result<Option<OperatorSnapshot>> {
         let state = TrainerState {
             model: self.model_snapshot(),
-            balance: self.balance.clone(),
-            challenger: self.challenger.clone(),
+            members: self.members.clone(),
+            advisor: self.advisor.clone(),
+            mix: self.mix.clone(),
             pending: self.pending.clone(),
         };
         OperatorSnapshot::encode(
@@ -675,23 +942,49 @@ impl BatchProcessor for Trainer {
         let state: TrainerState =
             snapshot.decode(&self.operator_id, TRAINER_KIND, TRAINER_STATE_VERSION)?;
         self.adopt(state.model, "checkpoint")?;
-        self.balance = state.balance;
-        self.challenger = state.challenger;
+        // Members by variant: one the job no longer trains is dropped, a
+        // new one starts from the serving model (adopted above).
+        for restored in state.members {
+            match self
+                .members
+                .iter_mut()
+                .find(|m| m.variant == restored.variant && m.recipe == restored.recipe)
+            {
+                Some(member) => *member = restored,
+                None => {
+                    tracing::warn!(operator = %self.operator_id, variant = restored.variant.name(), "checkpointed variant dropped: the job no longer trains it")
+                }
+            }
+        }
+        let same_variants = match (&state.advisor, &self.advisor) {
+            (Some(restored), Some(current)) => restored.variants() == current.variants(),
+            _ => false,
+        };
+        if same_variants {
+            self.advisor = state.advisor;
+        }
+        self.mix = state.mix;
         self.pending = state.pending;
-        self.publish_version()
+        self.publish_version()?;
+        self.publish_champion();
+        Ok(())
     }
 }
 
 const TRAINER_KIND: &str = "train_detector";
-const TRAINER_STATE_VERSION: u32 = 1;
+/// 2: the learners of every variant and the advisor.
+const TRAINER_STATE_VERSION: u32 = 2;
 
-/// A detector's checkpoint state: the model as `score_detector` loads it,
-/// and what shapes its further learning. The prequential figures (sliding
+/// A detector's checkpoint state: the serving model as `score_detector`
+/// loads it, and what shapes further learning: every variant's learner,
+/// the advisor's window and segments, the class mix, the queued synthetic
+/// rows. The prequential figures of the served predictions (sliding
 /// metrics, AUC bins) start over after a restore.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct TrainerState {
     model: ModelSnapshot,
-    balance: Option<ClassBalance>,
-    challenger: Option<Challenger>,
+    members: Vec<Member>,
+    advisor: Option<Advisor>,
+    mix: SyntheticMix,
     pending: SyntheticQueue,
 }

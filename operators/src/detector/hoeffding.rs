@@ -72,7 +72,7 @@ impl Gaussian {
 
 /// Abramowitz–Stegun 7.1.26 (absolute error below 1.5e-7), enough for
 /// split merits.
-fn erf(x: f64) -> f64 {
+pub(crate) fn erf(x: f64) -> f64 {
     let sign = x.signum();
     let x = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * x);

@@ -46,6 +46,7 @@
 //! the cycle stays inside this folder.
 
 pub mod adaptive_tree;
+pub mod advisor;
 pub mod balance;
 pub mod challenger;
 pub mod exec;
@@ -69,6 +70,7 @@ use crate::features::{FeatureSelection, LabelAndFeatures};
 use crate::options::Options;
 use crate::runtime::JobRuntime;
 use crate::stage::StreamStage;
+use advisor::{AdvisorMetric, VariantSet};
 use logistic::Optimizer;
 
 /// Which learner.
@@ -99,6 +101,16 @@ pub struct DetectorOptions {
     pub selection: FeatureSelection,
     /// Seed of the adaptive tree's bootstrap weights.
     pub seed: u64,
+    /// The learners trained side by side (`advisor`).
+    pub variants: VariantSet,
+    /// What the advisor compares them on.
+    pub metric: AdvisorMetric,
+    /// How much better on `metric` a challenger must be to be promoted.
+    pub margin: f64,
+    /// Fewest rows of every class in the window before a promotion.
+    pub min_minority: u64,
+    /// One-sided confidence of the paired test behind a promotion.
+    pub confidence: f64,
 }
 
 impl DetectorOptions {
@@ -116,6 +128,22 @@ impl DetectorOptions {
             snapshot_every: 100_000,
             selection: FeatureSelection::default(),
             seed: 0,
+            variants: VariantSet::Available,
+            metric: AdvisorMetric::Gmean,
+            margin: 0.01,
+            min_minority: 20,
+            confidence: 0.95,
+        }
+    }
+
+    /// The advisor's rule.
+    pub fn advisor_rule(&self) -> advisor::AdvisorRule {
+        advisor::AdvisorRule {
+            metric: self.metric,
+            window: self.window,
+            margin: self.margin,
+            min_minority: self.min_minority,
+            confidence: self.confidence,
         }
     }
 
@@ -172,6 +200,21 @@ impl DetectorOptions {
         if let Some(seed) = options.take::<u64>("seed")? {
             parsed.seed = seed;
         }
+        if let Some(v) = options.take::<String>("variants")? {
+            parsed.variants = VariantSet::parse(&v)?;
+        }
+        if let Some(m) = options.take::<String>("metric")? {
+            parsed.metric = AdvisorMetric::parse(&m)?;
+        }
+        if let Some(m) = options.take::<f64>("margin")? {
+            parsed.margin = m;
+        }
+        if let Some(m) = options.take::<u64>("min_minority")? {
+            parsed.min_minority = m;
+        }
+        if let Some(c) = options.take::<f64>("confidence")? {
+            parsed.confidence = c;
+        }
         parsed.selection = FeatureSelection::take(&mut options)?;
         options.finish()?;
         parsed.validate()?;
@@ -192,7 +235,7 @@ impl DetectorOptions {
         if self.snapshot_every == 0 {
             return plan_err!("train_detector: snapshot_every must be at least 1 row");
         }
-        Ok(())
+        self.advisor_rule().validate()
     }
 }
 

@@ -40,7 +40,7 @@ pub use commits::{PendingCommit, SourceCommits};
 pub use control::{
     ControlBus, ControlReceiver, ControlSignal, DriftEvent, DriftState, SignalTarget,
 };
-pub use report::{OperatorReport, RunReport};
+pub use report::{AdvisorReport, AdvisorSegment, OperatorReport, RunReport, VariantScore};
 pub use state::{JobSnapshot, OperatorSnapshot, StateRegistry, StatefulOperator};
 pub use store::{CheckpointStore, StoredCheckpoint};
 
