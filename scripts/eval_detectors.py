@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Stream the same rows, in the same order, through Equipoise's default
-detector pipeline (QC-SMOTE, iCost, train_detector, drift_monitor; through
-`equipoise sql` on a CSV file) and through River 0.26.1's comparable
+detector pipeline (QC-SMOTE, iCost, train_detector with its advisor,
+drift_monitor; through `equipoise sql` on a CSV file), the same with one
+learner (`variants=off`), the detector alone, and through River 0.26.1's comparable
 pipelines (StandardScaler | LogisticRegression behind RandomOverSampler with
 a balanced target, and HoeffdingAdaptiveTreeClassifier), prequentially
 (predict each row, then learn it), and write prequential G-mean, Macro-F1,
@@ -41,6 +42,9 @@ BATCHES = [256, 8192]
 # Rates are the median of this many runs (this shared machine's load moves
 # single runs by tens of percent, River's as much as ours).
 REPEATS = int(os.environ.get("REPEATS", "3"))
+# Extra `train_detector` options for every Equipoise run (trying the
+# advisor's rule: `ADVISOR_OPTIONS="window=2000, confidence=0.99"`).
+ADVISOR_OPTIONS = os.environ.get("ADVISOR_OPTIONS", "")
 
 
 def scores(truth, predicted):
@@ -72,13 +76,17 @@ def write(path, header, rows):
         w.writerows(rows)
 
 
-def equipoise(path, exclude, batch, full=True, learner=None):
+def equipoise(path, exclude, batch, full=True, learner=None, variants=None):
     """`full`: the default pipeline; else the detector alone (its own class
     balancing, no oversampler, no iCost) under the drift monitor, with
-    `learner` if given."""
+    `learner` if given; `variants` sets the detector's option (the default
+    runs the advisor). Returns the truth, the predictions, both rates, and
+    the advisor's per-variant table of the run (empty without one)."""
     options = ", ".join(
         ([f"exclude={' '.join(exclude)}"] if exclude else [])
-        + ([f"learner={learner}"] if learner else []))
+        + ([f"learner={learner}"] if learner else [])
+        + ([f"variants={variants}"] if variants else [])
+        + ([ADVISOR_OPTIONS] if ADVISOR_OPTIONS else []))
     extra = f", exclude={' '.join(exclude)}" if exclude else ""
     if full:
         stages = f"""
@@ -88,7 +96,8 @@ CREATE VIEW trained AS SELECT * FROM train_detector('weighed', 'label', '{option
     else:
         stages = f"""
 CREATE VIEW trained AS SELECT * FROM train_detector('s', 'label', '{options}');"""
-    select = "SELECT label, prediction FROM drift_monitor('trained', 'label', 'prediction');"
+    stages += "\nCREATE VIEW monitored AS SELECT * FROM drift_monitor('trained', 'label', 'prediction');"
+    select = "SELECT label, prediction FROM monitored;"
     views = f"SET datafusion.execution.batch_size = {batch};{stages}\n"
     sql = f"{views}{select}\n"
     out = tempfile.NamedTemporaryFile(suffix=".csv", delete=False).name
@@ -112,7 +121,15 @@ CREATE VIEW trained AS SELECT * FROM train_detector('s', 'label', '{options}');"
     os.unlink(out)
     truth = [r[0] for r in rows]
     predicted = [r[1] for r in rows]
-    return truth, predicted, len(rows) / median(walls), len(rows) / median(computes)
+    # The advisor's table over a run of its own (the runs are identical).
+    report = subprocess.run(
+        [BIN, "sql", "--table", f"s={path}", "--format", "csv",
+         f"{views}SELECT variant, gmean, minority_recall, champion_rows "
+         "FROM advisor_report('monitored');"],
+        capture_output=True, text=True, check=True).stdout
+    variants = {r[0]: (float(r[1] or "nan"), float(r[2] or "nan"), int(r[3]))
+                for r in list(csv.reader(report.splitlines()))[1:]}
+    return truth, predicted, len(rows) / median(walls), len(rows) / median(computes), variants
 
 
 UNITS = {"ns": 1e-9, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
@@ -203,16 +220,21 @@ def main():
         for name, path, exclude in streams(work):
             header, rows = read(path)
             features = [h for h in header if h != "label" and h not in exclude]
-            line = {"stream": name, "rows": len(rows)}
+            line = {"stream": name, "rows": len(rows), "variants": {}}
             for batch in BATCHES:
-                t, p, rate, compute = equipoise(path, exclude, batch)
+                t, p, rate, compute, variants = equipoise(path, exclude, batch)
                 line[f"Equipoise, {batch:,}-row batches"] = (*scores(t, p), rate, compute)
+                line["variants"][batch] = variants
             for batch in BATCHES:
-                t, p, rate, compute = equipoise(path, exclude, batch, full=False)
+                t, p, rate, compute, _ = equipoise(path, exclude, batch, variants="off")
+                line[f"Equipoise single learner, {batch:,}-row batches"] = (
+                    *scores(t, p), rate, compute)
+            for batch in BATCHES:
+                t, p, rate, compute, _ = equipoise(path, exclude, batch, full=False)
                 line[f"Equipoise detector alone, {batch:,}-row batches"] = (
                     *scores(t, p), rate, compute)
-            t, p, rate, compute = equipoise(path, exclude, TREE_BATCH, full=False,
-                                            learner="adaptive_tree")
+            t, p, rate, compute, _ = equipoise(path, exclude, TREE_BATCH, full=False,
+                                               learner="adaptive_tree")
             line[TREE] = (*scores(t, p), rate, compute)
             for pipeline, (make, binary) in RIVER.items():
                 t, p, rate, compute = river(header, rows, make, features, binary)
@@ -220,27 +242,32 @@ def main():
             print(name, line, flush=True)
             results.append(line)
     ours = [f"Equipoise, {b:,}-row batches" for b in BATCHES]
+    single = [f"Equipoise single learner, {b:,}-row batches" for b in BATCHES]
     alone = [f"Equipoise detector alone, {b:,}-row batches" for b in BATCHES]
-    pipelines = [*ours, *alone, TREE, *RIVER]
+    pipelines = [*ours, *single, *alone, TREE, *RIVER]
     lines = [
         "# Continuously retrained detectors against River",
         "",
-        "Command: `scripts/eval-detectors` (River 0.26.1; Equipoise's default pipeline "
-        "`qc_smote` (stream mode) → `icost` (stream) → `train_detector` (online logistic "
-        "regression, AdaGrad, class-balanced) → `drift_monitor` on its predictions, through "
-        "`equipoise sql`), the detector alone under the monitor (no oversampler, no iCost), "
-        "and the adaptive Hoeffding tree in the detector's place. "
-        "Every row is predicted before it is learned (prequential); scores over every row of "
+        "Command: `scripts/eval-detectors` (River 0.26.1). Equipoise's default chain, as users "
+        "write it: `qc_smote` (stream mode) → `icost` (stream) → `train_detector` (online "
+        "logistic regression, AdaGrad) → `drift_monitor` on its predictions, through "
+        "`equipoise sql`; its detector runs the advisor (five variants that differ only in what "
+        "they learn from, the champion serving; docs/detectors.md). \"Single learner\" is the "
+        "same chain with `variants=off` (one learner of the real and synthetic rows with their "
+        "iCost weights, class-balanced); \"detector alone\" has no oversampler and no iCost; "
+        "the adaptive Hoeffding tree runs in the detector's place. "
+        + (f"Extra detector options of this run: `{ADVISOR_OPTIONS}`. " if ADVISOR_OPTIONS else "")
+        + "Every row is predicted before it is learned (prequential); scores over every row of "
         "the stream. Equipoise runs twice, streaming 256-row and 8,192-row (DataFusion's "
         "default) batches: a batch's synthetic rows come from earlier batches only, so "
-        "large batches balance a short stream late, and small ones cost per-batch work. Two rates for Equipoise: \"CLI\" is "
-        "the wall time of the whole "
-        "CLI run (process start, CSV parsing, planning, predictions written), \"operators\" the "
-        "compute time of the pipeline's operators alone (the sum of their `elapsed_compute` in "
-        "an `EXPLAIN ANALYZE` of the same query, the CSV scan excluded). River's rate is its "
-        "predict/learn loop over rows already read (the dict of floats built per row "
-        f"included), the boundary of the \"operators\" rate. Every rate is the median of "
-        f"{REPEATS} runs (Equipoise's outputs are checked identical across them).",
+        "large batches balance a short stream late, and small ones cost per-batch work. Two "
+        "rates for Equipoise: \"CLI\" is the wall time of the whole CLI run (process start, CSV "
+        "parsing, planning, predictions written), \"operators\" the compute time of the "
+        "pipeline's operators alone (the sum of their `elapsed_compute` in an `EXPLAIN ANALYZE` "
+        "of the same query, the CSV scan excluded). River's rate is its predict/learn loop over "
+        "rows already read (the dict of floats built per row included), the boundary of the "
+        f"\"operators\" rate. Every rate is the median of {REPEATS} runs (Equipoise's outputs are "
+        "checked identical across them).",
         "",
         "| stream | rows | pipeline | G-mean | Macro-F1 | minority recall | rows/s (CLI) "
         "| rows/s (operators) |",
@@ -251,15 +278,31 @@ def main():
             g, f1, rec, rate, compute = r[pipeline]
             lines.append(f"| {r['stream']} | {r['rows']:,} | {pipeline} | {g:.3f} | {f1:.3f} | "
                          f"{rec:.3f} | {rate:,.0f} | {compute:,.0f} |")
-    lines += ["", "| stream | Equipoise | batches | G-mean: Equipoise − River's best | "
-              "speed / River's fastest: CLI | operators |", "|---|---|---:|---:|---:|---:|"]
+    lines += ["", "The goals: the default chain's G-mean at or above River's best and at least "
+              "the detector alone's minus 0.005; its CLI rate at least 10x River's fastest at "
+              "8,192-row batches. The advisor's cost is the single learner's CLI rate over the "
+              "default chain's.", "",
+              "| stream | batches | G-mean | − River's best | − detector alone | "
+              "speed / River's fastest: CLI | operators | advisor's cost (CLI) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         best = max(r[p][0] for p in RIVER)
         fastest = max(r[p][3] for p in RIVER)
-        for kind, names in (("default pipeline", ours), ("detector alone", alone)):
-            for b, name in zip(BATCHES, names):
-                lines.append(f"| {r['stream']} | {kind} | {b:,} | {r[name][0] - best:+.3f} | "
-                             f"{r[name][3] / fastest:.1f}x | {r[name][4] / fastest:.1f}x |")
+        for b, name, one, alone_name in zip(BATCHES, ours, single, alone):
+            g = r[name][0]
+            lines.append(f"| {r['stream']} | {b:,} | {g:.3f} | {g - best:+.3f} | "
+                         f"{g - r[alone_name][0]:+.3f} | {r[name][3] / fastest:.1f}x | "
+                         f"{r[name][4] / fastest:.1f}x | {r[one][3] / r[name][3]:.2f}x |")
+    lines += ["", "Every variant of the default chain's detector over the same run (the "
+              "`advisor_report` table: prequential G-mean and minority recall on the original "
+              "rows, and the rows each served as the champion):", "",
+              "| stream | batches | variant | G-mean | minority recall | rows as champion |",
+              "|---|---:|---|---:|---:|---:|"]
+    for r in results:
+        for b in BATCHES:
+            for variant, (g, rec, rows) in r["variants"][b].items():
+                lines.append(f"| {r['stream']} | {b:,} | {variant} | {g:.3f} | {rec:.3f} | "
+                             f"{rows:,} |")
     lines += ["", "The adaptive Hoeffding tree alone (`learner=adaptive_tree`, class-balanced, "
               "under the monitor) against River's `HoeffdingAdaptiveTreeClassifier`:", "",
               "| stream | G-mean: Equipoise − River HAT | speed / River HAT: CLI | operators |",

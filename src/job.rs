@@ -224,6 +224,10 @@ pub async fn run_job(
         .values()
         .rev()
         .find_map(|report| report.model_version);
+    let advisors = reports
+        .values()
+        .filter_map(|report| report.advisor.clone())
+        .collect();
     let final_state = runtime.state().snapshot_all()?;
     Ok(JobSummary {
         tally,
@@ -233,6 +237,7 @@ pub async fn run_job(
         change_points: spec.change_points(),
         quality,
         model_version,
+        advisors,
         batches,
         elapsed,
         stopped: stopping,

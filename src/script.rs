@@ -19,7 +19,7 @@ use datafusion::common::{Result, plan_err};
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use equipoise_operators::runtime::{CheckpointStore, DriftState, check_plan};
+use equipoise_operators::runtime::{AdvisorReport, CheckpointStore, DriftState, check_plan};
 use equipoise_operators::stream_filter::pass_through_filters;
 use equipoise_operators::{ControlSignal, DriftEvent, JobRuntime};
 use futures::StreamExt;
@@ -41,6 +41,8 @@ pub struct ScriptSummary {
     pub warnings: u64,
     /// Version of the detector's model at the end, if the job has one.
     pub model_version: Option<u64>,
+    /// What each detector's advisor found.
+    pub advisors: Vec<AdvisorReport>,
     pub elapsed: Duration,
     /// True when the job ended on a stop request.
     pub stopped: bool,
@@ -70,6 +72,9 @@ impl fmt::Display for ScriptSummary {
         }
         if let Some(version) = self.model_version {
             writeln!(f, "  model version: {version}")?;
+        }
+        for line in self.advisors.iter().flat_map(AdvisorReport::lines) {
+            writeln!(f, "  {line}")?;
         }
         if let Some(epoch) = self.restored_from {
             writeln!(f, "  restored from checkpoint {epoch}")?;
@@ -257,6 +262,10 @@ pub async fn run_script(
             .values()
             .rev()
             .find_map(|report| report.model_version),
+        advisors: reports
+            .values()
+            .filter_map(|report| report.advisor.clone())
+            .collect(),
         elapsed: started.elapsed(),
         stopped: stopping,
         restored_from,

@@ -10,6 +10,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
 use equipoise_operators::class_label::{ClassValue, for_each_class};
 use equipoise_operators::features::ClassIndex;
+use equipoise_operators::runtime::AdvisorReport;
 use equipoise_operators::{DriftEvent, JobSnapshot};
 use equipoise_udfs::classes::ClassCounts;
 use equipoise_udfs::confusion::ConfusionCells;
@@ -105,6 +106,8 @@ pub struct JobSummary {
     pub quality: SegmentQuality,
     /// Version of the detector's model at the end, if the job has one.
     pub model_version: Option<u64>,
+    /// What each detector's advisor found.
+    pub advisors: Vec<AdvisorReport>,
     pub batches: u64,
     pub elapsed: Duration,
     /// True when the job ended on a stop request rather than at the end of
@@ -165,6 +168,9 @@ impl fmt::Display for JobSummary {
         }
         if let Some(version) = self.model_version {
             writeln!(f, "  model version: {version}")?;
+        }
+        for line in self.advisors.iter().flat_map(AdvisorReport::lines) {
+            writeln!(f, "  {line}")?;
         }
         writeln!(f, "  elapsed: {secs:.3} s")?;
         write!(f, "  rows per second: {:.0}", rows as f64 / secs.max(1e-9))

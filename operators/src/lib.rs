@@ -26,8 +26,9 @@
 //! - [`drift`]: drift detectors (ADWIN, DDM, EDDM, HDDM_A, HDDM_W and
 //!   Page-Hinkley matching River; KSWIN, DDM-OCI, PerfSim, class prior) and
 //!   the `drift_monitor` operator.
-//! - [`detector`]: online learners and the `train_detector` /
-//!   `score_detector` operators.
+//! - [`detector`]: online learners, the `train_detector` /
+//!   `score_detector` operators and the advisor over learner variants
+//!   (`advisor_report`).
 //! - [`prequential`]: test-then-train per-class quality.
 //! - [`features`]: which columns are label and features.
 //! - [`table_args`]: arguments of the SQL table functions.
@@ -97,6 +98,10 @@ pub fn table_functions() -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
     functions.push((
         "complexity_report",
         Arc::new(complexity::complexity_report::ComplexityReportFunction),
+    ));
+    functions.push((
+        "advisor_report",
+        Arc::new(detector::advisor_report::AdvisorReportFunction),
     ));
     functions
 }

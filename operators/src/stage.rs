@@ -84,21 +84,27 @@ impl TableProvider for StageTable {
         let runtime = JobRuntime::from_config(state.config())?;
         let input = state.create_physical_plan(&self.input).await?;
         let staged = self.stage.plan(input, &runtime)?;
-        match projection {
-            None => Ok(staged),
-            Some(indices) => {
-                let schema = staged.schema();
-                let exprs = indices
-                    .iter()
-                    .map(|&i| {
-                        let name = schema.field(i).name();
-                        ProjectionExpr::new(Arc::new(Column::new(name, i)), name.clone())
-                    })
-                    .collect::<Vec<_>>();
-                Ok(Arc::new(ProjectionExec::try_new(exprs, staged)?))
-            }
-        }
+        project(staged, projection)
     }
+}
+
+/// `plan` with only the columns of `projection` (a table provider's scan).
+pub fn project(
+    plan: Arc<dyn ExecutionPlan>,
+    projection: Option<&Vec<usize>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let Some(indices) = projection else {
+        return Ok(plan);
+    };
+    let schema = plan.schema();
+    let exprs = indices
+        .iter()
+        .map(|&i| {
+            let name = schema.field(i).name();
+            ProjectionExpr::new(Arc::new(Column::new(name, i)), name.clone())
+        })
+        .collect::<Vec<_>>();
+    Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
 }
 
 /// Which semantics an operator with a whole-table and a streaming form

@@ -560,7 +560,7 @@ async fn the_advisor_promotes_synthesis_while_it_helps_and_drops_it_when_it_hurt
         "synthesis never promoted: {lines}"
     );
     assert_eq!(report.segments[1].champion, "synthetic", "{lines}");
-    // Measured: back 1,152 rows after the change (window 4,000).
+    // Measured: back 1,710 rows after the change (window 4,000).
     let dropped = report
         .segments
         .iter()
@@ -598,6 +598,50 @@ async fn variants_are_scored_on_original_rows_only() -> Result<()> {
     assert_eq!(judged, 5_120);
     let in_segments: u64 = report.segments.iter().map(|s| s.rows).sum();
     assert_eq!(in_segments, 5_120);
+    // The same table through SQL, over a run of its own.
+    ctx.sql("CREATE VIEW trained AS SELECT * FROM train_detector('t', 'label')")
+        .await?;
+    let table = collect(
+        &ctx,
+        "SELECT variant, champion_rows, gmean FROM advisor_report('trained') ORDER BY variant",
+    )
+    .await?;
+    let names: Vec<String> = table
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(names, ["balanced", "reweighted", "synthetic"]);
+    assert_eq!(
+        column_i64(&table, "champion_rows")
+            .iter()
+            .flatten()
+            .sum::<i64>(),
+        5_120
+    );
+    let by_name = |name: &str| {
+        report
+            .variants
+            .iter()
+            .find(|v| v.variant == name)
+            .and_then(|v| v.gmean)
+    };
+    let gmeans = column_f64(&table, "gmean");
+    assert_eq!(
+        gmeans[2],
+        by_name("synthetic"),
+        "a rerun gives the same figures"
+    );
+    assert!(
+        collect(&ctx, "SELECT * FROM advisor_report('t')")
+            .await
+            .is_err()
+    );
 
     // variants=off: one learner, no advisor.
     let runtime = Arc::new(JobRuntime::default());
@@ -623,6 +667,22 @@ async fn bad_options_are_one_line_plan_errors() -> Result<()> {
     let ctx = session()?;
     ctx.register_table("t", Arc::new(table(10, None)?))?;
     for (sql, message) in [
+        (
+            "SELECT * FROM train_detector('t', 'label', 'variants=smote')",
+            "unknown variant 'smote'; use off, all, or names among balanced, reweighted",
+        ),
+        (
+            "SELECT * FROM train_detector('t', 'label', 'variants=synthetic')",
+            "variant 'synthetic' needs synthetic rows (an oversampler upstream)",
+        ),
+        (
+            "SELECT * FROM train_detector('t', 'label', 'metric=auc')",
+            "unknown metric 'auc'; use gmean, balanced_accuracy, macro_f1 or minority_recall",
+        ),
+        (
+            "SELECT * FROM train_detector('t', 'label', 'confidence=1')",
+            "confidence must be at least 0.5 and below 1, got 1",
+        ),
         (
             "SELECT * FROM train_detector('t', 'label', 'learner=forest')",
             "unknown learner 'forest'; use logistic, tree or adaptive_tree",

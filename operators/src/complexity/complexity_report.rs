@@ -27,7 +27,6 @@ use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableType}
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
@@ -141,20 +140,7 @@ impl TableProvider for ComplexityReportTable {
             self.feature_indices.clone(),
             self.k,
         ));
-        match projection {
-            None => Ok(exec),
-            Some(indices) => {
-                let schema = report_schema();
-                let exprs = indices.iter().map(|&i| {
-                    let name = schema.field(i).name();
-                    ProjectionExpr::new(
-                        Arc::new(datafusion::physical_expr::expressions::Column::new(name, i)),
-                        name.clone(),
-                    )
-                });
-                Ok(Arc::new(ProjectionExec::try_new(exprs, exec)?))
-            }
-        }
+        crate::stage::project(exec, projection)
     }
 }
 

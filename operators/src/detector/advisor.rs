@@ -595,14 +595,17 @@ impl Advisor {
             .collect()
     }
 
-    /// The promotion rule: when every class present in the window has at
-    /// least `min_minority` rows, the best challenger on the metric (ties
+    /// The promotion rule: when the window is full (`window` original rows
+    /// since the start or the last restart) and every class present in it
+    /// has at least `min_minority` rows, the best challenger on the metric (ties
     /// to the earlier variant) replaces the champion if it leads it by at
     /// least `margin` and the paired test on the window's rows
     /// ([`Self::paired_z`]) passes at the rule's confidence.
     pub fn judge(&mut self) -> Option<Promotion> {
         let (present, minority) = self.window.present();
-        if present.len() < 2 || minority.map(|c| self.window.seen[c]) < Some(self.rule.min_minority)
+        if self.window.rows() < self.rule.window as u64
+            || present.len() < 2
+            || minority.map(|c| self.window.seen[c]) < Some(self.rule.min_minority)
         {
             return None;
         }
@@ -739,7 +742,12 @@ mod tests {
     #[test]
     fn a_challenger_is_promoted_only_past_the_margin_with_enough_minority_rows() {
         let variants = vec![Variant::Synthetic, Variant::Balanced];
-        let mut advisor = Advisor::new(variants, rule(1_000));
+        let mut advisor = Advisor::new(variants, rule(100));
+        // Nothing is judged before the window is full.
+        feed(&mut advisor, 1, 10, &[1.0, 0.0]);
+        feed(&mut advisor, 0, 80, &[1.0, 1.0]);
+        assert_eq!(advisor.judge(), None);
+        advisor.restart();
         assert_eq!(advisor.champion(), 1, "balanced starts as champion");
         // Synthetic is far better on the minority, but 4 minority rows are
         // too few to judge.

@@ -72,6 +72,11 @@ impl TrainExec {
         runtime: &Arc<JobRuntime>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let columns = stage.columns(&input.schema())?;
+        // A chosen variant the input cannot feed is a plan error.
+        stage.options().variants.resolve(
+            columns.synthetic_index.is_some(),
+            columns.weight_index.is_some(),
+        )?;
         let operator_id = runtime.next_operator_id(KIND)?;
         let prometheus = runtime.metric_set::<SharedMetrics>()?;
         let id = operator_id.as_str();
@@ -91,6 +96,11 @@ impl TrainExec {
             metrics: ExecutionPlanMetricsSet::new(),
             stage,
         }))
+    }
+
+    /// The id its metrics, reports and checkpoint state go by.
+    pub fn operator_id(&self) -> &str {
+        &self.operator_id
     }
 
     fn properties_for(columns: &DetectorColumns, input: &dyn ExecutionPlan) -> Arc<PlanProperties> {

@@ -21,6 +21,14 @@
 //! infinite) gets a NULL prediction and score, is not learned, and counts
 //! as a bad record (`incomplete_features`).
 //!
+//! The advisor ([`advisor`]): unless `variants=off`, the trainer trains
+//! learner variants side by side that differ only in what they learn from
+//! (original rows class-balanced; reweighted to the synthetic class mix;
+//! original plus synthetic rows; iCost weights; both), scores each
+//! prequentially on the original rows, and serves the champion's
+//! prediction and score; a challenger replaces it by the rule of
+//! [`advisor::Advisor::judge`].
+//!
 //! Learners (`learner=`): `logistic` (default; [`logistic`]) and `tree`
 //! (a Hoeffding tree; [`hoeffding`]).
 //!
@@ -47,6 +55,7 @@
 
 pub mod adaptive_tree;
 pub mod advisor;
+pub mod advisor_report;
 pub mod balance;
 pub mod challenger;
 pub mod exec;
@@ -132,7 +141,7 @@ impl DetectorOptions {
             metric: AdvisorMetric::Gmean,
             margin: 0.01,
             min_minority: 20,
-            confidence: 0.95,
+            confidence: 0.99,
         }
     }
 

@@ -1,0 +1,251 @@
+//! `advisor_report('table_or_view')`: runs the input to its end, then one
+//! row per variant of every `train_detector` in it with what its advisor
+//! found over the whole run (the per-variant table of the run summary).
+//! Bounded input only.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{Result, internal_err, plan_err};
+use datafusion::datasource::provider_as_source;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableType};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties,
+};
+use futures::StreamExt;
+
+use super::exec::TrainExec;
+use crate::batch_stream::only_input_stream;
+use crate::runtime::JobRuntime;
+use crate::table_args::{resolve_table, string_arg};
+
+const NAME: &str = "advisor_report";
+
+fn report_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("operator", DataType::Utf8, false),
+        Field::new("variant", DataType::Utf8, false),
+        Field::new("learns_synthetic", DataType::Boolean, false),
+        Field::new("champion", DataType::Boolean, false),
+        Field::new("champion_rows", DataType::Int64, false),
+        Field::new("gmean", DataType::Float64, true),
+        Field::new("minority_recall", DataType::Float64, true),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("score", DataType::Float64, true),
+    ]))
+}
+
+/// The table function.
+#[derive(Debug, Default)]
+pub struct AdvisorReportFunction;
+
+impl TableFunctionImpl for AdvisorReportFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if exprs.len() != 1 {
+            return plan_err!(
+                "{NAME} expects ('table_or_view'), got {} argument(s)",
+                exprs.len()
+            );
+        }
+        let table = string_arg(NAME, exprs, 0, "table or view")?;
+        let provider = resolve_table(NAME, &args, &table)?;
+        let input = LogicalPlanBuilder::scan(table.as_str(), provider_as_source(provider), None)?
+            .build()?;
+        Ok(Arc::new(AdvisorReportTable { input }))
+    }
+}
+
+#[derive(Debug)]
+struct AdvisorReportTable {
+    input: LogicalPlan,
+}
+
+#[async_trait]
+impl TableProvider for AdvisorReportTable {
+    fn schema(&self) -> SchemaRef {
+        report_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let runtime = JobRuntime::from_config(state.config())?;
+        let plan = state.create_physical_plan(&self.input).await?;
+        if plan.boundedness().is_unbounded() {
+            return plan_err!(
+                "{NAME} needs a bounded input; over a stream read the equipoise_variant_* \
+                 metrics or the job's summary"
+            );
+        }
+        let mut detectors = Vec::new();
+        plan.apply(|node| {
+            if let Some(train) = node.downcast_ref::<TrainExec>() {
+                detectors.push(train.operator_id().to_string());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        if detectors.is_empty() {
+            return plan_err!("{NAME}: no train_detector in the input");
+        }
+        let exec: Arc<dyn ExecutionPlan> = Arc::new(AdvisorReportExec::new(
+            Arc::new(CoalescePartitionsExec::new(plan)),
+            detectors,
+            runtime,
+        ));
+        crate::stage::project(exec, projection)
+    }
+}
+
+/// Reads the whole input, then emits the detectors' advisor reports.
+#[derive(Debug)]
+struct AdvisorReportExec {
+    input: Arc<dyn ExecutionPlan>,
+    detectors: Vec<String>,
+    runtime: Arc<JobRuntime>,
+    properties: Arc<PlanProperties>,
+}
+
+impl AdvisorReportExec {
+    fn new(
+        input: Arc<dyn ExecutionPlan>,
+        detectors: Vec<String>,
+        runtime: Arc<JobRuntime>,
+    ) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(report_schema()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Self {
+            input,
+            detectors,
+            runtime,
+            properties,
+        }
+    }
+
+    fn report(runtime: &JobRuntime, detectors: &[String]) -> Result<RecordBatch> {
+        let reports = runtime.report().operators()?;
+        let mut rows = Vec::new();
+        for id in detectors {
+            // A detector with one learner has nothing to compare.
+            let Some(advisor) = reports.get(id).and_then(|r| r.advisor.as_ref()) else {
+                continue;
+            };
+            for v in &advisor.variants {
+                rows.push((id.as_str(), advisor, v));
+            }
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.2.variant.as_str()),
+            )),
+            Arc::new(BooleanArray::from_iter(
+                rows.iter().map(|r| Some(r.2.learns_synthetic)),
+            )),
+            Arc::new(BooleanArray::from_iter(
+                rows.iter().map(|r| Some(r.1.champion == r.2.variant)),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter()
+                    .map(|r| i64::try_from(r.2.champion_rows).unwrap_or(i64::MAX)),
+            )),
+            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.2.gmean))),
+            Arc::new(Float64Array::from_iter(
+                rows.iter().map(|r| r.2.minority_recall),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.1.metric.as_str()),
+            )),
+            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.2.score))),
+        ];
+        Ok(RecordBatch::try_new(report_schema(), columns)?)
+    }
+}
+
+impl DisplayAs for AdvisorReportExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AdvisorReportExec: detectors={}",
+            self.detectors.join(" ")
+        )
+    }
+}
+
+impl ExecutionPlan for AdvisorReportExec {
+    fn name(&self) -> &str {
+        "AdvisorReportExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return internal_err!("{NAME} takes one input");
+        }
+        Ok(Arc::new(Self::new(
+            children.swap_remove(0),
+            self.detectors.clone(),
+            Arc::clone(&self.runtime),
+        )))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let mut input = only_input_stream(NAME, &self.input, partition, context)?;
+        let (runtime, detectors) = (Arc::clone(&self.runtime), self.detectors.clone());
+        let report = futures::stream::once(async move {
+            while let Some(batch) = input.next().await {
+                batch?;
+            }
+            Self::report(&runtime, &detectors)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            report_schema(),
+            report,
+        )))
+    }
+}
