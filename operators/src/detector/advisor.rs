@@ -357,12 +357,16 @@ impl Tally {
         self.seen.iter().sum()
     }
 
-    /// Classes with rows, and the least frequent of them (ties to the
-    /// lower slot).
-    fn present(&self) -> (Vec<usize>, Option<usize>) {
-        let present: Vec<usize> = (0..self.seen.len()).filter(|&c| self.seen[c] > 0).collect();
-        let minority = present.iter().copied().min_by_key(|&c| self.seen[c]);
-        (present, minority)
+    /// Slots of the classes with rows.
+    fn present(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.seen.len()).filter(|&c| self.seen[c] > 0)
+    }
+
+    /// How many classes have rows, and the least frequent of them (ties
+    /// to the lower slot).
+    fn census(&self) -> (usize, Option<usize>) {
+        let count = self.present().count();
+        (count, self.present().min_by_key(|&c| self.seen[c]))
     }
 
     fn recall(&self, variant: usize, class: usize) -> f64 {
@@ -373,20 +377,19 @@ impl Tally {
     /// `metric` of `variant` over the classes present; None with fewer
     /// than two.
     fn score(&self, variant: usize, metric: AdvisorMetric) -> Option<f64> {
-        let (present, minority) = self.present();
-        if present.len() < 2 {
+        let (present, minority) = self.census();
+        if present < 2 {
             return None;
         }
-        let k = present.len() as f64;
-        let recalls = present.iter().map(|&c| self.recall(variant, c));
+        let k = present as f64;
+        let recalls = self.present().map(|c| self.recall(variant, c));
         Some(match metric {
             AdvisorMetric::Gmean => recalls.product::<f64>().powf(1.0 / k),
             AdvisorMetric::BalancedAccuracy => recalls.sum::<f64>() / k,
             AdvisorMetric::MinorityRecall => self.recall(variant, minority?),
             AdvisorMetric::MacroF1 => {
-                present
-                    .iter()
-                    .map(|&c| {
+                self.present()
+                    .map(|c| {
                         let hits = self.hits[variant].get(c).copied().unwrap_or(0) as f64;
                         let predicted = self.predicted[variant].get(c).copied().unwrap_or(0);
                         let denominator = (self.seen[c] + predicted) as f64;
@@ -506,9 +509,14 @@ impl Advisor {
     pub fn record(&mut self, truth: u32, predictions: &[u32]) {
         let stride = 1 + self.variants.len();
         if self.ring.len() / stride >= self.rule.window {
-            let old: Vec<u32> = self.ring.drain(..stride).collect();
-            self.window.count(old[0], &old[1..], false);
-            self.pair(old[0], &old[1..], false);
+            // The oldest row, copied out without allocating (at most five
+            // variants, [`Variant::ALL`]).
+            let mut old = [NO_PREDICTION; 1 + Variant::ALL.len()];
+            for (slot, value) in old.iter_mut().zip(self.ring.drain(..stride)) {
+                *slot = value;
+            }
+            self.window.count(old[0], &old[1..stride], false);
+            self.pair(old[0], &old[1..stride], false);
         }
         self.ring.push_back(truth);
         self.ring.extend(predictions.iter().copied());
@@ -602,19 +610,17 @@ impl Advisor {
     /// least `margin` and the paired test on the window's rows
     /// ([`Self::paired_z`]) passes at the rule's confidence.
     pub fn judge(&mut self) -> Option<Promotion> {
-        let (present, minority) = self.window.present();
+        let (present, minority) = self.window.census();
         if self.window.rows() < self.rule.window as u64
-            || present.len() < 2
+            || present < 2
             || minority.map(|c| self.window.seen[c]) < Some(self.rule.min_minority)
         {
             return None;
         }
-        let scores = self.window_scores();
-        let champion_score = scores[self.champion]?;
-        let (best, best_score) = scores
-            .iter()
-            .enumerate()
-            .filter_map(|(v, s)| s.map(|s| (v, s)))
+        let metric = self.rule.metric;
+        let champion_score = self.window.score(self.champion, metric)?;
+        let (best, best_score) = (0..self.variants.len())
+            .filter_map(|v| self.window.score(v, metric).map(|s| (v, s)))
             .fold(None, |best: Option<(usize, f64)>, (v, s)| match best {
                 Some((_, b)) if b >= s => best,
                 _ => Some((v, s)),
