@@ -478,10 +478,13 @@ impl Trainer {
             return;
         };
         for (v, variant) in advisor.variants().iter().enumerate() {
+            let labels = [self.operator_id.as_str(), variant.name()];
             metrics
                 .champion
-                .with_label_values(&[self.operator_id.as_str(), variant.name()])
+                .with_label_values(&labels)
                 .set(i64::from(v == advisor.champion()));
+            // Exported at 0 from the start, so a rate over it is defined.
+            metrics.champion_changes.with_label_values(&labels);
         }
     }
 
