@@ -60,3 +60,48 @@ for name, stream, make in detectors:
         flagged = count
     seconds = sorted(times)[RUNS // 2]
     print(f"reference\t{name}\t{stream}\t{len(xs) / seconds:.0f}\t{flagged}", flush=True)
+
+# The SQL path: each detector as a window function through `equipoise sql`
+# over the same values in a Parquet file, timed by the window operator's
+# `elapsed_compute` in `EXPLAIN ANALYZE` (the scan and the sort before it
+# excluded). One line per detector and stream:
+# sql<TAB>detector<TAB>stream<TAB>updates per second (median of
+# REFERENCE_RUNS)<TAB>rows flagged as drift.
+import re
+import subprocess
+
+BIN = os.path.join(os.path.dirname(root), "release", "equipoise")
+UNITS = {"ns": 1e-9, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
+if not os.path.exists(BIN):
+    subprocess.run(["cargo", "build", "--release", "--quiet"], check=True)
+tables = {}
+for stream, xs in (("binary", errors), ("values", values)):
+    csv_path = os.path.join(root, f"{stream}.csv")
+    with open(csv_path, "w") as f:
+        f.write("t,x\n")
+        f.writelines(f"{t},{x!r}\n" for t, x in enumerate(xs.tolist()))
+    parquet = os.path.join(root, f"{stream}.parquet")
+    subprocess.run([BIN, "sql", "--table", f"s={csv_path}",
+                    f"COPY (SELECT * FROM s) TO '{parquet}' STORED AS PARQUET"],
+                   check=True, capture_output=True)
+    tables[stream] = parquet
+for name, stream, _ in detectors:
+    arg = "CAST(x AS INT)" if stream == "binary" else "x"
+    rows = KSWIN_ROWS if name == "kswin" else ROWS
+    where = f" WHERE t < {KSWIN_ROWS}" if name == "kswin" else ""
+    query = (f"SELECT count(*) FILTER (WHERE d = 'drift') FROM "
+             f"(SELECT {name}({arg}) OVER (ORDER BY t) AS d FROM s{where})")
+    command = [BIN, "sql", "--table", f"s={tables[stream]}", "--format", "csv"]
+    flagged = subprocess.run(command + [query], check=True, capture_output=True,
+                             text=True).stdout.split()[-1]
+    times = []
+    for _ in range(RUNS):
+        explained = subprocess.run(command + [f"EXPLAIN ANALYZE {query}"], check=True,
+                                   capture_output=True, text=True).stdout
+        found = re.search(r"BoundedWindowAggExec\b[^\n]*?elapsed_compute=([0-9.]+)(ns|µs|ms|s)\b",
+                          explained)
+        if not found:
+            raise SystemExit(f"no window operator time in:\n{explained}")
+        times.append(float(found.group(1)) * UNITS[found.group(2)])
+    seconds = sorted(times)[RUNS // 2]
+    print(f"sql\t{name}\t{stream}\t{rows / seconds:.0f}\t{flagged}", flush=True)

@@ -15,7 +15,7 @@
 use std::ops::Range;
 use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::array::{ArrayRef, AsArray, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
@@ -192,6 +192,7 @@ impl WindowUDFImpl for DetectorWindow {
         Ok(Box::new(DetectorEvaluator {
             kind: self.kind,
             detector: self.kind.detector(delta),
+            numbers: None,
         }))
     }
 
@@ -233,6 +234,11 @@ impl WindowUDFImpl for DetectorWindow {
 struct DetectorEvaluator {
     kind: DetectorKind,
     detector: Box<dyn DriftDetector>,
+    /// The input array of the rows being evaluated and its values as
+    /// numbers: bounded execution calls `evaluate` once per row with the
+    /// same arrays for a whole batch, and casting (and checking) a
+    /// one-row slice per row cost many times the detector's update.
+    numbers: Option<(ArrayRef, Float64Array)>,
 }
 
 impl std::fmt::Debug for DetectorEvaluator {
@@ -263,6 +269,33 @@ impl DetectorEvaluator {
     fn step(&mut self, x: Option<f64>) -> Option<&'static str> {
         x.map(|x| self.detector.update(x).name())
     }
+
+    /// Row `row` of `values` as a number, from the cast of the whole
+    /// array, made once per array.
+    fn number_at(&mut self, values: &[ArrayRef], row: usize) -> Result<Option<f64>> {
+        let column = &values[0];
+        let cached = matches!(&self.numbers, Some((source, _)) if Arc::ptr_eq(source, column));
+        if !cached {
+            let numbers = cast(column, &DataType::Float64)?
+                .as_primitive::<Float64Type>()
+                .clone();
+            self.numbers = Some((Arc::clone(column), numbers));
+        }
+        let Some((_, numbers)) = &self.numbers else {
+            return Ok(None);
+        };
+        if row >= numbers.len() || numbers.is_null(row) {
+            return Ok(None);
+        }
+        let x = numbers.value(row);
+        if self.kind.takes_errors() && x != 0.0 && x != 1.0 {
+            return exec_err!(
+                "{}: an error input must be 0 or 1 (or a Boolean), got {x}",
+                self.kind.name()
+            );
+        }
+        Ok(Some(x))
+    }
 }
 
 impl PartitionEvaluator for DetectorEvaluator {
@@ -276,10 +309,8 @@ impl PartitionEvaluator for DetectorEvaluator {
 
     fn evaluate(&mut self, values: &[ArrayRef], range: &Range<usize>) -> Result<ScalarValue> {
         // Called once per row, in order: the range is the current row.
-        let x = self.inputs(values, range.start..range.start + 1)?;
-        Ok(ScalarValue::Utf8(
-            self.step(x.first().copied().flatten()).map(str::to_string),
-        ))
+        let x = self.number_at(values, range.start)?;
+        Ok(ScalarValue::Utf8(self.step(x).map(str::to_string)))
     }
 
     fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
