@@ -76,8 +76,9 @@ use std::sync::Arc;
 use datafusion::catalog::TableFunctionImpl;
 use datafusion::common::Result;
 use datafusion::execution::FunctionRegistry;
-use datafusion::execution::session_state::SessionState;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::AggregateUDF;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
 
 /// Every operator's SQL table function, by name.
 pub fn table_functions() -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
@@ -134,6 +135,17 @@ pub fn register_all(state: &mut SessionState) -> Result<()> {
     }
     for udwf in window_functions() {
         state.register_udwf(udwf)?;
+    }
+    let rule: Arc<dyn PhysicalOptimizerRule + Send + Sync> =
+        Arc::new(drift::whole_partition::WholePartitionDetectors);
+    if !state
+        .physical_optimizers()
+        .iter()
+        .any(|r| r.name() == rule.name())
+    {
+        *state = SessionStateBuilder::new_from_existing(state.clone())
+            .with_physical_optimizer_rule(rule)
+            .build();
     }
     Ok(())
 }

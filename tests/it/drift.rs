@@ -159,3 +159,42 @@ fn equipoise_test_sample(exposition: &str, series: &str) -> f64 {
     super::common::sample(exposition, series)
         .unwrap_or_else(|| panic!("{series} not exported:\n{exposition}"))
 }
+
+/// The physical plan of `sql` as text.
+async fn physical_plan(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<String> {
+    let plan = ctx.sql(sql).await?.create_physical_plan().await?;
+    Ok(datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(false)
+        .to_string())
+}
+
+#[tokio::test]
+async fn detectors_run_over_whole_partitions_of_bounded_input_and_row_by_row_on_streams()
+-> Result<()> {
+    let ctx = equipoise::new_session(Arc::new(JobRuntime::default()))?;
+    ctx.sql(
+        "CREATE EXTERNAL TABLE b STORED AS CSV LOCATION 'tests/data/drift/binary_stream.csv' \
+         OPTIONS ('format.has_header' 'true')",
+    )
+    .await?;
+    let bounded = physical_plan(&ctx, "SELECT adwin(x) OVER (ORDER BY t) FROM b").await?;
+    assert!(
+        bounded.contains("WindowAggExec") && !bounded.contains("BoundedWindowAggExec"),
+        "{bounded}"
+    );
+    // Mixed with a window function that is not a detector: left as planned.
+    let mixed = physical_plan(
+        &ctx,
+        "SELECT adwin(x) OVER (ORDER BY t), row_number() OVER (ORDER BY t) FROM b",
+    )
+    .await?;
+    assert!(mixed.contains("BoundedWindowAggExec"), "{mixed}");
+    // A stream keeps the bounded execution a stream needs.
+    let stream = physical_plan(
+        &ctx,
+        "SELECT adwin(CAST(label AS INT)) OVER (ORDER BY seq) FROM equipoise_generator('')",
+    )
+    .await?;
+    assert!(stream.contains("BoundedWindowAggExec"), "{stream}");
+    Ok(())
+}

@@ -35,6 +35,7 @@ pub mod monitor;
 pub mod page_hinkley;
 pub mod perfsim;
 pub mod table_function;
+pub mod whole_partition;
 pub mod window_functions;
 
 use serde::{Deserialize, Serialize};
