@@ -64,10 +64,9 @@ for name, stream, make in detectors:
 # The SQL path: each detector as a window function through `equipoise sql`
 # over the same values in a Parquet file, timed by the window operator's
 # `elapsed_compute` in `EXPLAIN ANALYZE` (the scan and the sort before it
-# excluded; over this bounded input the operator is `WindowAggExec`, whose
-# time includes gathering the partition). One line per detector and stream:
-# sql<TAB>detector<TAB>stream<TAB>updates per second (median of
-# REFERENCE_RUNS)<TAB>rows flagged as drift.
+# excluded). One line per detector, stream and path: sql (a bounded
+# Parquet file) or sql_stream (a stream table)<TAB>detector<TAB>stream<TAB>
+# updates per second (median of REFERENCE_RUNS)<TAB>rows flagged as drift.
 import re
 import subprocess
 
@@ -86,50 +85,45 @@ for stream, xs in (("binary", errors), ("values", values)):
                     f"COPY (SELECT * FROM s) TO '{parquet}' STORED AS PARQUET"],
                    check=True, capture_output=True)
     tables[stream] = parquet
+
+
+def window_seconds(command, sql, operator):
+    """Median over RUNS of `operator`'s `elapsed_compute` in an
+    `EXPLAIN ANALYZE` of `sql` (which may start with DDL statements)."""
+    times = []
+    for _ in range(RUNS):
+        explained = subprocess.run(command + [sql], check=True, capture_output=True,
+                                   text=True).stdout
+        found = re.search(operator + r"\b[^\n]*?elapsed_compute=([0-9.]+)(ns|µs|ms|s)\b",
+                          explained)
+        if not found:
+            raise SystemExit(f"no {operator} time in:\n{explained}")
+        times.append(float(found.group(1)) * UNITS[found.group(2)])
+    return sorted(times)[RUNS // 2]
+
+
 for name, stream, _ in detectors:
     arg = "CAST(x AS INT)" if stream == "binary" else "x"
     rows = KSWIN_ROWS if name == "kswin" else ROWS
     where = f" WHERE t < {KSWIN_ROWS}" if name == "kswin" else ""
+    # Bounded: over this input the operator is `WindowAggExec`, whose time
+    # includes gathering the partition.
     query = (f"SELECT count(*) FILTER (WHERE d = 'drift') FROM "
              f"(SELECT {name}({arg}) OVER (ORDER BY t) AS d FROM s{where})")
     command = [BIN, "sql", "--table", f"s={tables[stream]}", "--format", "csv"]
     flagged = subprocess.run(command + [query], check=True, capture_output=True,
                              text=True).stdout.split()[-1]
-    times = []
-    for _ in range(RUNS):
-        explained = subprocess.run(command + [f"EXPLAIN ANALYZE {query}"], check=True,
-                                   capture_output=True, text=True).stdout
-        found = re.search(r"(?:Bounded)?WindowAggExec\b[^\n]*?elapsed_compute=([0-9.]+)(ns|µs|ms|s)\b",
-                          explained)
-        if not found:
-            raise SystemExit(f"no window operator time in:\n{explained}")
-        times.append(float(found.group(1)) * UNITS[found.group(2)])
-    seconds = sorted(times)[RUNS // 2]
+    seconds = window_seconds(command, f"EXPLAIN ANALYZE {query}", "(?:Bounded)?WindowAggExec")
     print(f"sql\t{name}\t{stream}\t{rows / seconds:.0f}\t{flagged}", flush=True)
-
-# The same through an unbounded input (a stream table over the CSV file,
-# declared ordered by t), where DataFusion's bounded window execution calls
-# the detector once per row: sql_stream<TAB>...
-for name, stream, _ in detectors:
-    arg = "CAST(x AS INT)" if stream == "binary" else "x"
-    rows = KSWIN_ROWS if name == "kswin" else ROWS
-    where = f" WHERE t < {KSWIN_ROWS}" if name == "kswin" else ""
-    csv_path = os.path.join(root, f"{stream}.csv")
+    # A stream table over the CSV file, declared ordered by t: DataFusion's
+    # bounded window execution calls the detector once per row.
     ddl = (f"CREATE UNBOUNDED EXTERNAL TABLE s (t BIGINT, x DOUBLE) STORED AS CSV "
-           f"WITH ORDER (t ASC) LOCATION '{csv_path}' OPTIONS ('format.has_header' 'true');")
+           f"WITH ORDER (t ASC) LOCATION '{os.path.join(root, stream + '.csv')}' "
+           "OPTIONS ('format.has_header' 'true');")
     query = (f"SELECT t FROM (SELECT t, {name}({arg}) OVER (ORDER BY t) AS d FROM s{where}) "
              "WHERE d = 'drift'")
     command = [BIN, "sql", "--format", "csv"]
     flagged = len(subprocess.run(command + [ddl + query], check=True, capture_output=True,
                                  text=True).stdout.split()) - 1
-    times = []
-    for _ in range(RUNS):
-        explained = subprocess.run(command + [f"{ddl}EXPLAIN ANALYZE {query}"], check=True,
-                                   capture_output=True, text=True).stdout
-        found = re.search(r"BoundedWindowAggExec\b[^\n]*?elapsed_compute=([0-9.]+)(ns|µs|ms|s)\b",
-                          explained)
-        if not found:
-            raise SystemExit(f"no bounded window operator time in:\n{explained}")
-        times.append(float(found.group(1)) * UNITS[found.group(2)])
-    seconds = sorted(times)[RUNS // 2]
+    seconds = window_seconds(command, f"{ddl}EXPLAIN ANALYZE {query}", "BoundedWindowAggExec")
     print(f"sql_stream\t{name}\t{stream}\t{rows / seconds:.0f}\t{flagged}", flush=True)

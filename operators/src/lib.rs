@@ -53,6 +53,7 @@ pub mod options;
 pub mod oversample;
 pub mod parallel;
 pub mod prequential;
+pub mod report_exec;
 pub mod rng;
 pub mod runtime;
 pub mod stage;

@@ -12,34 +12,24 @@
 //! over its size. C2 (ECoL): 1 - 1/IR_L, IR_L = (C-1)/C * sum n_c/(n - n_c);
 //! NULL with one class.
 
-use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, internal_err, plan_err};
+use datafusion::common::{Result, plan_err};
 use datafusion::datasource::provider_as_source;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableType};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
-    PlanProperties,
-};
-use futures::StreamExt;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
 use super::{ClassedRows, DEFAULT_K, LabelledRows, Typology};
-use crate::batch_stream::only_input_stream;
 use crate::class_label::{ClassValue, for_each_class};
 use crate::features::FeatureSelection;
 use crate::knn::{Exclude, PointSet, search};
 use crate::options::Options;
+use crate::report_exec::{Report, ReportExec, ReportKind};
 use crate::table_args::{resolve_table, string_arg};
 
 const NAME: &str = "complexity_report";
@@ -134,126 +124,78 @@ impl TableProvider for ComplexityReportTable {
                  a window, or the icost operator's complexity metrics"
             );
         }
-        let exec: Arc<dyn ExecutionPlan> = Arc::new(ComplexityReportExec::new(
+        let exec: Arc<dyn ExecutionPlan> = Arc::new(ReportExec::new(
             Arc::new(CoalescePartitionsExec::new(plan)),
-            self.label_index,
-            self.feature_indices.clone(),
-            self.k,
+            Arc::new(ComplexityReportKind {
+                label_index: self.label_index,
+                feature_indices: self.feature_indices.clone(),
+                k: self.k,
+            }),
         ));
         crate::stage::project(exec, projection)
     }
 }
 
-/// Reads the whole input, then emits the report.
+/// The report's settings; a fresh [`ComplexityTally`] per execution.
 #[derive(Debug)]
-struct ComplexityReportExec {
-    input: Arc<dyn ExecutionPlan>,
+struct ComplexityReportKind {
     label_index: usize,
     feature_indices: Vec<usize>,
     k: usize,
-    properties: Arc<PlanProperties>,
 }
 
-impl ComplexityReportExec {
-    fn new(
-        input: Arc<dyn ExecutionPlan>,
-        label_index: usize,
-        feature_indices: Vec<usize>,
-        k: usize,
-    ) -> Self {
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(report_schema()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        ));
-        Self {
-            input,
-            label_index,
-            feature_indices,
-            k,
-            properties,
-        }
-    }
-}
-
-impl DisplayAs for ComplexityReportExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ComplexityReportExec: k={}, features={}",
-            self.k,
-            self.feature_indices.len()
-        )
-    }
-}
-
-impl ExecutionPlan for ComplexityReportExec {
-    fn name(&self) -> &str {
+impl ReportKind for ComplexityReportKind {
+    fn name(&self) -> &'static str {
         "ComplexityReportExec"
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
+    fn details(&self) -> String {
+        format!("k={}, features={}", self.k, self.feature_indices.len())
     }
 
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
+    fn schema(&self) -> SchemaRef {
+        report_schema()
     }
 
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
+    fn start(&self) -> Box<dyn Report> {
+        Box::new(ComplexityTally {
+            rows: LabelledRows::new(self.feature_indices.len()),
+            labelled: Default::default(),
+            label_index: self.label_index,
+            feature_indices: self.feature_indices.clone(),
+            k: self.k,
+        })
     }
+}
 
-    fn with_new_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return internal_err!("{NAME} takes one input");
-        }
-        Ok(Arc::new(Self::new(
-            children.swap_remove(0),
-            self.label_index,
-            self.feature_indices.clone(),
-            self.k,
-        )))
-    }
+/// Every labelled row with its features, and the rows per class.
+struct ComplexityTally {
+    rows: LabelledRows,
+    labelled: std::collections::BTreeMap<ClassValue, i64>,
+    label_index: usize,
+    feature_indices: Vec<usize>,
+    k: usize,
+}
 
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        let mut input = only_input_stream(NAME, &self.input, partition, context)?;
-        let (label_index, feature_indices, k) =
-            (self.label_index, self.feature_indices.clone(), self.k);
-        let report = futures::stream::once(async move {
-            let mut rows = LabelledRows::new(feature_indices.len());
-            let mut labelled: std::collections::BTreeMap<ClassValue, i64> = Default::default();
-            while let Some(batch) = input.next().await {
-                let batch = batch?;
-                let label = batch.column(label_index);
-                let features: Vec<ArrayRef> = feature_indices
-                    .iter()
-                    .map(|&i| Arc::clone(batch.column(i)))
-                    .collect();
-                rows.extend(label, &features)?;
-                for_each_class(label, |_, class| {
-                    if let Some(class) = class {
-                        *labelled.entry(class).or_insert(0) += 1;
-                    }
-                })?;
+impl Report for ComplexityTally {
+    fn absorb(&mut self, batch: &RecordBatch) -> Result<()> {
+        let label = batch.column(self.label_index);
+        let features: Vec<ArrayRef> = self
+            .feature_indices
+            .iter()
+            .map(|&i| Arc::clone(batch.column(i)))
+            .collect();
+        self.rows.extend(label, &features)?;
+        let labelled = &mut self.labelled;
+        for_each_class(label, |_, class| {
+            if let Some(class) = class {
+                *labelled.entry(class).or_insert(0) += 1;
             }
-            report(&rows, &labelled, k)
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            report_schema(),
-            report,
-        )))
+        })
+    }
+
+    fn finish(self: Box<Self>) -> Result<RecordBatch> {
+        report(&self.rows, &self.labelled, self.k)
     }
 }
 

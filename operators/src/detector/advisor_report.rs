@@ -3,7 +3,6 @@
 //! found over the whole run (the per-variant table of the run summary).
 //! Bounded input only.
 
-use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -12,22 +11,14 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::common::{Result, internal_err, plan_err};
+use datafusion::common::{Result, plan_err};
 use datafusion::datasource::provider_as_source;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableType};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
-    PlanProperties,
-};
-use futures::StreamExt;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
 use super::exec::TrainExec;
-use crate::batch_stream::only_input_stream;
+use crate::report_exec::{Report, ReportExec, ReportKind};
 use crate::runtime::JobRuntime;
 use crate::table_args::{resolve_table, string_arg};
 
@@ -108,48 +99,57 @@ impl TableProvider for AdvisorReportTable {
         if detectors.is_empty() {
             return plan_err!("{NAME}: no train_detector in the input");
         }
-        let exec: Arc<dyn ExecutionPlan> = Arc::new(AdvisorReportExec::new(
+        let exec: Arc<dyn ExecutionPlan> = Arc::new(ReportExec::new(
             Arc::new(CoalescePartitionsExec::new(plan)),
-            detectors,
-            runtime,
+            Arc::new(AdvisorReportKind { detectors, runtime }),
         ));
         crate::stage::project(exec, projection)
     }
 }
 
-/// Reads the whole input, then emits the detectors' advisor reports.
+/// The detectors whose reports are read once the input has ended.
 #[derive(Debug)]
-struct AdvisorReportExec {
-    input: Arc<dyn ExecutionPlan>,
+struct AdvisorReportKind {
     detectors: Vec<String>,
     runtime: Arc<JobRuntime>,
-    properties: Arc<PlanProperties>,
 }
 
-impl AdvisorReportExec {
-    fn new(
-        input: Arc<dyn ExecutionPlan>,
-        detectors: Vec<String>,
-        runtime: Arc<JobRuntime>,
-    ) -> Self {
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(report_schema()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        ));
-        Self {
-            input,
-            detectors,
-            runtime,
-            properties,
-        }
+impl ReportKind for AdvisorReportKind {
+    fn name(&self) -> &'static str {
+        "AdvisorReportExec"
     }
 
-    fn report(runtime: &JobRuntime, detectors: &[String]) -> Result<RecordBatch> {
-        let reports = runtime.report().operators()?;
+    fn details(&self) -> String {
+        format!("detectors={}", self.detectors.join(" "))
+    }
+
+    fn schema(&self) -> SchemaRef {
+        report_schema()
+    }
+
+    fn start(&self) -> Box<dyn Report> {
+        Box::new(AdvisorTable {
+            detectors: self.detectors.clone(),
+            runtime: Arc::clone(&self.runtime),
+        })
+    }
+}
+
+/// Reads the run's reports at the end; the rows themselves are not needed.
+struct AdvisorTable {
+    detectors: Vec<String>,
+    runtime: Arc<JobRuntime>,
+}
+
+impl Report for AdvisorTable {
+    fn absorb(&mut self, _batch: &RecordBatch) -> Result<()> {
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<RecordBatch> {
+        let reports = self.runtime.report().operators()?;
         let mut rows = Vec::new();
-        for id in detectors {
+        for id in &self.detectors {
             // A detector with one learner has nothing to compare.
             let Some(advisor) = reports.get(id).and_then(|r| r.advisor.as_ref()) else {
                 continue;
@@ -183,69 +183,5 @@ impl AdvisorReportExec {
             Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.2.score))),
         ];
         Ok(RecordBatch::try_new(report_schema(), columns)?)
-    }
-}
-
-impl DisplayAs for AdvisorReportExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "AdvisorReportExec: detectors={}",
-            self.detectors.join(" ")
-        )
-    }
-}
-
-impl ExecutionPlan for AdvisorReportExec {
-    fn name(&self) -> &str {
-        "AdvisorReportExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return internal_err!("{NAME} takes one input");
-        }
-        Ok(Arc::new(Self::new(
-            children.swap_remove(0),
-            self.detectors.clone(),
-            Arc::clone(&self.runtime),
-        )))
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        let mut input = only_input_stream(NAME, &self.input, partition, context)?;
-        let (runtime, detectors) = (Arc::clone(&self.runtime), self.detectors.clone());
-        let report = futures::stream::once(async move {
-            while let Some(batch) = input.next().await {
-                batch?;
-            }
-            Self::report(&runtime, &detectors)
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            report_schema(),
-            report,
-        )))
     }
 }
