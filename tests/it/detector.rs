@@ -580,6 +580,67 @@ async fn the_advisor_promotes_synthesis_while_it_helps_and_drops_it_when_it_hurt
     );
     assert!(lines.contains("synthesis helped"), "{lines}");
     assert!(lines.contains("synthesis did not help"), "{lines}");
+
+    // What Prometheus sees: each variant's window G-mean, one champion,
+    // the changes counted by the variant promoted, and the class mix the
+    // champion learned from.
+    let families = runtime.registry().gather();
+    let samples = |name: &str| -> Vec<(Vec<(String, String)>, f64)> {
+        families
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| {
+                f.get_metric()
+                    .iter()
+                    .map(|m| {
+                        let labels = m
+                            .get_label()
+                            .iter()
+                            .map(|l| (l.name().to_string(), l.value().to_string()))
+                            .collect();
+                        let value = if name.ends_with("_total") {
+                            m.get_counter().get_value()
+                        } else {
+                            m.get_gauge().get_value()
+                        };
+                        (labels, value)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let variant = |labels: &[(String, String)]| {
+        labels
+            .iter()
+            .find(|(k, _)| k == "variant")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let mut gmeans: Vec<String> = samples("equipoise_variant_gmean")
+        .iter()
+        .map(|(l, _)| variant(l))
+        .collect();
+    gmeans.sort();
+    assert_eq!(gmeans, ["balanced", "synthetic"]);
+    let champions: Vec<String> = samples("equipoise_champion")
+        .iter()
+        .filter(|(_, v)| *v == 1.0)
+        .map(|(l, _)| variant(l))
+        .collect();
+    assert_eq!(champions, ["balanced"]);
+    let changes: f64 = samples("equipoise_champion_changes_total")
+        .iter()
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(changes, report.changes as f64);
+    let shares: Vec<f64> = samples("equipoise_effective_class_share")
+        .iter()
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(shares.len(), 2, "{shares:?}");
+    assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{shares:?}");
+    // The champion (balanced) learns the original rows class-balanced.
+    assert!(shares.iter().all(|s| (s - 0.5).abs() < 0.1), "{shares:?}");
     Ok(())
 }
 
