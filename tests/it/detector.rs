@@ -638,7 +638,10 @@ async fn the_advisor_promotes_synthesis_while_it_helps_and_drops_it_when_it_hurt
         .map(|(_, v)| *v)
         .collect();
     assert_eq!(shares.len(), 2, "{shares:?}");
-    assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{shares:?}");
+    assert!(
+        (shares.iter().sum::<f64>() - 1.0).abs() < 1e-9,
+        "{shares:?}"
+    );
     // The champion (balanced) learns the original rows class-balanced.
     assert!(shares.iter().all(|s| (s - 0.5).abs() < 0.1), "{shares:?}");
     Ok(())

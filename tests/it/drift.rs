@@ -198,3 +198,57 @@ async fn detectors_run_over_whole_partitions_of_bounded_input_and_row_by_row_on_
     assert!(stream.contains("BoundedWindowAggExec"), "{stream}");
     Ok(())
 }
+
+/// Every detector's states over the reference binary stream, as `table`
+/// gives them, ordered by `t`.
+async fn states_of(ctx: &datafusion::prelude::SessionContext, table: &str) -> Result<Vec<String>> {
+    let batches = ctx
+        .sql(&format!(
+            "SELECT adwin(x) OVER (ORDER BY t) AS a, ddm(x) OVER (ORDER BY t) AS d, \
+                    ddm_oci(x, t % 2) OVER (ORDER BY t) AS o, \
+                    page_hinkley(x) OVER (ORDER BY t) AS p \
+             FROM {table}"
+        ))
+        .await?
+        .collect()
+        .await?;
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
+    Ok(text.lines().map(str::to_string).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detectors_give_the_same_states_row_by_row_on_a_stream_as_over_a_whole_file() -> Result<()>
+{
+    let ctx = equipoise::new_session(Arc::new(JobRuntime::default()))?;
+    let path = "tests/data/drift/binary_stream.csv";
+    const COLUMNS: &str = "t BIGINT, x BIGINT, adwin VARCHAR, ddm VARCHAR, eddm VARCHAR, \
+                           hddm_a VARCHAR, hddm_w VARCHAR";
+    ctx.sql(&format!(
+        "CREATE EXTERNAL TABLE whole ({COLUMNS}) STORED AS CSV LOCATION '{path}' \
+         OPTIONS ('format.has_header' 'true')"
+    ))
+    .await?;
+    ctx.sql(&format!(
+        "CREATE UNBOUNDED EXTERNAL TABLE stream ({COLUMNS}) STORED AS CSV \
+         WITH ORDER (t ASC) LOCATION '{path}' OPTIONS ('format.has_header' 'true')"
+    ))
+    .await?;
+    let plan = physical_plan(&ctx, "SELECT adwin(x) OVER (ORDER BY t) FROM stream").await?;
+    assert!(plan.contains("BoundedWindowAggExec"), "{plan}");
+    let whole = states_of(&ctx, "whole").await?;
+    let stream = states_of(&ctx, "stream").await?;
+    assert_eq!(whole.len(), 24_000 + 4, "24,000 rows and the table's frame");
+    let differing: Vec<(usize, &String, &String)> = whole
+        .iter()
+        .zip(&stream)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(i, (a, b))| (i, a, b))
+        .take(3)
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "the row-by-row states differ from the whole-file ones: {differing:?}"
+    );
+    Ok(())
+}

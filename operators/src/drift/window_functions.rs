@@ -28,7 +28,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::expressions::Literal;
 
 use super::{Adwin, Ddm, DdmOci, DriftDetector, Eddm, HddmA, HddmW, Kswin, PageHinkley};
-use crate::class_label::{check_label_type, class_slots};
+use crate::class_label::{ClassValue, check_label_type, class_slots, for_each_class};
 use crate::features::ClassIndex;
 
 /// The detectors SQL knows.
@@ -400,6 +400,22 @@ impl WindowUDFImpl for DdmOciWindow {
 struct DdmOciEvaluator {
     classes: ClassIndex,
     detector: DdmOci,
+    /// The label and prediction arrays of the rows being evaluated row by
+    /// row, and their classes (read once per pair of arrays, not per row;
+    /// see `DetectorEvaluator::numbers`).
+    rows: Option<(
+        ArrayRef,
+        ArrayRef,
+        Vec<Option<ClassValue>>,
+        Vec<Option<ClassValue>>,
+    )>,
+}
+
+/// The class of every row of `column`.
+fn classes_of(column: &ArrayRef) -> Result<Vec<Option<ClassValue>>> {
+    let mut classes = vec![None; column.len()];
+    for_each_class(column, |row, class| classes[row] = class)?;
+    Ok(classes)
 }
 
 impl DdmOciEvaluator {
@@ -431,8 +447,35 @@ impl PartitionEvaluator for DdmOciEvaluator {
     }
 
     fn evaluate(&mut self, values: &[ArrayRef], range: &Range<usize>) -> Result<ScalarValue> {
-        let states = self.states(values, range.start..range.start + 1)?;
-        ScalarValue::try_from_array(&states, 0)
+        let [label, prediction] = values else {
+            return exec_err!("ddm_oci takes (label, prediction)");
+        };
+        let cached = matches!(&self.rows, Some((l, p, _, _))
+            if Arc::ptr_eq(l, label) && Arc::ptr_eq(p, prediction));
+        if !cached {
+            self.rows = Some((
+                Arc::clone(label),
+                Arc::clone(prediction),
+                classes_of(label)?,
+                classes_of(prediction)?,
+            ));
+        }
+        let Some((_, _, truths, predictions)) = &self.rows else {
+            return Ok(ScalarValue::Utf8(None));
+        };
+        let row = range.start;
+        let (truth, predicted) = (
+            truths.get(row).cloned().flatten(),
+            predictions.get(row).cloned().flatten(),
+        );
+        // Slots in the order the rows bring the classes: the label first.
+        let truth = truth.map(|c| self.classes.slot(c));
+        let predicted = predicted.map(|c| self.classes.slot(c));
+        let state = match (truth, predicted) {
+            (Some(t), Some(p)) => Some(self.detector.update(t, t == p).name()),
+            _ => None,
+        };
+        Ok(ScalarValue::Utf8(state.map(str::to_string)))
     }
 
     fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
