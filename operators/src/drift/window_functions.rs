@@ -403,12 +403,16 @@ struct DdmOciEvaluator {
     /// The label and prediction arrays of the rows being evaluated row by
     /// row, and their classes (read once per pair of arrays, not per row;
     /// see `DetectorEvaluator::numbers`).
-    rows: Option<(
-        ArrayRef,
-        ArrayRef,
-        Vec<Option<ClassValue>>,
-        Vec<Option<ClassValue>>,
-    )>,
+    rows: Option<BatchClasses>,
+}
+
+/// A label array, a prediction array, and the class of each of their rows.
+#[derive(Debug)]
+struct BatchClasses {
+    label: ArrayRef,
+    prediction: ArrayRef,
+    truths: Vec<Option<ClassValue>>,
+    predictions: Vec<Option<ClassValue>>,
 }
 
 /// The class of every row of `column`.
@@ -450,17 +454,22 @@ impl PartitionEvaluator for DdmOciEvaluator {
         let [label, prediction] = values else {
             return exec_err!("ddm_oci takes (label, prediction)");
         };
-        let cached = matches!(&self.rows, Some((l, p, _, _))
-            if Arc::ptr_eq(l, label) && Arc::ptr_eq(p, prediction));
+        let cached = matches!(&self.rows, Some(rows)
+            if Arc::ptr_eq(&rows.label, label) && Arc::ptr_eq(&rows.prediction, prediction));
         if !cached {
-            self.rows = Some((
-                Arc::clone(label),
-                Arc::clone(prediction),
-                classes_of(label)?,
-                classes_of(prediction)?,
-            ));
+            self.rows = Some(BatchClasses {
+                label: Arc::clone(label),
+                prediction: Arc::clone(prediction),
+                truths: classes_of(label)?,
+                predictions: classes_of(prediction)?,
+            });
         }
-        let Some((_, _, truths, predictions)) = &self.rows else {
+        let Some(BatchClasses {
+            truths,
+            predictions,
+            ..
+        }) = &self.rows
+        else {
             return Ok(ScalarValue::Utf8(None));
         };
         let row = range.start;
