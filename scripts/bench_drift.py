@@ -127,3 +127,19 @@ for name, stream, _ in detectors:
                                  text=True).stdout.split()) - 1
     seconds = window_seconds(command, f"{ddl}EXPLAIN ANALYZE {query}", "BoundedWindowAggExec")
     print(f"sql_stream\t{name}\t{stream}\t{rows / seconds:.0f}\t{flagged}", flush=True)
+
+# The `drift_monitor` operator, which runs the same kind of detectors
+# inside a job: the binary stream as one class predicted wrong where the
+# error is 1 (its class-prior ADWIN, the class's DDM-OCI recall monitor,
+# HDDM_A over the error and PerfSim per row), timed by its own
+# `elapsed_compute`: monitor<TAB>drift_monitor<TAB>binary<TAB>rows per
+# second<TAB>rows in drift.
+command = [BIN, "sql", "--table", f"s={tables['binary']}", "--format", "csv"]
+view = ("CREATE VIEW m AS SELECT t, CAST(1 AS BIGINT) AS label, "
+        "CAST(1 - x AS BIGINT) AS prediction FROM s;")
+query = ("SELECT count(*) FILTER (WHERE drift_state = 'drift') "
+         "FROM drift_monitor('m', 'label', 'prediction', 'order_by=t')")
+flagged = subprocess.run(command + [view + query], check=True, capture_output=True,
+                         text=True).stdout.split()[-1]
+seconds = window_seconds(command, f"{view}EXPLAIN ANALYZE {query}", "DriftMonitorExec")
+print(f"monitor\tdrift_monitor\tbinary\t{ROWS / seconds:.0f}\t{flagged}", flush=True)

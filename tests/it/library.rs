@@ -98,10 +98,20 @@ async fn each_crate_registers_its_own_functions() -> Result<()> {
         "train_detector",
         "drift_monitor",
         "equipoise_generator",
+        "advisor_report",
     ] {
         assert!(state.table_functions().contains_key(name), "{name}");
     }
     assert!(state.window_functions().contains_key("adwin"));
+    // Once, however many times register_all runs.
+    equipoise::register_all(&all)?;
+    let rules = all
+        .state()
+        .physical_optimizers()
+        .iter()
+        .filter(|r| r.name() == "whole_partition_detectors")
+        .count();
+    assert_eq!(rules, 1);
     assert!(state.aggregate_functions().contains_key("kdn_mean"));
     let _ = state
         .aggregate_functions()
