@@ -7,16 +7,19 @@
 //! and [`Advisor`] scores those predictions (never a synthetic row's) over
 //! a sliding window. The *champion* serves the operator's prediction and
 //! score; a challenger replaces it when the rule of [`Advisor::judge`]
-//! says so. The window restarts at a drift.
+//! says so. The window restarts at a drift, and nothing is judged until it
+//! is full again.
 //!
 //! Choices (docs/detectors.md, "The advisor"):
 //! - the champion starts as `balanced` (no synthesis, no instance weights):
 //!   synthesis has to earn its place on the stream;
-//! - the guard against flapping is a margin with a minimum count: a
-//!   challenger must beat the champion by `margin` (0.01 by default) on the
-//!   metric, over a window in which every class present has at least
-//!   `min_minority` rows (20); the same margin is needed to switch back,
-//!   so two variants within it never alternate;
+//! - the guard against flapping is both a margin with a minimum count and
+//!   a paired test: over a full window in which every class present has
+//!   at least `min_minority` rows (20), a challenger must beat the
+//!   champion by `margin` (0.01 by default) on the metric and pass a
+//!   class-weighted McNemar test at `confidence` (0.99); the same is
+//!   needed to switch back, so two variants within the margin never
+//!   alternate;
 //! - the reweight-only twin is the trainer's own weighting, not an option
 //!   of the oversamplers: the trainer sees the class mix any oversampler
 //!   upstream produces (the SMOTE family and QC-SMOTE alike) and weighs the
