@@ -149,6 +149,56 @@ mod duration_text {
     }
 }
 
+/// `script` with every `${NAME}` replaced by `lookup(NAME)`: how a job's
+/// SQL names secrets (broker credentials from a Kubernetes Secret, passed
+/// as environment variables) without writing them into the job's files.
+/// `$${` is a literal `${`. An unset variable, a name that is not
+/// `[A-Za-z_][A-Za-z0-9_]*` or a `${` without its `}` is an error naming
+/// `origin`. Substituted values are never printed (`--check` prints the
+/// job file and the plan, neither of which holds them).
+pub fn substitute_env(
+    script: &str,
+    origin: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(script.len());
+    let mut rest = script;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if let Some(after) = tail.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("${") {
+            let Some(end) = after.find('}') else {
+                return Err(format!("{origin}: `${{` without its closing `}}`"));
+            };
+            let name = &after[..end];
+            let valid =
+                name.chars().enumerate().all(|(i, c)| {
+                    c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
+                }) && !name.is_empty();
+            if !valid {
+                return Err(format!(
+                    "{origin}: `${{{name}}}` is not an environment variable name"
+                ));
+            }
+            let Some(value) = lookup(name) else {
+                return Err(format!(
+                    "{origin}: ${{{name}}} is not set in the environment"
+                ));
+            };
+            out.push_str(&value);
+            rest = &after[end + 1..];
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 /// Overrides from flags, applied last.
 #[derive(Debug, Clone, Default)]
 pub struct FlagOverrides {
@@ -167,10 +217,13 @@ pub struct ResolvedJob {
 
 impl ResolvedJob {
     /// The job's SQL: inline, or read from `sql_file` (relative to the job
-    /// file's folder).
+    /// file's folder), with `${NAME}` replaced by environment variables
+    /// ([`substitute_env`]).
     pub async fn script(&self) -> Result<String, String> {
         match (&self.config.sql, &self.config.sql_file) {
-            (Some(sql), None) => Ok(sql.clone()),
+            (Some(sql), None) => {
+                substitute_env(sql, &self.origin_name(), |name| std::env::var(name).ok())
+            }
             (None, Some(file)) => {
                 let path = match &self.origin {
                     Some(origin) if file.is_relative() => {
@@ -178,9 +231,12 @@ impl ResolvedJob {
                     }
                     _ => file.clone(),
                 };
-                tokio::fs::read_to_string(&path)
+                let text = tokio::fs::read_to_string(&path)
                     .await
-                    .map_err(|e| format!("cannot read sql_file {}: {e}", path.display()))
+                    .map_err(|e| format!("cannot read sql_file {}: {e}", path.display()))?;
+                substitute_env(&text, &path.display().to_string(), |name| {
+                    std::env::var(name).ok()
+                })
             }
             (Some(_), Some(_)) => Err(format!(
                 "{}: give the job's SQL as `sql` or as `sql_file`, not both",
@@ -405,5 +461,29 @@ grace_period = "20s"
         .err()
         .unwrap_or_default();
         assert!(error.contains("not a duration"), "{error}");
+    }
+
+    #[test]
+    fn environment_variables_are_substituted_and_missing_ones_named() {
+        let lookup = |name: &str| (name == "KAFKA_PASSWORD").then(|| "s3cret".to_string());
+        assert_eq!(
+            substitute_env(
+                "'sasl.password' '${KAFKA_PASSWORD}', cost $5",
+                "job.sql",
+                lookup
+            ),
+            Ok("'sasl.password' 's3cret', cost $5".to_string())
+        );
+        assert_eq!(
+            substitute_env("literal $${KAFKA_PASSWORD}", "job.sql", lookup),
+            Ok("literal ${KAFKA_PASSWORD}".to_string())
+        );
+        assert_eq!(
+            substitute_env("'${NOT_SET}'", "job.sql", lookup),
+            Err("job.sql: ${NOT_SET} is not set in the environment".to_string())
+        );
+        assert!(substitute_env("'${KAFKA_PASSWORD'", "job.sql", lookup).is_err());
+        assert!(substitute_env("'${1BAD}'", "job.sql", lookup).is_err());
+        assert!(substitute_env("'${}'", "job.sql", lookup).is_err());
     }
 }

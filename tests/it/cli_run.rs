@@ -425,3 +425,44 @@ fn check_prints_the_resolved_job_and_refuses_what_cannot_be_checkpointed() {
         stderr(&output)
     );
 }
+
+#[test]
+fn the_job_sql_takes_secrets_from_the_environment_and_names_a_missing_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sql = "CREATE UNBOUNDED EXTERNAL TABLE readings (f1 DOUBLE, label INT) STORED AS KAFKA \
+               LOCATION 'readings' OPTIONS ('bootstrap.servers' '${TEST_BROKERS}', \
+               'sasl.username' 'job', 'sasl.password' '${TEST_BROKER_PASSWORD}'); \
+               CREATE EXTERNAL TABLE predictions (label INT, prediction INT) STORED AS KAFKA \
+               LOCATION 'predictions' OPTIONS ('bootstrap.servers' '${TEST_BROKERS}'); \
+               INSERT INTO predictions SELECT label, prediction \
+               FROM train_detector('readings', 'label');";
+    std::fs::write(dir.path().join("job.sql"), sql).expect("job.sql");
+    let path = dir.path().join("job.toml");
+    std::fs::write(&path, "sql_file = \"job.sql\"\n").expect("job.toml");
+    let config = path.to_string_lossy().into_owned();
+    let run = |password: Option<&str>| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["run", "--config", &config, "--check"])
+            .env("TEST_BROKERS", "127.0.0.1:1")
+            .env_remove("TEST_BROKER_PASSWORD");
+        if let Some(password) = password {
+            command.env("TEST_BROKER_PASSWORD", password);
+        }
+        command.output().expect("the equipoise binary runs")
+    };
+    let output = run(Some("s3cret-value"));
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}{}", stderr(&output));
+    assert!(out.contains("KafkaScanExec"), "{out}");
+    // The value is used, never printed.
+    assert!(!out.contains("s3cret-value"), "{out}");
+    let output = run(None);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains("${TEST_BROKER_PASSWORD} is not set in the environment"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

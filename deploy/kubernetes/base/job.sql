@@ -5,6 +5,9 @@
 -- drift monitor's state. Records that cannot be rows go to
 -- `readings.dead-letters` with the reason in their headers.
 -- Change 'bootstrap.servers' (and add your client settings) for your brokers.
+-- Credentials come from the Secret `equipoise-kafka` as environment
+-- variables, named in the options with a dollar sign and braces around the
+-- variable's name (docs/configuration.md, "Secrets").
 
 CREATE UNBOUNDED EXTERNAL TABLE readings (
     seq BIGINT,
