@@ -493,6 +493,54 @@ async fn an_unbounded_table_streams_until_the_query_has_what_it_asked_for() -> R
     Ok(())
 }
 
+/// The sum of `family` over every series (a gauge's or a counter's).
+fn family_sum(runtime: &JobRuntime, family: &str) -> f64 {
+    runtime
+        .registry()
+        .gather()
+        .iter()
+        .filter(|f| f.name() == family)
+        .flat_map(|f| f.get_metric().iter())
+        .map(|m| m.get_gauge().get_value() + m.get_counter().get_value())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lag_gauge_counts_the_records_a_stalled_plan_has_not_taken() -> Result<()> {
+    use futures::StreamExt;
+    let broker = Broker::start();
+    broker.topic("lagging", 1);
+    broker.fill("lagging", 1, 0..1_000).await;
+    let (ctx, runtime) = session()?;
+    query(
+        &ctx,
+        &format!(
+            "CREATE UNBOUNDED EXTERNAL TABLE lagging (f1 DOUBLE, label BIGINT) STORED AS KAFKA \
+             LOCATION 'lagging' OPTIONS ('bootstrap.servers' '{}', 'start' 'earliest', \
+             'batch_rows' '50')",
+            broker.servers()
+        ),
+    )
+    .await?;
+    let mut stream = ctx
+        .sql("SELECT f1 FROM lagging")
+        .await?
+        .execute_stream()
+        .await?;
+    // One batch, then the plan stops pulling: the source fills its channel
+    // and waits, and the records behind it are the lag.
+    let first = stream.next().await.expect("a batch")?;
+    assert!(first.num_rows() > 0);
+    // The gauge is measured every 5 seconds.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let lag = family_sum(&runtime, "equipoise_consumer_lag_records");
+    let taken = family_sum(&runtime, "equipoise_source_records_total");
+    assert!(lag > 0.0 && taken > 0.0, "lag {lag}, taken {taken}");
+    assert_eq!(lag + taken, 1_000.0, "lag {lag}, taken {taken}");
+    drop(stream);
+    Ok(())
+}
+
 #[tokio::test]
 async fn no_record_is_lost_when_the_broker_answers_fetches_with_errors() -> Result<()> {
     let broker = Broker::start();

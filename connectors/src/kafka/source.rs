@@ -423,7 +423,21 @@ impl Reader {
         let mut first_buffered: Option<Instant> = None;
         let mut ticker = tokio::time::interval(self.options.linger);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut last_lag = Instant::now();
+        // The lag is measured by a task of its own: measured in this loop,
+        // it would stop being measured exactly when the loop waits on a
+        // full channel, i.e. while the plan falls behind.
+        let _lag = AbortOnDrop(tokio::spawn({
+            let (consumer, metrics) = (Arc::clone(&consumer), Arc::clone(&metrics));
+            let (topic, id) = (self.options.topic.clone(), self.operator_id.clone());
+            async move {
+                let mut interval = tokio::time::interval(LAG_INTERVAL);
+                interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                loop {
+                    interval.tick().await;
+                    publish_lag(&consumer, &topic, &metrics, &id).await;
+                }
+            }
+        }));
         let id = self.operator_id.as_str();
         let records = metrics.records.with_label_values(&[id]);
         let bytes = metrics.bytes.with_label_values(&[id]);
@@ -483,10 +497,6 @@ impl Reader {
                     }
                     if self.runtime.control().stop_requested() {
                         break;
-                    }
-                    if last_lag.elapsed() >= LAG_INTERVAL {
-                        last_lag = Instant::now();
-                        publish_lag(&consumer, &self.options.topic, &metrics, id).await;
                     }
                 }
             }
