@@ -262,8 +262,61 @@ fn main() -> Result<()> {
                 run.mean_ms
             );
         }
-        Ok(())
+        slow_plan(&servers, records).await
     })
+}
+
+/// Resident memory of this process, in MB (`VmRSS` of /proc/self/status).
+fn resident_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// (e) A plan that falls behind: it takes a batch every 20 ms while the
+/// broker holds every record, and the process's resident memory is sampled
+/// as it goes. The source's bounded channel should keep it flat.
+async fn slow_plan(servers: &str, records: u64) -> Result<()> {
+    use futures::StreamExt;
+    let ctx = equipoise::new_session(Arc::new(JobRuntime::default()))?;
+    ctx.sql(&format!(
+        "CREATE EXTERNAL TABLE readings ({}, label INT) STORED AS KAFKA LOCATION '{TOPIC}' \
+         OPTIONS ('bootstrap.servers' '{servers}', 'start' 'earliest', 'group.id' 'bench-slow')",
+        columns()
+    ))
+    .await?
+    .collect()
+    .await?;
+    let before = resident_mb();
+    let mut stream = ctx
+        .sql("SELECT * FROM readings")
+        .await?
+        .execute_stream()
+        .await?;
+    let mut taken = 0u64;
+    let mut marks = [0.1, 0.25, 0.5, 0.75, 0.9]
+        .map(|share| (share * records as f64) as u64)
+        .into_iter()
+        .peekable();
+    println!("| (e) plan taking a batch every 20 ms: rows taken | resident MB |");
+    println!("|---:|---:|");
+    println!("| 0 | {before:.0} |");
+    while let Some(batch) = stream.next().await {
+        taken += batch?.num_rows() as u64;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while marks.peek().is_some_and(|&mark| taken >= mark) {
+            marks.next();
+            println!("| {taken} | {:.0} |", resident_mb());
+        }
+    }
+    println!("| {taken} (end) | {:.0} |", resident_mb());
+    Ok(())
 }
 
 struct JobRun {
