@@ -220,10 +220,8 @@ impl ResolvedJob {
     /// file's folder), with `${NAME}` replaced by environment variables
     /// ([`substitute_env`]).
     pub async fn script(&self) -> Result<String, String> {
-        match (&self.config.sql, &self.config.sql_file) {
-            (Some(sql), None) => {
-                substitute_env(sql, &self.origin_name(), |name| std::env::var(name).ok())
-            }
+        let (text, origin) = match (&self.config.sql, &self.config.sql_file) {
+            (Some(sql), None) => (sql.clone(), self.origin_name()),
             (None, Some(file)) => {
                 let path = match &self.origin {
                     Some(origin) if file.is_relative() => {
@@ -234,19 +232,22 @@ impl ResolvedJob {
                 let text = tokio::fs::read_to_string(&path)
                     .await
                     .map_err(|e| format!("cannot read sql_file {}: {e}", path.display()))?;
-                substitute_env(&text, &path.display().to_string(), |name| {
-                    std::env::var(name).ok()
-                })
+                (text, path.display().to_string())
             }
-            (Some(_), Some(_)) => Err(format!(
-                "{}: give the job's SQL as `sql` or as `sql_file`, not both",
-                self.origin_name()
-            )),
-            (None, None) => Err(format!(
-                "{}: no SQL: set `sql` or `sql_file`",
-                self.origin_name()
-            )),
-        }
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{}: give the job's SQL as `sql` or as `sql_file`, not both",
+                    self.origin_name()
+                ));
+            }
+            (None, None) => {
+                return Err(format!(
+                    "{}: no SQL: set `sql` or `sql_file`",
+                    self.origin_name()
+                ));
+            }
+        };
+        substitute_env(&text, &origin, |name| std::env::var(name).ok())
     }
 
     fn origin_name(&self) -> String {

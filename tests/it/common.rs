@@ -124,3 +124,32 @@ pub fn tool(name: &str) -> Option<PathBuf> {
     }
     found
 }
+
+/// Every series of the metric `family` in `runtime`'s registry: its labels
+/// and its value (a counter's when `counter`, else a gauge's).
+pub fn gathered(
+    runtime: &equipoise::JobRuntime,
+    family: &str,
+    counter: bool,
+) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
+    runtime
+        .registry()
+        .gather()
+        .iter()
+        .filter(|f| f.name() == family)
+        .flat_map(|f| f.get_metric().iter())
+        .map(|m| {
+            let labels = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name().to_string(), l.value().to_string()))
+                .collect();
+            let value = if counter {
+                m.get_counter().get_value()
+            } else {
+                m.get_gauge().get_value()
+            };
+            (labels, value)
+        })
+        .collect()
+}

@@ -194,15 +194,16 @@ fn every_dashboard_query_is_valid_promql() {
 #[test]
 fn every_shipped_job_file_checks_and_fits_the_pod_grace_period() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let jobs = [
-        "examples/kafka-job.toml",
-        "deploy/kubernetes/base/job.toml",
-        "deploy/kubernetes/overlays/production/job.toml",
-    ];
+    // The overlays change environment variables, not the job files; the
+    // Kubernetes job names its brokers as ${KAFKA_BROKERS}.
+    let jobs = ["examples/kafka-job.toml", "deploy/kubernetes/base/job.toml"];
     for job in jobs {
         let path = root.join(job);
-        let output =
-            super::common::equipoise(&["run", "--config", &path.to_string_lossy(), "--check"]);
+        let output = Command::new(super::common::BIN)
+            .args(["run", "--config", &path.to_string_lossy(), "--check"])
+            .env("KAFKA_BROKERS", "127.0.0.1:1")
+            .output()
+            .expect("the equipoise binary runs");
         assert!(
             output.status.success(),
             "{job}: {}",

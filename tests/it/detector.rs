@@ -17,7 +17,7 @@ use equipoise::operators::detector::balance::ClassBalance;
 use equipoise::operators::detector::logistic::{OnlineLogistic, Optimizer};
 use equipoise_connectors::GeneratorConfig;
 
-use super::common::explain_analyze;
+use super::common::{explain_analyze, gathered};
 use super::drift::run;
 
 /// `rows` rows of two features and a 0/1 label (about 10% ones, shifted by
@@ -426,17 +426,9 @@ async fn recall_after_the_concept_change(retrain: bool, end: u64) -> Result<(f64
         .quality
         .of(2, &equipoise::operators::class_label::ClassValue::Int(1))
         .expect("faults after the change");
-    let retrains: u64 = runtime
-        .registry()
-        .gather()
+    let retrains = gathered(&runtime, "equipoise_model_retrains_total", true)
         .iter()
-        .filter(|f| f.name() == "equipoise_model_retrains_total")
-        .flat_map(|f| {
-            f.get_metric()
-                .iter()
-                .map(|m| m.get_counter().get_value() as u64)
-                .collect::<Vec<_>>()
-        })
+        .map(|(_, value)| *value as u64)
         .sum();
     Ok((quality.recall, retrains))
 }
@@ -584,37 +576,9 @@ async fn the_advisor_promotes_synthesis_while_it_helps_and_drops_it_when_it_hurt
     // What Prometheus sees: each variant's window G-mean, one champion,
     // the changes counted by the variant promoted, and the class mix the
     // champion learned from.
-    let families = runtime.registry().gather();
-    let samples = |name: &str| -> Vec<(Vec<(String, String)>, f64)> {
-        families
-            .iter()
-            .filter(|f| f.name() == name)
-            .flat_map(|f| {
-                f.get_metric()
-                    .iter()
-                    .map(|m| {
-                        let labels = m
-                            .get_label()
-                            .iter()
-                            .map(|l| (l.name().to_string(), l.value().to_string()))
-                            .collect();
-                        let value = if name.ends_with("_total") {
-                            m.get_counter().get_value()
-                        } else {
-                            m.get_gauge().get_value()
-                        };
-                        (labels, value)
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
-    let variant = |labels: &[(String, String)]| {
-        labels
-            .iter()
-            .find(|(k, _)| k == "variant")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
+    let samples = |name: &str| gathered(&runtime, name, name.ends_with("_total"));
+    let variant = |labels: &std::collections::BTreeMap<String, String>| {
+        labels.get("variant").cloned().unwrap_or_default()
     };
     let mut gmeans: Vec<String> = samples("equipoise_variant_gmean")
         .iter()

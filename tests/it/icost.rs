@@ -17,7 +17,7 @@ use datafusion::prelude::{CsvReadOptions, SessionConfig, SessionContext};
 use equipoise::operators::{DataFrameStageExt, IcostOptions};
 use futures::StreamExt;
 
-use super::common::explain_analyze;
+use super::common::{explain_analyze, gathered};
 
 const FEATURES: [&str; 4] = [
     "temperature_c",
@@ -125,33 +125,6 @@ impl Model {
         self.arrived += batch.len();
         out
     }
-}
-
-fn gathered(
-    runtime: &equipoise::JobRuntime,
-    family: &str,
-    counter: bool,
-) -> Vec<(BTreeMap<String, String>, f64)> {
-    runtime
-        .registry()
-        .gather()
-        .iter()
-        .filter(|f| f.name() == family)
-        .flat_map(|f| f.get_metric().iter())
-        .map(|m| {
-            let labels = m
-                .get_label()
-                .iter()
-                .map(|l| (l.name().to_string(), l.value().to_string()))
-                .collect();
-            let value = if counter {
-                m.get_counter().get_value()
-            } else {
-                m.get_gauge().get_value()
-            };
-            (labels, value)
-        })
-        .collect()
 }
 
 /// 500-row batches bring about 10 fault rows each (the window is scanned

@@ -21,6 +21,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
+use super::common::gathered;
+
 /// Every query here ends well within this, or the test fails.
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -156,18 +158,10 @@ fn int(batches: &[RecordBatch], column: usize) -> i64 {
 }
 
 fn counter(runtime: &JobRuntime, family: &str, label: (&str, &str)) -> f64 {
-    runtime
-        .registry()
-        .gather()
+    gathered(runtime, family, true)
         .iter()
-        .filter(|f| f.name() == family)
-        .flat_map(|f| f.get_metric().iter())
-        .filter(|m| {
-            m.get_label()
-                .iter()
-                .any(|l| l.name() == label.0 && l.value() == label.1)
-        })
-        .map(|m| m.get_counter().get_value())
+        .filter(|(labels, _)| labels.get(label.0).is_some_and(|v| v == label.1))
+        .map(|(_, value)| value)
         .sum()
 }
 
@@ -493,15 +487,11 @@ async fn an_unbounded_table_streams_until_the_query_has_what_it_asked_for() -> R
     Ok(())
 }
 
-/// The sum of `family` over every series (a gauge's or a counter's).
-fn family_sum(runtime: &JobRuntime, family: &str) -> f64 {
-    runtime
-        .registry()
-        .gather()
+/// The sum of `family` over every series.
+fn family_sum(runtime: &JobRuntime, family: &str, counter: bool) -> f64 {
+    gathered(runtime, family, counter)
         .iter()
-        .filter(|f| f.name() == family)
-        .flat_map(|f| f.get_metric().iter())
-        .map(|m| m.get_gauge().get_value() + m.get_counter().get_value())
+        .map(|(_, value)| value)
         .sum()
 }
 
@@ -533,8 +523,8 @@ async fn the_lag_gauge_counts_the_records_a_stalled_plan_has_not_taken() -> Resu
     assert!(first.num_rows() > 0);
     // The gauge is measured every 5 seconds.
     tokio::time::sleep(Duration::from_secs(7)).await;
-    let lag = family_sum(&runtime, "equipoise_consumer_lag_records");
-    let taken = family_sum(&runtime, "equipoise_source_records_total");
+    let lag = family_sum(&runtime, "equipoise_consumer_lag_records", false);
+    let taken = family_sum(&runtime, "equipoise_source_records_total", true);
     assert!(lag > 0.0 && taken > 0.0, "lag {lag}, taken {taken}");
     assert_eq!(lag + taken, 1_000.0, "lag {lag}, taken {taken}");
     drop(stream);

@@ -15,7 +15,7 @@ use datafusion::prelude::{CsvReadOptions, SessionConfig, SessionContext};
 use equipoise::operators::{DataFrameStageExt, OversampleOptions};
 use futures::StreamExt;
 
-use super::common::explain_analyze;
+use super::common::{explain_analyze, gathered};
 
 const OVERLAP: &str = "tests/data/oversampling/binary_overlap.csv";
 
@@ -288,18 +288,10 @@ async fn bounded_output_does_not_depend_on_the_order_rows_arrive_in() -> Result<
 
 /// The buffered rows of `class` as the operator reports them.
 fn buffered(runtime: &equipoise::JobRuntime, class: &str) -> Option<f64> {
-    runtime
-        .registry()
-        .gather()
-        .iter()
-        .filter(|f| f.name() == "equipoise_oversampler_buffered_rows")
-        .flat_map(|f| f.get_metric().iter())
-        .find(|m| {
-            m.get_label()
-                .iter()
-                .any(|l| l.name() == "class" && l.value() == class)
-        })
-        .map(|m| m.get_gauge().get_value())
+    gathered(runtime, "equipoise_oversampler_buffered_rows", false)
+        .into_iter()
+        .find(|(labels, _)| labels.get("class").is_some_and(|c| c == class))
+        .map(|(_, value)| value)
 }
 
 #[tokio::test]

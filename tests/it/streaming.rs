@@ -17,6 +17,8 @@ use equipoise::progress::ProgressReporter;
 use equipoise_connectors::GeneratorConfig;
 use futures::StreamExt;
 
+use super::common::gathered;
+
 /// Fails the test instead of hanging when a query never ends.
 async fn within<T>(future: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(60), future)
@@ -85,17 +87,9 @@ async fn the_pipeline_is_unbounded_and_emits_batch_by_batch() -> Result<()> {
     assert_eq!(rows, 1500);
 
     // The class monitor counted exactly what passed through it.
-    let counted: f64 = runtime
-        .registry()
-        .gather()
+    let counted: f64 = gathered(&runtime, "equipoise_rows_processed_total", true)
         .iter()
-        .filter(|family| family.name() == "equipoise_rows_processed_total")
-        .flat_map(|family| {
-            family
-                .get_metric()
-                .iter()
-                .map(|m| m.get_counter().get_value())
-        })
+        .map(|(_, value)| value)
         .sum();
     assert_eq!(counted, 1500.0);
     Ok(())

@@ -4,10 +4,11 @@
 -- on topic `predictions` with the detector's prediction and score and the
 -- drift monitor's state. Records that cannot be rows go to
 -- `readings.dead-letters` with the reason in their headers.
--- Change 'bootstrap.servers' (and add your client settings) for your brokers.
--- Credentials come from the Secret `equipoise-kafka` as environment
--- variables, named in the options with a dollar sign and braces around the
--- variable's name (docs/configuration.md, "Secrets").
+-- The brokers come from the environment variable KAFKA_BROKERS (set in
+-- statefulset.yaml; overlays patch it), credentials from the Secret
+-- `equipoise-kafka` the same way: each named in the options with a dollar
+-- sign and braces around the variable's name (docs/configuration.md,
+-- "Secrets").
 
 CREATE UNBOUNDED EXTERNAL TABLE readings (
     seq BIGINT,
@@ -23,7 +24,7 @@ CREATE UNBOUNDED EXTERNAL TABLE readings (
 )
 STORED AS KAFKA LOCATION 'readings'
 OPTIONS (
-    'bootstrap.servers' 'kafka:9092',
+    'bootstrap.servers' '${KAFKA_BROKERS}',
     'group.id' 'equipoise-detector',
     -- A replica that dies without leaving the group keeps its partitions
     -- this long (librdkafka's default is 45 s).
@@ -47,7 +48,7 @@ CREATE EXTERNAL TABLE predictions (
 )
 STORED AS KAFKA LOCATION 'predictions'
 OPTIONS (
-    'bootstrap.servers' 'kafka:9092',
+    'bootstrap.servers' '${KAFKA_BROKERS}',
     'format' 'json',
     'key_column' 'seq'
 );

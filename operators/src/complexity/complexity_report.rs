@@ -14,22 +14,19 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{Result, plan_err};
 use datafusion::datasource::provider_as_source;
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableType};
-use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use datafusion::logical_expr::LogicalPlanBuilder;
 
 use super::{ClassedRows, DEFAULT_K, LabelledRows, Typology};
 use crate::class_label::{ClassValue, for_each_class};
 use crate::features::FeatureSelection;
 use crate::knn::{Exclude, PointSet, search};
 use crate::options::Options;
-use crate::report_exec::{Report, ReportExec, ReportKind};
+use crate::report_exec::{Report, ReportKind, ReportTable};
 use crate::table_args::{resolve_table, string_arg};
 
 const NAME: &str = "complexity_report";
@@ -83,56 +80,19 @@ impl TableFunctionImpl for ComplexityReportFunction {
             .build()?;
         let schema = Arc::clone(input.schema().inner());
         let columns = selection.resolve(NAME, &schema, &label, &[])?;
-        Ok(Arc::new(ComplexityReportTable {
-            input,
+        let kind = Arc::new(ComplexityReportKind {
             label_index: columns.label_index,
             feature_indices: columns.feature_indices,
             k,
-        }))
-    }
-}
-
-#[derive(Debug)]
-struct ComplexityReportTable {
-    input: LogicalPlan,
-    label_index: usize,
-    feature_indices: Vec<usize>,
-    k: usize,
-}
-
-#[async_trait]
-impl TableProvider for ComplexityReportTable {
-    fn schema(&self) -> SchemaRef {
-        report_schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let plan = state.create_physical_plan(&self.input).await?;
-        if plan.boundedness().is_unbounded() {
-            return plan_err!(
-                "{NAME} needs a bounded input; over a stream use kdn_mean(...) or n3(...) OVER \
-                 a window, or the icost operator's complexity metrics"
-            );
-        }
-        let exec: Arc<dyn ExecutionPlan> = Arc::new(ReportExec::new(
-            Arc::new(CoalescePartitionsExec::new(plan)),
-            Arc::new(ComplexityReportKind {
-                label_index: self.label_index,
-                feature_indices: self.feature_indices.clone(),
-                k: self.k,
-            }),
-        ));
-        crate::stage::project(exec, projection)
+        });
+        Ok(Arc::new(ReportTable::new(
+            NAME,
+            input,
+            report_schema(),
+            "use kdn_mean(...) or n3(...) OVER a window, or the icost operator's complexity \
+             metrics",
+            Box::new(move |_, _| Ok(Arc::clone(&kind) as Arc<dyn ReportKind>)),
+        )))
     }
 }
 

@@ -407,11 +407,6 @@ impl Tally {
             }
         })
     }
-
-    /// The minority recall of `variant` (the least frequent class present).
-    fn minority_recall(&self, variant: usize) -> Option<f64> {
-        self.score(variant, AdvisorMetric::MinorityRecall)
-    }
 }
 
 /// A variant's prediction slot meaning "no prediction".
@@ -503,10 +498,6 @@ impl Advisor {
         self.changes
     }
 
-    pub fn rule(&self) -> &AdvisorRule {
-        &self.rule
-    }
-
     /// Score one original labelled row: its true slot and every variant's
     /// predicted slot ([`NO_PREDICTION`] for none), in variant order.
     pub fn record(&mut self, truth: u32, predictions: &[u32]) {
@@ -584,26 +575,10 @@ impl Advisor {
         lead / variance.sqrt()
     }
 
-    /// Each variant's metric over the window (None while it cannot be
+    /// `variant`'s `metric` over the window (None while it cannot be
     /// computed).
-    pub fn window_scores(&self) -> Vec<Option<f64>> {
-        (0..self.variants.len())
-            .map(|v| self.window.score(v, self.rule.metric))
-            .collect()
-    }
-
-    /// Each variant's G-mean over the window.
-    pub fn window_gmeans(&self) -> Vec<Option<f64>> {
-        (0..self.variants.len())
-            .map(|v| self.window.score(v, AdvisorMetric::Gmean))
-            .collect()
-    }
-
-    /// Each variant's minority recall over the window.
-    pub fn window_minority_recalls(&self) -> Vec<Option<f64>> {
-        (0..self.variants.len())
-            .map(|v| self.window.minority_recall(v))
-            .collect()
+    pub fn window_score(&self, variant: usize, metric: AdvisorMetric) -> Option<f64> {
+        self.window.score(variant, metric)
     }
 
     /// The promotion rule: when the window is full (`window` original rows
@@ -680,7 +655,7 @@ impl Advisor {
                 learns_synthetic: variant.learns_synthetic(),
                 score: tally.score(v, self.rule.metric),
                 gmean: tally.score(v, AdvisorMetric::Gmean),
-                minority_recall: tally.minority_recall(v),
+                minority_recall: tally.score(v, AdvisorMetric::MinorityRecall),
                 champion_rows: 0,
             })
             .collect()
@@ -781,7 +756,7 @@ mod tests {
         let mut close = Advisor::new(vec![Variant::Balanced, Variant::Synthetic], rule(1_000));
         feed(&mut close, 0, 1_000, &[1.0, 1.0]);
         feed(&mut close, 1, 100, &[0.90, 0.91]);
-        let scores = close.window_scores();
+        let scores = [0, 1].map(|v| close.window_score(v, AdvisorMetric::Gmean));
         let lead = scores[1].unwrap_or(0.0) - scores[0].unwrap_or(0.0);
         assert!(lead > 0.0 && lead < 0.01, "{scores:?}");
         assert_eq!(

@@ -5,20 +5,17 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, plan_err};
 use datafusion::datasource::provider_as_source;
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableType};
-use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use datafusion::logical_expr::LogicalPlanBuilder;
 
 use super::exec::TrainExec;
-use crate::report_exec::{Report, ReportExec, ReportKind};
+use crate::report_exec::{Report, ReportKind, ReportTable};
 use crate::runtime::JobRuntime;
 use crate::table_args::{resolve_table, string_arg};
 
@@ -55,55 +52,26 @@ impl TableFunctionImpl for AdvisorReportFunction {
         let provider = resolve_table(NAME, &args, &table)?;
         let input = LogicalPlanBuilder::scan(table.as_str(), provider_as_source(provider), None)?
             .build()?;
-        Ok(Arc::new(AdvisorReportTable { input }))
-    }
-}
-
-#[derive(Debug)]
-struct AdvisorReportTable {
-    input: LogicalPlan,
-}
-
-#[async_trait]
-impl TableProvider for AdvisorReportTable {
-    fn schema(&self) -> SchemaRef {
-        report_schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let runtime = JobRuntime::from_config(state.config())?;
-        let plan = state.create_physical_plan(&self.input).await?;
-        if plan.boundedness().is_unbounded() {
-            return plan_err!(
-                "{NAME} needs a bounded input; over a stream read the equipoise_variant_* \
-                 metrics or the job's summary"
-            );
-        }
-        let mut detectors = Vec::new();
-        plan.apply(|node| {
-            if let Some(train) = node.downcast_ref::<TrainExec>() {
-                detectors.push(train.operator_id().to_string());
-            }
-            Ok(TreeNodeRecursion::Continue)
-        })?;
-        if detectors.is_empty() {
-            return plan_err!("{NAME}: no train_detector in the input");
-        }
-        let exec: Arc<dyn ExecutionPlan> = Arc::new(ReportExec::new(
-            Arc::new(CoalescePartitionsExec::new(plan)),
-            Arc::new(AdvisorReportKind { detectors, runtime }),
-        ));
-        crate::stage::project(exec, projection)
+        Ok(Arc::new(ReportTable::new(
+            NAME,
+            input,
+            report_schema(),
+            "read the equipoise_variant_* metrics or the job's summary",
+            Box::new(|state, plan| {
+                let runtime = JobRuntime::from_config(state.config())?;
+                let mut detectors = Vec::new();
+                plan.apply(|node| {
+                    if let Some(train) = node.downcast_ref::<TrainExec>() {
+                        detectors.push(train.operator_id().to_string());
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })?;
+                if detectors.is_empty() {
+                    return plan_err!("{NAME}: no train_detector in the input");
+                }
+                Ok(Arc::new(AdvisorReportKind { detectors, runtime }) as Arc<dyn ReportKind>)
+            }),
+        )))
     }
 }
 

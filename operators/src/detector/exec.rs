@@ -22,7 +22,7 @@ use datafusion::physical_plan::{
 
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
-use super::advisor::{Advisor, NO_PREDICTION, Recipe, Variant, Weighting};
+use super::advisor::{Advisor, AdvisorMetric, NO_PREDICTION, Recipe, Variant, Weighting};
 use super::balance::{ClassBalance, ClassMass, SyntheticMix};
 use super::challenger::{Challenger, Verdict};
 use super::model::{
@@ -532,7 +532,7 @@ impl Trainer {
             // What helped before the drift need not help after it.
             advisor.restart();
         }
-        let options = self.stage.options().clone();
+        let options = self.stage.options();
         if !options.retrain {
             return Ok(());
         }
@@ -541,11 +541,11 @@ impl Trainer {
                 for member in &mut self.members {
                     match event.state {
                         DriftState::Warning => {
-                            Self::start_challenger(member, &options);
+                            Self::start_challenger(member, options);
                         }
                         DriftState::Drift => {
                             let patience = options.window as u64;
-                            Self::start_challenger(member, &options).arm(patience);
+                            Self::start_challenger(member, options).arm(patience);
                         }
                         DriftState::None => {}
                     }
@@ -817,14 +817,12 @@ impl Trainer {
         let (Some(advisor), Some(metrics)) = (&self.advisor, &self.advisor_metrics) else {
             return Ok(());
         };
-        let gmeans = advisor.window_gmeans();
-        let recalls = advisor.window_minority_recalls();
         for (v, variant) in advisor.variants().iter().enumerate() {
             let labels = [id, variant.name()];
-            if let Some(g) = gmeans[v] {
+            if let Some(g) = advisor.window_score(v, AdvisorMetric::Gmean) {
                 metrics.variant_gmean.with_label_values(&labels).set(g);
             }
-            if let Some(r) = recalls[v] {
+            if let Some(r) = advisor.window_score(v, AdvisorMetric::MinorityRecall) {
                 metrics
                     .variant_minority_recall
                     .with_label_values(&labels)

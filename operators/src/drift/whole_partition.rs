@@ -13,6 +13,7 @@
 //! it ends, as DataFusion does for any window function without bounded
 //! execution.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use datafusion::common::Result;
@@ -24,13 +25,14 @@ use datafusion::physical_plan::windows::{
 };
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, InputOrderMode};
 
-use super::window_functions::window_functions;
+use super::window_functions::{DdmOciWindow, DetectorWindow};
 
 /// The physical optimizer rule (registered by `register_all`).
 #[derive(Debug, Default)]
 pub struct WholePartitionDetectors;
 
-fn is_detector(expr: &Arc<dyn WindowExpr>, names: &[String]) -> bool {
+/// True when `expr` is one of our detectors' window functions.
+fn is_detector(expr: &Arc<dyn WindowExpr>) -> bool {
     expr.as_any()
         .downcast_ref::<StandardWindowExpr>()
         .and_then(|e| {
@@ -38,7 +40,10 @@ fn is_detector(expr: &Arc<dyn WindowExpr>, names: &[String]) -> bool {
                 .as_any()
                 .downcast_ref::<WindowUDFExpr>()
         })
-        .is_some_and(|udf| names.iter().any(|n| n == udf.fun().name()))
+        .is_some_and(|udf| {
+            let function: &dyn Any = udf.fun().inner().as_ref();
+            function.is::<DetectorWindow>() || function.is::<DdmOciWindow>()
+        })
 }
 
 impl PhysicalOptimizerRule for WholePartitionDetectors {
@@ -47,17 +52,13 @@ impl PhysicalOptimizerRule for WholePartitionDetectors {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let names: Vec<String> = window_functions()
-            .iter()
-            .map(|f| f.name().to_string())
-            .collect();
         plan.transform_up(|node| {
             let Some(window) = node.downcast_ref::<BoundedWindowAggExec>() else {
                 return Ok(Transformed::no(node));
             };
             let eligible = !window.input().boundedness().is_unbounded()
                 && window.input_order_mode == InputOrderMode::Sorted
-                && window.window_expr().iter().all(|e| is_detector(e, &names));
+                && window.window_expr().iter().all(is_detector);
             if !eligible {
                 return Ok(Transformed::no(node));
             }
