@@ -33,6 +33,29 @@ pub struct JobConfig {
     pub server: ServerConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub scale_out: ScaleOutConfig,
+}
+
+/// Where operator state lives when replicas share a consumer group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateScope {
+    /// One operator chain per replica over all the partitions it is given;
+    /// its checkpoints are the replica's own (one store per replica).
+    #[default]
+    PerReplica,
+    /// One operator chain per Kafka partition, checkpointed under the
+    /// partition's name in a store the replicas share, so a partition
+    /// moves to another replica with its state.
+    PerPartition,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleOutConfig {
+    #[serde(default)]
+    pub state: StateScope,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -33,6 +33,7 @@ pub mod config;
 pub mod job;
 pub mod metrics_server;
 pub mod model_export;
+pub mod partitioned;
 pub mod progress;
 pub mod script;
 pub mod sql;

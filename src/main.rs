@@ -8,11 +8,13 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use datafusion::physical_plan::displayable;
+use equipoise::config::StateScope;
 use equipoise::config::{self, FlagOverrides, Guarantee, LogFormat, ResolvedJob};
 use equipoise::job::{JobSpec, run_job};
 use equipoise::metrics_server::{Health, MetricsServer};
 use equipoise::model_export::export_models;
 use equipoise::operators::runtime::CheckpointStore;
+use equipoise::partitioned::{PartitionedRun, run_partitioned};
 use equipoise::script::{ScriptRun, checkpointable, plan_script, run_script};
 use equipoise::sql::{OutputFormat, TableArg, run_sql};
 use equipoise::{JobRuntime, progress};
@@ -383,7 +385,14 @@ async fn run_script_job(args: &RunArgs, job: &ResolvedJob) -> Result<(), String>
         println!("{}", resolved_text(job)?);
         println!("# inserts into {}; physical plan:", planned.target);
         print!("{}", displayable(planned.plan.as_ref()).indent(true));
-        if let Some(store) = &store {
+        if let Some(store) = &store
+            && job.config.scale_out.state == StateScope::PerPartition
+        {
+            println!(
+                "# state per Kafka partition: each partition's checkpoints under {}/<topic>-<partition>",
+                store.url().trim_end_matches('/')
+            );
+        } else if let Some(store) = &store {
             let latest = store.latest().await.map_err(|e| e.to_string())?;
             match latest {
                 Some(found) => println!(
@@ -405,6 +414,29 @@ async fn run_script_job(args: &RunArgs, job: &ResolvedJob) -> Result<(), String>
     )
     .await
     .map_err(|e| e.to_string())?;
+    if job.config.scale_out.state == StateScope::PerPartition {
+        let run = PartitionedRun {
+            checkpoint: store.map(|store| (store, checkpoint.interval)),
+            health,
+            grace_period: Some(job.config.server.grace_period),
+        };
+        tracing::info!(
+            "running with state per Kafka partition; metrics at http://{}/metrics; Ctrl-C or \
+             SIGTERM stops",
+            server.local_addr()
+        );
+        let summary = run_partitioned(
+            &script,
+            runtime.registry(),
+            run,
+            signals.first_then_force_exit(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        println!("{summary}");
+        server.shutdown().await.map_err(|e| e.to_string())?;
+        return Ok(());
+    }
     tracing::info!(
         "running {}; metrics at http://{}/metrics; Ctrl-C or SIGTERM stops",
         job.config

@@ -107,10 +107,20 @@ pub struct PlannedScript {
 
 /// Plan `script` (run its DDL, plan its last statement, an insert).
 pub async fn plan_script(script: &str, runtime: &Arc<JobRuntime>) -> Result<PlannedScript> {
+    plan_script_in(script, runtime, SessionConfig::new()).await
+}
+
+/// [`plan_script`] in a session made from `config` (which may carry
+/// extensions, such as the Kafka partition a plan reads).
+pub async fn plan_script_in(
+    script: &str,
+    runtime: &Arc<JobRuntime>,
+    config: SessionConfig,
+) -> Result<PlannedScript> {
     // One partition, as the built-in job: the operators are order-sensitive.
     let ctx = crate::new_session_with_config(
         Arc::clone(runtime),
-        SessionConfig::new()
+        config
             .with_target_partitions(1)
             .with_round_robin_repartition(false)
             .with_repartition_file_scans(false),
@@ -148,7 +158,19 @@ pub async fn run_script(
     run: ScriptRun,
     shutdown: impl Future<Output = ()>,
 ) -> Result<ScriptSummary> {
-    let PlannedScript { ctx, target, plan } = plan_script(script, &runtime).await?;
+    let planned = plan_script(script, &runtime).await?;
+    run_planned(planned, runtime, run, shutdown).await
+}
+
+/// Run a planned script (planned with `runtime`) until its insert ends or
+/// `shutdown` resolves.
+pub async fn run_planned(
+    planned: PlannedScript,
+    runtime: Arc<JobRuntime>,
+    run: ScriptRun,
+    shutdown: impl Future<Output = ()>,
+) -> Result<ScriptSummary> {
+    let PlannedScript { ctx, target, plan } = planned;
     let mut restored_from = None;
     let mut checkpoint_timer = None;
     let plan = if run.checkpoint.is_some() {

@@ -78,9 +78,13 @@ fn ends(plan: &Arc<dyn ExecutionPlan>) -> bool {
 /// their rows are not kept), and plan the last.
 pub async fn run_script_to_last(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
     let dialect_name = ctx.state().config_options().sql_parser.dialect.to_string();
-    let dialect = dialect_from_str(&dialect_name)
-        .ok_or_else(|| DataFusionError::Plan(format!("unknown SQL dialect {dialect_name}")))?;
-    let mut statements = DFParser::parse_sql_with_dialect(sql, dialect.as_ref())?;
+    // Parsed in a block: the dialect is not `Send`, and a job's plan runs
+    // on a spawned task.
+    let mut statements = {
+        let dialect = dialect_from_str(&dialect_name)
+            .ok_or_else(|| DataFusionError::Plan(format!("unknown SQL dialect {dialect_name}")))?;
+        DFParser::parse_sql_with_dialect(sql, dialect.as_ref())?
+    };
     let Some(last) = statements.pop_back() else {
         return plan_err!("no SQL statement given");
     };

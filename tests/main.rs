@@ -19,6 +19,9 @@
 //!   determinism, metrics, the streaming path).
 //! - `prometheus`: a real Prometheus server scraping `equipoise run`, with
 //!   the alert rules loaded.
+//! - `scale_out`: replicas of one job with state per Kafka partition
+//!   against tansu: a replica killed, its partitions taken over from their
+//!   checkpoints, a third replica joining.
 //! - `streaming`: the unbounded execution path through the library API.
 //! - `tansu`: `equipoise sql` against a tansu broker in its own process.
 
@@ -34,6 +37,7 @@ mod it {
     pub mod library;
     pub mod oversampling;
     pub mod prometheus;
+    pub mod scale_out;
     pub mod slt;
     pub mod streaming;
     pub mod tansu;

@@ -667,7 +667,7 @@ async fn an_insert_whose_rows_are_not_acknowledged_commits_nothing() -> Result<(
 
 /// `n` telemetry records from the generator, as JSON lines with the
 /// columns of `examples/kafka-job.sql`.
-async fn telemetry(from: u64, n: u64) -> Result<Vec<String>> {
+pub(super) async fn telemetry(from: u64, n: u64) -> Result<Vec<String>> {
     let ctx = SessionContext::new();
     equipoise::register_all(&ctx)?;
     let batches = query(
@@ -784,7 +784,7 @@ fn start_job(script: &std::path::Path) -> std::process::Child {
     }
 }
 
-fn signal(child: &std::process::Child, name: &str) {
+pub(super) fn signal(child: &std::process::Child, name: &str) {
     let status = std::process::Command::new("kill")
         .args([name, &child.id().to_string()])
         .status();
@@ -1181,7 +1181,7 @@ fn checkpoint_positions(body: &serde_json::Value) -> BTreeMap<i64, i64> {
         .unwrap_or_default()
 }
 
-async fn finish(child: std::process::Child) -> Result<(bool, String, String)> {
+pub(super) async fn finish(child: std::process::Child) -> Result<(bool, String, String)> {
     let output = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .map_err(|e| datafusion::common::DataFusionError::External(e.into()))?

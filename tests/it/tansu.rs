@@ -12,15 +12,15 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use super::common::{free_port, tool};
 
 /// A tansu broker on a free loopback port, stopped when dropped.
-struct Tansu {
+pub(super) struct Tansu {
     binary: PathBuf,
     child: Child,
-    address: String,
+    pub(super) address: String,
     _dir: tempfile::TempDir,
 }
 
 impl Tansu {
-    fn start() -> Option<Self> {
+    pub(super) fn start() -> Option<Self> {
         let binary = tool("tansu")?;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let port = free_port();
@@ -57,7 +57,7 @@ impl Tansu {
         })
     }
 
-    fn topic(&self, name: &str, partitions: u32) {
+    pub(super) fn topic(&self, name: &str, partitions: u32) {
         let status = Command::new(&self.binary)
             .args(["topic", "create", "--broker"])
             .arg(format!("tcp://{}", self.address))

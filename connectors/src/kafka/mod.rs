@@ -8,6 +8,8 @@
 //!   the messages that are not rows, each with its reason.
 //! - [`source`]: the consumer loop behind a scan (bounded to the high
 //!   watermarks, or unbounded).
+//! - [`group`]: a replica's share of a consumer group, one feed per
+//!   assigned partition (jobs with state per partition).
 //! - [`dead_letter`]: where bad records go.
 //! - [`sink`]: `INSERT INTO`.
 //! - [`metrics`]: records, bytes, consumer lag, sent and dead-lettered
@@ -40,6 +42,7 @@
 
 pub mod dead_letter;
 pub mod decode;
+pub mod group;
 pub mod metrics;
 pub mod options;
 mod positions;
@@ -53,8 +56,9 @@ use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
 use datafusion::common::{Result, plan_err};
 use datafusion::logical_expr::CreateExternalTable;
 
+pub use group::{AssignedPartition, GroupEvent, PartitionGroup};
 pub use options::KafkaOptions;
-pub use source::KafkaTable;
+pub use source::{KafkaTable, kafka_sources};
 
 /// The `STORED AS` name of Kafka tables.
 pub const FILE_TYPE: &str = "KAFKA";

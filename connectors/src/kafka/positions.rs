@@ -31,6 +31,8 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::mpsc::Receiver;
 
+use super::group::Routing;
+
 /// Attempts, and the backoff between them, of a commit a rebalance refused.
 const COMMIT_ATTEMPTS: u32 = 5;
 const COMMIT_BACKOFF: Duration = Duration::from_millis(200);
@@ -52,6 +54,9 @@ pub(crate) struct SourceContext {
     /// to its partition's first assignment only (later ones start from
     /// the offsets the job has committed since).
     restored: Mutex<Positions>,
+    /// A replica with state per partition: feeds per assigned partition,
+    /// and revocations deferred until the job releases them.
+    routing: Option<Arc<Routing>>,
 }
 
 impl SourceContext {
@@ -59,6 +64,16 @@ impl SourceContext {
         Self {
             topic: topic.to_string(),
             restored: Mutex::new(restored),
+            routing: None,
+        }
+    }
+
+    /// The context of a group consumer that routes records by partition.
+    pub(crate) fn routed(topic: &str, routing: Arc<Routing>) -> Self {
+        Self {
+            topic: topic.to_string(),
+            restored: Mutex::new(Positions::new()),
+            routing: Some(routing),
         }
     }
 
@@ -96,8 +111,17 @@ impl ConsumerContext for SourceContext {
             consumer.rebalance_protocol(),
             RebalanceProtocol::Cooperative
         );
-        let result = match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+        let result = match (err, &self.routing) {
+            (RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, Some(routing)) => {
+                routing.assign(consumer, list, cooperative)
+            }
+            // Released by the job once the partitions' plans have ended.
+            (RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, Some(routing))
+                if routing.revoke(list) =>
+            {
+                Ok(())
+            }
+            (RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, None) => {
                 self.place(list);
                 if cooperative {
                     consumer.incremental_assign(list)
@@ -105,12 +129,15 @@ impl ConsumerContext for SourceContext {
                     consumer.assign(list)
                 }
             }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if cooperative => {
+            (RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, _) if cooperative => {
                 consumer.incremental_unassign(list)
             }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => consumer.unassign(),
-            other => {
+            (RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, _) => consumer.unassign(),
+            (other, routing) => {
                 tracing::warn!(topic = %self.topic, error = ?other, "kafka: rebalance failed");
+                if let Some(routing) = routing {
+                    routing.revoke_all();
+                }
                 consumer.unassign()
             }
         };

@@ -52,6 +52,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::dead_letter::DeadLetters;
 use super::decode::{Message, RecordDecoder};
+use super::group::{AssignedPartition, Feed};
 use super::metrics::KafkaMetrics;
 use super::options::{KafkaOptions, ReadMode, Start};
 use super::positions::{
@@ -110,11 +111,20 @@ impl TableProvider for KafkaTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let runtime = JobRuntime::from_config(state.config())?;
         let source_id = runtime.next_operator_id("kafka_source")?;
+        // In a job with state per partition, the plan of one partition
+        // reads that partition's feed.
+        let assigned = state
+            .config()
+            .get_extension::<AssignedPartition>()
+            .filter(|assigned| {
+                assigned.topic() == self.options.topic && self.options.mode == ReadMode::Unbounded
+            });
         let stream = KafkaPartitionStream {
             operator_id: source_id.clone(),
             options: self.options.clone(),
             decoder: self.decoder.clone(),
             runtime,
+            assigned,
         };
         let inner = StreamingTableExec::try_new(
             Arc::clone(self.decoder.schema()),
@@ -127,7 +137,7 @@ impl TableProvider for KafkaTable {
         Ok(Arc::new(KafkaScanExec {
             inner: Arc::new(inner),
             source_id,
-            topic: self.options.topic.clone(),
+            options: self.options.clone(),
         }))
     }
 
@@ -158,13 +168,30 @@ impl TableProvider for KafkaTable {
 pub struct KafkaScanExec {
     inner: Arc<dyn ExecutionPlan>,
     source_id: String,
-    topic: String,
+    options: KafkaOptions,
 }
 
 impl KafkaScanExec {
     pub fn source_id(&self) -> &str {
         &self.source_id
     }
+
+    /// The options of the table it reads.
+    pub fn options(&self) -> &KafkaOptions {
+        &self.options
+    }
+}
+
+/// The options of every Kafka table `plan` reads, in plan order.
+pub fn kafka_sources(plan: &dyn ExecutionPlan) -> Vec<KafkaOptions> {
+    let mut found = Vec::new();
+    if let Some(scan) = plan.downcast_ref::<KafkaScanExec>() {
+        found.push(scan.options.clone());
+    }
+    for child in plan.children() {
+        found.extend(kafka_sources(child.as_ref()));
+    }
+    found
 }
 
 impl DisplayAs for KafkaScanExec {
@@ -172,7 +199,7 @@ impl DisplayAs for KafkaScanExec {
         write!(
             f,
             "KafkaScanExec: id={}, topic={}",
-            self.source_id, self.topic
+            self.source_id, self.options.topic
         )
     }
 }
@@ -233,6 +260,8 @@ struct KafkaPartitionStream {
     options: KafkaOptions,
     decoder: RecordDecoder,
     runtime: Arc<JobRuntime>,
+    /// The partition this plan reads, in a job with state per partition.
+    assigned: Option<Arc<AssignedPartition>>,
 }
 
 impl fmt::Debug for KafkaPartitionStream {
@@ -269,7 +298,13 @@ impl PartitionStream for KafkaPartitionStream {
                     .track(Arc::clone(&positions) as Arc<dyn StatefulOperator>)?;
                 Ok(restored)
             });
-        let restored = match restored {
+        let feed = self
+            .assigned
+            .as_ref()
+            .map(|assigned| assigned.take_feed())
+            .transpose();
+        let restored = restored.and_then(|restored| Ok((restored, feed?)));
+        let (restored, feed) = match restored {
             Ok(restored) => restored,
             Err(e) => {
                 return Box::pin(RecordBatchStreamAdapter::new(
@@ -285,6 +320,7 @@ impl PartitionStream for KafkaPartitionStream {
             runtime: Arc::clone(&self.runtime),
             positions: Arc::clone(&positions),
             restored,
+            feed,
         };
         let failed = tx.clone();
         let task = AbortOnDrop(tokio::spawn(async move {
@@ -313,41 +349,54 @@ struct Reader {
     positions: Arc<SourcePositions>,
     /// Where a restored job's partitions resume.
     restored: Positions,
+    /// The one partition this scan reads, from the group's consumer (a job
+    /// with state per partition); `None`: a consumer of its own.
+    feed: Option<Feed>,
+}
+
+/// The client settings of a source's consumer: the table's, with offsets
+/// never committed or stored by librdkafka itself.
+pub(crate) fn consumer_config(options: &KafkaOptions) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (key, value) in &options.client {
+        config.set(key, value);
+    }
+    config
+        .set("group.id", options.group_id())
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set(
+            "auto.offset.reset",
+            if options.start == Start::Latest {
+                "latest"
+            } else {
+                "earliest"
+            },
+        );
+    config
 }
 
 impl Reader {
     fn consumer(&self) -> Result<SourceConsumer> {
-        let mut config = ClientConfig::new();
-        for (key, value) in &self.options.client {
-            config.set(key, value);
-        }
-        config
-            .set("group.id", self.options.group_id())
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set(
-                "auto.offset.reset",
-                if self.options.start == Start::Latest {
-                    "latest"
-                } else {
-                    "earliest"
-                },
-            );
         let context = SourceContext::new(&self.options.topic, self.restored.clone());
-        config.create_with_context(context).map_err(|e| {
-            DataFusionError::Plan(format!(
-                "kafka: cannot create a consumer for topic '{}': {e}",
-                self.options.topic
-            ))
-        })
+        consumer_config(&self.options)
+            .create_with_context(context)
+            .map_err(|e| {
+                DataFusionError::Plan(format!(
+                    "kafka: cannot create a consumer for topic '{}': {e}",
+                    self.options.topic
+                ))
+            })
     }
 
-    async fn run(self, tx: Sender<Result<Emitted>>) -> Result<()> {
-        let consumer = Arc::new(self.consumer()?);
+    async fn run(mut self, tx: Sender<Result<Emitted>>) -> Result<()> {
+        let mut feed = self.feed.take();
+        let consumer = match &feed {
+            Some(feed) => Arc::clone(&feed.consumer),
+            None => Arc::new(self.consumer()?),
+        };
         self.positions.attach(&consumer);
-        let topic = self.options.topic.clone();
-        let partitions = blocking(Arc::clone(&consumer), move |c| partitions_of(c, &topic)).await?;
         let metrics = self.runtime.metric_set::<KafkaMetrics>()?;
         let shared = self.runtime.metric_set::<SharedMetrics>()?;
         let dead_letters = DeadLetters::try_new(
@@ -370,8 +419,19 @@ impl Reader {
         );
         // Bounded: the offset each partition's read ends before.
         let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
-        match (self.options.mode, self.options.start) {
-            (ReadMode::Bounded, start) => {
+        // A fed partition was assigned by the group already.
+        let fed_partition = feed.as_ref().map(|feed| feed.partition);
+        let read = if fed_partition.is_some() {
+            None
+        } else {
+            let topic = self.options.topic.clone();
+            let partitions =
+                blocking(Arc::clone(&consumer), move |c| partitions_of(c, &topic)).await?;
+            Some((self.options.mode, self.options.start, partitions))
+        };
+        match read {
+            None => {}
+            Some((ReadMode::Bounded, start, partitions)) => {
                 let topic = self.options.topic.clone();
                 let group_start = start;
                 let plan = blocking(Arc::clone(&consumer), move |c| {
@@ -396,12 +456,12 @@ impl Reader {
                 }
                 consumer.assign(&assignment).map_err(|e| kafka_error(&e))?;
             }
-            (ReadMode::Unbounded, Start::Committed) => {
+            Some((ReadMode::Unbounded, Start::Committed, _)) => {
                 consumer
                     .subscribe(&[self.options.topic.as_str()])
                     .map_err(|e| kafka_error(&e))?;
             }
-            (ReadMode::Unbounded, start) => {
+            Some((ReadMode::Unbounded, start, partitions)) => {
                 let offset = if start == Start::Latest {
                     Offset::End
                 } else {
@@ -434,34 +494,44 @@ impl Reader {
                 interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 loop {
                     interval.tick().await;
-                    publish_lag(&consumer, &topic, &metrics, &id).await;
+                    publish_lag(&consumer, &topic, fed_partition, &metrics, &id).await;
                 }
             }
         }));
         let id = self.operator_id.as_str();
         let records = metrics.records.with_label_values(&[id]);
         let bytes = metrics.bytes.with_label_values(&[id]);
+        // Records of a fed partition below its restored position are in
+        // the checkpoint's state already (the group's committed offset can
+        // trail the checkpoint: the commit follows the store).
+        let resume_at = fed_partition.map(|p| self.restored.get(&p).copied().unwrap_or(0));
+        let mut skipped = 0u64;
         loop {
             if bounded && ends.is_empty() {
                 break;
             }
             tokio::select! {
-                received = consumer.recv() => {
-                    let message = match received {
-                        Ok(message) => message,
-                        Err(e) if is_transient(&e) => {
+                received = next_record(&consumer, feed.as_mut().map(|f| &mut f.records)) => {
+                    let record = match received {
+                        Some(Ok(record)) => record,
+                        // The partition was revoked: end like a stop.
+                        None => break,
+                        Some(Err(e)) if is_transient(&e) => {
                             // librdkafka retries these itself; nothing is lost.
                             tracing::warn!(operator = id, error = %e, "kafka: transient consumer error");
                             continue;
                         }
-                        Err(e) => {
+                        Some(Err(e)) => {
                             return Err(exec_datafusion_err!(
                                 "kafka: reading topic '{}' failed: {e}",
                                 self.options.topic
                             ));
                         }
                     };
-                    let record = owned(&message);
+                    if resume_at.is_some_and(|at| record.offset < at) {
+                        skipped += 1;
+                        continue;
+                    }
                     records.inc();
                     bytes.inc_by(record.payload.as_ref().map_or(0, Vec::len) as u64);
                     first_buffered.get_or_insert_with(Instant::now);
@@ -500,6 +570,13 @@ impl Reader {
                     }
                 }
             }
+        }
+        if skipped > 0 {
+            tracing::info!(
+                operator = id,
+                skipped,
+                "kafka: records below the restored checkpoint's position were not read again"
+            );
         }
         if !buffer.is_empty() {
             // A closed channel means the emitter ended; its result says why.
@@ -605,6 +682,18 @@ fn take(
     buffer.push(message);
 }
 
+/// The next record of a source: from its feed (`None` once the feed is
+/// closed), or from its own consumer.
+async fn next_record(
+    consumer: &SourceConsumer,
+    feed: Option<&mut tokio::sync::mpsc::Receiver<Message>>,
+) -> Option<rdkafka::error::KafkaResult<Message>> {
+    match feed {
+        Some(feed) => feed.recv().await.map(Ok),
+        None => Some(consumer.recv().await.map(|message| owned(&message))),
+    }
+}
+
 /// Run a blocking client call (metadata, watermarks, committed offsets) on
 /// the blocking pool, never on the executor.
 async fn blocking<T: Send + 'static>(
@@ -702,6 +791,7 @@ fn bounded_plan(
 async fn publish_lag(
     consumer: &Arc<SourceConsumer>,
     topic: &str,
+    only: Option<i32>,
     metrics: &KafkaMetrics,
     id: &str,
 ) {
@@ -712,7 +802,9 @@ async fn publish_lag(
         .elements_for_topic(topic)
         .iter()
         .filter_map(|e| match e.offset() {
-            Offset::Offset(at) => Some((e.partition(), at)),
+            Offset::Offset(at) if only.is_none_or(|p| p == e.partition()) => {
+                Some((e.partition(), at))
+            }
             _ => None,
         })
         .collect();
@@ -741,7 +833,7 @@ async fn publish_lag(
     }
 }
 
-fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Message {
+pub(crate) fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Message {
     let headers = message
         .headers()
         .map(|headers| {

@@ -17,7 +17,6 @@
 use std::sync::Arc;
 
 use datafusion::common::{DataFusionError, Result, exec_datafusion_err, plan_datafusion_err};
-use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -86,6 +85,17 @@ impl CheckpointStore {
         })
     }
 
+    /// The store of one part of a job (a Kafka partition's state), in the
+    /// folder `name` below this one.
+    pub fn scoped(&self, name: &str) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            root: self.root.clone().join(name),
+            url: format!("{}/{name}", self.url.trim_end_matches('/')),
+            keep: self.keep,
+        }
+    }
+
     /// The store's URL, for messages.
     pub fn url(&self) -> &str {
         &self.url
@@ -123,13 +133,14 @@ impl CheckpointStore {
 
     /// The epochs stored, oldest first.
     pub async fn epochs(&self) -> Result<Vec<u64>> {
-        let listed: Vec<_> = self
+        // This folder only: scoped stores ([`Self::scoped`]) live below it.
+        let listed = self
             .store
-            .list(Some(&self.root))
-            .try_collect()
+            .list_with_delimiter(Some(&self.root))
             .await
             .map_err(|e| self.error("list", &e))?;
         let mut epochs: Vec<u64> = listed
+            .objects
             .iter()
             .filter_map(|meta| {
                 meta.location
