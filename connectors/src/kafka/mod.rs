@@ -8,6 +8,8 @@
 //!   the messages that are not rows, each with its reason.
 //! - [`source`]: the consumer loop behind a scan (bounded to the high
 //!   watermarks, or unbounded).
+//! - `consumer`: a source's consumer, its rebalance callback and the
+//!   error rules (the bottom of the module).
 //! - [`group`]: a replica's share of a consumer group, one feed per
 //!   assigned partition (jobs with state per partition).
 //! - [`dead_letter`]: where bad records go.
@@ -40,6 +42,7 @@
 //! commits when it stops cleanly, and one that crashes re-reads from the
 //! group's last committed offsets.
 
+mod consumer;
 pub mod dead_letter;
 pub mod decode;
 pub mod group;
@@ -56,7 +59,8 @@ use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
 use datafusion::common::{Result, plan_err};
 use datafusion::logical_expr::CreateExternalTable;
 
-pub use group::{AssignedPartition, GroupEvent, PartitionGroup};
+pub use consumer::{AssignedPartition, GroupEvent};
+pub use group::PartitionGroup;
 pub use options::KafkaOptions;
 pub use source::{KafkaTable, kafka_sources};
 

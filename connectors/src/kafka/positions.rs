@@ -8,7 +8,6 @@
 //! [`KafkaCommit`] commits them, and [`is_transient`] tells the errors that
 //! pass by themselves (for the consumer loop in `source` and for commits).
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,21 +16,16 @@ use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::{DataFusionError, Result, exec_datafusion_err};
+use datafusion::common::{Result, exec_datafusion_err};
 use datafusion::execution::RecordBatchStream;
 use equipoise_operators::JobRuntime;
 use equipoise_operators::runtime::{OperatorSnapshot, PendingCommit, StatefulOperator};
 use futures::Stream;
-use rdkafka::ClientContext;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
-};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::mpsc::Receiver;
 
-use super::group::Routing;
+use super::consumer::{AbortOnDrop, Positions, SourceConsumer, is_transient, kafka_error};
 
 /// Attempts, and the backoff between them, of a commit a rebalance refused.
 const COMMIT_ATTEMPTS: u32 = 5;
@@ -39,113 +33,6 @@ const COMMIT_BACKOFF: Duration = Duration::from_millis(200);
 
 const KIND: &str = "kafka_source";
 const STATE_VERSION: u32 = 1;
-
-/// Per partition, the offset after the last record handed to the plan.
-pub(crate) type Positions = BTreeMap<i32, i64>;
-
-/// The consumer of a source.
-pub(crate) type SourceConsumer = StreamConsumer<SourceContext>;
-
-/// The consumer's context: places a restored job's partitions at the
-/// checkpoint's positions when the group assigns them.
-pub(crate) struct SourceContext {
-    topic: String,
-    /// Positions of the restored checkpoint not yet applied; each applies
-    /// to its partition's first assignment only (later ones start from
-    /// the offsets the job has committed since).
-    restored: Mutex<Positions>,
-    /// A replica with state per partition: feeds per assigned partition,
-    /// and revocations deferred until the job releases them.
-    routing: Option<Arc<Routing>>,
-}
-
-impl SourceContext {
-    pub(crate) fn new(topic: &str, restored: Positions) -> Self {
-        Self {
-            topic: topic.to_string(),
-            restored: Mutex::new(restored),
-            routing: None,
-        }
-    }
-
-    /// The context of a group consumer that routes records by partition.
-    pub(crate) fn routed(topic: &str, routing: Arc<Routing>) -> Self {
-        Self {
-            topic: topic.to_string(),
-            restored: Mutex::new(Positions::new()),
-            routing: Some(routing),
-        }
-    }
-
-    /// Set the restored position of every partition of `list` that has one.
-    pub(crate) fn place(&self, list: &mut TopicPartitionList) {
-        let Ok(mut restored) = self.restored.lock() else {
-            return;
-        };
-        let partitions: Vec<i32> = list
-            .elements_for_topic(&self.topic)
-            .iter()
-            .map(|e| e.partition())
-            .collect();
-        for partition in partitions {
-            if let Some(next) = restored.remove(&partition)
-                && let Err(e) =
-                    list.set_partition_offset(&self.topic, partition, Offset::Offset(next))
-            {
-                tracing::warn!(topic = %self.topic, partition, error = %e, "kafka: restored position not set");
-            }
-        }
-    }
-}
-
-impl ClientContext for SourceContext {}
-
-impl ConsumerContext for SourceContext {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        list: &mut TopicPartitionList,
-    ) {
-        let cooperative = matches!(
-            consumer.rebalance_protocol(),
-            RebalanceProtocol::Cooperative
-        );
-        let result = match (err, &self.routing) {
-            (RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, Some(routing)) => {
-                routing.assign(consumer, list, cooperative)
-            }
-            // Released by the job once the partitions' plans have ended.
-            (RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, Some(routing))
-                if routing.revoke(list) =>
-            {
-                Ok(())
-            }
-            (RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, None) => {
-                self.place(list);
-                if cooperative {
-                    consumer.incremental_assign(list)
-                } else {
-                    consumer.assign(list)
-                }
-            }
-            (RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, _) if cooperative => {
-                consumer.incremental_unassign(list)
-            }
-            (RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, _) => consumer.unassign(),
-            (other, routing) => {
-                tracing::warn!(topic = %self.topic, error = ?other, "kafka: rebalance failed");
-                if let Some(routing) = routing {
-                    routing.revoke_all();
-                }
-                consumer.unassign()
-            }
-        };
-        if let Err(e) = result {
-            tracing::warn!(topic = %self.topic, error = %e, "kafka: (un)assignment refused");
-        }
-    }
-}
 
 /// A source's positions as checkpoint state.
 pub(crate) struct SourcePositions {
@@ -290,15 +177,6 @@ impl Stream for RecordStream {
     }
 }
 
-/// A task that ends with its owner.
-pub(crate) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 impl RecordBatchStream for RecordStream {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
@@ -359,39 +237,4 @@ impl PendingCommit for KafkaCommit {
             }
         }
     }
-}
-
-/// Whether a consumer error passes by itself (a timeout, a leader change, a
-/// broker restarting): librdkafka retries, so the loop goes on. Anything
-/// else (an unknown topic, a refused authorization, a fatal error) ends the
-/// stream with the error.
-pub(crate) fn is_transient(error: &KafkaError) -> bool {
-    use rdkafka::types::RDKafkaErrorCode as Code;
-    match error {
-        KafkaError::MessageConsumption(code) | KafkaError::ConsumerCommit(code) => matches!(
-            code,
-            Code::RequestTimedOut
-                | Code::NotLeaderForPartition
-                | Code::LeaderNotAvailable
-                | Code::BrokerNotAvailable
-                | Code::NetworkException
-                | Code::BrokerTransportFailure
-                | Code::AllBrokersDown
-                | Code::OperationTimedOut
-                | Code::NotCoordinator
-                | Code::CoordinatorNotAvailable
-                | Code::CoordinatorLoadInProgress
-                | Code::RebalanceInProgress
-                | Code::KafkaStorageError
-                | Code::FencedLeaderEpoch
-                | Code::UnknownLeaderEpoch
-                | Code::OffsetNotAvailable
-                | Code::PreferredLeaderNotAvailable
-        ),
-        _ => false,
-    }
-}
-
-pub(crate) fn kafka_error(error: &KafkaError) -> DataFusionError {
-    exec_datafusion_err!("kafka: {error}")
 }

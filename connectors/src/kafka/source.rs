@@ -43,22 +43,20 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use equipoise_operators::JobRuntime;
 use equipoise_operators::metrics::SharedMetrics;
 use equipoise_operators::runtime::StatefulOperator;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::Consumer;
-use rdkafka::message::{Headers, Message as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc::Sender;
 use tokio::time::MissedTickBehavior;
 
+use super::consumer::{
+    AbortOnDrop, AssignedPartition, Feed, Positions, SourceConsumer, SourceContext,
+    consumer_config, is_transient, kafka_error, owned,
+};
 use super::dead_letter::DeadLetters;
 use super::decode::{Message, RecordDecoder};
-use super::group::{AssignedPartition, Feed};
 use super::metrics::KafkaMetrics;
 use super::options::{KafkaOptions, ReadMode, Start};
-use super::positions::{
-    AbortOnDrop, Emitted, KafkaCommit, Positions, RecordStream, SourceConsumer, SourceContext,
-    SourcePositions, is_transient, kafka_error,
-};
+use super::positions::{Emitted, KafkaCommit, RecordStream, SourcePositions};
 use super::sink::KafkaSink;
 
 /// Network calls made off the executor (metadata, watermarks) give up
@@ -352,29 +350,6 @@ struct Reader {
     /// The one partition this scan reads, from the group's consumer (a job
     /// with state per partition); `None`: a consumer of its own.
     feed: Option<Feed>,
-}
-
-/// The client settings of a source's consumer: the table's, with offsets
-/// never committed or stored by librdkafka itself.
-pub(crate) fn consumer_config(options: &KafkaOptions) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    for (key, value) in &options.client {
-        config.set(key, value);
-    }
-    config
-        .set("group.id", options.group_id())
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        .set(
-            "auto.offset.reset",
-            if options.start == Start::Latest {
-                "latest"
-            } else {
-                "earliest"
-            },
-        );
-    config
 }
 
 impl Reader {
@@ -830,27 +805,6 @@ async fn publish_lag(
             }
         }
         Err(e) => tracing::warn!(operator = id, error = %e, "kafka: consumer lag not measured"),
-    }
-}
-
-pub(crate) fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Message {
-    let headers = message
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                .collect()
-        })
-        .unwrap_or_default();
-    Message {
-        topic: message.topic().to_string(),
-        partition: message.partition(),
-        offset: message.offset(),
-        timestamp: message.timestamp().to_millis(),
-        key: message.key().map(<[u8]>::to_vec),
-        payload: message.payload().map(<[u8]>::to_vec),
-        headers,
     }
 }
 
