@@ -14,7 +14,7 @@ use equipoise::job::{JobSpec, run_job};
 use equipoise::metrics_server::{Health, MetricsServer};
 use equipoise::model_export::export_models;
 use equipoise::operators::runtime::CheckpointStore;
-use equipoise::partitioned::{PartitionedRun, run_partitioned};
+use equipoise::partitioned::{group_source, run_partitioned};
 use equipoise::script::{ScriptRun, checkpointable, plan_script, run_script};
 use equipoise::sql::{OutputFormat, TableArg, run_sql};
 use equipoise::{JobRuntime, progress};
@@ -375,7 +375,11 @@ async fn run_script_job(args: &RunArgs, job: &ResolvedJob) -> Result<(), String>
         None => None,
     };
     let runtime = Arc::new(JobRuntime::default());
+    let per_partition = job.config.scale_out.state == StateScope::PerPartition;
     if args.check {
+        if per_partition {
+            group_source(&script).await.map_err(|e| e.to_string())?;
+        }
         let mut planned = plan_script(&script, &runtime)
             .await
             .map_err(|e| e.to_string())?;
@@ -385,23 +389,20 @@ async fn run_script_job(args: &RunArgs, job: &ResolvedJob) -> Result<(), String>
         println!("{}", resolved_text(job)?);
         println!("# inserts into {}; physical plan:", planned.target);
         print!("{}", displayable(planned.plan.as_ref()).indent(true));
-        if let Some(store) = &store
-            && job.config.scale_out.state == StateScope::PerPartition
-        {
-            println!(
+        match &store {
+            Some(store) if per_partition => println!(
                 "# state per Kafka partition: each partition's checkpoints under {}/<topic>-<partition>",
                 store.url().trim_end_matches('/')
-            );
-        } else if let Some(store) = &store {
-            let latest = store.latest().await.map_err(|e| e.to_string())?;
-            match latest {
+            ),
+            Some(store) => match store.latest().await.map_err(|e| e.to_string())? {
                 Some(found) => println!(
                     "# would restore checkpoint {} from {}",
                     found.epoch,
                     store.url()
                 ),
                 None => println!("# no checkpoint in {} yet: would start fresh", store.url()),
-            }
+            },
+            None => {}
         }
         return Ok(());
     }
@@ -414,35 +415,17 @@ async fn run_script_job(args: &RunArgs, job: &ResolvedJob) -> Result<(), String>
     )
     .await
     .map_err(|e| e.to_string())?;
-    if job.config.scale_out.state == StateScope::PerPartition {
-        let run = PartitionedRun {
-            checkpoint: store.map(|store| (store, checkpoint.interval)),
-            health,
-            grace_period: Some(job.config.server.grace_period),
-        };
-        tracing::info!(
-            "running with state per Kafka partition; metrics at http://{}/metrics; Ctrl-C or \
-             SIGTERM stops",
-            server.local_addr()
-        );
-        let summary = run_partitioned(
-            &script,
-            runtime.registry(),
-            run,
-            signals.first_then_force_exit(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        println!("{summary}");
-        server.shutdown().await.map_err(|e| e.to_string())?;
-        return Ok(());
-    }
     tracing::info!(
-        "running {}; metrics at http://{}/metrics; Ctrl-C or SIGTERM stops",
+        "running {}{}; metrics at http://{}/metrics; Ctrl-C or SIGTERM stops",
         job.config
             .sql_file
             .as_ref()
             .map_or_else(|| "the job's SQL".to_string(), |p| p.display().to_string()),
+        if per_partition {
+            " with state per Kafka partition"
+        } else {
+            ""
+        },
         server.local_addr()
     );
     let run = ScriptRun {
@@ -450,9 +433,17 @@ async fn run_script_job(args: &RunArgs, job: &ResolvedJob) -> Result<(), String>
         health,
         grace_period: Some(job.config.server.grace_period),
     };
-    let summary = run_script(&script, runtime, run, signals.first_then_force_exit())
-        .await
-        .map_err(|e| e.to_string())?;
+    let shutdown = signals.first_then_force_exit();
+    let summary = if per_partition {
+        run_partitioned(&script, runtime.registry(), run, shutdown)
+            .await
+            .map(|summary| summary.to_string())
+    } else {
+        run_script(&script, runtime, run, shutdown)
+            .await
+            .map(|summary| summary.to_string())
+    }
+    .map_err(|e| e.to_string())?;
     println!("{summary}");
     server.shutdown().await.map_err(|e| e.to_string())?;
     Ok(())

@@ -29,29 +29,15 @@ use datafusion::common::{Result, exec_datafusion_err, plan_err};
 use datafusion::prelude::SessionConfig;
 use equipoise_connectors::kafka::{AssignedPartition, GroupEvent, PartitionGroup, kafka_sources};
 use equipoise_operators::JobRuntime;
-use equipoise_operators::runtime::CheckpointStore;
 use prometheus::Registry;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use crate::metrics_server::Health;
 use crate::script::{
     PlannedScript, ScriptRun, ScriptSummary, plan_script, plan_script_in, run_planned,
 };
-
-/// How a job with state per partition runs besides its SQL.
-#[derive(Debug)]
-pub struct PartitionedRun {
-    /// The store every replica shares, and the checkpoint interval; `None`:
-    /// no checkpoints (a moved partition starts its state afresh from the
-    /// group's committed offset).
-    pub checkpoint: Option<(CheckpointStore, Duration)>,
-    pub health: Arc<Health>,
-    /// How long a stop (or a revocation) may take, per partition plan.
-    pub grace_period: Option<Duration>,
-}
 
 /// The registries of a replica's partition plans, gathered as one
 /// collector of the replica's registry (series of a plan carry its
@@ -158,8 +144,8 @@ impl fmt::Display for PartitionedSummary {
 }
 
 /// The one Kafka source a job with state per partition reads, from its
-/// plan.
-async fn group_source(script: &str) -> Result<equipoise_connectors::kafka::KafkaOptions> {
+/// plan (also what `--check` verifies).
+pub async fn group_source(script: &str) -> Result<equipoise_connectors::kafka::KafkaOptions> {
     let probe = Arc::new(JobRuntime::default());
     let PlannedScript { plan, .. } = plan_script(script, &probe).await?;
     let mut sources = kafka_sources(plan.as_ref());
@@ -180,19 +166,29 @@ async fn group_source(script: &str) -> Result<equipoise_connectors::kafka::Kafka
     }
 }
 
-/// A running partition plan.
+/// A running partition plan; dropped, it ends (a job that fails does not
+/// leave the other partitions' plans running).
 struct Pipeline {
     stop: Option<oneshot::Sender<()>>,
-    _task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Run `script` with state per partition until `shutdown` resolves (or a
 /// partition's plan fails). `registry` is the replica's: each partition's
-/// metrics are gathered into it.
+/// metrics are gathered into it. `run` is what each partition's plan gets:
+/// its store is the one the replicas share (without one, a moved
+/// partition's state starts afresh from the group's committed offset), its
+/// grace period bounds a stop or a revocation.
 pub async fn run_partitioned(
     script: &str,
     registry: &Registry,
-    run: PartitionedRun,
+    run: ScriptRun,
     shutdown: impl Future<Output = ()>,
 ) -> Result<PartitionedSummary> {
     let options = group_source(script).await?;
@@ -201,12 +197,7 @@ pub async fn run_partitioned(
         .register(Box::new(partitions.clone()))
         .map_err(|e| exec_datafusion_err!("cannot register the partitions' metrics: {e}"))?;
     let mut group = PartitionGroup::join(&options)?;
-    let shared = PlanShared {
-        script: Arc::from(script),
-        checkpoint: run.checkpoint.clone(),
-        health: Arc::clone(&run.health),
-        grace_period: run.grace_period,
-    };
+    let script: Arc<str> = Arc::from(script);
     run.health.set_ready(true);
     let started = Instant::now();
     let (done_tx, mut done) = mpsc::unbounded_channel::<(i32, Result<ScriptSummary>)>();
@@ -246,7 +237,8 @@ pub async fn run_partitioned(
                         let metrics = partitions.open(id)?;
                         let task = tokio::spawn(
                             partition_plan(
-                                shared.clone(),
+                                Arc::clone(&script),
+                                run.clone(),
                                 partition,
                                 metrics,
                                 stopped,
@@ -254,7 +246,7 @@ pub async fn run_partitioned(
                             )
                             .instrument(tracing::info_span!("partition", partition = id)),
                         );
-                        running.insert(id, Pipeline { stop: Some(stop), _task: task });
+                        running.insert(id, Pipeline { stop: Some(stop), task });
                     }
                 }
                 Some(GroupEvent::Revoked(revoked)) => {
@@ -295,40 +287,25 @@ pub async fn run_partitioned(
     })
 }
 
-/// What every partition's plan of a replica shares.
-#[derive(Debug, Clone)]
-struct PlanShared {
-    script: Arc<str>,
-    checkpoint: Option<(CheckpointStore, Duration)>,
-    health: Arc<Health>,
-    grace_period: Option<Duration>,
-}
-
-/// Plan and run the script over one assigned partition; report its end.
+/// Plan and run the script over one assigned partition, checkpointing
+/// into the partition's part of `run`'s store; report its end.
 async fn partition_plan(
-    shared: PlanShared,
+    script: Arc<str>,
+    mut run: ScriptRun,
     partition: Arc<AssignedPartition>,
     registry: Registry,
     stop: oneshot::Receiver<()>,
     done: mpsc::UnboundedSender<(i32, Result<ScriptSummary>)>,
 ) {
-    let PlanShared {
-        script,
-        checkpoint,
-        health,
-        grace_period,
-    } = shared;
     let id = partition.partition();
     let scope = format!("{}-{id}", partition.topic());
     let result = async {
         let runtime = Arc::new(JobRuntime::new(registry));
         let config = SessionConfig::new().with_extension(partition);
         let planned = plan_script_in(&script, &runtime, config).await?;
-        let run = ScriptRun {
-            checkpoint: checkpoint.map(|(store, interval)| (store.scoped(&scope), interval)),
-            health,
-            grace_period,
-        };
+        run.checkpoint = run
+            .checkpoint
+            .map(|(store, interval)| (store.scoped(&scope), interval));
         // A dropped sender is no stop: the job keeps it while the plan runs.
         let stopped = async {
             if stop.await.is_err() {

@@ -86,8 +86,9 @@ impl fmt::Display for ScriptSummary {
     }
 }
 
-/// How a script job runs besides its SQL.
-#[derive(Debug, Default)]
+/// How a script job runs besides its SQL (with state per partition: every
+/// partition's plan, each in its part of the store).
+#[derive(Debug, Clone, Default)]
 pub struct ScriptRun {
     /// Checkpoint into this store at this interval; `None`: no checkpoints
     /// (offsets are committed when the job ends).

@@ -16,11 +16,10 @@ use datafusion::common::{DataFusionError, Result};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::kafka::{finish, signal, telemetry};
-use super::tansu::Tansu;
+use super::tansu::{Tansu, produce};
 
 const PARTITIONS: usize = 4;
 /// How long a phase may take before the test gives up.
@@ -28,38 +27,6 @@ const PHASE: Duration = Duration::from_secs(600);
 
 fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
     DataFusionError::External(Box::new(e))
-}
-
-/// Produce `lines` as records `first..` of `readings`, record `i` to
-/// partition `i % PARTITIONS`, and wait for every acknowledgement.
-async fn produce(address: &str, lines: &[String], first: usize) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", address)
-        .set("linger.ms", "5")
-        .create()
-        .unwrap_or_else(|e| panic!("producer: {e}"));
-    let mut pending = Vec::new();
-    for (k, line) in lines.iter().enumerate() {
-        let i = first + k;
-        let key = i.to_string();
-        match producer.send_result(
-            FutureRecord::to("readings")
-                .partition((i % PARTITIONS) as i32)
-                .key(key.as_str())
-                .payload(line.as_str()),
-        ) {
-            Ok(delivery) => pending.push(delivery),
-            Err((e, _)) => panic!("produce: {e}"),
-        }
-        if pending.len() >= 10_000 {
-            for delivery in pending.drain(..) {
-                assert!(matches!(delivery.await, Ok(Ok(_))), "not acknowledged");
-            }
-        }
-    }
-    for delivery in pending.drain(..) {
-        assert!(matches!(delivery.await, Ok(Ok(_))), "not acknowledged");
-    }
 }
 
 /// The predictions topic as read so far: `(source partition, source
@@ -313,7 +280,7 @@ async fn replicas_take_over_a_killed_replicas_partitions_from_their_checkpoints(
         let address = address.clone();
         async move {
             for (k, chunk) in lines.chunks(5_000).enumerate() {
-                produce(&address, chunk, k * 5_000).await;
+                produce(&address, "readings", PARTITIONS, k * 5_000, chunk).await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -379,7 +346,7 @@ async fn replicas_take_over_a_killed_replicas_partitions_from_their_checkpoints(
     let more = telemetry(records as u64, 20_000)
         .await
         .unwrap_or_else(|e| panic!("telemetry: {e}"));
-    produce(&address, &more, records).await;
+    produce(&address, "readings", PARTITIONS, records, &more).await;
     let covered = tokio::task::block_in_place(|| predictions.read_until_distinct(records + 20_000));
     assert!(
         covered,

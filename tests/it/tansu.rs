@@ -89,17 +89,40 @@ fn record(i: u64) -> String {
 }
 
 async fn fill(address: &str, topic: &str, partitions: u64, records: std::ops::Range<u64>) {
+    let payloads: Vec<String> = records.clone().map(record).collect();
+    produce(
+        address,
+        topic,
+        partitions as usize,
+        records.start as usize,
+        &payloads,
+    )
+    .await;
+}
+
+/// Produce `payloads` as records `first..` of `topic`, record `i` to
+/// partition `i % partitions` with key `i`, and wait for every
+/// acknowledgement.
+pub(super) async fn produce(
+    address: &str,
+    topic: &str,
+    partitions: usize,
+    first: usize,
+    payloads: &[String],
+) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", address)
         .set("linger.ms", "5")
         .create()
         .unwrap_or_else(|e| panic!("producer: {e}"));
     let mut pending = Vec::new();
-    for i in records {
-        let payload = record(i);
+    for (k, payload) in payloads.iter().enumerate() {
+        let i = first + k;
+        let key = i.to_string();
         match producer.send_result(
-            FutureRecord::<(), str>::to(topic)
+            FutureRecord::to(topic)
                 .partition((i % partitions) as i32)
+                .key(key.as_str())
                 .payload(payload.as_str()),
         ) {
             Ok(delivery) => pending.push(delivery),

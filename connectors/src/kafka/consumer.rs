@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use datafusion::common::{DataFusionError, Result, exec_datafusion_err};
 use rdkafka::ClientContext;
@@ -205,18 +205,40 @@ pub(crate) struct Feed {
 /// Where each assigned partition's records go; lives in the consumer's
 /// context, so the rebalance callback creates and closes the feeds.
 pub(crate) struct Routing {
-    pub(crate) topic: String,
-    pub(crate) capacity: usize,
-    pub(crate) feeds: Mutex<HashMap<i32, Sender<Message>>>,
-    pub(crate) events: UnboundedSender<GroupEvent>,
+    topic: String,
+    /// Records a feed holds before the consumer waits for its plan.
+    capacity: usize,
+    feeds: Mutex<HashMap<i32, Sender<Message>>>,
+    events: UnboundedSender<GroupEvent>,
     /// The consumer whose context this is (weak: the context lives inside
-    /// it).
-    pub(crate) consumer: Mutex<Weak<SourceConsumer>>,
+    /// it), set once it exists.
+    consumer: OnceLock<Weak<SourceConsumer>>,
     /// Set when the replica leaves the group: nobody waits to release.
-    pub(crate) leaving: AtomicBool,
+    leaving: AtomicBool,
 }
 
 impl Routing {
+    pub(crate) fn new(topic: &str, capacity: usize, events: UnboundedSender<GroupEvent>) -> Self {
+        Self {
+            topic: topic.to_string(),
+            capacity: capacity.max(1),
+            feeds: Mutex::new(HashMap::new()),
+            events,
+            consumer: OnceLock::new(),
+            leaving: AtomicBool::new(false),
+        }
+    }
+
+    /// The consumer whose context holds this routing.
+    pub(crate) fn attach(&self, consumer: &Arc<SourceConsumer>) {
+        let _ = self.consumer.set(Arc::downgrade(consumer));
+    }
+
+    /// From now on revocations are not deferred (the group is being left).
+    pub(crate) fn leave(&self) {
+        self.leaving.store(true, Ordering::Release);
+    }
+
     fn partitions(&self, list: &TopicPartitionList) -> Vec<i32> {
         list.elements_for_topic(&self.topic)
             .iter()
@@ -231,20 +253,30 @@ impl Routing {
         list: &TopicPartitionList,
         cooperative: bool,
     ) -> rdkafka::error::KafkaResult<()> {
-        let owner = self.consumer.lock().ok().and_then(|weak| weak.upgrade());
-        let mut assigned = Vec::new();
-        if let (Some(owner), Ok(mut feeds)) = (owner, self.feeds.lock()) {
-            for partition in self.partitions(list) {
+        let owner = self.consumer.get().and_then(Weak::upgrade);
+        let (Some(owner), Ok(mut feeds)) = (owner, self.feeds.lock()) else {
+            // Assigned partitions without feeds would stall unseen.
+            self.fail(exec_datafusion_err!(
+                "kafka: partitions of '{}' assigned before the consumer was ready",
+                self.topic
+            ));
+            return Ok(());
+        };
+        let assigned: Vec<Arc<AssignedPartition>> = self
+            .partitions(list)
+            .into_iter()
+            .map(|partition| {
                 let (tx, rx) = tokio::sync::mpsc::channel(self.capacity);
                 feeds.insert(partition, tx);
-                assigned.push(Arc::new(AssignedPartition {
+                Arc::new(AssignedPartition {
                     topic: self.topic.clone(),
                     partition,
                     consumer: Arc::clone(&owner),
                     records: Mutex::new(Some(rx)),
-                }));
-            }
-        }
+                })
+            })
+            .collect();
+        drop(feeds);
         let result = if cooperative {
             consumer.incremental_assign(list)
         } else {
@@ -289,9 +321,24 @@ impl Routing {
     }
 }
 
+/// A consumer of the table with `options`, with `context`.
+pub(crate) fn create_consumer(
+    options: &KafkaOptions,
+    context: SourceContext,
+) -> Result<SourceConsumer> {
+    consumer_config(options)
+        .create_with_context(context)
+        .map_err(|e| {
+            DataFusionError::Plan(format!(
+                "kafka: cannot create a consumer for topic '{}': {e}",
+                options.topic
+            ))
+        })
+}
+
 /// The client settings of a source's consumer: the table's, with offsets
 /// never committed or stored by librdkafka itself.
-pub(crate) fn consumer_config(options: &KafkaOptions) -> ClientConfig {
+fn consumer_config(options: &KafkaOptions) -> ClientConfig {
     let mut config = ClientConfig::new();
     for (key, value) in &options.client {
         config.set(key, value);

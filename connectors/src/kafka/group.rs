@@ -23,10 +23,8 @@
 //! Records of a partition fetched after its feed closed are not routed:
 //! they are not committed either, so the partition's next owner reads them.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use datafusion::common::{DataFusionError, Result, exec_datafusion_err};
 use rdkafka::consumer::{Consumer, RebalanceProtocol};
@@ -34,7 +32,7 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::consumer::{
-    AbortOnDrop, GroupEvent, Routing, SourceConsumer, SourceContext, consumer_config, is_transient,
+    AbortOnDrop, GroupEvent, Routing, SourceConsumer, SourceContext, create_consumer, is_transient,
     kafka_error, owned,
 };
 use super::options::{KafkaOptions, ReadMode, Start};
@@ -51,7 +49,7 @@ pub struct PartitionGroup {
 impl Drop for PartitionGroup {
     fn drop(&mut self) {
         // Closing the consumer revokes what it holds; nothing defers that.
-        self.routing.leaving.store(true, Ordering::Release);
+        self.routing.leave();
     }
 }
 
@@ -75,28 +73,10 @@ impl PartitionGroup {
             )));
         }
         let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
-        let routing = Arc::new(Routing {
-            topic: options.topic.clone(),
-            capacity: options.batch_rows.max(1),
-            feeds: Mutex::new(HashMap::new()),
-            events: events_tx,
-            consumer: Mutex::new(Weak::new()),
-            leaving: AtomicBool::new(false),
-        });
+        let routing = Arc::new(Routing::new(&options.topic, options.batch_rows, events_tx));
         let context = SourceContext::routed(&options.topic, Arc::clone(&routing));
-        let consumer: Arc<SourceConsumer> = Arc::new(
-            consumer_config(options)
-                .create_with_context(context)
-                .map_err(|e| {
-                    DataFusionError::Plan(format!(
-                        "kafka: cannot create a consumer for topic '{}': {e}",
-                        options.topic
-                    ))
-                })?,
-        );
-        if let Ok(mut owner) = routing.consumer.lock() {
-            *owner = Arc::downgrade(&consumer);
-        }
+        let consumer = Arc::new(create_consumer(options, context)?);
+        routing.attach(&consumer);
         consumer
             .subscribe(&[options.topic.as_str()])
             .map_err(|e| kafka_error(&e))?;

@@ -50,7 +50,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::consumer::{
     AbortOnDrop, AssignedPartition, Feed, Positions, SourceConsumer, SourceContext,
-    consumer_config, is_transient, kafka_error, owned,
+    create_consumer, is_transient, kafka_error, owned,
 };
 use super::dead_letter::DeadLetters;
 use super::decode::{Message, RecordDecoder};
@@ -355,14 +355,66 @@ struct Reader {
 impl Reader {
     fn consumer(&self) -> Result<SourceConsumer> {
         let context = SourceContext::new(&self.options.topic, self.restored.clone());
-        consumer_config(&self.options)
-            .create_with_context(context)
-            .map_err(|e| {
-                DataFusionError::Plan(format!(
-                    "kafka: cannot create a consumer for topic '{}': {e}",
-                    self.options.topic
-                ))
-            })
+        create_consumer(&self.options, context)
+    }
+
+    /// Subscribe or assign `consumer` as the table's options say. For a
+    /// bounded read, the offset each partition's read ends before (`None`:
+    /// nothing to read); empty for an unbounded one.
+    async fn start_reading(
+        &self,
+        consumer: &Arc<SourceConsumer>,
+    ) -> Result<Option<BTreeMap<i32, i64>>> {
+        let mut ends = BTreeMap::new();
+        let topic = self.options.topic.clone();
+        let partitions = blocking(Arc::clone(consumer), move |c| partitions_of(c, &topic)).await?;
+        match (self.options.mode, self.options.start) {
+            (ReadMode::Bounded, start) => {
+                let topic = self.options.topic.clone();
+                let plan = blocking(Arc::clone(consumer), move |c| {
+                    bounded_plan(c, &topic, &partitions, start)
+                })
+                .await?;
+                let mut assignment = TopicPartitionList::new();
+                for (partition, (from, end)) in plan {
+                    if from < end {
+                        assignment
+                            .add_partition_offset(
+                                &self.options.topic,
+                                partition,
+                                Offset::Offset(from),
+                            )
+                            .map_err(|e| kafka_error(&e))?;
+                        ends.insert(partition, end);
+                    }
+                }
+                if ends.is_empty() {
+                    return Ok(None);
+                }
+                consumer.assign(&assignment).map_err(|e| kafka_error(&e))?;
+            }
+            (ReadMode::Unbounded, Start::Committed) => {
+                consumer
+                    .subscribe(&[self.options.topic.as_str()])
+                    .map_err(|e| kafka_error(&e))?;
+            }
+            (ReadMode::Unbounded, start) => {
+                let offset = if start == Start::Latest {
+                    Offset::End
+                } else {
+                    Offset::Beginning
+                };
+                let mut assignment = TopicPartitionList::new();
+                for partition in &partitions {
+                    assignment
+                        .add_partition_offset(&self.options.topic, *partition, offset)
+                        .map_err(|e| kafka_error(&e))?;
+                }
+                consumer.context().place(&mut assignment);
+                consumer.assign(&assignment).map_err(|e| kafka_error(&e))?;
+            }
+        }
+        Ok(Some(ends))
     }
 
     async fn run(mut self, tx: Sender<Result<Emitted>>) -> Result<()> {
@@ -392,64 +444,14 @@ impl Reader {
             }
             .run(work_rx),
         );
-        // Bounded: the offset each partition's read ends before.
-        let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
         // A fed partition was assigned by the group already.
         let fed_partition = feed.as_ref().map(|feed| feed.partition);
-        let read = if fed_partition.is_some() {
-            None
-        } else {
-            let topic = self.options.topic.clone();
-            let partitions =
-                blocking(Arc::clone(&consumer), move |c| partitions_of(c, &topic)).await?;
-            Some((self.options.mode, self.options.start, partitions))
-        };
-        match read {
-            None => {}
-            Some((ReadMode::Bounded, start, partitions)) => {
-                let topic = self.options.topic.clone();
-                let group_start = start;
-                let plan = blocking(Arc::clone(&consumer), move |c| {
-                    bounded_plan(c, &topic, &partitions, group_start)
-                })
-                .await?;
-                let mut assignment = TopicPartitionList::new();
-                for (partition, (from, end)) in plan {
-                    if from < end {
-                        assignment
-                            .add_partition_offset(
-                                &self.options.topic,
-                                partition,
-                                Offset::Offset(from),
-                            )
-                            .map_err(|e| kafka_error(&e))?;
-                        ends.insert(partition, end);
-                    }
-                }
-                if ends.is_empty() {
-                    return Ok(());
-                }
-                consumer.assign(&assignment).map_err(|e| kafka_error(&e))?;
-            }
-            Some((ReadMode::Unbounded, Start::Committed, _)) => {
-                consumer
-                    .subscribe(&[self.options.topic.as_str()])
-                    .map_err(|e| kafka_error(&e))?;
-            }
-            Some((ReadMode::Unbounded, start, partitions)) => {
-                let offset = if start == Start::Latest {
-                    Offset::End
-                } else {
-                    Offset::Beginning
-                };
-                let mut assignment = TopicPartitionList::new();
-                for partition in &partitions {
-                    assignment
-                        .add_partition_offset(&self.options.topic, *partition, offset)
-                        .map_err(|e| kafka_error(&e))?;
-                }
-                consumer.context().place(&mut assignment);
-                consumer.assign(&assignment).map_err(|e| kafka_error(&e))?;
+        // Bounded: the offset each partition's read ends before.
+        let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+        if fed_partition.is_none() {
+            match self.start_reading(&consumer).await? {
+                Some(bounded_ends) => ends = bounded_ends,
+                None => return Ok(()),
             }
         }
         let bounded = self.options.mode == ReadMode::Bounded;
