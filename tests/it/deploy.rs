@@ -188,6 +188,67 @@ fn every_dashboard_query_is_valid_promql() {
     );
 }
 
+/// The `EQUIPOISE_*` variables an overlay sets (its YAML files' `- name:` /
+/// `value:` pairs).
+fn overlay_settings(overlay: &Path) -> Vec<(String, String)> {
+    let mut settings = Vec::new();
+    for entry in std::fs::read_dir(overlay)
+        .expect("overlay folder")
+        .flatten()
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for pair in lines.windows(2) {
+            if let (Some(name), Some(value)) = (
+                pair[0].strip_prefix("- name: "),
+                pair[1].strip_prefix("value: "),
+            ) && name.starts_with("EQUIPOISE_")
+            {
+                settings.push((name.to_string(), value.to_string()));
+            }
+        }
+    }
+    settings
+}
+
+/// The base job under each overlay's settings passes `equipoise run
+/// --check` (an overlay's variables are job-file keys the job must accept;
+/// the scale-out overlay's state per partition checks its Kafka source).
+#[test]
+fn the_base_job_checks_under_every_overlay() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let job = root.join("deploy/kubernetes/base/job.toml");
+    let overlays = std::fs::read_dir(root.join("deploy/kubernetes/overlays")).expect("overlays");
+    let mut checked = 0;
+    for overlay in overlays.flatten() {
+        let settings = overlay_settings(&overlay.path());
+        let output = Command::new(super::common::BIN)
+            .args(["run", "--config", &job.to_string_lossy(), "--check"])
+            .env("KAFKA_BROKERS", "127.0.0.1:1")
+            .envs(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("the equipoise binary runs");
+        assert!(
+            output.status.success(),
+            "{} with {settings:?}: {}",
+            overlay.path().display(),
+            super::common::stderr(&output)
+        );
+        if settings
+            .iter()
+            .any(|(k, v)| k == "EQUIPOISE_SCALE_OUT__STATE" && v == "per-partition")
+        {
+            assert!(
+                super::common::stdout(&output).contains("state per Kafka partition"),
+                "{}",
+                super::common::stdout(&output)
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 1, "the scale-out overlay sets state per partition");
+}
+
 /// Every job file shipped (examples and the Kubernetes ConfigMaps) passes
 /// `equipoise run --check`, and the pods' grace period leaves the job's
 /// own grace period room to finish.
