@@ -19,9 +19,10 @@
 //!   determinism, metrics, the streaming path).
 //! - `prometheus`: a real Prometheus server scraping `equipoise run`, with
 //!   the alert rules loaded.
-//! - `scale_out`: replicas of one job with state per Kafka partition
-//!   against tansu: a replica killed, its partitions taken over from their
-//!   checkpoints, a third replica joining.
+//! - `scale_out`: replicas of one job with state per Kafka partition, as
+//!   processes: a replica killed, its partitions taken over from their
+//!   checkpoints (tansu with a third replica joining; the mock cluster with
+//!   the survivor alone).
 //! - `streaming`: the unbounded execution path through the library API.
 //! - `tansu`: `equipoise sql` against a tansu broker in its own process.
 

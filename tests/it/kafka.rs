@@ -26,13 +26,13 @@ use super::common::gathered;
 /// Every query here ends well within this, or the test fails.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-struct Broker {
+pub(super) struct Broker {
     cluster: MockCluster<'static, DefaultProducerContext>,
     producer: FutureProducer,
 }
 
 impl Broker {
-    fn start() -> Self {
+    pub(super) fn start() -> Self {
         let cluster = match MockCluster::new(1) {
             Ok(cluster) => cluster,
             Err(e) => panic!("mock cluster: {e}"),
@@ -47,11 +47,11 @@ impl Broker {
         Self { cluster, producer }
     }
 
-    fn servers(&self) -> String {
+    pub(super) fn servers(&self) -> String {
         self.cluster.bootstrap_servers()
     }
 
-    fn topic(&self, name: &str, partitions: i32) {
+    pub(super) fn topic(&self, name: &str, partitions: i32) {
         if let Err(e) = self.cluster.create_topic(name, partitions, 1) {
             panic!("create topic {name}: {e}");
         }
