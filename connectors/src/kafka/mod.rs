@@ -4,7 +4,7 @@
 //!
 //! - [`options`]: what a table's options mean (and how DataFusion's
 //!   rewriting of option keys is undone).
-//! - [`decode`]: messages into rows (JSON, CSV), one message one row, and
+//! - [`decode`]: messages into rows (JSON, CSV, Avro), one message one row, and
 //!   the messages that are not rows, each with its reason.
 //! - [`source`]: the consumer loop behind a scan (bounded to the high
 //!   watermarks, or unbounded).
@@ -56,7 +56,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
-use datafusion::common::{Result, plan_err};
+use datafusion::common::{DataFusionError, Result, plan_err};
 use datafusion::logical_expr::CreateExternalTable;
 
 pub use consumer::{AssignedPartition, GroupEvent};
@@ -86,7 +86,15 @@ impl TableProviderFactory for KafkaTableFactory {
                 "kafka: declare the table's columns, e.g. CREATE EXTERNAL TABLE t (f1 DOUBLE, label INT) ..."
             );
         }
-        let options = KafkaOptions::from_ddl(topic, cmd.unbounded, &cmd.options)?;
+        let mut options = KafkaOptions::from_ddl(topic, cmd.unbounded, &cmd.options)?;
+        if let Some(avro) = options.avro.as_mut() {
+            avro.json = tokio::fs::read_to_string(&avro.file).await.map_err(|e| {
+                DataFusionError::Plan(format!(
+                    "kafka: cannot read avro_schema_file '{}': {e}",
+                    avro.file
+                ))
+            })?;
+        }
         let schema = Arc::new(cmd.schema.as_arrow().clone());
         Ok(Arc::new(KafkaTable::try_new(schema, options)?))
     }

@@ -8,7 +8,9 @@
 //!
 //! - Equipoise's own keys have no dot: `format`, `start`, `mode`,
 //!   `bad_records`, `dead_letter_topic`, `label`, `max_message_bytes`,
-//!   `batch_rows`, `linger_ms`, `key_column`.
+//!   `batch_rows`, `linger_ms`, `key_column`, and for `'format' 'avro'`
+//!   `avro_schema_file` (the writer schema, `.avsc` JSON) and
+//!   `avro_schema_id` (its schema-registry id, in each message's header).
 //! - Every other key is a librdkafka setting and is passed to the client as
 //!   written (`'bootstrap.servers'`, `'group.id'`, `'security.protocol'`,
 //!   and dotless ones such as `'acks'`).
@@ -47,6 +49,21 @@ pub enum Format {
     Json,
     /// One CSV line per message, columns in table order, no header.
     Csv,
+    /// One Avro record per message in the Confluent wire format (magic
+    /// byte 0, the 4-byte schema id, the binary record), with the writer
+    /// schema of [`KafkaOptions::avro`].
+    Avro,
+}
+
+/// The Avro writer schema of a table: its registry id and its JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AvroSchemaSource {
+    /// The schema-registry id messages carry in their header.
+    pub id: u32,
+    /// Where the schema was read from, for messages.
+    pub file: String,
+    /// The schema (`.avsc` JSON), read when the table is created.
+    pub json: String,
 }
 
 /// Where a read starts.
@@ -98,6 +115,9 @@ pub struct KafkaOptions {
     pub linger: Duration,
     /// The sink's message key comes from this column.
     pub key_column: Option<String>,
+    /// The writer schema of `'format' 'avro'` (its `json` is read from
+    /// `file` when the table is created).
+    pub avro: Option<AvroSchemaSource>,
     /// librdkafka settings, passed through.
     pub client: BTreeMap<String, String>,
 }
@@ -123,6 +143,7 @@ impl KafkaOptions {
             batch_rows: Self::DEFAULT_BATCH_ROWS,
             linger: Self::DEFAULT_LINGER,
             key_column: None,
+            avro: None,
             client,
         }
     }
@@ -142,6 +163,7 @@ impl KafkaOptions {
         let mut parsed = Self::new(topic, "");
         parsed.client.clear();
         let mut mode = None;
+        let (mut avro_file, mut avro_id) = (None, None);
         for (key, value) in options {
             let own = key.strip_prefix(FORMAT_PREFIX).unwrap_or(key);
             match own {
@@ -149,9 +171,10 @@ impl KafkaOptions {
                     parsed.format = match value.to_lowercase().as_str() {
                         "json" => Format::Json,
                         "csv" => Format::Csv,
+                        "avro" => Format::Avro,
                         other => {
                             return Err(ConnectorError::user(format!(
-                                "kafka: unknown format '{other}'; use json or csv"
+                                "kafka: unknown format '{other}'; use json, csv or avro"
                             )));
                         }
                     }
@@ -191,6 +214,15 @@ impl KafkaOptions {
                         }
                     }
                 }
+                "avro_schema_file" => avro_file = Some(value.clone()),
+                "avro_schema_id" => {
+                    avro_id = Some(value.parse::<u32>().map_err(|_| {
+                        ConnectorError::user(format!(
+                            "kafka: 'avro_schema_id' must be a schema-registry id (0 to \
+                             4294967295), got '{value}'"
+                        ))
+                    })?);
+                }
                 "dead_letter_topic" => parsed.dead_letter_topic = Some(value.clone()),
                 "label" => parsed.label = Some(value.clone()),
                 "key_column" => parsed.key_column = Some(value.clone()),
@@ -218,6 +250,25 @@ impl KafkaOptions {
             (Some(mode), _) => mode,
             (None, true) => ReadMode::Unbounded,
             (None, false) => ReadMode::Bounded,
+        };
+        parsed.avro = match (parsed.format, avro_file, avro_id) {
+            (Format::Avro, Some(file), Some(id)) => Some(AvroSchemaSource {
+                id,
+                file,
+                json: String::new(),
+            }),
+            (Format::Avro, _, _) => {
+                return Err(ConnectorError::user(
+                    "kafka: 'format' 'avro' needs 'avro_schema_file' (the writer schema, .avsc) \
+                     and 'avro_schema_id' (its schema-registry id)",
+                ));
+            }
+            (_, None, None) => None,
+            (_, _, _) => {
+                return Err(ConnectorError::user(
+                    "kafka: 'avro_schema_file' and 'avro_schema_id' are options of 'format' 'avro'",
+                ));
+            }
         };
         if !parsed.client.contains_key("bootstrap.servers") {
             return Err(ConnectorError::user(

@@ -81,6 +81,7 @@ impl KafkaTable {
             schema,
             options.label.as_deref(),
             options.max_message_bytes,
+            options.avro.as_ref(),
         )?;
         Ok(Self { options, decoder })
     }
