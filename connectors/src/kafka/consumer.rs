@@ -138,7 +138,7 @@ pub enum GroupEvent {
     /// Partitions the group gave this replica, each with its records.
     Assigned(Vec<Arc<AssignedPartition>>),
     /// Partitions the group takes back. Their feeds are closed; call
-    /// [`PartitionGroup::release`] once their plans have ended.
+    /// [`super::group::PartitionGroup::release`] once their plans have ended.
     Revoked(Vec<i32>),
     /// The consumer failed with an error that does not pass by itself.
     Failed(DataFusionError),

@@ -5,7 +5,7 @@
 //! One consumer per replica joins the group and receives every record of
 //! the partitions the group gives it; a demultiplexing task routes each
 //! record to the feed of its partition, which the scan of that partition's
-//! plan reads ([`AssignedPartition`], found in the plan's session
+//! plan reads ([`AssignedPartition`](super::consumer::AssignedPartition), found in the plan's session
 //! configuration). The job runs one plan per assigned partition, each with
 //! its own operator state and checkpoints, so a partition that moves to
 //! another replica takes its state along through the shared checkpoint

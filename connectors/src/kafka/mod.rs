@@ -36,11 +36,27 @@
 //!   stream with a line naming topic, partition and offset, or is skipped
 //!   (counted) when the table says `'bad_records' 'skip'`.
 //!
-//! Not built yet: commits while an unbounded job runs (they come with
-//! checkpoints: a completed checkpoint commits through the same hand-over),
-//! and the transactional exactly-once path. Until then, an unbounded job
-//! commits when it stops cleanly, and one that crashes re-reads from the
-//! group's last committed offsets.
+//! - A checkpointed job (`equipoise run --config` with a checkpoint store)
+//!   commits while it runs: a completed checkpoint hands its cut's
+//!   positions to a background commit, after the checkpoint is stored
+//!   (`equipoise_operators::runtime::checkpoint`).
+//!
+//! Rebalances of an unbounded group read:
+//! - With state per partition (`group`), revoked partitions are flushed,
+//!   checkpointed and committed before they are released; assigned ones
+//!   resume from their checkpoint and the committed offset.
+//! - With one chain per replica (the default), a revoked partition is
+//!   released at once: its records already in the plan are still
+//!   processed and written, but its positions are no longer committed by
+//!   this replica (a commit only covers partitions the consumer owns), so
+//!   its new owner reads from the last commit: duplicates, never a loss.
+//!   Why not flush it: the replica's one chain mixes every partition's
+//!   records and state, so there is no partition-sized piece to hand over;
+//!   jobs that rebalance use state per partition.
+//!
+//! Not built: the transactional exactly-once path (`delivery.guarantee =
+//! "exactly-once"` is refused). A job that crashes re-reads from its
+//! newest checkpoint (or the group's committed offsets without one).
 
 mod consumer;
 pub mod dead_letter;

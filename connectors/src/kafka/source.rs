@@ -6,10 +6,13 @@
 //! `linger_ms` after its first row; the channel (two batches) is the
 //! backpressure, so a consumer that falls behind does not buffer the topic.
 //!
-//! One output partition per consumer, not per Kafka partition: Equipoise's
+//! One output partition per scan, not per Kafka partition: Equipoise's
 //! operators are order-sensitive and read one stream, so more output
-//! partitions would only be merged again; a job scales out by running more
-//! replicas in one consumer group, each with its share of the partitions.
+//! partitions would only be merged again. Per Kafka partition there is a
+//! plan instead, when a job keeps its state per partition: its scan reads
+//! one partition's feed from the replica's group consumer (`group`). A job
+//! scales out by running more replicas in one consumer group, each with
+//! its share of the partitions.
 //!
 //! Bounded reads take the high watermarks when the scan starts and end when
 //! every partition's position has reached its watermark. Unbounded reads
