@@ -1,5 +1,7 @@
 //! Integration tests of the `equipoise` package, compiled as one binary.
 //!
+//! - `checkpoint_store`: checkpoints in an S3 bucket of a real S3-protocol
+//!   server (moto), through the store and through `equipoise run --check`.
 //! - `cli_sql`: `equipoise sql` end to end (spawning the built binary).
 //! - `cli_run`: `equipoise run` end to end: summary, metrics, SIGTERM.
 //! - `deploy`: the Grafana dashboard, alert rules and docs/metrics.md
@@ -27,6 +29,7 @@
 //! - `tansu`: `equipoise sql` against a tansu broker in its own process.
 
 mod it {
+    pub mod checkpoint_store;
     pub mod cli_run;
     pub mod cli_sql;
     pub mod common;

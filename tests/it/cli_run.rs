@@ -4,7 +4,9 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use super::common::{BIN, equipoise, free_port, http_get, sample, stderr, stdout, tool};
+use super::common::{
+    BIN, equipoise, equipoise_with_env, free_port, http_get, sample, stderr, stdout, tool,
+};
 
 /// `(class, rows)` lines of a summary, and the total it announces.
 fn parse_summary(text: &str) -> (Vec<(String, u64)>, u64) {
@@ -344,6 +346,16 @@ fn check_exposition_with_promtool(exposition: &str) {
 /// `equipoise run --config job.toml --check` on a job file `toml` in `dir`
 /// whose SQL inserts the detector's predictions, with `tail` appended.
 fn check_job(dir: &std::path::Path, toml: &str, tail: &str) -> std::process::Output {
+    check_job_with_env(dir, toml, tail, &[])
+}
+
+/// [`check_job`] with environment variables `env` set.
+pub(super) fn check_job_with_env(
+    dir: &std::path::Path,
+    toml: &str,
+    tail: &str,
+    env: &[(String, String)],
+) -> std::process::Output {
     let sql = format!(
         "CREATE UNBOUNDED EXTERNAL TABLE readings (f1 DOUBLE, f2 DOUBLE, label INT) \
          STORED AS KAFKA LOCATION 'readings' OPTIONS ('bootstrap.servers' '127.0.0.1:1'); \
@@ -355,7 +367,10 @@ fn check_job(dir: &std::path::Path, toml: &str, tail: &str) -> std::process::Out
     std::fs::write(dir.join("job.sql"), sql).expect("job.sql");
     let path = dir.join("job.toml");
     std::fs::write(&path, toml).expect("job.toml");
-    equipoise(&["run", "--config", &path.to_string_lossy(), "--check"])
+    equipoise_with_env(
+        &["run", "--config", &path.to_string_lossy(), "--check"],
+        env,
+    )
 }
 
 #[test]

@@ -43,6 +43,15 @@ pub fn equipoise(args: &[&str]) -> Output {
         .expect("the equipoise binary runs")
 }
 
+/// [`equipoise`] with environment variables `env` set.
+pub fn equipoise_with_env(args: &[&str], env: &[(String, String)]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("the equipoise binary runs")
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }

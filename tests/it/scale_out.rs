@@ -192,6 +192,15 @@ fn holding(dir: &Path, name: &str) -> BTreeSet<i64> {
     held
 }
 
+/// How many revocations replica `name`'s log shows.
+fn revocations(dir: &Path, name: &str) -> usize {
+    std::fs::read_to_string(dir.join(format!("{name}.log")))
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains("partitions revoked; finishing their plans"))
+        .count()
+}
+
 /// Wait until the replicas `names` hold every partition between them,
 /// each at least one: the group has settled.
 fn wait_for_balance(dir: &Path, names: &[&str]) {
@@ -272,7 +281,7 @@ async fn replicas_take_over_a_killed_replicas_partitions_from_their_checkpoints(
     // by itself: after evicting it, the group keeps its generation and
     // SyncGroup returns the survivor's old assignment, whatever the leader
     // assigned (librdkafka's cgrp log shows both); a member joining starts
-    // a new generation. So here a third replica joins after the kill.
+    // a new generation. So here a third replica joins after the eviction.
     killed_and_taken_over(
         &broker.address,
         |name, partitions| broker.topic(name, partitions as u32),
@@ -338,6 +347,7 @@ async fn killed_and_taken_over(
     let both = tokio::task::block_in_place(|| predictions.read_until_distinct(records * 3 / 10));
     assert!(both, "the two replicas wrote 30% of the predictions");
     let killed_partitions = holding(dir.path(), "second");
+    let revocations_before_kill = revocations(dir.path(), "first");
     signal(&second, "-KILL");
     // The replicas still running are reaped on every way out.
     let _ = finish(second).await;
@@ -363,6 +373,20 @@ async fn killed_and_taken_over(
 
     let mut running = vec![("first", first)];
     if takeover == Takeover::NewReplica {
+        // The third joins once the broker has evicted the dead member (the
+        // survivor went through a rebalance): joining before, its
+        // assignment would still count the dead member, whose share tansu
+        // then never hands on.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while revocations(dir.path(), "first") == revocations_before_kill
+            || holding(dir.path(), "first").is_empty()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the broker did not evict the killed replica"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         let third = replica(&config, dir.path(), "third");
         reaper.0.push(third.id());
         running.push(("third", third));

@@ -1,5 +1,7 @@
-//! Where checkpoints live: any `object_store` location (a local directory
-//! by default). One object per checkpoint, `checkpoint-<epoch>.json`:
+//! Where checkpoints live: any `object_store` location: a local directory
+//! (the default), `s3://` (and S3-compatible stores through
+//! `AWS_ENDPOINT`), `gs://`, `az://`/`abfss://`. One object per
+//! checkpoint, `checkpoint-<epoch>.json`:
 //!
 //! ```text
 //! {"format":1,"epoch":12,"body_bytes":5321,"crc32":305419896}\n
@@ -58,6 +60,21 @@ impl CheckpointStore {
     /// or `s3://...` in a build with that backend) or a local directory
     /// path. Keeps the newest `keep` checkpoints (at least one).
     pub fn open(location: &str, keep: usize) -> Result<Self> {
+        // Credentials, region and endpoint of a cloud store come from the
+        // environment as each SDK names them (`AWS_ACCESS_KEY_ID`,
+        // `AWS_ENDPOINT`, `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_NAME`,
+        // ...); other variables are ignored.
+        Self::open_with(location, keep, std::env::vars())
+    }
+
+    /// [`Self::open`] with a cloud store's settings given as `options`
+    /// (`aws_endpoint`, `aws_region`, ...: object_store's config keys)
+    /// instead of read from the environment.
+    pub fn open_with(
+        location: &str,
+        keep: usize,
+        options: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
         let url = match url::Url::parse(location) {
             Ok(url) if url.scheme().len() > 1 => url,
             // Not a URL (or a Windows drive letter): a local directory.
@@ -71,10 +88,10 @@ impl CheckpointStore {
                 })?
             }
         };
-        let (store, root) = object_store::parse_url(&url).map_err(|e| {
+        let (store, root) = object_store::parse_url_opts(&url, options).map_err(|e| {
             plan_datafusion_err!(
-                "checkpoint store '{location}': {e} (this build reads local directories \
-                 and file:// URLs)"
+                "checkpoint store '{location}': {e} (local directories, file://, s3://, \
+                 gs:// and az:// or abfss:// URLs)"
             )
         })?;
         Ok(Self {
