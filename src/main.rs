@@ -15,10 +15,11 @@ use equipoise::metrics_server::{Health, MetricsServer};
 use equipoise::model_export::export_models;
 use equipoise::operators::runtime::CheckpointStore;
 use equipoise::partitioned::{group_source, run_partitioned};
-use equipoise::script::{ScriptRun, checkpointable, plan_script, run_script};
+use equipoise::script::{ExactlyOnce, ScriptRun, checkpointable, plan_script, run_script};
 use equipoise::sql::{OutputFormat, TableArg, run_sql};
 use equipoise::{JobRuntime, progress};
 use equipoise_connectors::GeneratorConfig;
+use equipoise_connectors::kafka;
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc keeps freed pages for reuse; the system allocator gave them back
@@ -190,13 +191,29 @@ fn prepare(command: Command) -> Result<Prepared, String> {
         &flags,
     )?;
     if job.config.delivery.guarantee == Guarantee::ExactlyOnce {
-        return Err(format!(
-            "{}: delivery.guarantee = \"exactly-once\" is not available in this build \
-             (it needs Kafka transactions; see docs/configuration.md); use \"at-least-once\"",
-            args.config
-                .as_ref()
-                .map_or_else(|| "the job".to_string(), |p| p.display().to_string())
-        ));
+        let origin = args
+            .config
+            .as_ref()
+            .map_or_else(|| "the job".to_string(), |p| p.display().to_string());
+        if job.config.checkpoint.url.is_none() {
+            return Err(format!(
+                "{origin}: delivery.guarantee = \"exactly-once\" commits a Kafka transaction at \
+                 each checkpoint: set [checkpoint] url"
+            ));
+        }
+        if job.config.checkpoint.keep < 2 {
+            return Err(format!(
+                "{origin}: delivery.guarantee = \"exactly-once\" needs checkpoint.keep >= 2: \
+                 the newest checkpoint's transaction may not have committed, and then the one \
+                 before it is restored"
+            ));
+        }
+        if job.config.sql.is_none() && job.config.sql_file.is_none() {
+            return Err(format!(
+                "{origin}: delivery.guarantee = \"exactly-once\" is for jobs from Kafka to Kafka \
+                 (set `sql` or `sql_file`); the built-in job writes no topic"
+            ));
+        }
     }
     if job.config.sql.is_some() || job.config.sql_file.is_some() {
         Ok(Prepared::Script(args, job))
@@ -376,6 +393,7 @@ async fn run_script_job(args: &RunArgs, job: &ResolvedJob) -> Result<(), String>
     };
     let runtime = Arc::new(JobRuntime::default());
     let per_partition = job.config.scale_out.state == StateScope::PerPartition;
+    let exactly_once = job.config.delivery.guarantee == Guarantee::ExactlyOnce;
     if args.check {
         if per_partition {
             group_source(&script).await.map_err(|e| e.to_string())?;
@@ -386,6 +404,15 @@ async fn run_script_job(args: &RunArgs, job: &ResolvedJob) -> Result<(), String>
         if store.is_some() {
             planned.plan = checkpointable(planned.plan).map_err(|e| e.to_string())?;
         }
+        let transactional_id = if exactly_once {
+            let scope = per_partition.then_some("<topic>-<partition>");
+            Some(
+                kafka::transactional_id(planned.plan.as_ref(), scope, checkpoint.interval)
+                    .map_err(|e| e.to_string())?,
+            )
+        } else {
+            None
+        };
         println!("{}", resolved_text(job)?);
         println!("# inserts into {}; physical plan:", planned.target);
         print!("{}", displayable(planned.plan.as_ref()).indent(true));
@@ -403,6 +430,12 @@ async fn run_script_job(args: &RunArgs, job: &ResolvedJob) -> Result<(), String>
                 None => println!("# no checkpoint in {} yet: would start fresh", store.url()),
             },
             None => {}
+        }
+        if let Some(id) = transactional_id {
+            println!(
+                "# exactly-once: Kafka transactions with transactional.id {id}, one per \
+                 checkpoint; restores the newest checkpoint whose offsets the group committed"
+            );
         }
         return Ok(());
     }
@@ -432,6 +465,7 @@ async fn run_script_job(args: &RunArgs, job: &ResolvedJob) -> Result<(), String>
         checkpoint: store.map(|store| (store, checkpoint.interval)),
         health,
         grace_period: Some(job.config.server.grace_period),
+        exactly_once: exactly_once.then(ExactlyOnce::default),
     };
     let shutdown = signals.first_then_force_exit();
     let summary = if per_partition {

@@ -306,6 +306,9 @@ async fn partition_plan(
         run.checkpoint = run
             .checkpoint
             .map(|(store, interval)| (store.scoped(&scope), interval));
+        if let Some(exactly_once) = &mut run.exactly_once {
+            exactly_once.scope = Some(scope);
+        }
         // A dropped sender is no stop: the job keeps it while the plan runs.
         let stopped = async {
             if stop.await.is_err() {

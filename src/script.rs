@@ -19,6 +19,7 @@ use datafusion::common::{Result, plan_err};
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
+use equipoise_connectors::kafka;
 use equipoise_operators::runtime::{AdvisorReport, CheckpointStore, DriftState, check_plan};
 use equipoise_operators::stream_filter::pass_through_filters;
 use equipoise_operators::{ControlSignal, DriftEvent, JobRuntime};
@@ -97,6 +98,17 @@ pub struct ScriptRun {
     pub health: Arc<Health>,
     /// How long a requested stop may take; `None`: as long as it takes.
     pub grace_period: Option<Duration>,
+    /// Exactly-once delivery (the sink writes in Kafka transactions that
+    /// commit with each checkpoint); `None`: at-least-once.
+    pub exactly_once: Option<ExactlyOnce>,
+}
+
+/// How a job delivers exactly once.
+#[derive(Debug, Clone, Default)]
+pub struct ExactlyOnce {
+    /// Appended to the transactional id: the Kafka partition a plan of a
+    /// job with state per partition owns.
+    pub scope: Option<String>,
 }
 
 /// A planned script job: its session, its target and its physical plan.
@@ -179,8 +191,24 @@ pub async fn run_planned(
     } else {
         plan
     };
+    if run.exactly_once.is_some() && run.checkpoint.is_none() {
+        return plan_err!(
+            "exactly-once delivery commits a Kafka transaction at each checkpoint: set \
+             [checkpoint] url"
+        );
+    }
     if let Some((store, interval)) = run.checkpoint {
-        let restored = store.latest().await?;
+        let restored = match &run.exactly_once {
+            Some(exactly_once) => {
+                // Fence earlier instances first: the committed offsets are
+                // read once no transaction of theirs is open.
+                let id = kafka::begin_transactions(&plan, exactly_once.scope.as_deref(), interval)
+                    .await?;
+                tracing::info!(transactional_id = %id, "exactly-once: transactions initialised");
+                kafka::committed_checkpoint(plan.as_ref(), &store).await?
+            }
+            None => store.latest().await?,
+        };
         let epoch = restored.as_ref().map_or(0, |c| c.epoch);
         if let Some(checkpoint) = restored {
             tracing::info!(
@@ -193,7 +221,10 @@ pub async fn run_planned(
             runtime.state().set_restore_point(checkpoint.snapshot)?;
             restored_from = Some(epoch);
         }
-        runtime.checkpoints().enable(store, epoch)?;
+        let newest_stored = store.epochs().await?.last().copied().unwrap_or(0);
+        runtime
+            .checkpoints()
+            .enable_after(store, epoch, newest_stored)?;
         let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         checkpoint_timer = Some(timer);

@@ -11,6 +11,9 @@
 //!   on the generator's concept change).
 //! - `drift`: the drift monitor in a job (change points, signals to the
 //!   oversampler, metrics).
+//! - `exactly_once`: exactly-once delivery over the mock cluster
+//!   (transactions per checkpoint, fencing, the checkpoint a restart
+//!   chooses from the group's committed offsets).
 //! - `icost`: the iCost operator's streaming semantics, Prometheus families
 //!   and arrival-order independence.
 //! - `kafka`: Kafka tables against librdkafka's mock cluster (reads,
@@ -36,6 +39,7 @@ mod it {
     pub mod deploy;
     pub mod detector;
     pub mod drift;
+    pub mod exactly_once;
     pub mod icost;
     pub mod kafka;
     pub mod library;

@@ -427,17 +427,52 @@ fn check_prints_the_resolved_job_and_refuses_what_cannot_be_checkpointed() {
     assert!(err.contains("job.toml") && err.contains("adress"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 
-    // Exactly-once is refused, not silently downgraded.
+    // Exactly-once needs checkpoints, and two of them kept, each refusal
+    // in one line naming the file.
+    for (toml, expected) in [
+        (
+            "sql_file = \"job.sql\"\n[delivery]\nguarantee = \"exactly-once\"\n".to_string(),
+            "set [checkpoint] url",
+        ),
+        (
+            format!(
+                "sql_file = \"job.sql\"\n[checkpoint]\nurl = \"{}\"\nkeep = 1\n\
+                 [delivery]\nguarantee = \"exactly-once\"\n",
+                store.display()
+            ),
+            "keep >= 2",
+        ),
+        (
+            format!(
+                "sql_file = \"job.sql\"\n[checkpoint]\nurl = \"{}\"\ninterval = \"40s\"\n\
+                 [delivery]\nguarantee = \"exactly-once\"\n",
+                store.display()
+            ),
+            "transaction.timeout.ms (60000 ms)",
+        ),
+    ] {
+        let output = check_job(dir.path(), &toml, "");
+        assert!(!output.status.success(), "{toml}");
+        let err = stderr(&output);
+        assert!(err.contains(expected), "{toml}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    // With them, --check names the transactional id it would use (the
+    // source's group and the sink's topic), without touching a broker.
     let output = check_job(
         dir.path(),
-        "sql_file = \"job.sql\"\n[delivery]\nguarantee = \"exactly-once\"\n",
+        &format!(
+            "sql_file = \"job.sql\"\n[checkpoint]\nurl = \"{}\"\ninterval = \"1s\"\n\
+             [delivery]\nguarantee = \"exactly-once\"\n",
+            store.display()
+        ),
         "",
     );
-    assert!(!output.status.success());
+    assert!(output.status.success(), "{}", stderr(&output));
     assert!(
-        stderr(&output).contains("exactly-once"),
+        stdout(&output).contains("transactional.id equipoise-readings.predictions,"),
         "{}",
-        stderr(&output)
+        stdout(&output)
     );
 }
 

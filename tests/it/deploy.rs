@@ -84,6 +84,9 @@ async fn exported_families() -> Result<BTreeSet<String>> {
         family.with_label_values(&["kafka_source-0"]);
     }
     kafka.lag.with_label_values(&["kafka_source-0", "0"]);
+    kafka
+        .transactions
+        .with_label_values(&["kafka_sink-0", "committed"]);
     Ok(runtime
         .registry()
         .gather()
@@ -257,7 +260,11 @@ fn every_shipped_job_file_checks_and_fits_the_pod_grace_period() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // The overlays change environment variables, not the job files; the
     // Kubernetes job names its brokers as ${KAFKA_BROKERS}.
-    let jobs = ["examples/kafka-job.toml", "deploy/kubernetes/base/job.toml"];
+    let jobs = [
+        "examples/kafka-job.toml",
+        "examples/kafka-job-exactly-once.toml",
+        "deploy/kubernetes/base/job.toml",
+    ];
     for job in jobs {
         let path = root.join(job);
         let output = Command::new(super::common::BIN)

@@ -27,7 +27,7 @@ use super::common::gathered;
 const DEADLINE: Duration = Duration::from_secs(60);
 
 pub(super) struct Broker {
-    cluster: MockCluster<'static, DefaultProducerContext>,
+    pub(super) cluster: MockCluster<'static, DefaultProducerContext>,
     producer: FutureProducer,
 }
 
@@ -116,7 +116,7 @@ impl Broker {
 }
 
 /// A consumer of `group` assigned `partitions` of `topic` from the start.
-fn reader(servers: &str, group: &str, topic: &str, partitions: i32) -> BaseConsumer {
+pub(super) fn reader(servers: &str, group: &str, topic: &str, partitions: i32) -> BaseConsumer {
     let consumer: BaseConsumer = match ClientConfig::new()
         .set("bootstrap.servers", servers)
         .set("group.id", group)
@@ -768,14 +768,14 @@ pub(super) async fn telemetry(from: u64, n: u64) -> Result<Vec<String>> {
 }
 
 /// A consumer of the predictions topic that keeps what it has read.
-struct Predictions {
+pub(super) struct Predictions {
     consumer: BaseConsumer,
     /// (source partition, source offset) of every prediction read.
-    seen: Vec<(i64, i64)>,
+    pub(super) seen: Vec<(i64, i64)>,
 }
 
 impl Predictions {
-    fn new(servers: &str) -> Self {
+    pub(super) fn new(servers: &str) -> Self {
         let consumer = reader(servers, "test-predictions", "predictions", 1);
         Self {
             consumer,
@@ -784,7 +784,7 @@ impl Predictions {
     }
 
     /// Read until `done(&seen)` or the deadline; whether `done` held.
-    fn read_until(&mut self, done: impl Fn(&[(i64, i64)]) -> bool) -> bool {
+    pub(super) fn read_until(&mut self, done: impl Fn(&[(i64, i64)]) -> bool) -> bool {
         let deadline = std::time::Instant::now() + DEADLINE;
         while std::time::Instant::now() < deadline {
             if done(&self.seen) {
@@ -807,7 +807,7 @@ impl Predictions {
     }
 
     /// Read until nothing arrives for `quiet`.
-    fn read_until_quiet(&mut self, quiet: Duration) {
+    pub(super) fn read_until_quiet(&mut self, quiet: Duration) {
         let mut last = std::time::Instant::now();
         let mut count = self.seen.len();
         while last.elapsed() < quiet {
@@ -820,7 +820,7 @@ impl Predictions {
         }
     }
 
-    fn distinct(&self) -> usize {
+    pub(super) fn distinct(&self) -> usize {
         self.seen
             .iter()
             .collect::<std::collections::BTreeSet<_>>()
@@ -954,7 +954,7 @@ fn missing(seen: &[(i64, i64)], records: usize, partitions: usize) -> Vec<(i64, 
 }
 
 /// Whether `seen` holds `records` distinct source positions.
-fn covers(seen: &[(i64, i64)], records: usize) -> bool {
+pub(super) fn covers(seen: &[(i64, i64)], records: usize) -> bool {
     seen.iter().collect::<std::collections::BTreeSet<_>>().len() >= records
 }
 
@@ -1145,7 +1145,7 @@ fn copied_positions(
 
 /// The example job file, run over `broker` with its checkpoints in
 /// `dir/checkpoints` every `interval`.
-fn job_file(servers: &str, dir: &tempfile::TempDir) -> std::path::PathBuf {
+pub(super) fn job_file(servers: &str, dir: &tempfile::TempDir) -> std::path::PathBuf {
     job_script(servers, dir);
     let example = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -1186,7 +1186,7 @@ fn start_configured_job(
 
 /// Produce `lines[from..]` to `readings` (record `i` to partition
 /// `i % partitions`) at about 2,000 records a second, on a thread of its own.
-fn trickle(
+pub(super) fn trickle(
     servers: String,
     lines: Vec<String>,
     from: usize,
@@ -1242,7 +1242,7 @@ fn newest_checkpoint(dir: &std::path::Path) -> Option<serde_json::Value> {
 }
 
 /// The Kafka positions (partition -> next offset) of a checkpoint body.
-fn checkpoint_positions(body: &serde_json::Value) -> BTreeMap<i64, i64> {
+pub(super) fn checkpoint_positions(body: &serde_json::Value) -> BTreeMap<i64, i64> {
     body["operators"]["kafka_source-0"]["state"]
         .as_object()
         .map(|positions| {

@@ -338,7 +338,7 @@ pub(crate) fn create_consumer(
 
 /// The client settings of a source's consumer: the table's, with offsets
 /// never committed or stored by librdkafka itself.
-fn consumer_config(options: &KafkaOptions) -> ClientConfig {
+pub(crate) fn consumer_config(options: &KafkaOptions) -> ClientConfig {
     let mut config = ClientConfig::new();
     for (key, value) in &options.client {
         config.set(key, value);

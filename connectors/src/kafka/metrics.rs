@@ -14,6 +14,9 @@ pub struct KafkaMetrics {
     pub lag: IntGaugeVec,
     pub sent: IntCounterVec,
     pub dead_letters: IntCounterVec,
+    /// Transactions of an exactly-once sink, by `outcome` (`committed`,
+    /// `aborted`).
+    pub transactions: IntCounterVec,
 }
 
 impl MetricSet for KafkaMetrics {
@@ -56,6 +59,14 @@ impl MetricSet for KafkaMetrics {
             ),
             &["operator"],
         )?;
+        let transactions = IntCounterVec::new(
+            opts(
+                "sink_transactions_total",
+                "Transactions of an exactly-once Kafka sink, one per checkpoint, by outcome.",
+            ),
+            &["operator", "outcome"],
+        )?;
+        registry.register(Box::new(transactions.clone()))?;
         registry.register(Box::new(records.clone()))?;
         registry.register(Box::new(bytes.clone()))?;
         registry.register(Box::new(lag.clone()))?;
@@ -67,6 +78,7 @@ impl MetricSet for KafkaMetrics {
             lag,
             sent,
             dead_letters,
+            transactions,
         })
     }
 }

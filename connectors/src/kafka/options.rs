@@ -284,7 +284,9 @@ impl KafkaOptions {
     pub fn producer_config(&self) -> rdkafka::ClientConfig {
         let mut config = rdkafka::ClientConfig::new();
         for (key, value) in &self.client {
-            if !CONSUMER_ONLY.contains(&key.as_str()) {
+            // The transactional id is the exactly-once job's to set
+            // (`transaction`): a producer with one must use transactions.
+            if !CONSUMER_ONLY.contains(&key.as_str()) && key != "transactional.id" {
                 config.set(key, value);
             }
         }

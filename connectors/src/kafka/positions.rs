@@ -201,6 +201,10 @@ impl fmt::Debug for KafkaCommit {
 }
 
 impl PendingCommit for KafkaCommit {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     fn commit(&self) -> Result<()> {
         // Only partitions this consumer owns now: a commit from a member
         // that is still joining (or for a partition that moved) is refused
@@ -237,4 +241,18 @@ impl PendingCommit for KafkaCommit {
             }
         }
     }
+}
+
+/// The positions source `operator_id` holds in `snapshot` (none when the
+/// snapshot has no state of it).
+pub(crate) fn positions_in(
+    snapshot: &equipoise_operators::runtime::JobSnapshot,
+    operator_id: &str,
+) -> Result<Positions> {
+    snapshot
+        .operators
+        .get(operator_id)
+        .map_or(Ok(Positions::new()), |state| {
+            state.decode(operator_id, KIND, STATE_VERSION)
+        })
 }

@@ -10,7 +10,7 @@
 //! `_key` is the key.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arrow_avro::schema::{FingerprintStrategy, SCHEMA_METADATA_KEY};
@@ -25,8 +25,9 @@ use datafusion::datasource::sink::DataSink;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use equipoise_operators::JobRuntime;
-use equipoise_operators::runtime::{CheckpointMetrics, Checkpoints};
+use equipoise_operators::runtime::{CheckpointMetrics, Checkpoints, StoredCut};
 use futures::StreamExt;
+use prometheus::IntCounter;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
@@ -34,6 +35,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use super::decode::{KEY, METADATA_COLUMNS};
 use super::metrics::KafkaMetrics;
 use super::options::{Format, KafkaOptions};
+use super::transaction::Transaction;
 
 /// Messages sent before the sink waits for their acknowledgements.
 const IN_FLIGHT: usize = 50_000;
@@ -51,6 +53,9 @@ pub struct KafkaSink {
     /// The Kafka sources of the plan: their positions are committed once
     /// every row is acknowledged.
     sources: Vec<String>,
+    /// Under exactly-once delivery, the transaction rows are written in
+    /// (set by the job before the plan runs).
+    transaction: OnceLock<Transaction>,
 }
 
 impl fmt::Debug for KafkaSink {
@@ -99,6 +104,19 @@ impl KafkaSink {
             value_columns,
             key_column,
             sources,
+            transaction: OnceLock::new(),
+        })
+    }
+
+    pub fn options(&self) -> &KafkaOptions {
+        &self.options
+    }
+
+    /// Write in transactions from now on: `transaction` is initialised and
+    /// open; it commits at every checkpoint.
+    pub fn set_transaction(&self, transaction: Transaction) -> Result<()> {
+        self.transaction.set(transaction).map_err(|_| {
+            DataFusionError::Internal("kafka: the sink's transaction is set twice".into())
         })
     }
 
@@ -205,18 +223,37 @@ impl DataSink for KafkaSink {
         mut data: SendableRecordBatchStream,
         context: &Arc<TaskContext>,
     ) -> Result<u64> {
-        let producer = self.producer()?;
         let runtime = JobRuntime::from_config(context.session_config())?;
         let id = runtime.next_operator_id("kafka_sink")?;
-        let sent = runtime
-            .metric_set::<KafkaMetrics>()?
-            .sent
-            .with_label_values(&[id.as_str()]);
+        let metrics = runtime.metric_set::<KafkaMetrics>()?;
+        let sent = metrics.sent.with_label_values(&[id.as_str()]);
+        let checkpoints = runtime.checkpoints();
+        let checkpointing = checkpoints.enabled();
+        let transaction = match self.transaction.get() {
+            Some(transaction) if !checkpointing => {
+                return plan_err!(
+                    "kafka: transaction '{}' commits at checkpoints, and this job takes none",
+                    transaction.id()
+                );
+            }
+            Some(transaction) => Some(SinkTransaction {
+                transaction,
+                committed: metrics
+                    .transactions
+                    .with_label_values(&[id.as_str(), "committed"]),
+                aborted: metrics
+                    .transactions
+                    .with_label_values(&[id.as_str(), "aborted"]),
+            }),
+            None => None,
+        };
+        let producer = match &transaction {
+            Some(t) => t.transaction.producer().clone(),
+            None => self.producer()?,
+        };
         let topic = self.options.topic.as_str();
         let mut pending: Vec<DeliveryFuture> = Vec::new();
         let mut written = 0u64;
-        let checkpoints = runtime.checkpoints();
-        let checkpointing = checkpoints.enabled();
         let checkpoint_metrics = runtime.metric_set::<CheckpointMetrics>()?;
         let mut cuts = checkpoints.cuts();
         cuts.mark_unchanged();
@@ -226,7 +263,7 @@ impl DataSink for KafkaSink {
                 changed = cuts.changed(), if checkpointing => {
                     if changed.is_ok() {
                         let epoch = *cuts.borrow_and_update();
-                        written += complete_cut(&mut pending, topic, checkpoints, epoch, &checkpoint_metrics).await?;
+                        written += complete_cut(&mut pending, topic, checkpoints, epoch, &checkpoint_metrics, transaction.as_ref()).await?;
                     }
                     continue;
                 }
@@ -239,9 +276,15 @@ impl DataSink for KafkaSink {
                 // A cut taken while this batch was pulled: it covers what
                 // was sent before this batch, not this batch.
                 let epoch = *cuts.borrow_and_update();
-                written +=
-                    complete_cut(&mut pending, topic, checkpoints, epoch, &checkpoint_metrics)
-                        .await?;
+                written += complete_cut(
+                    &mut pending,
+                    topic,
+                    checkpoints,
+                    epoch,
+                    &checkpoint_metrics,
+                    transaction.as_ref(),
+                )
+                .await?;
             }
             let values = self.encode(&batch)?;
             let keys = self.keys(&batch)?;
@@ -279,6 +322,24 @@ impl DataSink for KafkaSink {
         }
         written += acknowledge(&mut pending, topic).await?;
         sent.inc_by(written);
+        if let Some(transaction) = &transaction {
+            // The final checkpoint, cut when the source ended, and the last
+            // transaction. (No cut left: the one completed last covered
+            // every row, and the open transaction holds none.)
+            let epoch = *cuts.borrow_and_update();
+            if let Some(stored) = checkpoints.store_cut(epoch, &checkpoint_metrics).await? {
+                transaction.commit(stored, true).await?;
+            }
+            tracing::info!(
+                topic,
+                rows = written,
+                epoch = checkpoints.completed_epoch(),
+                transactional_id = transaction.transaction.id(),
+                "kafka sink: every row acknowledged; final checkpoint stored and its \
+                 transaction committed"
+            );
+            return Ok(written);
+        }
         if checkpointing {
             // The final checkpoint, cut when the source ended.
             let epoch = *cuts.borrow_and_update();
@@ -317,17 +378,56 @@ impl DataSink for KafkaSink {
 
 /// Complete checkpoint `epoch`, cut when everything `pending` was already
 /// sent: wait for those deliveries (the number acknowledged is returned),
-/// then store the checkpoint and commit its offsets.
+/// then store the checkpoint and commit its offsets (in `transaction`
+/// under exactly-once).
 async fn complete_cut(
     pending: &mut Vec<DeliveryFuture>,
     topic: &str,
     checkpoints: &Checkpoints,
     epoch: u64,
     metrics: &CheckpointMetrics,
+    transaction: Option<&SinkTransaction<'_>>,
 ) -> Result<u64> {
     let acknowledged = acknowledge(pending, topic).await?;
-    checkpoints.complete(epoch, metrics).await?;
+    match transaction {
+        None => {
+            checkpoints.complete(epoch, metrics).await?;
+        }
+        Some(transaction) => {
+            if let Some(stored) = checkpoints.store_cut(epoch, metrics).await? {
+                transaction.commit(stored, false).await?;
+            }
+        }
+    }
     Ok(acknowledged)
+}
+
+/// The sink's transaction and its counters.
+struct SinkTransaction<'a> {
+    transaction: &'a Transaction,
+    committed: IntCounter,
+    aborted: IntCounter,
+}
+
+impl SinkTransaction<'_> {
+    /// Commit the rows sent before `stored` was cut with its offsets; the
+    /// checkpoint is already in the store (see `transaction`).
+    async fn commit(&self, stored: StoredCut, last: bool) -> Result<()> {
+        match self
+            .transaction
+            .commit(stored.epoch, stored.commit, last)
+            .await
+        {
+            Ok(()) => {
+                self.committed.inc();
+                Ok(())
+            }
+            Err(e) => {
+                self.aborted.inc();
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Wait for every pending delivery; the number acknowledged, or the first

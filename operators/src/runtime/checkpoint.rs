@@ -92,8 +92,23 @@ impl Checkpoints {
     /// Checkpoint into `store`, numbering from after `restored_epoch` (the
     /// epoch of the checkpoint the job restored, 0 for none).
     pub fn enable(&self, store: CheckpointStore, restored_epoch: u64) -> Result<()> {
+        self.enable_after(store, restored_epoch, restored_epoch)
+    }
+
+    /// [`Self::enable`], numbering new checkpoints after `newest_stored`
+    /// (at least the restored epoch): a job that restored an older
+    /// checkpoint than the store's newest, or none, must not write epochs
+    /// the store already holds (the newer stale ones would outrank and
+    /// prune its own).
+    pub fn enable_after(
+        &self,
+        store: CheckpointStore,
+        restored_epoch: u64,
+        newest_stored: u64,
+    ) -> Result<()> {
         *lock(&self.store)? = Some(store);
-        self.next_epoch.store(restored_epoch + 1, Ordering::SeqCst);
+        self.next_epoch
+            .store(restored_epoch.max(newest_stored) + 1, Ordering::SeqCst);
         self.completed.store(restored_epoch, Ordering::SeqCst);
         Ok(())
     }
@@ -161,6 +176,27 @@ impl Checkpoints {
     /// cut, then commit its positions. Older cuts not yet completed are
     /// covered by it and dropped. Returns whether a checkpoint was written.
     pub async fn complete(&self, epoch: u64, metrics: &CheckpointMetrics) -> Result<bool> {
+        let Some(stored) = self.store_cut(epoch, metrics).await? else {
+            return Ok(false);
+        };
+        if let Some(commit) = stored.commit {
+            // Off the sink's path: the checkpoint is stored, so a slow or
+            // failed commit only makes the group's offsets lag (a restart
+            // reads the checkpoint's own). Commits run one at a time, in
+            // epoch order; a newer one supersedes those still waiting.
+            self.commit_in_background(stored.epoch, commit)?;
+        }
+        Ok(true)
+    }
+
+    /// Store cut `epoch` (covering older ones, as [`Self::complete`]) and
+    /// hand its positions back uncommitted, for a sink that commits them
+    /// in its own transaction; `None` when no cut was waiting.
+    pub async fn store_cut(
+        &self,
+        epoch: u64,
+        metrics: &CheckpointMetrics,
+    ) -> Result<Option<StoredCut>> {
         let cut = {
             let mut cuts = lock(&self.cuts)?;
             let newer = cuts.split_off(&(epoch + 1));
@@ -168,27 +204,30 @@ impl Checkpoints {
             covered.into_iter().next_back()
         };
         let Some((epoch, cut)) = cut else {
-            return Ok(false);
+            return Ok(None);
         };
         let Some(store) = lock(&self.store)?.clone() else {
-            return Ok(false);
+            return Ok(None);
         };
         let bytes = store.write(epoch, &cut.snapshot).await?;
         self.completed.store(epoch, Ordering::SeqCst);
-        if let Some(commit) = cut.commit {
-            // Off the sink's path: the checkpoint is stored, so a slow or
-            // failed commit only makes the group's offsets lag (a restart
-            // reads the checkpoint's own). Commits run one at a time, in
-            // epoch order; a newer one supersedes those still waiting.
-            self.commit_in_background(epoch, commit)?;
-        }
         metrics.completed.inc();
         metrics.epoch.set(i64::try_from(epoch).unwrap_or(i64::MAX));
         metrics.bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
         metrics.duration.observe(cut.taken.elapsed().as_secs_f64());
         tracing::info!(epoch, bytes, "checkpoint complete");
-        Ok(true)
+        Ok(Some(StoredCut {
+            epoch,
+            commit: cut.commit,
+        }))
     }
+}
+
+/// A checkpoint written to the store whose positions are not committed yet.
+#[derive(Debug)]
+pub struct StoredCut {
+    pub epoch: u64,
+    pub commit: Option<Arc<dyn PendingCommit>>,
 }
 
 /// Commits of completed checkpoints, run one at a time off the sink's path.

@@ -4,10 +4,12 @@
 //! A source whose stream ended normally hands its final positions over,
 //! under its operator id, instead of committing them itself. A sink that
 //! has had every row of its plan acknowledged commits the positions of the
-//! sources of that plan, and only those. (With checkpoints, a completed
-//! checkpoint will commit the positions its barrier covered, through the
-//! same handle.)
+//! sources of that plan, and only those. With checkpoints, a completed
+//! checkpoint commits the positions its cut covered through the same
+//! handle; under exactly-once the sink sends them inside its transaction
+//! instead, reading them through [`PendingCommit::as_any`].
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -21,6 +23,9 @@ pub trait PendingCommit: fmt::Debug + Send + Sync {
     /// Commit the positions. May block on the network: callers run it on
     /// the blocking pool.
     fn commit(&self) -> Result<()>;
+    /// The concrete positions, for a sink that commits them its own way
+    /// (in a Kafka transaction).
+    fn as_any(&self) -> &dyn Any;
 }
 
 /// Positions handed over by sources, by source operator id.

@@ -35,7 +35,7 @@ use datafusion::common::{Result, exec_datafusion_err, plan_datafusion_err};
 use datafusion::execution::config::SessionConfig;
 use prometheus::Registry;
 
-pub use checkpoint::{CheckpointMetrics, Checkpoints, check_plan};
+pub use checkpoint::{CheckpointMetrics, Checkpoints, StoredCut, check_plan};
 pub use commits::{PendingCommit, SourceCommits};
 pub use control::{
     ControlBus, ControlReceiver, ControlSignal, DriftEvent, DriftState, SignalTarget,

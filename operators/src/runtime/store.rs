@@ -189,6 +189,24 @@ impl CheckpointStore {
         Ok(None)
     }
 
+    /// Every checkpoint that reads back whole, newest first (damaged ones
+    /// reported and passed over), for a job that chooses among them.
+    pub async fn readable(&self) -> Result<Vec<StoredCheckpoint>> {
+        let mut readable = Vec::new();
+        for epoch in self.epochs().await?.into_iter().rev() {
+            match self.read(epoch).await {
+                Ok(checkpoint) => readable.push(checkpoint),
+                Err(ReadError::Damaged(why)) => tracing::warn!(
+                    store = %self.url,
+                    epoch,
+                    "checkpoint {epoch} is damaged ({why}); passed over"
+                ),
+                Err(ReadError::Fatal(e)) => return Err(e),
+            }
+        }
+        Ok(readable)
+    }
+
     async fn read(&self, epoch: u64) -> std::result::Result<StoredCheckpoint, ReadError> {
         let bytes = self
             .store
