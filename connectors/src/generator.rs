@@ -52,7 +52,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use equipoise_operators::JobRuntime;
-use equipoise_operators::options::Options;
+use equipoise_operators::options::from_option_string;
 use equipoise_operators::runtime::{OperatorSnapshot, StatefulOperator};
 
 pub const KIND: &str = "generator";
@@ -120,29 +120,37 @@ impl GeneratorConfig {
     /// second) from an option string;
     /// the rest keep their defaults.
     pub fn from_options(text: &str) -> Result<Self> {
-        let mut options = Options::parse(FUNCTION_NAME, text)?;
-        let mut config = Self {
-            rows: options.take("rows")?,
-            rows_per_second: options.take("rate")?,
-            ..Self::default()
+        let keys: GeneratorKeys = from_option_string(FUNCTION_NAME, text)?;
+        let defaults = Self::default();
+        let config = Self {
+            rows: keys.rows,
+            rows_per_second: keys.rate,
+            seed: keys.seed.unwrap_or(defaults.seed),
+            batch_size: keys.batch_size.unwrap_or(defaults.batch_size),
+            minority_share: keys.minority_share.unwrap_or(defaults.minority_share),
+            prior_shift_at: keys.prior_shift_at.unwrap_or(defaults.prior_shift_at),
+            shifted_minority_share: keys
+                .shifted_minority_share
+                .unwrap_or(defaults.shifted_minority_share),
+            concept_shift_at: keys.concept_shift_at.unwrap_or(defaults.concept_shift_at),
         };
-        macro_rules! take {
-            ($($field:ident),*) => {$(
-                if let Some(v) = options.take(stringify!($field))? { config.$field = v; }
-            )*};
-        }
-        take!(
-            seed,
-            batch_size,
-            minority_share,
-            prior_shift_at,
-            shifted_minority_share,
-            concept_shift_at
-        );
-        options.finish()?;
         config.validate()?;
         Ok(config)
     }
+}
+
+/// The keys of the generator's options, typed once.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GeneratorKeys {
+    rows: Option<u64>,
+    rate: Option<f64>,
+    seed: Option<u64>,
+    batch_size: Option<usize>,
+    minority_share: Option<f64>,
+    prior_shift_at: Option<u64>,
+    shifted_minority_share: Option<f64>,
+    concept_shift_at: Option<u64>,
 }
 
 /// The schema of the telemetry stream.

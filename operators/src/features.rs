@@ -14,7 +14,6 @@ use equipoise_udfs::classes::ClassDictionary;
 
 use crate::class_label::{ClassValue, check_label_type, class_slots};
 use crate::columns::METADATA_COLUMNS;
-use crate::options::Options;
 
 /// The `features` and `exclude` options.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -45,20 +44,18 @@ fn is_numeric(t: &DataType) -> bool {
 }
 
 impl FeatureSelection {
-    /// Take `features` and `exclude` (space-separated column names).
-    pub fn take(options: &mut Options) -> Result<Self> {
-        let names = |s: String| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
-        let selection = Self {
-            features: options.take::<String>("features")?.map(names),
-            exclude: options
-                .take::<String>("exclude")?
-                .map(names)
-                .unwrap_or_default(),
-        };
-        if selection.features.as_ref().is_some_and(Vec::is_empty) {
+    /// The selection of the `features` and `exclude` options.
+    pub fn from_options(
+        features: Option<Vec<String>>,
+        exclude: Option<Vec<String>>,
+    ) -> Result<Self> {
+        if features.as_ref().is_some_and(Vec::is_empty) {
             return plan_err!("features is empty");
         }
-        Ok(selection)
+        Ok(Self {
+            features,
+            exclude: exclude.unwrap_or_default(),
+        })
     }
 
     /// Find the label and features of `function` in `input`, refusing an

@@ -21,7 +21,6 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 
-use crate::options::Options;
 use crate::runtime::JobRuntime;
 
 /// A streaming operator, as the planner sees it.
@@ -109,7 +108,8 @@ pub fn project(
 
 /// Which semantics an operator with a whole-table and a streaming form
 /// applies: option `mode`, the same word and values in every operator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Streaming on unbounded input, whole-table on bounded input.
     #[default]
@@ -122,18 +122,6 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// The option `key` (`auto`, `stream` or `batch`; absent: `auto`).
-    pub fn take(options: &mut Options, key: &str, operator: &str) -> Result<Self> {
-        match options.take::<String>(key)?.as_deref() {
-            None | Some("auto") => Ok(Self::Auto),
-            Some("stream") => Ok(Self::Stream),
-            Some("batch") => Ok(Self::Batch),
-            Some(other) => {
-                plan_err!("{operator}: unknown {key} '{other}'; use auto, stream or batch")
-            }
-        }
-    }
-
     /// Whether the whole-table semantics apply to `input` (else streaming),
     /// or a plan error where `Batch` meets unbounded input.
     pub fn whole_table(self, key: &str, operator: &str, input: &dyn ExecutionPlan) -> Result<bool> {

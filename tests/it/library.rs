@@ -164,3 +164,74 @@ async fn operator_state_counts_against_the_session_memory_limit() -> Result<()> 
     }
     Ok(())
 }
+
+/// An operator's options are typed once: its keys struct reads an option
+/// string and a TOML table (as a job file would hold it) alike, and both
+/// give the same options; a TOML table's unknown key names the key and the
+/// keys expected.
+#[test]
+fn option_strings_and_toml_tables_give_the_same_operator_options() -> Result<()> {
+    use equipoise::operators::detector::DetectorKeys;
+    use equipoise::operators::drift::monitor::DriftMonitorKeys;
+    use equipoise::operators::icost::IcostKeys;
+    use equipoise::operators::oversample::OversampleKeys;
+    use equipoise::operators::{
+        DetectorOptions, DriftMonitorOptions, IcostOptions, Method, OversampleOptions,
+    };
+    let toml = |text: &str| {
+        text.parse::<toml::Table>()
+            .map_err(|e| DataFusionError::Plan(e.to_string()))
+    };
+    fn keys<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<T> {
+        table
+            .try_into()
+            .map_err(|e: toml::de::Error| DataFusionError::Plan(e.to_string()))
+    }
+
+    let from_string = IcostOptions::parse(
+        "label",
+        "method=gini, k=7, border=2.5, exclude=seq machine_id, mode=stream",
+    )?;
+    let table: IcostKeys = keys(toml(
+        "method = \"gini\"\nk = 7\nborder = 2.5\nexclude = [\"seq\", \"machine_id\"]\nmode = \"stream\"",
+    )?)?;
+    assert_eq!(IcostOptions::from_keys("label", table)?, from_string);
+
+    let from_string = OversampleOptions::parse(
+        Method::QcSmote,
+        "label",
+        "candidates=9, floor=0.2, window=500",
+    )?;
+    let table: OversampleKeys = keys(toml("candidates = 9\nfloor = 0.2\nwindow = 500")?)?;
+    assert_eq!(
+        OversampleOptions::from_keys(Method::QcSmote, "label", table)?,
+        from_string
+    );
+
+    let from_string = DetectorOptions::parse(
+        "label",
+        "learner=adaptive_tree, optimizer=adam, window=500, variants=balanced icost",
+    )?;
+    let table: DetectorKeys = keys(toml(
+        "learner = \"adaptive_tree\"\noptimizer = \"adam\"\nwindow = 500\nvariants = \"balanced icost\"",
+    )?)?;
+    let from_table = DetectorOptions::from_keys("label", table)?;
+    assert_eq!(format!("{from_table:?}"), format!("{from_string:?}"));
+
+    let from_string =
+        DriftMonitorOptions::parse("label", Some("prediction"), "window=500, recall_decay=0.99")?;
+    let table: DriftMonitorKeys = keys(toml("window = 500\nrecall_decay = 0.99")?)?;
+    let from_table = DriftMonitorOptions::from_keys("label", Some("prediction"), table)?;
+    assert_eq!(format!("{from_table:?}"), format!("{from_string:?}"));
+
+    let unknown = keys(toml("k = 7\ncolour = \"red\"")?)
+        .map(|_: IcostKeys| ())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        unknown.contains("colour") && unknown.contains("`window`"),
+        "{unknown}"
+    );
+    Ok(())
+}

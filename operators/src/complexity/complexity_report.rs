@@ -25,7 +25,7 @@ use super::{ClassedRows, DEFAULT_K, LabelledRows, Typology};
 use crate::class_label::{ClassValue, for_each_class};
 use crate::features::FeatureSelection;
 use crate::knn::{Exclude, PointSet, search};
-use crate::options::Options;
+use crate::options::from_option_string;
 use crate::report_exec::{Report, ReportKind, ReportTable};
 use crate::table_args::{resolve_table, string_arg};
 
@@ -52,6 +52,15 @@ fn report_schema() -> SchemaRef {
 #[derive(Debug, Default)]
 pub struct ComplexityReportFunction;
 
+/// The keys of the report's options.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportKeys {
+    k: Option<usize>,
+    features: Option<Vec<String>>,
+    exclude: Option<Vec<String>>,
+}
+
 impl TableFunctionImpl for ComplexityReportFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
@@ -68,10 +77,9 @@ impl TableFunctionImpl for ComplexityReportFunction {
             3 => string_arg(NAME, exprs, 2, "options")?,
             _ => String::new(),
         };
-        let mut options = Options::parse(NAME, &text)?;
-        let selection = FeatureSelection::take(&mut options)?;
-        let k = options.take::<usize>("k")?.unwrap_or(DEFAULT_K);
-        options.finish()?;
+        let keys: ReportKeys = from_option_string(NAME, &text)?;
+        let selection = FeatureSelection::from_options(keys.features, keys.exclude)?;
+        let k = keys.k.unwrap_or(DEFAULT_K);
         if k == 0 {
             return plan_err!("{NAME}: k must be at least 1");
         }

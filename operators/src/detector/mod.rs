@@ -76,18 +76,52 @@ use crate::columns::{
     MODEL_VERSION, PREDICTION, SAMPLE_WEIGHT, SCORE, synthetic_marker, with_columns,
 };
 use crate::features::{FeatureSelection, LabelAndFeatures};
-use crate::options::Options;
+use crate::options::from_option_string;
 use crate::runtime::JobRuntime;
 use crate::stage::StreamStage;
 use advisor::{AdvisorMetric, VariantSet};
 use logistic::Optimizer;
 
 /// Which learner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LearnerKind {
     Logistic,
     Tree,
     AdaptiveTree,
+}
+
+/// The optimizer's option names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerName {
+    Adagrad,
+    Adam,
+    Cgnm,
+}
+
+/// The keys of `train_detector`'s options, typed once. `variants` and
+/// `metric` are read by their own rules (`advisor`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorKeys {
+    pub learner: Option<LearnerKind>,
+    pub optimizer: Option<OptimizerName>,
+    pub rate: Option<f64>,
+    pub l2: Option<f64>,
+    pub window: Option<usize>,
+    pub retrain: Option<bool>,
+    pub balance: Option<bool>,
+    pub snapshot_dir: Option<PathBuf>,
+    pub snapshot_every: Option<u64>,
+    pub seed: Option<u64>,
+    pub variants: Option<String>,
+    pub metric: Option<String>,
+    pub margin: Option<f64>,
+    pub min_minority: Option<u64>,
+    pub confidence: Option<f64>,
+    pub features: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
 }
 
 /// Options of `train_detector`.
@@ -167,65 +201,41 @@ impl DetectorOptions {
 
     /// Parse `'learner=tree, window=500, snapshot_dir=/var/models'`.
     pub fn parse(label_column: &str, text: &str) -> Result<Self> {
-        let mut options = Options::parse("train_detector", text)?;
-        let mut parsed = Self::new(label_column);
-        parsed.learner = match options.take::<String>("learner")?.as_deref() {
-            None | Some("logistic") => LearnerKind::Logistic,
-            Some("tree") => LearnerKind::Tree,
-            Some("adaptive_tree") => LearnerKind::AdaptiveTree,
-            Some(other) => {
-                return plan_err!(
-                    "train_detector: unknown learner '{other}'; use logistic, tree or adaptive_tree"
-                );
-            }
+        Self::from_keys(label_column, from_option_string("train_detector", text)?)
+    }
+
+    /// The options `keys` set over the defaults, validated.
+    pub fn from_keys(label_column: &str, keys: DetectorKeys) -> Result<Self> {
+        let defaults = Self::new(label_column);
+        let parsed = Self {
+            learner: keys.learner.unwrap_or(defaults.learner),
+            optimizer: keys.optimizer.map_or(defaults.optimizer, |o| match o {
+                OptimizerName::Adagrad => Optimizer::AdaGrad,
+                OptimizerName::Adam => Optimizer::Adam,
+                OptimizerName::Cgnm => Optimizer::Cgnm,
+            }),
+            rate: keys.rate,
+            l2: keys.l2.unwrap_or(defaults.l2),
+            window: keys.window.unwrap_or(defaults.window),
+            retrain: keys.retrain.unwrap_or(defaults.retrain),
+            balance: keys.balance.unwrap_or(defaults.balance),
+            snapshot_dir: keys.snapshot_dir,
+            snapshot_every: keys.snapshot_every.unwrap_or(defaults.snapshot_every),
+            seed: keys.seed.unwrap_or(defaults.seed),
+            variants: match keys.variants {
+                Some(v) => VariantSet::parse(&v)?,
+                None => defaults.variants.clone(),
+            },
+            metric: match keys.metric {
+                Some(m) => AdvisorMetric::parse(&m)?,
+                None => defaults.metric,
+            },
+            margin: keys.margin.unwrap_or(defaults.margin),
+            min_minority: keys.min_minority.unwrap_or(defaults.min_minority),
+            confidence: keys.confidence.unwrap_or(defaults.confidence),
+            selection: FeatureSelection::from_options(keys.features, keys.exclude)?,
+            ..defaults
         };
-        parsed.optimizer = match options.take::<String>("optimizer")?.as_deref() {
-            None | Some("adagrad") => Optimizer::AdaGrad,
-            Some("cgnm") => Optimizer::Cgnm,
-            Some("adam") => Optimizer::Adam,
-            Some(other) => {
-                return plan_err!(
-                    "train_detector: unknown optimizer '{other}'; use adagrad, adam or cgnm"
-                );
-            }
-        };
-        parsed.rate = options.take::<f64>("rate")?;
-        if let Some(l2) = options.take::<f64>("l2")? {
-            parsed.l2 = l2;
-        }
-        if let Some(w) = options.take::<usize>("window")? {
-            parsed.window = w;
-        }
-        if let Some(r) = options.take::<bool>("retrain")? {
-            parsed.retrain = r;
-        }
-        if let Some(b) = options.take::<bool>("balance")? {
-            parsed.balance = b;
-        }
-        parsed.snapshot_dir = options.take::<String>("snapshot_dir")?.map(PathBuf::from);
-        if let Some(n) = options.take::<u64>("snapshot_every")? {
-            parsed.snapshot_every = n;
-        }
-        if let Some(seed) = options.take::<u64>("seed")? {
-            parsed.seed = seed;
-        }
-        if let Some(v) = options.take::<String>("variants")? {
-            parsed.variants = VariantSet::parse(&v)?;
-        }
-        if let Some(m) = options.take::<String>("metric")? {
-            parsed.metric = AdvisorMetric::parse(&m)?;
-        }
-        if let Some(m) = options.take::<f64>("margin")? {
-            parsed.margin = m;
-        }
-        if let Some(m) = options.take::<u64>("min_minority")? {
-            parsed.min_minority = m;
-        }
-        if let Some(c) = options.take::<f64>("confidence")? {
-            parsed.confidence = c;
-        }
-        parsed.selection = FeatureSelection::take(&mut options)?;
-        options.finish()?;
         parsed.validate()?;
         Ok(parsed)
     }

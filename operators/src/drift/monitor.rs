@@ -41,7 +41,7 @@
 use datafusion::common::{Result, plan_err};
 
 use super::{ClassPrior, DriftDetector, DriftState, HddmA, PerfSim, RecallMonitor};
-use crate::options::Options;
+use crate::options::from_option_string;
 use crate::prequential::Prequential;
 
 /// Options of `drift_monitor`.
@@ -61,6 +61,17 @@ pub struct DriftMonitorOptions {
     /// PerfSim's dissimilarity threshold and rows per class per chunk.
     pub perfsim_threshold: f64,
     pub perfsim_class_rows: u64,
+}
+
+/// The keys of `drift_monitor`'s options, typed once.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftMonitorKeys {
+    pub order_by: Option<String>,
+    pub window: Option<usize>,
+    pub recall_decay: Option<f64>,
+    pub perfsim_threshold: Option<f64>,
+    pub perfsim_class_rows: Option<u64>,
 }
 
 impl DriftMonitorOptions {
@@ -87,23 +98,31 @@ impl DriftMonitorOptions {
 
     /// Parse `'window=500, recall_decay=0.995'`.
     pub fn parse(label_column: &str, prediction: Option<&str>, text: &str) -> Result<Self> {
-        let mut options = Options::parse("drift_monitor", text)?;
-        let mut parsed = Self::new(label_column);
-        parsed.prediction_column = prediction.map(str::to_string);
-        parsed.order_by = options.take::<String>("order_by")?;
-        if let Some(w) = options.take::<usize>("window")? {
-            parsed.window = w;
-        }
-        if let Some(d) = options.take::<f64>("recall_decay")? {
-            parsed.recall_decay = d;
-        }
-        if let Some(t) = options.take::<f64>("perfsim_threshold")? {
-            parsed.perfsim_threshold = t;
-        }
-        if let Some(n) = options.take::<u64>("perfsim_class_rows")? {
-            parsed.perfsim_class_rows = n;
-        }
-        options.finish()?;
+        Self::from_keys(
+            label_column,
+            prediction,
+            from_option_string("drift_monitor", text)?,
+        )
+    }
+
+    /// The options `keys` set over the defaults, validated.
+    pub fn from_keys(
+        label_column: &str,
+        prediction: Option<&str>,
+        keys: DriftMonitorKeys,
+    ) -> Result<Self> {
+        let defaults = Self::new(label_column);
+        let parsed = Self {
+            prediction_column: prediction.map(str::to_string),
+            order_by: keys.order_by,
+            window: keys.window.unwrap_or(defaults.window),
+            recall_decay: keys.recall_decay.unwrap_or(defaults.recall_decay),
+            perfsim_threshold: keys.perfsim_threshold.unwrap_or(defaults.perfsim_threshold),
+            perfsim_class_rows: keys
+                .perfsim_class_rows
+                .unwrap_or(defaults.perfsim_class_rows),
+            ..defaults
+        };
         parsed.validate()?;
         Ok(parsed)
     }

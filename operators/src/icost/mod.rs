@@ -72,15 +72,17 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::common::{Result, plan_err};
 use datafusion::physical_plan::ExecutionPlan;
+use serde::Deserialize;
 
 use crate::columns::{COMPLEXITY, SAMPLE_WEIGHT, synthetic_marker, with_columns};
 use crate::features::{FeatureSelection, LabelAndFeatures};
-use crate::options::Options;
+use crate::options::from_option_string;
 use crate::runtime::JobRuntime;
 use crate::stage::{Mode, StreamStage};
 
 /// How weights are derived.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum IcostMethod {
     Neighbor,
     Cs,
@@ -166,6 +168,26 @@ impl Category {
     }
 }
 
+/// The keys of `icost`'s options, typed once: what an option string
+/// (`'method=gini, k=7'`) or a table of another format may set.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IcostKeys {
+    pub method: Option<IcostMethod>,
+    pub k: Option<usize>,
+    pub pure: Option<f64>,
+    pub safe: Option<f64>,
+    pub border: Option<f64>,
+    pub outlier: Option<f64>,
+    pub window: Option<usize>,
+    pub minority: Option<String>,
+    pub seed: Option<u64>,
+    pub half_life: Option<f64>,
+    pub mode: Option<Mode>,
+    pub features: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+}
+
 /// Options of the `icost` operator; see the module documentation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IcostOptions {
@@ -207,40 +229,30 @@ impl IcostOptions {
 
     /// Parse an option string such as `'method=gini, k=7, minority=1'`.
     pub fn parse(label_column: &str, text: &str) -> Result<Self> {
-        let mut options = Options::parse("icost", text)?;
-        let mut parsed = Self::new(label_column);
-        parsed.method = match options.take::<String>("method")?.as_deref() {
-            None | Some("neighbor") => IcostMethod::Neighbor,
-            Some("cs") => IcostMethod::Cs,
-            Some("gini") => IcostMethod::Gini,
-            Some(other) => {
-                return plan_err!("icost: unknown method '{other}'; use neighbor, cs or gini");
-            }
+        Self::from_keys(label_column, from_option_string("icost", text)?)
+    }
+
+    /// The options `keys` set over the defaults, validated.
+    pub fn from_keys(label_column: &str, keys: IcostKeys) -> Result<Self> {
+        let defaults = Self::new(label_column);
+        let costs = defaults.costs;
+        let parsed = Self {
+            method: keys.method.unwrap_or(defaults.method),
+            k: keys.k.unwrap_or(defaults.k),
+            costs: Costs {
+                pure: keys.pure.unwrap_or(costs.pure),
+                safe: keys.safe.unwrap_or(costs.safe),
+                border: keys.border.unwrap_or(costs.border),
+                outlier: keys.outlier.unwrap_or(costs.outlier),
+            },
+            window: keys.window,
+            minority: keys.minority,
+            seed: keys.seed.unwrap_or(defaults.seed),
+            half_life_rows: keys.half_life.unwrap_or(defaults.half_life_rows),
+            mode: keys.mode.unwrap_or(defaults.mode),
+            selection: FeatureSelection::from_options(keys.features, keys.exclude)?,
+            ..defaults
         };
-        if let Some(k) = options.take::<usize>("k")? {
-            parsed.k = k;
-        }
-        for (key, slot) in [
-            ("pure", &mut parsed.costs.pure),
-            ("safe", &mut parsed.costs.safe),
-            ("border", &mut parsed.costs.border),
-            ("outlier", &mut parsed.costs.outlier),
-        ] {
-            if let Some(v) = options.take::<f64>(key)? {
-                *slot = v;
-            }
-        }
-        parsed.window = options.take::<usize>("window")?;
-        parsed.minority = options.take::<String>("minority")?;
-        if let Some(seed) = options.take::<u64>("seed")? {
-            parsed.seed = seed;
-        }
-        if let Some(h) = options.take::<f64>("half_life")? {
-            parsed.half_life_rows = h;
-        }
-        parsed.mode = Mode::take(&mut options, "mode", "icost")?;
-        parsed.selection = FeatureSelection::take(&mut options)?;
-        options.finish()?;
         parsed.validate()?;
         Ok(parsed)
     }

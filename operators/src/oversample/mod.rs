@@ -52,7 +52,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use crate::class_label::ClassValue;
 use crate::columns::{IS_SYNTHETIC, SYNTHETIC_KIND, with_columns};
 use crate::features::{FeatureSelection, LabelAndFeatures, column_list};
-use crate::options::Options;
+use crate::options::from_option_string;
 use crate::rng::Rng;
 use crate::runtime::JobRuntime;
 use crate::stage::{Mode, StreamStage};
@@ -105,6 +105,30 @@ impl fmt::Display for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// The keys of the oversamplers' options, typed once (one set for every
+/// method; [`OversampleOptions::from_keys`] refuses those a method does
+/// not use).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OversampleKeys {
+    pub strategy: Option<String>,
+    pub ratio: Option<f64>,
+    pub targets: Option<String>,
+    pub k: Option<usize>,
+    pub m: Option<usize>,
+    pub candidates: Option<usize>,
+    pub floor: Option<f64>,
+    pub overlap_threshold: Option<f64>,
+    pub purity_cap: Option<f64>,
+    pub seed: Option<u64>,
+    pub window: Option<usize>,
+    pub scale: Option<bool>,
+    pub features: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+    pub half_life: Option<f64>,
+    pub mode: Option<Mode>,
 }
 
 /// Options of an oversampling operator; `None` means "the default for the
@@ -165,58 +189,71 @@ impl OversampleOptions {
     /// Parse an option string (`'k=5, seed=7'`) for `method`; options the
     /// method does not use are refused as unknown.
     pub fn parse(method: Method, label_column: &str, text: &str) -> Result<Self> {
+        Self::from_keys(
+            method,
+            label_column,
+            from_option_string(method.name(), text)?,
+        )
+    }
+
+    /// The options `keys` set over the defaults for `method`, validated;
+    /// keys the method does not use are refused as unknown.
+    pub fn from_keys(method: Method, label_column: &str, keys: OversampleKeys) -> Result<Self> {
         let name = method.name();
-        let mut options = Options::parse(name, text)?;
-        let mut parsed = Self::new(label_column);
-        let strategy = options.take::<String>("strategy")?;
-        let ratio = options.take::<f64>("ratio")?;
-        let targets = options.take::<String>("targets")?;
-        parsed.strategy = match targets {
-            Some(t) if strategy.is_none() && ratio.is_none() => {
+        for (key, set, used) in [
+            ("k", keys.k.is_some(), method != Method::RandomOversample),
+            ("m", keys.m.is_some(), method == Method::BorderlineSmote),
+            (
+                "candidates",
+                keys.candidates.is_some(),
+                method == Method::QcSmote,
+            ),
+            ("floor", keys.floor.is_some(), method == Method::QcSmote),
+            (
+                "overlap_threshold",
+                keys.overlap_threshold.is_some(),
+                method == Method::QcSmote,
+            ),
+            (
+                "purity_cap",
+                keys.purity_cap.is_some(),
+                method == Method::QcSmote,
+            ),
+            ("scale", keys.scale.is_some(), method.needs_features()),
+        ] {
+            if set && !used {
+                return plan_err!("{name}: unknown option '{key}' (not used by {name})");
+            }
+        }
+        let defaults = Self::new(label_column);
+        let strategy = match keys.targets {
+            Some(t) if keys.strategy.is_none() && keys.ratio.is_none() => {
                 SamplingStrategy::parse_targets(name, &t)?
             }
             Some(_) => return plan_err!("{name}: give one of strategy, ratio or targets"),
-            None => SamplingStrategy::parse(name, strategy.as_deref(), ratio)?,
+            None => SamplingStrategy::parse(name, keys.strategy.as_deref(), keys.ratio)?,
         };
-        if method != Method::RandomOversample
-            && let Some(k) = options.take::<usize>("k")?
-        {
-            parsed.k = k;
-        }
-        if method == Method::BorderlineSmote
-            && let Some(m) = options.take::<usize>("m")?
-        {
-            parsed.m = m;
-        }
-        if method == Method::QcSmote {
-            if let Some(c) = options.take::<usize>("candidates")? {
-                parsed.candidates = c;
-            }
-            if let Some(v) = options.take::<f64>("floor")? {
-                parsed.qc.allocation_floor = v;
-            }
-            if let Some(v) = options.take::<f64>("overlap_threshold")? {
-                parsed.qc.high_overlap = v;
-            }
-            if let Some(v) = options.take::<f64>("purity_cap")? {
-                parsed.qc.max_purity_threshold = v;
-            }
-        }
-        if let Some(seed) = options.take::<u64>("seed")? {
-            parsed.seed = seed;
-        }
-        parsed.window = options.take::<usize>("window")?;
-        if method.needs_features() {
-            parsed.scale = options.take::<bool>("scale")?;
-        }
-        let selection = FeatureSelection::take(&mut options)?;
-        parsed.features = selection.features;
-        parsed.exclude = selection.exclude;
-        if let Some(h) = options.take::<f64>("half_life")? {
-            parsed.half_life_rows = h;
-        }
-        parsed.mode = Mode::take(&mut options, "mode", name)?;
-        options.finish()?;
+        let qc = defaults.qc;
+        let selection = FeatureSelection::from_options(keys.features, keys.exclude)?;
+        let parsed = Self {
+            strategy,
+            k: keys.k.unwrap_or(defaults.k),
+            m: keys.m.unwrap_or(defaults.m),
+            candidates: keys.candidates.unwrap_or(defaults.candidates),
+            qc: qc_smote::QcParams {
+                allocation_floor: keys.floor.unwrap_or(qc.allocation_floor),
+                high_overlap: keys.overlap_threshold.unwrap_or(qc.high_overlap),
+                max_purity_threshold: keys.purity_cap.unwrap_or(qc.max_purity_threshold),
+            },
+            seed: keys.seed.unwrap_or(defaults.seed),
+            window: keys.window,
+            scale: keys.scale,
+            features: selection.features,
+            exclude: selection.exclude,
+            half_life_rows: keys.half_life.unwrap_or(defaults.half_life_rows),
+            mode: keys.mode.unwrap_or(defaults.mode),
+            ..defaults
+        };
         parsed.validate(method)?;
         Ok(parsed)
     }
