@@ -35,6 +35,21 @@ pub struct JobConfig {
     pub log: LogConfig,
     #[serde(default)]
     pub scale_out: ScaleOutConfig,
+    /// The built-in pipeline's telemetry generator (a job without SQL);
+    /// read as `equipoise_connectors::GeneratorKeys`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<toml::Table>,
+    /// The built-in pipeline: query and stages (a job without SQL); read by
+    /// `JobSpec::from_tables`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<toml::Table>,
+}
+
+impl JobConfig {
+    /// Whether the job runs SQL (else the built-in pipeline).
+    pub fn runs_sql(&self) -> bool {
+        self.sql.is_some() || self.sql_file.is_some()
+    }
 }
 
 /// Where operator state lives when replicas share a consumer group.
@@ -228,6 +243,11 @@ pub struct FlagOverrides {
     pub sql_file: Option<PathBuf>,
     pub checkpoint_url: Option<String>,
     pub metrics_addr: Option<SocketAddr>,
+    /// The built-in pipeline's `[generator]` keys and values (`rate` 0:
+    /// removed, flat out).
+    pub generator: Vec<(&'static str, toml::Value)>,
+    /// The built-in pipeline's detector keys and values.
+    pub detector: Vec<(&'static str, toml::Value)>,
 }
 
 /// The resolved job and where its script comes from.
@@ -325,6 +345,31 @@ pub fn resolve(
             toml::Value::String(url.clone()),
         );
     }
+    for (key, value) in &flags.generator {
+        let keys = ["generator".to_string(), (*key).to_string()];
+        if *key == "rate" && value.as_float() == Some(0.0) {
+            if let Some(toml::Value::Table(generator)) = table.get_mut("generator") {
+                generator.remove("rate");
+            }
+        } else {
+            set(&mut table, &keys, value.clone());
+        }
+    }
+    if !flags.detector.is_empty() {
+        let detector = table
+            .get_mut("pipeline")
+            .and_then(|p| p.get_mut("train_detector"))
+            .and_then(toml::Value::as_table_mut);
+        let Some(detector) = detector else {
+            return Err(format!(
+                "{origin}: --model-dir and --model-every set [pipeline.train_detector], \
+                 which this job does not have"
+            ));
+        };
+        for (key, value) in &flags.detector {
+            detector.insert((*key).to_string(), value.clone());
+        }
+    }
     if let Some(addr) = flags.metrics_addr {
         set(
             &mut table,
@@ -352,6 +397,11 @@ pub fn resolve(
 fn env_value(text: &str) -> toml::Value {
     if let Ok(n) = text.parse::<i64>() {
         return toml::Value::Integer(n);
+    }
+    if let Ok(x) = text.parse::<f64>()
+        && x.is_finite()
+    {
+        return toml::Value::Float(x);
     }
     if let Ok(b) = text.parse::<bool>() {
         return toml::Value::Boolean(b);

@@ -15,18 +15,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::AsArray;
-use datafusion::common::{Result, exec_datafusion_err};
+use datafusion::common::{Result, exec_datafusion_err, plan_datafusion_err, plan_err};
 use datafusion::prelude::SessionConfig;
 use equipoise_connectors::{GeneratorConfig, GeneratorTable};
 use equipoise_operators::columns::{IS_SYNTHETIC, PREDICTION};
+use equipoise_operators::detector::DetectorKeys;
 use equipoise_operators::drift::DriftState;
-use equipoise_operators::features::FeatureSelection;
-use equipoise_operators::stage::Mode;
+use equipoise_operators::drift::monitor::DriftMonitorKeys;
+use equipoise_operators::icost::IcostKeys;
+use equipoise_operators::oversample::OversampleKeys;
 use equipoise_operators::{
     ClassMonitorOptions, ControlSignal, DataFrameStageExt, DetectorOptions, DriftMonitorOptions,
     IcostOptions, JobRuntime, Method, OversampleOptions,
 };
 use futures::StreamExt;
+use serde::Deserialize;
 
 use crate::progress::ProgressReporter;
 use crate::summary::{ClassTally, JobSummary, SegmentQuality};
@@ -53,54 +56,117 @@ pub struct JobSpec {
     pub drift_monitor: Option<DriftMonitorOptions>,
 }
 
+/// The built-in telemetry job's file, compiled in: `equipoise run`
+/// without `--config` runs it (`examples/telemetry-job.toml`).
+pub const EMBEDDED_JOB_FILE: &str = include_str!("../examples/telemetry-job.toml");
+
+/// A job file's `[pipeline]` table: the query and the stages, each stage's
+/// keys its operator's options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineTable {
+    label: String,
+    query: String,
+    #[serde(default = "default_half_life")]
+    half_life: f64,
+    random_oversample: Option<OversampleKeys>,
+    smote: Option<OversampleKeys>,
+    borderline_smote: Option<OversampleKeys>,
+    adasyn: Option<OversampleKeys>,
+    qc_smote: Option<OversampleKeys>,
+    icost: Option<IcostKeys>,
+    train_detector: Option<DetectorKeys>,
+    drift_monitor: Option<DriftMonitorKeys>,
+}
+
+fn default_half_life() -> f64 {
+    ClassMonitorOptions::DEFAULT_HALF_LIFE_ROWS
+}
+
 impl JobSpec {
-    /// The embedded default: generated telemetry, a projection that adds a
-    /// derived feature, the class monitor (which sees the stream as it
-    /// arrives), QC-SMOTE over the sensor readings (`seq` and `machine_id`
-    /// are identifiers, copied from the seed, not features), then iCost
-    /// weights on the same readings (synthetic rows weigh 1.0; see
+    /// The embedded default ([`EMBEDDED_JOB_FILE`]) over `source`:
+    /// generated telemetry, a projection that adds a derived feature, the
+    /// class monitor (which sees the stream as it arrives), QC-SMOTE over
+    /// the sensor readings (`seq` and `machine_id` are identifiers, copied
+    /// from the seed, not features), then iCost weights on the same
+    /// readings (synthetic rows weigh 1.0; see
     /// [`equipoise_operators::icost`]), then an online logistic regression
     /// trained test-then-train on the balanced, weighted stream
     /// ([`equipoise_operators::detector`]), then the drift monitor on its
     /// predictions. The monitor's drifts shrink the oversampler's and
     /// iCost's windows and retrain the detector.
-    pub fn embedded_default(source: GeneratorConfig) -> Self {
-        Self {
-            source,
-            query: format!(
-                "SELECT seq, event_time, machine_id, temperature_c, vibration_mm_s, \
-                 pressure_bar, rotation_rpm, current_a, \
-                 current_a / pressure_bar AS current_per_bar, label \
-                 FROM {SOURCE_TABLE}"
-            ),
-            label_column: "label".to_string(),
-            half_life_rows: ClassMonitorOptions::DEFAULT_HALF_LIFE_ROWS,
-            oversampler: Some((
-                Method::QcSmote,
-                OversampleOptions {
-                    exclude: vec!["seq".to_string(), "machine_id".to_string()],
-                    // A job bounded by --rows is still a stream.
-                    mode: Mode::Stream,
-                    ..OversampleOptions::new("label")
-                },
-            )),
-            icost: Some(IcostOptions {
-                selection: FeatureSelection {
-                    features: None,
-                    exclude: vec!["seq".to_string(), "machine_id".to_string()],
-                },
-                mode: Mode::Stream,
-                ..IcostOptions::new("label")
-            }),
-            detector: Some(DetectorOptions {
-                selection: FeatureSelection {
-                    features: None,
-                    exclude: vec!["seq".to_string(), "machine_id".to_string()],
-                },
-                ..DetectorOptions::new("label")
-            }),
-            drift_monitor: Some(DriftMonitorOptions::new("label").with_prediction(PREDICTION)),
+    pub fn embedded_default(source: GeneratorConfig) -> Result<Self> {
+        let file: toml::Table = EMBEDDED_JOB_FILE
+            .parse()
+            .map_err(|e| exec_datafusion_err!("the built-in job file: {e}"))?;
+        let pipeline = match file.get("pipeline") {
+            Some(toml::Value::Table(pipeline)) => pipeline.clone(),
+            _ => return plan_err!("the built-in job file has no [pipeline]"),
+        };
+        Self::from_tables(source, pipeline)
+    }
+
+    /// The job a file's `[pipeline]` table describes, over `source`.
+    pub fn from_tables(source: GeneratorConfig, pipeline: toml::Table) -> Result<Self> {
+        let pipeline: PipelineTable = pipeline.try_into().map_err(|e: toml::de::Error| {
+            plan_datafusion_err!("[pipeline]: {}", e.message().trim())
+        })?;
+        let label = pipeline.label.as_str();
+        let oversamplers = [
+            (Method::RandomOversample, pipeline.random_oversample),
+            (Method::Smote, pipeline.smote),
+            (Method::BorderlineSmote, pipeline.borderline_smote),
+            (Method::Adasyn, pipeline.adasyn),
+            (Method::QcSmote, pipeline.qc_smote),
+        ];
+        let mut oversampler = None;
+        for (method, keys) in oversamplers {
+            let Some(keys) = keys else { continue };
+            if oversampler.is_some() {
+                return plan_err!("[pipeline]: one oversampler at most");
+            }
+            oversampler = Some((method, OversampleOptions::from_keys(method, label, keys)?));
         }
+        let detector = pipeline
+            .train_detector
+            .map(|keys| DetectorOptions::from_keys(label, keys))
+            .transpose()?;
+        // The monitor watches the detector's predictions when there is one.
+        let prediction = detector.as_ref().map(|_| PREDICTION);
+        Ok(Self {
+            source,
+            query: pipeline.query.trim().to_string(),
+            label_column: pipeline.label.clone(),
+            half_life_rows: pipeline.half_life,
+            oversampler,
+            icost: pipeline
+                .icost
+                .map(|keys| IcostOptions::from_keys(label, keys))
+                .transpose()?,
+            detector,
+            drift_monitor: pipeline
+                .drift_monitor
+                .map(|keys| DriftMonitorOptions::from_keys(label, prediction, keys))
+                .transpose()?,
+        })
+    }
+
+    /// The stages after the class monitor, by operator name.
+    pub fn stage_names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if let Some((method, _)) = &self.oversampler {
+            names.push(method.name());
+        }
+        if self.icost.is_some() {
+            names.push("icost");
+        }
+        if self.detector.is_some() {
+            names.push("train_detector");
+        }
+        if self.drift_monitor.is_some() {
+            names.push("drift_monitor");
+        }
+        names
     }
 
     /// The rows where the source is documented to change: `(row, what)`.

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use datafusion::physical_plan::displayable;
 use equipoise::config::StateScope;
 use equipoise::config::{self, FlagOverrides, Guarantee, LogFormat, ResolvedJob};
-use equipoise::job::{JobSpec, run_job};
+use equipoise::job::{EMBEDDED_JOB_FILE, JobSpec, run_job};
 use equipoise::metrics_server::{Health, MetricsServer};
 use equipoise::model_export::export_models;
 use equipoise::operators::runtime::CheckpointStore;
@@ -18,8 +18,8 @@ use equipoise::partitioned::{group_source, run_partitioned};
 use equipoise::script::{ExactlyOnce, ScriptRun, checkpointable, plan_script, run_script};
 use equipoise::sql::{OutputFormat, TableArg, run_sql};
 use equipoise::{JobRuntime, progress};
-use equipoise_connectors::GeneratorConfig;
 use equipoise_connectors::kafka;
+use equipoise_connectors::{GeneratorConfig, GeneratorKeys};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc keeps freed pages for reuse; the system allocator gave them back
@@ -104,19 +104,21 @@ struct RunArgs {
     /// the job file's `[checkpoint] url`.
     #[arg(long, value_name = "URL")]
     checkpoint_url: Option<String>,
-    /// Stop after this many rows (default: run until Ctrl-C or SIGTERM).
+    /// Built-in pipeline: stop after this many rows (default: run until
+    /// Ctrl-C or SIGTERM).
     #[arg(long)]
     rows: Option<u64>,
-    /// Seed of the telemetry generator.
-    #[arg(long, default_value_t = GeneratorConfig::default().seed)]
-    seed: u64,
-    /// Rows per record batch.
-    #[arg(long, default_value_t = GeneratorConfig::default().batch_size,
-          value_parser = positive_usize)]
-    batch_size: usize,
-    /// Rows per second the generator feeds; 0 runs flat out (benchmarks).
-    #[arg(long, default_value_t = 50_000.0, value_parser = non_negative_f64)]
-    rate: f64,
+    /// Built-in pipeline: seed of the telemetry generator (default: the job
+    /// file's, 42 in the built-in one).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Built-in pipeline: rows per record batch (default: the job file's).
+    #[arg(long, value_parser = positive_usize)]
+    batch_size: Option<usize>,
+    /// Built-in pipeline: rows per second the generator feeds; 0 runs flat
+    /// out (default: the job file's, 50,000 in the built-in one).
+    #[arg(long, value_parser = non_negative_f64)]
+    rate: Option<f64>,
     /// Address of `/metrics`, `/healthz` and `/readyz` (default
     /// 127.0.0.1:9464); overrides the job file's `[server] addr`.
     #[arg(long)]
@@ -126,9 +128,9 @@ struct RunArgs {
     /// (also on Ctrl-C or SIGTERM).
     #[arg(long, value_name = "DIR")]
     model_dir: Option<PathBuf>,
-    /// Learned rows between two model snapshots.
-    #[arg(long, default_value_t = 100_000, value_parser = positive_u64)]
-    model_every: u64,
+    /// Learned rows between two model snapshots (default 100,000).
+    #[arg(long, value_parser = positive_u64)]
+    model_every: Option<u64>,
 }
 
 fn positive_u64(text: &str) -> Result<u64, String> {
@@ -172,17 +174,44 @@ fn prepare(command: Command) -> Result<Prepared, String> {
         Command::Run(args) => args,
     };
     // Read before the async runtime starts: the log format is in it.
-    let text = match &args.config {
-        Some(path) => Some(
+    // Without a job file (or SQL), the built-in job's file.
+    let text = match (&args.config, &args.sql) {
+        (Some(path), _) => Some(
             std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read job file {}: {e}", path.display()))?,
         ),
-        None => None,
+        (None, Some(_)) => None,
+        (None, None) => Some(EMBEDDED_JOB_FILE.to_string()),
     };
+    let mut generator = Vec::new();
+    if let Some(rows) = args.rows {
+        generator.push(("rows", toml_int(rows)?));
+    }
+    if let Some(seed) = args.seed {
+        generator.push(("seed", toml_int(seed)?));
+    }
+    if let Some(batch_size) = args.batch_size {
+        generator.push(("batch_size", toml_int(batch_size as u64)?));
+    }
+    if let Some(rate) = args.rate {
+        generator.push(("rate", toml::Value::Float(rate)));
+    }
+    let mut detector = Vec::new();
+    if let Some(dir) = &args.model_dir {
+        detector.push((
+            "snapshot_dir",
+            toml::Value::String(dir.display().to_string()),
+        ));
+    }
+    if let Some(every) = args.model_every {
+        detector.push(("snapshot_every", toml_int(every)?));
+    }
     let flags = FlagOverrides {
         sql_file: args.sql.clone(),
         checkpoint_url: args.checkpoint_url.clone(),
         metrics_addr: args.metrics_addr,
+        generator,
+        detector,
     };
     let job = config::resolve(
         args.config.as_deref(),
@@ -215,18 +244,31 @@ fn prepare(command: Command) -> Result<Prepared, String> {
             ));
         }
     }
-    if job.config.sql.is_some() || job.config.sql_file.is_some() {
-        Ok(Prepared::Script(args, job))
-    } else if args.config.is_some() {
-        Err(format!(
-            "{}: no SQL: set `sql` or `sql_file`",
-            args.config
-                .as_ref()
-                .map_or_else(String::new, |p| p.display().to_string())
-        ))
-    } else {
-        Ok(Prepared::Builtin(args, job))
+    let origin = || {
+        args.config
+            .as_ref()
+            .map_or_else(|| "the job".to_string(), |p| p.display().to_string())
+    };
+    let builtin = job.config.pipeline.is_some() || job.config.generator.is_some();
+    match (job.config.runs_sql(), builtin) {
+        (true, true) => Err(format!(
+            "{}: a job runs its SQL or the built-in pipeline ([generator], [pipeline]), not both",
+            origin()
+        )),
+        (true, false) => Ok(Prepared::Script(args, job)),
+        (false, true) if job.config.pipeline.is_some() => Ok(Prepared::Builtin(args, job)),
+        (false, _) => Err(format!(
+            "{}: no SQL: set `sql` or `sql_file`, or [pipeline] for the built-in pipeline \
+             (examples/telemetry-job.toml)",
+            origin()
+        )),
     }
+}
+
+fn toml_int(n: u64) -> Result<toml::Value, String> {
+    i64::try_from(n)
+        .map(toml::Value::Integer)
+        .map_err(|_| format!("{n} is too large"))
 }
 
 fn main() -> ExitCode {
@@ -324,21 +366,29 @@ async fn sql(args: SqlArgs) -> Result<(), String> {
 }
 
 async fn run(args: RunArgs, job: &ResolvedJob) -> Result<(), String> {
-    let source = GeneratorConfig {
-        seed: args.seed,
-        rows: args.rows,
-        batch_size: args.batch_size,
-        rows_per_second: (args.rate > 0.0).then_some(args.rate),
-        ..GeneratorConfig::default()
-    };
-    let mut spec = JobSpec::embedded_default(source);
-    if let Some(detector) = &mut spec.detector {
-        detector.snapshot_dir = args.model_dir;
-        detector.snapshot_every = args.model_every;
-    }
+    let origin = args.config.as_ref().map_or_else(
+        || "the built-in job".to_string(),
+        |p| p.display().to_string(),
+    );
+    let generator: GeneratorKeys = job
+        .config
+        .generator
+        .clone()
+        .unwrap_or_default()
+        .try_into()
+        .map_err(|e: toml::de::Error| format!("{origin}: [generator]: {}", e.message().trim()))?;
+    let source = GeneratorConfig::from_keys(generator).map_err(|e| format!("{origin}: {e}"))?;
+    let spec = JobSpec::from_tables(source, job.config.pipeline.clone().unwrap_or_default())
+        .map_err(|e| format!("{origin}: {e}"))?;
     if args.check {
         println!("{}", resolved_text(job)?);
-        println!("job: the built-in telemetry job");
+        println!(
+            "# the built-in pipeline: class_monitor{}",
+            spec.stage_names()
+                .iter()
+                .map(|name| format!(" -> {name}"))
+                .collect::<String>()
+        );
         return Ok(());
     }
     let signals = ShutdownSignals::install()?;
@@ -352,7 +402,7 @@ async fn run(args: RunArgs, job: &ResolvedJob) -> Result<(), String> {
         "metrics at http://{}/metrics; Ctrl-C or SIGTERM stops",
         server.local_addr()
     );
-    let mut progress = progress::for_stdout(args.rows);
+    let mut progress = progress::for_stdout(spec.source.rows);
     let summary = run_job(
         &spec,
         runtime,

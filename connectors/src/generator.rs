@@ -120,7 +120,11 @@ impl GeneratorConfig {
     /// second) from an option string;
     /// the rest keep their defaults.
     pub fn from_options(text: &str) -> Result<Self> {
-        let keys: GeneratorKeys = from_option_string(FUNCTION_NAME, text)?;
+        Self::from_keys(from_option_string(FUNCTION_NAME, text)?)
+    }
+
+    /// The settings `keys` give over the defaults, validated.
+    pub fn from_keys(keys: GeneratorKeys) -> Result<Self> {
         let defaults = Self::default();
         let config = Self {
             rows: keys.rows,
@@ -139,18 +143,20 @@ impl GeneratorConfig {
     }
 }
 
-/// The keys of the generator's options, typed once.
-#[derive(Debug, Default, serde::Deserialize)]
+/// The keys of the generator's settings, typed once: the table function's
+/// option string and a job file's `[generator]` table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GeneratorKeys {
-    rows: Option<u64>,
-    rate: Option<f64>,
-    seed: Option<u64>,
-    batch_size: Option<usize>,
-    minority_share: Option<f64>,
-    prior_shift_at: Option<u64>,
-    shifted_minority_share: Option<f64>,
-    concept_shift_at: Option<u64>,
+pub struct GeneratorKeys {
+    pub rows: Option<u64>,
+    /// Rows per second.
+    pub rate: Option<f64>,
+    pub seed: Option<u64>,
+    pub batch_size: Option<usize>,
+    pub minority_share: Option<f64>,
+    pub prior_shift_at: Option<u64>,
+    pub shifted_minority_share: Option<f64>,
+    pub concept_shift_at: Option<u64>,
 }
 
 /// The schema of the telemetry stream.

@@ -18,7 +18,7 @@ pub mod kafka;
 
 pub use error::{ConnectorError, ErrorDomain, RetryHint};
 pub use file::register_file_table;
-pub use generator::{GeneratorConfig, GeneratorTable, GeneratorTableFunction};
+pub use generator::{GeneratorConfig, GeneratorKeys, GeneratorTable, GeneratorTableFunction};
 
 /// Register what this crate adds to a session: the `equipoise_generator`
 /// table function and the `KAFKA` table factory.

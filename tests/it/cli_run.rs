@@ -1,5 +1,6 @@
 //! `equipoise run`, spawned as a user (or Kubernetes) would run it.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -193,6 +194,81 @@ fn runs_are_deterministic_per_seed() {
     assert_ne!(first, run("8", "1000"), "seed did not change the data");
 }
 
+/// The built-in job is its embedded job file: the shipped copy run with
+/// --config gives the same summary; a copy's [generator] and [pipeline]
+/// tables (the operators' option keys) and EQUIPOISE_GENERATOR__* change
+/// what runs; a wrong key is a one-line error naming its table.
+#[test]
+fn the_built_in_job_is_its_job_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let file = root.join("examples/telemetry-job.toml");
+    let file = file.to_string_lossy();
+    let summary = |args: &[&str], env: &[(String, String)]| {
+        let mut all = vec![
+            "run",
+            "--rows",
+            "12000",
+            "--rate",
+            "0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ];
+        all.extend_from_slice(args);
+        let output = equipoise_with_env(&all, env);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        parse_summary(&stdout(&output)).0
+    };
+    let embedded = summary(&[], &[]);
+    assert_eq!(embedded, summary(&["--config", &file], &[]));
+    let reseeded = summary(&[], &[("EQUIPOISE_GENERATOR__SEED".into(), "7".into())]);
+    assert_ne!(
+        embedded, reseeded,
+        "the generator's seed comes from the job file's table"
+    );
+    assert_eq!(reseeded, summary(&["--seed", "7"], &[]));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(root.join("examples/telemetry-job.toml")).expect("job file");
+    // No oversampler: no synthetic rows in the summary.
+    let plain = dir.path().join("plain.toml");
+    std::fs::write(
+        &plain,
+        text.replace("[pipeline.qc_smote]", "[pipeline.unused]"),
+    )
+    .expect("write");
+    let output = equipoise(&["run", "--config", &plain.to_string_lossy(), "--check"]);
+    let err = stderr(&output);
+    assert!(!output.status.success());
+    assert!(
+        err.contains("[pipeline]") && err.contains("unused"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    std::fs::write(
+        &plain,
+        text.replace("[pipeline.qc_smote]\n", "[pipeline.qc_smote]\nk = 0\n"),
+    )
+    .expect("write");
+    let output = equipoise(&["run", "--config", &plain.to_string_lossy(), "--check"]);
+    assert!(
+        stderr(&output).contains("qc_smote: k must be at least 1"),
+        "{}",
+        stderr(&output)
+    );
+    let without = text.replace(
+        "[pipeline.qc_smote]\nexclude = [\"seq\", \"machine_id\"]\nmode = \"stream\"\n",
+        "",
+    );
+    assert_ne!(without, text);
+    std::fs::write(&plain, without).expect("write");
+    let output = equipoise(&["run", "--config", &plain.to_string_lossy(), "--check"]);
+    assert!(
+        stdout(&output).contains("class_monitor -> icost -> train_detector -> drift_monitor"),
+        "{}",
+        stdout(&output)
+    );
+}
+
 #[test]
 fn metrics_are_served_while_the_job_runs_and_sigterm_stops_it_cleanly() {
     let port = free_port();
@@ -345,13 +421,13 @@ fn check_exposition_with_promtool(exposition: &str) {
 
 /// `equipoise run --config job.toml --check` on a job file `toml` in `dir`
 /// whose SQL inserts the detector's predictions, with `tail` appended.
-fn check_job(dir: &std::path::Path, toml: &str, tail: &str) -> std::process::Output {
+fn check_job(dir: &Path, toml: &str, tail: &str) -> std::process::Output {
     check_job_with_env(dir, toml, tail, &[])
 }
 
 /// [`check_job`] with environment variables `env` set.
 pub(super) fn check_job_with_env(
-    dir: &std::path::Path,
+    dir: &Path,
     toml: &str,
     tail: &str,
     env: &[(String, String)],

@@ -68,7 +68,7 @@ async fn exported_families() -> Result<BTreeSet<String>> {
         rows: Some(20_000),
         batch_size: 2000,
         ..GeneratorConfig::default()
-    });
+    })?;
     run(&spec, Arc::clone(&runtime)).await?;
     // The Kafka source and sink's families, with the series a job reading
     // and writing Kafka has.

@@ -410,7 +410,7 @@ async fn recall_after_the_concept_change(retrain: bool, end: u64) -> Result<(f64
         // Small batches: a drift reaches the trainer at the next batch.
         batch_size: 500,
         ..GeneratorConfig::default()
-    });
+    })?;
     if let Some(detector) = &mut spec.detector {
         detector.retrain = retrain;
         // A slow learner: at the default rate (0.5) the live model follows

@@ -24,12 +24,12 @@ impl ProgressReporter for Silent {
 /// The default job with a crude rule in its projection instead of a
 /// trained detector: "hot means
 /// faulty", which works until the fault signature moves at row 120,000.
-pub(super) fn scored_job(rows: u64) -> JobSpec {
+pub(super) fn scored_job(rows: u64) -> Result<JobSpec> {
     let mut spec = JobSpec::embedded_default(GeneratorConfig {
         rows: Some(rows),
         batch_size: 2000,
         ..GeneratorConfig::default()
-    });
+    })?;
     spec.query = spec.query.replace(
         "label FROM",
         "label, CAST(temperature_c > 72 AS BIGINT) AS predicted FROM",
@@ -47,7 +47,7 @@ pub(super) fn scored_job(rows: u64) -> JobSpec {
     // The rule is the model here, so that its failure is known.
     spec.detector = None;
     spec.drift_monitor = Some(DriftMonitorOptions::new("label").with_prediction("predicted"));
-    spec
+    Ok(spec)
 }
 
 pub(super) async fn run(spec: &JobSpec, runtime: Arc<JobRuntime>) -> Result<JobSummary> {
@@ -70,7 +70,7 @@ pub(super) fn exposition(runtime: &JobRuntime) -> String {
 #[tokio::test]
 async fn minority_recall_drift_follows_the_concept_shift_and_shrinks_the_oversampler() -> Result<()>
 {
-    let spec = scored_job(140_000);
+    let spec = scored_job(140_000)?;
     let runtime = Arc::new(JobRuntime::default());
     let summary = run(&spec, Arc::clone(&runtime)).await?;
     assert_eq!(summary.tally.rows(), 140_000);

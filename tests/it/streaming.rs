@@ -147,7 +147,7 @@ async fn a_job_resumes_from_its_snapshot_where_it_stopped() -> Result<()> {
     };
     // One uninterrupted job of 8000 rows ...
     let whole = run_job(
-        &JobSpec::embedded_default(config(8000)),
+        &JobSpec::embedded_default(config(8000))?,
         Arc::new(JobRuntime::default()),
         &mut Silent,
         std::future::pending(),
@@ -156,7 +156,7 @@ async fn a_job_resumes_from_its_snapshot_where_it_stopped() -> Result<()> {
 
     // ... against 5000 rows, a snapshot, and 3000 more in a new runtime.
     let first = run_job(
-        &JobSpec::embedded_default(config(5000)),
+        &JobSpec::embedded_default(config(5000))?,
         Arc::new(JobRuntime::default()),
         &mut Silent,
         std::future::pending(),
@@ -170,7 +170,7 @@ async fn a_job_resumes_from_its_snapshot_where_it_stopped() -> Result<()> {
     let second_runtime = Arc::new(JobRuntime::default());
     second_runtime.state().set_restore_point(snapshot)?;
     let resumed = run_job(
-        &JobSpec::embedded_default(config(3000)),
+        &JobSpec::embedded_default(config(3000))?,
         second_runtime,
         &mut Silent,
         std::future::pending(),
@@ -216,7 +216,7 @@ async fn stop_ends_an_unbounded_job_after_whole_batches() -> Result<()> {
     let spec = JobSpec::embedded_default(GeneratorConfig {
         batch_size: 700,
         ..GeneratorConfig::default()
-    });
+    })?;
     // Stopped once rows have arrived (however slow the machine), and
     // while more are on their way.
     let (rows_seen, mut seen) = tokio::sync::watch::channel(0u64);
