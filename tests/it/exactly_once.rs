@@ -27,10 +27,30 @@ use super::kafka::{Broker, Predictions, covers, finish, job_file, signal, teleme
 /// How long a job may take to exit after it was fenced or signalled.
 const EXIT_WAIT: Duration = Duration::from_secs(30);
 
+/// A broker with the example job's topics, `records` telemetry records in
+/// two partitions of `readings`, and the example job file for it.
+async fn example_job(records: usize) -> Result<(Broker, tempfile::TempDir, std::path::PathBuf)> {
+    let broker = Broker::start();
+    broker.topic("readings", 2);
+    broker.topic("readings.dead-letters", 1);
+    broker.topic("predictions", 1);
+    let lines = telemetry(0, records as u64).await?;
+    if trickle(broker.servers(), lines, 0, 2).join().is_err() {
+        panic!("the producer thread failed");
+    }
+    let dir =
+        tempfile::tempdir().map_err(|e| datafusion::common::DataFusionError::External(e.into()))?;
+    let config = job_file(&broker.servers(), &dir);
+    Ok((broker, dir, config))
+}
+
+/// The job of `config` under exactly-once, checkpointing every 300 ms into
+/// `checkpoints`, logging to `log`, with `env` set too.
 fn start_exactly_once_job(
     config: &std::path::Path,
     checkpoints: &std::path::Path,
     log: &std::path::Path,
+    env: &[(&str, &str)],
 ) -> std::process::Child {
     let log = match std::fs::File::create(log) {
         Ok(file) => file,
@@ -48,6 +68,7 @@ fn start_exactly_once_job(
             "RUST_LOG",
             "info,equipoise_connectors::kafka::transaction=debug",
         )
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(log)
         .spawn()
@@ -82,22 +103,12 @@ fn read(path: &std::path::Path) -> String {
 /// instead of committing again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_commit_at_checkpoints_and_a_fenced_job_stops() -> Result<()> {
-    let broker = Broker::start();
-    broker.topic("readings", 2);
-    broker.topic("readings.dead-letters", 1);
-    broker.topic("predictions", 1);
     let records = 2000;
-    let lines = telemetry(0, records as u64).await?;
-    if trickle(broker.servers(), lines, 0, 2).join().is_err() {
-        panic!("the producer thread failed");
-    }
-    let dir =
-        tempfile::tempdir().map_err(|e| datafusion::common::DataFusionError::External(e.into()))?;
-    let config = job_file(&broker.servers(), &dir);
+    let (broker, dir, config) = example_job(records).await?;
     let store = dir.path().join("checkpoints");
     let (first_log, second_log) = (dir.path().join("first.log"), dir.path().join("second.log"));
 
-    let mut first = start_exactly_once_job(&config, &store, &first_log);
+    let mut first = start_exactly_once_job(&config, &store, &first_log, &[]);
     let mut predictions = Predictions::new(&broker.servers());
     let reached = predictions.read_until(|seen| covers(seen, records));
     if !reached {
@@ -178,7 +189,7 @@ async fn transactions_commit_at_checkpoints_and_a_fenced_job_stops() -> Result<(
 
     // Restarted, the job initialises its transactions again, chooses its
     // checkpoint from the group's committed offsets, and stops cleanly.
-    let second = start_exactly_once_job(&config, &store, &second_log);
+    let second = start_exactly_once_job(&config, &store, &second_log, &[]);
     let deadline = std::time::Instant::now() + EXIT_WAIT;
     while !read(&second_log).contains("checkpoint complete") && std::time::Instant::now() < deadline
     {
@@ -317,41 +328,16 @@ async fn a_restart_restores_the_checkpoint_whose_offsets_the_group_committed() -
 /// commits the last transaction of each partition and exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_state_per_partition_each_partition_has_its_own_transactions() -> Result<()> {
-    let broker = Broker::start();
-    broker.topic("readings", 2);
-    broker.topic("readings.dead-letters", 1);
-    broker.topic("predictions", 1);
     let records = 1000;
-    let lines = telemetry(0, records as u64).await?;
-    if trickle(broker.servers(), lines, 0, 2).join().is_err() {
-        panic!("the producer thread failed");
-    }
-    let dir =
-        tempfile::tempdir().map_err(|e| datafusion::common::DataFusionError::External(e.into()))?;
-    let config = job_file(&broker.servers(), &dir);
+    let (broker, dir, config) = example_job(records).await?;
     let store = dir.path().join("checkpoints");
     let log_path = dir.path().join("job.log");
-    let job = {
-        let log = std::fs::File::create(&log_path)
-            .map_err(|e| datafusion::common::DataFusionError::External(e.into()))?;
-        std::process::Command::new(super::common::BIN)
-            .args(["run", "--config"])
-            .arg(&config)
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .env("EQUIPOISE_CHECKPOINT__URL", &store)
-            .env("EQUIPOISE_CHECKPOINT__INTERVAL", "300ms")
-            .env("EQUIPOISE_DELIVERY__GUARANTEE", "exactly-once")
-            .env("EQUIPOISE_SCALE_OUT__STATE", "per-partition")
-            .env("EQUIPOISE_LOG__FORMAT", "text")
-            .env(
-                "RUST_LOG",
-                "info,equipoise_connectors::kafka::transaction=debug",
-            )
-            .stdout(std::process::Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| datafusion::common::DataFusionError::External(e.into()))?
-    };
+    let job = start_exactly_once_job(
+        &config,
+        &store,
+        &log_path,
+        &[("EQUIPOISE_SCALE_OUT__STATE", "per-partition")],
+    );
     let mut predictions = Predictions::new(&broker.servers());
     let reached = predictions.read_until(|seen| covers(seen, records));
     if reached {

@@ -143,21 +143,140 @@ impl Default for ScoreTable {
     }
 }
 
+/// Sorted pairs: counted entries (distinct keys, ascending) and single
+/// rows by class (ascending keys, repeats allowed). Single rows stay 8
+/// bytes each, so scores that are all distinct are sorted, stored and
+/// merged as two plain key arrays, never as (key, count, count) triples.
+#[derive(Debug, Clone, Default)]
+struct Sorted {
+    counted: Vec<(u64, u64, u64)>,
+    positive: Vec<u64>,
+    negative: Vec<u64>,
+}
+
+impl Sorted {
+    fn is_empty(&self) -> bool {
+        self.counted.is_empty() && self.positive.is_empty() && self.negative.is_empty()
+    }
+
+    /// Total positive and negative rows.
+    fn totals(&self) -> (u64, u64) {
+        let (p, n) = self
+            .counted
+            .iter()
+            .fold((0, 0), |(p, n), e| (p + e.1, n + e.2));
+        (
+            p + self.positive.len() as u64,
+            n + self.negative.len() as u64,
+        )
+    }
+
+    /// Both merged, each part by a linear merge of two sorted runs.
+    fn merge(a: Self, b: Self) -> Self {
+        Self {
+            counted: merge_runs(a.counted, b.counted),
+            positive: merge_keys(a.positive, b.positive),
+            negative: merge_keys(a.negative, b.negative),
+        }
+    }
+
+    /// (key, positives, negatives) of every distinct key, descending.
+    fn descending(&self) -> Descending<'_> {
+        Descending {
+            sorted: self,
+            counted: self.counted.len(),
+            positive: self.positive.len(),
+            negative: self.negative.len(),
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.counted.capacity() * 24 + (self.positive.capacity() + self.negative.capacity()) * 8
+    }
+}
+
+/// A walk of a [`Sorted`] from its largest key down, equal keys combined.
+struct Descending<'a> {
+    sorted: &'a Sorted,
+    counted: usize,
+    positive: usize,
+    negative: usize,
+}
+
+impl Iterator for Descending<'_> {
+    type Item = (u64, u64, u64);
+
+    fn next(&mut self) -> Option<(u64, u64, u64)> {
+        let Sorted {
+            counted,
+            positive,
+            negative,
+        } = self.sorted;
+        let top = |keys: &[u64], end: usize| end.checked_sub(1).map(|i| keys[i]);
+        let key = [
+            self.counted.checked_sub(1).map(|i| counted[i].0),
+            top(positive, self.positive),
+            top(negative, self.negative),
+        ]
+        .into_iter()
+        .flatten()
+        .max()?;
+        let (mut p, mut n) = (0, 0);
+        if let Some(i) = self.counted.checked_sub(1)
+            && counted[i].0 == key
+        {
+            p += counted[i].1;
+            n += counted[i].2;
+            self.counted = i;
+        }
+        while self.positive > 0 && positive[self.positive - 1] == key {
+            p += 1;
+            self.positive -= 1;
+        }
+        while self.negative > 0 && negative[self.negative - 1] == key {
+            n += 1;
+            self.negative -= 1;
+        }
+        Some((key, p, n))
+    }
+}
+
+/// Merge two ascending key arrays.
+fn merge_keys(a: Vec<u64>, b: Vec<u64>) -> Vec<u64> {
+    if a.is_empty() {
+        return b;
+    }
+    if b.is_empty() {
+        return a;
+    }
+    let mut merged = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i] <= b[j] {
+            merged.push(a[i]);
+            i += 1;
+        } else {
+            merged.push(b[j]);
+            j += 1;
+        }
+    }
+    merged.extend_from_slice(&a[i..]);
+    merged.extend_from_slice(&b[j..]);
+    merged
+}
+
 /// The pairs of one group.
 #[derive(Debug, Clone, Default)]
 struct Pairs {
     /// Counts per distinct score while there are few; `None` once spilled.
     hashed: Option<ScoreTable>,
     spilled: bool,
-    /// Order keys of single rows not yet sorted, by class (after a spill).
-    positive_keys: Vec<u64>,
-    negative_keys: Vec<u64>,
-    /// (order key, positives, negatives) in ascending key order once
-    /// `compacted_sorted`: earlier evaluations and merged partial states.
-    compacted: Vec<(u64, u64, u64)>,
-    compacted_sorted: bool,
-    /// Partial states merged in: each already ascending by key.
-    runs: Vec<Vec<(u64, u64, u64)>>,
+    /// Appended since the last compaction, unsorted (after a spill).
+    pending: Sorted,
+    /// Everything compacted, sorted.
+    sorted: Sorted,
+    /// Partial states merged in, each already sorted.
+    runs: Vec<Sorted>,
     /// Once rows are retracted, counts live here.
     tree: Option<BTreeMap<u64, (u64, u64)>>,
 }
@@ -166,6 +285,9 @@ struct Pairs {
 fn merge_runs(a: Vec<(u64, u64, u64)>, b: Vec<(u64, u64, u64)>) -> Vec<(u64, u64, u64)> {
     if a.is_empty() {
         return b;
+    }
+    if b.is_empty() {
+        return a;
     }
     let mut merged: Vec<(u64, u64, u64)> = Vec::with_capacity(a.len() + b.len());
     let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
@@ -207,55 +329,45 @@ impl Pairs {
                 entry.0 += positives;
                 entry.1 += negatives;
             }
-            (None, 1, 0) => self.positive_keys.push(key),
-            (None, 0, 1) => self.negative_keys.push(key),
-            (None, _, _) => {
-                self.compacted.push((key, positives, negatives));
-                self.compacted_sorted = false;
-            }
+            (None, 1, 0) => self.pending.positive.push(key),
+            (None, 0, 1) => self.pending.negative.push(key),
+            (None, _, _) => self.pending.counted.push((key, positives, negatives)),
         }
     }
 
     fn drain_hashed(&mut self) {
         if let Some(table) = &mut self.hashed {
-            self.compacted
+            self.pending
+                .counted
                 .extend(table.drain().map(|(key, (p, n))| (key, p, n)));
-            self.compacted_sorted = false;
         }
         if self.spilled {
             self.hashed = None;
         }
     }
 
-    /// Add a partial state (thresholds in ascending key order); long runs
-    /// are kept whole and merged, never re-sorted.
-    fn add_run(&mut self, run: Vec<(u64, u64, u64)>) {
-        if self.tree.is_some() || run.len() < 4096 {
-            for (key, p, n) in run {
-                self.add(key, p, n);
+    /// Add a partial state, already sorted; merged at the next compaction,
+    /// never re-sorted.
+    fn add_run(&mut self, run: Sorted) {
+        if let Some(tree) = &mut self.tree {
+            let mut descending = run.descending();
+            for (key, p, n) in descending.by_ref() {
+                let entry = tree.entry(key).or_default();
+                entry.0 += p;
+                entry.1 += n;
             }
-        } else {
+        } else if !run.is_empty() {
             self.runs.push(run);
         }
     }
 
-    /// Sort and merge everything appended into `compacted`.
+    /// Sort what was appended and merge it and the runs into `sorted`.
     fn compact(&mut self) {
         self.drain_hashed();
-        if !self.compacted_sorted {
-            self.compacted.sort_unstable_by_key(|entry| entry.0);
-            self.compacted_sorted = true;
-        }
-        for run in std::mem::take(&mut self.runs) {
-            let earlier = std::mem::take(&mut self.compacted);
-            self.compacted = merge_runs(earlier, run);
-        }
-        // pdqsort beat a hand-written byte radix sort by 2x on 5M keys here.
-        self.positive_keys.sort_unstable();
-        self.negative_keys.sort_unstable();
-        if self.positive_keys.is_empty() && self.negative_keys.is_empty() {
-            // Only counted entries: combine equal keys in place, no copy.
-            self.compacted.dedup_by(|later, kept| {
+        let mut pending = std::mem::take(&mut self.pending);
+        if !pending.is_empty() {
+            pending.counted.sort_unstable_by_key(|entry| entry.0);
+            pending.counted.dedup_by(|later, kept| {
                 let same = later.0 == kept.0;
                 if same {
                     kept.1 += later.1;
@@ -263,51 +375,22 @@ impl Pairs {
                 }
                 same
             });
-            return;
+            pending.positive.sort_unstable();
+            pending.negative.sort_unstable();
+            self.runs.push(pending);
         }
-        let (positives, negatives) = (
-            std::mem::take(&mut self.positive_keys),
-            std::mem::take(&mut self.negative_keys),
-        );
-        let earlier = std::mem::take(&mut self.compacted);
-        let mut merged: Vec<(u64, u64, u64)> = Vec::with_capacity(earlier.len());
-        let mut push = |key: u64, p: u64, n: u64| match merged.last_mut() {
-            Some(last) if last.0 == key => {
-                last.1 += p;
-                last.2 += n;
-            }
-            _ => merged.push((key, p, n)),
-        };
-        let (mut i, mut j, mut k) = (0, 0, 0);
-        loop {
-            let next_p = positives.get(i).copied().unwrap_or(u64::MAX);
-            let next_n = negatives.get(j).copied().unwrap_or(u64::MAX);
-            let next_e = earlier.get(k).map_or(u64::MAX, |e| e.0);
-            if i == positives.len() && j == negatives.len() && k == earlier.len() {
-                break;
-            }
-            // Ties between sources go in any order: `push` merges equal keys.
-            if k < earlier.len() && next_e <= next_p && next_e <= next_n {
-                push(next_e, earlier[k].1, earlier[k].2);
-                k += 1;
-            } else if i < positives.len() && next_p <= next_n {
-                push(next_p, 1, 0);
-                i += 1;
-            } else {
-                push(next_n, 0, 1);
-                j += 1;
-            }
+        for run in std::mem::take(&mut self.runs) {
+            let earlier = std::mem::take(&mut self.sorted);
+            self.sorted = Sorted::merge(earlier, run);
         }
-        self.compacted = merged;
-        self.compacted_sorted = true;
     }
 
     fn tree(&mut self) -> &mut BTreeMap<u64, (u64, u64)> {
         if self.tree.is_none() {
             self.compact();
-            let tree = self
-                .compacted
-                .drain(..)
+            let sorted = std::mem::take(&mut self.sorted);
+            let tree = sorted
+                .descending()
                 .map(|(key, p, n)| (key, (p, n)))
                 .collect();
             self.tree = Some(tree);
@@ -331,70 +414,61 @@ impl Pairs {
         Ok(())
     }
 
-    /// Call `f` with (order key, positives, negatives) of every distinct
-    /// score, in increasing order, without copying the counts.
-    fn with_ascending<R>(&mut self, f: impl FnOnce(&[(u64, u64, u64)]) -> R) -> R {
+    /// Call `f` with every pair, sorted, without copying them.
+    fn with_sorted<R>(&mut self, f: impl FnOnce(&Sorted) -> R) -> R {
         if let Some(tree) = &self.tree {
-            let entries: Vec<_> = tree.iter().map(|(k, (p, n))| (*k, *p, *n)).collect();
-            return f(&entries);
+            let sorted = Sorted {
+                counted: tree.iter().map(|(k, (p, n))| (*k, *p, *n)).collect(),
+                ..Sorted::default()
+            };
+            return f(&sorted);
         }
         self.compact();
-        f(&self.compacted)
+        f(&self.sorted)
     }
 
     /// Distinct scores with their counts, in decreasing score order.
     #[cfg(test)]
     fn thresholds(&mut self) -> Vec<Threshold> {
-        let threshold = |(key, positives, negatives): (u64, u64, u64)| Threshold {
-            score: from_order_key(key),
-            positives,
-            negatives,
-        };
-        if let Some(tree) = &self.tree {
-            return tree
-                .iter()
-                .rev()
-                .map(|(k, (p, n))| threshold((*k, *p, *n)))
-                .collect();
-        }
-        self.compact();
-        self.compacted
-            .iter()
-            .rev()
-            .copied()
-            .map(threshold)
-            .collect()
+        self.with_sorted(|sorted| {
+            sorted
+                .descending()
+                .map(|(key, positives, negatives)| Threshold {
+                    score: from_order_key(key),
+                    positives,
+                    negatives,
+                })
+                .collect()
+        })
     }
 
     fn size(&self) -> usize {
         self.hashed.as_ref().map_or(0, |t| t.keys.len() * 24)
-            + (self.positive_keys.capacity() + self.negative_keys.capacity()) * 8
-            + self.compacted.capacity() * 24
-            + self.runs.iter().map(|r| r.capacity() * 24).sum::<usize>()
+            + self.pending.size()
+            + self.sorted.size()
+            + self.runs.iter().map(Sorted::size).sum::<usize>()
             + self.tree.as_ref().map_or(0, |t| t.len() * 40)
     }
 }
 
 fn evaluate<M: ScoreMetric>(pairs: &mut Pairs) -> Option<f64> {
-    // Walk the counts in place: no copy of what may be millions of scores.
     let threshold = |(key, positives, negatives): (u64, u64, u64)| Threshold {
         score: from_order_key(key),
         positives,
         negatives,
     };
-    let totals = |entries: &mut dyn Iterator<Item = (u64, u64, u64)>| {
-        entries.fold((0, 0, 0usize), |(p, n, len), (_, ep, en)| {
-            (p + ep, n + en, len + 1)
-        })
-    };
     if let Some(tree) = &pairs.tree {
-        let entries = || tree.iter().map(|(k, (p, n))| (*k, *p, *n));
-        let (p, n, len) = totals(&mut entries());
-        return (len > 0).then(|| M::evaluate(entries().rev().map(threshold), p, n));
+        let (p, n) = tree
+            .values()
+            .fold((0, 0), |(p, n), (ep, en)| (p + ep, n + en));
+        let entries = tree.iter().rev().map(|(k, (p, n))| (*k, *p, *n));
+        return (!tree.is_empty()).then(|| M::evaluate(entries.map(threshold), p, n));
     }
+    // Walk the pairs in place: no copy of what may be millions of scores.
     pairs.compact();
-    let (p, n, len) = totals(&mut pairs.compacted.iter().copied());
-    (len > 0).then(|| M::evaluate(pairs.compacted.iter().rev().copied().map(threshold), p, n))
+    let sorted = &pairs.sorted;
+    let (p, n) = sorted.totals();
+    (!sorted.is_empty()).then(|| M::evaluate(sorted.descending().map(threshold), p, n))
 }
 
 fn nan_error<T>(function: &str) -> Result<T> {
@@ -441,73 +515,96 @@ fn for_each_row(
 
 fn state_fields(name: &str) -> Vec<FieldRef> {
     let list = |t: DataType| DataType::List(Arc::new(Field::new_list_field(t, true)));
-    vec![
-        Arc::new(Field::new(
-            format_state_name(name, "scores"),
-            list(DataType::Float64),
-            true,
-        )),
-        Arc::new(Field::new(
-            format_state_name(name, "positives"),
-            list(DataType::UInt64),
-            true,
-        )),
-        Arc::new(Field::new(
-            format_state_name(name, "negatives"),
-            list(DataType::UInt64),
-            true,
-        )),
+    [
+        ("scores", DataType::Float64),
+        ("positives", DataType::UInt64),
+        ("negatives", DataType::UInt64),
+        ("positive_scores", DataType::Float64),
+        ("negative_scores", DataType::Float64),
     ]
+    .into_iter()
+    .map(|(part, t)| Arc::new(Field::new(format_state_name(name, part), list(t), true)))
+    .collect()
 }
 
-/// Partial state: per group, the distinct scores in increasing order with
-/// their positive and negative counts.
+/// Partial state: per group, the counted scores in increasing order with
+/// their positive and negative counts, then the scores of single positive
+/// and single negative rows, each in increasing order.
 fn state_arrays<'a>(groups: impl Iterator<Item = &'a mut Pairs>) -> Result<Vec<ArrayRef>> {
-    let (mut lengths, mut scores, mut positives, mut negatives) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut counted_lengths, mut positive_lengths, mut negative_lengths) =
+        (Vec::new(), Vec::new(), Vec::new());
+    let (mut scores, mut positives, mut negatives) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut positive_scores, mut negative_scores) = (Vec::new(), Vec::new());
     for pairs in groups {
-        pairs.with_ascending(|entries| {
-            lengths.push(entries.len());
-            scores.extend(entries.iter().map(|e| from_order_key(e.0)));
-            positives.extend(entries.iter().map(|e| e.1));
-            negatives.extend(entries.iter().map(|e| e.2));
+        pairs.with_sorted(|sorted| {
+            counted_lengths.push(sorted.counted.len());
+            scores.extend(sorted.counted.iter().map(|e| from_order_key(e.0)));
+            positives.extend(sorted.counted.iter().map(|e| e.1));
+            negatives.extend(sorted.counted.iter().map(|e| e.2));
+            positive_lengths.push(sorted.positive.len());
+            positive_scores.extend(sorted.positive.iter().map(|k| from_order_key(*k)));
+            negative_lengths.push(sorted.negative.len());
+            negative_scores.extend(sorted.negative.iter().map(|k| from_order_key(*k)));
         });
     }
-    list_state(
-        &OffsetBuffer::from_lengths(lengths),
+    let mut arrays = list_state(
+        &OffsetBuffer::from_lengths(counted_lengths),
         vec![
             Arc::new(Float64Array::from(scores)),
             Arc::new(UInt64Array::from(positives)),
             Arc::new(UInt64Array::from(negatives)),
         ],
-    )
+    )?;
+    arrays.extend(list_state(
+        &OffsetBuffer::from_lengths(positive_lengths),
+        vec![Arc::new(Float64Array::from(positive_scores))],
+    )?);
+    arrays.extend(list_state(
+        &OffsetBuffer::from_lengths(negative_lengths),
+        vec![Arc::new(Float64Array::from(negative_scores))],
+    )?);
+    Ok(arrays)
 }
 
 fn merge_state_row(pairs: &mut Pairs, states: &[ArrayRef], row: usize) -> Result<()> {
-    let [scores, positives, negatives] = states else {
-        return internal_err!("score state has {} columns, expected 3", states.len());
+    let [
+        scores,
+        positives,
+        negatives,
+        positive_scores,
+        negative_scores,
+    ] = states
+    else {
+        return internal_err!("score state has {} columns, expected 5", states.len());
     };
-    let scores = scores.as_list::<i32>();
     if scores.is_null(row) {
         return Ok(());
     }
-    let (s, p, n) = (
-        scores.value(row),
-        positives.as_list::<i32>().value(row),
-        negatives.as_list::<i32>().value(row),
-    );
+    let list = |array: &ArrayRef| array.as_list::<i32>().value(row);
+    let (s, p, n) = (list(scores), list(positives), list(negatives));
     let s = s.as_primitive::<Float64Type>();
     let p = p.as_primitive::<UInt64Type>();
     let n = n.as_primitive::<UInt64Type>();
-    // States list scores in increasing order: each is a ready sorted run.
-    let run: Vec<(u64, u64, u64)> = s
-        .values()
-        .iter()
-        .zip(p.values())
-        .zip(n.values())
-        .map(|((s, p), n)| (order_key(*s), *p, *n))
-        .collect();
-    pairs.add_run(run);
+    let keys = |array: &ArrayRef| -> Vec<u64> {
+        list(array)
+            .as_primitive::<Float64Type>()
+            .values()
+            .iter()
+            .map(|s| order_key(*s))
+            .collect()
+    };
+    // States list scores in increasing order: each part is a sorted run.
+    pairs.add_run(Sorted {
+        counted: s
+            .values()
+            .iter()
+            .zip(p.values())
+            .zip(n.values())
+            .map(|((s, p), n)| (order_key(*s), *p, *n))
+            .collect(),
+        positive: keys(positive_scores),
+        negative: keys(negative_scores),
+    });
     Ok(())
 }
 
@@ -880,10 +977,12 @@ mod tests {
 
     #[test]
     fn long_partial_states_merge_as_runs() {
-        let run = |offset: u64| -> Vec<(u64, u64, u64)> {
-            (0..5000)
+        let run = |offset: u64| Sorted {
+            counted: (0..5000)
                 .map(|i| (order_key((i * 2 + offset) as f64), 1, 2))
-                .collect()
+                .collect(),
+            positive: vec![order_key(2.0), order_key(5000.5)],
+            negative: vec![order_key(-1.0)],
         };
         let mut pairs = Pairs::default();
         pairs.add_run(run(0));
@@ -892,14 +991,16 @@ mod tests {
         pairs.add(order_key(3.0), 1, 0);
         assert_eq!(pairs.runs.len(), 3);
         let thresholds = pairs.thresholds();
-        assert_eq!(thresholds.len(), 10_000);
+        assert_eq!(thresholds.len(), 10_002);
         assert!(thresholds.windows(2).all(|w| w[0].score > w[1].score));
         let at = |score: f64| {
             let t = thresholds.iter().find(|t| t.score == score).expect("score");
             (t.positives, t.negatives)
         };
-        assert_eq!(at(2.0), (2, 4));
+        assert_eq!(at(2.0), (2 + 3, 4));
         assert_eq!(at(3.0), (2, 2));
+        assert_eq!(at(5000.5), (3, 0));
+        assert_eq!(at(-1.0), (0, 3));
     }
 
     #[test]

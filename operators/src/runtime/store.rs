@@ -175,31 +175,28 @@ impl CheckpointStore {
     /// The newest checkpoint that reads back whole, if any. Truncated or
     /// corrupt ones are reported and passed over.
     pub async fn latest(&self) -> Result<Option<StoredCheckpoint>> {
-        for epoch in self.epochs().await?.into_iter().rev() {
-            match self.read(epoch).await {
-                Ok(checkpoint) => return Ok(Some(checkpoint)),
-                Err(ReadError::Damaged(why)) => tracing::warn!(
-                    store = %self.url,
-                    epoch,
-                    "checkpoint {epoch} is damaged ({why}); using the one before it"
-                ),
-                Err(ReadError::Fatal(e)) => return Err(e),
-            }
-        }
-        Ok(None)
+        Ok(self.readable_newest_first(1).await?.pop())
     }
 
     /// Every checkpoint that reads back whole, newest first (damaged ones
     /// reported and passed over), for a job that chooses among them.
     pub async fn readable(&self) -> Result<Vec<StoredCheckpoint>> {
+        self.readable_newest_first(usize::MAX).await
+    }
+
+    /// Up to `most` checkpoints that read back whole, newest first.
+    async fn readable_newest_first(&self, most: usize) -> Result<Vec<StoredCheckpoint>> {
         let mut readable = Vec::new();
         for epoch in self.epochs().await?.into_iter().rev() {
+            if readable.len() == most {
+                break;
+            }
             match self.read(epoch).await {
                 Ok(checkpoint) => readable.push(checkpoint),
                 Err(ReadError::Damaged(why)) => tracing::warn!(
                     store = %self.url,
                     epoch,
-                    "checkpoint {epoch} is damaged ({why}); passed over"
+                    "checkpoint {epoch} is damaged ({why}); using the one before it"
                 ),
                 Err(ReadError::Fatal(e)) => return Err(e),
             }
