@@ -24,7 +24,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Datum, Float64Array, Scalar, UInt64Array,
 };
-use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::kernels::cmp::eq;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type, UInt64Type};
 use datafusion::common::{Result, ScalarValue, exec_err, internal_err, plan_err};
@@ -143,15 +143,55 @@ impl Default for ScoreTable {
     }
 }
 
-/// Sorted pairs: counted entries (distinct keys, ascending) and single
-/// rows by class (ascending keys, repeats allowed). Single rows stay 8
-/// bytes each, so scores that are all distinct are sorted, stored and
-/// merged as two plain key arrays, never as (key, count, count) triples.
+/// Rows appended since the last compaction, unsorted: counted entries
+/// and single rows' order keys by class (8 bytes a row, so scores that are
+/// all distinct never become (key, count, count) triples).
 #[derive(Debug, Clone, Default)]
-struct Sorted {
+struct Appended {
     counted: Vec<(u64, u64, u64)>,
     positive: Vec<u64>,
     negative: Vec<u64>,
+}
+
+impl Appended {
+    fn is_empty(&self) -> bool {
+        self.counted.is_empty() && self.positive.is_empty() && self.negative.is_empty()
+    }
+
+    /// Sorted, equal counted keys combined.
+    fn into_sorted(mut self) -> Sorted {
+        self.counted.sort_unstable_by_key(|entry| entry.0);
+        self.counted.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 += later.1;
+                kept.2 += later.2;
+            }
+            same
+        });
+        self.positive.sort_unstable();
+        self.negative.sort_unstable();
+        Sorted {
+            counted: self.counted,
+            positive: ScalarBuffer::from(self.positive),
+            negative: ScalarBuffer::from(self.negative),
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.counted.capacity() * 24 + (self.positive.capacity() + self.negative.capacity()) * 8
+    }
+}
+
+/// A sorted part of a group's pairs: counted entries (distinct keys,
+/// ascending) and single rows' keys by class (ascending, repeats allowed).
+/// The key lists are Arrow buffers: a partial state's lists are kept as
+/// they arrive, without a copy.
+#[derive(Debug, Clone, Default)]
+struct Sorted {
+    counted: Vec<(u64, u64, u64)>,
+    positive: ScalarBuffer<u64>,
+    negative: ScalarBuffer<u64>,
 }
 
 impl Sorted {
@@ -171,83 +211,106 @@ impl Sorted {
         )
     }
 
-    /// Both merged, each part by a linear merge of two sorted runs.
-    fn merge(a: Self, b: Self) -> Self {
-        Self {
-            counted: merge_runs(a.counted, b.counted),
-            positive: merge_keys(a.positive, b.positive),
-            negative: merge_keys(a.negative, b.negative),
+    /// `parts` merged into one, each list by linear merges of sorted runs.
+    fn merge(parts: Vec<Self>) -> Self {
+        let mut merged = Self::default();
+        for part in parts {
+            merged = Self {
+                counted: merge_runs(merged.counted, part.counted),
+                positive: merge_keys(&merged.positive, &part.positive),
+                negative: merge_keys(&merged.negative, &part.negative),
+            };
         }
-    }
-
-    /// (key, positives, negatives) of every distinct key, descending.
-    fn descending(&self) -> Descending<'_> {
-        Descending {
-            sorted: self,
-            counted: self.counted.len(),
-            positive: self.positive.len(),
-            negative: self.negative.len(),
-        }
+        merged
     }
 
     fn size(&self) -> usize {
-        self.counted.capacity() * 24 + (self.positive.capacity() + self.negative.capacity()) * 8
+        self.counted.capacity() * 24 + (self.positive.len() + self.negative.len()) * 8
     }
 }
 
-/// A walk of a [`Sorted`] from its largest key down, equal keys combined.
+/// (order key, positives, negatives) at one distinct score.
+type Entry = (u64, u64, u64);
+
+/// A walk of sorted parts from the largest key down, equal keys combined:
+/// (key, positives, negatives). No order key of a score is 0 (NaN is
+/// refused), so 0 marks an exhausted list.
 struct Descending<'a> {
-    sorted: &'a Sorted,
-    counted: usize,
-    positive: usize,
-    negative: usize,
+    /// (entries, end)
+    counted: Vec<(&'a [Entry], usize)>,
+    /// (keys, end, positive?)
+    keys: Vec<(&'a [u64], usize, bool)>,
+}
+
+impl<'a> Descending<'a> {
+    fn new(parts: &'a [Sorted]) -> Self {
+        let mut walk = Self {
+            counted: Vec::new(),
+            keys: Vec::new(),
+        };
+        for part in parts {
+            if !part.counted.is_empty() {
+                walk.counted.push((&part.counted, part.counted.len()));
+            }
+            for (keys, positive) in [(&part.positive, true), (&part.negative, false)] {
+                if !keys.is_empty() {
+                    walk.keys.push((keys, keys.len(), positive));
+                }
+            }
+        }
+        walk
+    }
 }
 
 impl Iterator for Descending<'_> {
     type Item = (u64, u64, u64);
 
     fn next(&mut self) -> Option<(u64, u64, u64)> {
-        let Sorted {
-            counted,
-            positive,
-            negative,
-        } = self.sorted;
-        let top = |keys: &[u64], end: usize| end.checked_sub(1).map(|i| keys[i]);
-        let key = [
-            self.counted.checked_sub(1).map(|i| counted[i].0),
-            top(positive, self.positive),
-            top(negative, self.negative),
-        ]
-        .into_iter()
-        .flatten()
-        .max()?;
+        let mut key = 0;
+        for (counted, end) in &self.counted {
+            if *end > 0 {
+                key = key.max(counted[*end - 1].0);
+            }
+        }
+        for (keys, end, _) in &self.keys {
+            if *end > 0 {
+                key = key.max(keys[*end - 1]);
+            }
+        }
+        if key == 0 {
+            return None;
+        }
         let (mut p, mut n) = (0, 0);
-        if let Some(i) = self.counted.checked_sub(1)
-            && counted[i].0 == key
-        {
-            p += counted[i].1;
-            n += counted[i].2;
-            self.counted = i;
+        for (counted, end) in &mut self.counted {
+            if *end > 0 && counted[*end - 1].0 == key {
+                p += counted[*end - 1].1;
+                n += counted[*end - 1].2;
+                *end -= 1;
+            }
         }
-        while self.positive > 0 && positive[self.positive - 1] == key {
-            p += 1;
-            self.positive -= 1;
-        }
-        while self.negative > 0 && negative[self.negative - 1] == key {
-            n += 1;
-            self.negative -= 1;
+        for (keys, end, positive) in &mut self.keys {
+            let before = *end;
+            while *end > 0 && keys[*end - 1] == key {
+                *end -= 1;
+            }
+            let rows = (before - *end) as u64;
+            if *positive {
+                p += rows;
+            } else {
+                n += rows;
+            }
         }
         Some((key, p, n))
     }
 }
 
-/// Merge two ascending key arrays.
-fn merge_keys(a: Vec<u64>, b: Vec<u64>) -> Vec<u64> {
+/// Merge two ascending key lists.
+fn merge_keys(a: &ScalarBuffer<u64>, b: &ScalarBuffer<u64>) -> ScalarBuffer<u64> {
     if a.is_empty() {
-        return b;
+        return b.clone();
     }
     if b.is_empty() {
-        return a;
+        return a.clone();
     }
     let mut merged = Vec::with_capacity(a.len() + b.len());
     let (mut i, mut j) = (0, 0);
@@ -262,8 +325,13 @@ fn merge_keys(a: Vec<u64>, b: Vec<u64>) -> Vec<u64> {
     }
     merged.extend_from_slice(&a[i..]);
     merged.extend_from_slice(&b[j..]);
-    merged
+    ScalarBuffer::from(merged)
 }
+
+/// Sorted parts a group keeps before merging them into one: a walk over
+/// few parts costs less than merging them, and a group evaluated again
+/// and again (a growing window frame) still walks a bounded number.
+const PARTS_MAX: usize = 4;
 
 /// The pairs of one group.
 #[derive(Debug, Clone, Default)]
@@ -271,12 +339,10 @@ struct Pairs {
     /// Counts per distinct score while there are few; `None` once spilled.
     hashed: Option<ScoreTable>,
     spilled: bool,
-    /// Appended since the last compaction, unsorted (after a spill).
-    pending: Sorted,
-    /// Everything compacted, sorted.
-    sorted: Sorted,
-    /// Partial states merged in, each already sorted.
-    runs: Vec<Sorted>,
+    /// Appended since the last compaction (after a spill).
+    appended: Appended,
+    /// Sorted parts: earlier compactions and merged partial states.
+    parts: Vec<Sorted>,
     /// Once rows are retracted, counts live here.
     tree: Option<BTreeMap<u64, (u64, u64)>>,
 }
@@ -329,15 +395,15 @@ impl Pairs {
                 entry.0 += positives;
                 entry.1 += negatives;
             }
-            (None, 1, 0) => self.pending.positive.push(key),
-            (None, 0, 1) => self.pending.negative.push(key),
-            (None, _, _) => self.pending.counted.push((key, positives, negatives)),
+            (None, 1, 0) => self.appended.positive.push(key),
+            (None, 0, 1) => self.appended.negative.push(key),
+            (None, _, _) => self.appended.counted.push((key, positives, negatives)),
         }
     }
 
     fn drain_hashed(&mut self) {
         if let Some(table) = &mut self.hashed {
-            self.pending
+            self.appended
                 .counted
                 .extend(table.drain().map(|(key, (p, n))| (key, p, n)));
         }
@@ -346,53 +412,40 @@ impl Pairs {
         }
     }
 
-    /// Add a partial state, already sorted; merged at the next compaction,
-    /// never re-sorted.
+    /// Add a partial state, already sorted: kept as a part, never re-sorted.
     fn add_run(&mut self, run: Sorted) {
         if let Some(tree) = &mut self.tree {
-            let mut descending = run.descending();
-            for (key, p, n) in descending.by_ref() {
+            for (key, p, n) in Descending::new(std::slice::from_ref(&run)) {
                 let entry = tree.entry(key).or_default();
                 entry.0 += p;
                 entry.1 += n;
             }
         } else if !run.is_empty() {
-            self.runs.push(run);
+            self.parts.push(run);
         }
     }
 
-    /// Sort what was appended and merge it and the runs into `sorted`.
-    fn compact(&mut self) {
+    /// Sort what was appended into a part; past [`PARTS_MAX`] parts (or
+    /// with `into_one`), merge them into one.
+    fn compact(&mut self, into_one: bool) {
         self.drain_hashed();
-        let mut pending = std::mem::take(&mut self.pending);
-        if !pending.is_empty() {
-            pending.counted.sort_unstable_by_key(|entry| entry.0);
-            pending.counted.dedup_by(|later, kept| {
-                let same = later.0 == kept.0;
-                if same {
-                    kept.1 += later.1;
-                    kept.2 += later.2;
-                }
-                same
-            });
-            pending.positive.sort_unstable();
-            pending.negative.sort_unstable();
-            self.runs.push(pending);
+        let appended = std::mem::take(&mut self.appended);
+        if !appended.is_empty() {
+            self.parts.push(appended.into_sorted());
         }
-        for run in std::mem::take(&mut self.runs) {
-            let earlier = std::mem::take(&mut self.sorted);
-            self.sorted = Sorted::merge(earlier, run);
+        if self.parts.len() > PARTS_MAX || (into_one && self.parts.len() > 1) {
+            let parts = std::mem::take(&mut self.parts);
+            self.parts.push(Sorted::merge(parts));
         }
     }
 
     fn tree(&mut self) -> &mut BTreeMap<u64, (u64, u64)> {
         if self.tree.is_none() {
-            self.compact();
-            let sorted = std::mem::take(&mut self.sorted);
-            let tree = sorted
-                .descending()
+            self.compact(false);
+            let tree = Descending::new(&self.parts)
                 .map(|(key, p, n)| (key, (p, n)))
                 .collect();
+            self.parts.clear();
             self.tree = Some(tree);
         }
         self.tree.get_or_insert_with(BTreeMap::new)
@@ -414,39 +467,35 @@ impl Pairs {
         Ok(())
     }
 
-    /// Call `f` with every pair, sorted, without copying them.
-    fn with_sorted<R>(&mut self, f: impl FnOnce(&Sorted) -> R) -> R {
+    /// All pairs as one sorted part (a partial state).
+    fn as_one_part(&mut self) -> Sorted {
         if let Some(tree) = &self.tree {
-            let sorted = Sorted {
+            return Sorted {
                 counted: tree.iter().map(|(k, (p, n))| (*k, *p, *n)).collect(),
                 ..Sorted::default()
             };
-            return f(&sorted);
         }
-        self.compact();
-        f(&self.sorted)
+        self.compact(true);
+        self.parts.first().cloned().unwrap_or_default()
     }
 
     /// Distinct scores with their counts, in decreasing score order.
     #[cfg(test)]
     fn thresholds(&mut self) -> Vec<Threshold> {
-        self.with_sorted(|sorted| {
-            sorted
-                .descending()
-                .map(|(key, positives, negatives)| Threshold {
-                    score: from_order_key(key),
-                    positives,
-                    negatives,
-                })
-                .collect()
-        })
+        let part = [self.as_one_part()];
+        Descending::new(&part)
+            .map(|(key, positives, negatives)| Threshold {
+                score: from_order_key(key),
+                positives,
+                negatives,
+            })
+            .collect()
     }
 
     fn size(&self) -> usize {
         self.hashed.as_ref().map_or(0, |t| t.keys.len() * 24)
-            + self.pending.size()
-            + self.sorted.size()
-            + self.runs.iter().map(Sorted::size).sum::<usize>()
+            + self.appended.size()
+            + self.parts.iter().map(Sorted::size).sum::<usize>()
             + self.tree.as_ref().map_or(0, |t| t.len() * 40)
     }
 }
@@ -464,11 +513,14 @@ fn evaluate<M: ScoreMetric>(pairs: &mut Pairs) -> Option<f64> {
         let entries = tree.iter().rev().map(|(k, (p, n))| (*k, *p, *n));
         return (!tree.is_empty()).then(|| M::evaluate(entries.map(threshold), p, n));
     }
-    // Walk the pairs in place: no copy of what may be millions of scores.
-    pairs.compact();
-    let sorted = &pairs.sorted;
-    let (p, n) = sorted.totals();
-    (!sorted.is_empty()).then(|| M::evaluate(sorted.descending().map(threshold), p, n))
+    // Walk the parts in place: no copy of what may be millions of scores.
+    pairs.compact(false);
+    let (p, n) = pairs
+        .parts
+        .iter()
+        .map(Sorted::totals)
+        .fold((0, 0), |(p, n), (ep, en)| (p + ep, n + en));
+    (p + n > 0).then(|| M::evaluate(Descending::new(&pairs.parts).map(threshold), p, n))
 }
 
 fn nan_error<T>(function: &str) -> Result<T> {
@@ -519,8 +571,8 @@ fn state_fields(name: &str) -> Vec<FieldRef> {
         ("scores", DataType::Float64),
         ("positives", DataType::UInt64),
         ("negatives", DataType::UInt64),
-        ("positive_scores", DataType::Float64),
-        ("negative_scores", DataType::Float64),
+        ("positive_keys", DataType::UInt64),
+        ("negative_keys", DataType::UInt64),
     ]
     .into_iter()
     .map(|(part, t)| Arc::new(Field::new(format_state_name(name, part), list(t), true)))
@@ -528,53 +580,51 @@ fn state_fields(name: &str) -> Vec<FieldRef> {
 }
 
 /// Partial state: per group, the counted scores in increasing order with
-/// their positive and negative counts, then the scores of single positive
-/// and single negative rows, each in increasing order.
+/// their positive and negative counts, then the order keys of single
+/// positive and single negative rows, each ascending (one group's lists
+/// are handed over without a copy).
 fn state_arrays<'a>(groups: impl Iterator<Item = &'a mut Pairs>) -> Result<Vec<ArrayRef>> {
-    let (mut counted_lengths, mut positive_lengths, mut negative_lengths) =
-        (Vec::new(), Vec::new(), Vec::new());
-    let (mut scores, mut positives, mut negatives) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut positive_scores, mut negative_scores) = (Vec::new(), Vec::new());
-    for pairs in groups {
-        pairs.with_sorted(|sorted| {
-            counted_lengths.push(sorted.counted.len());
-            scores.extend(sorted.counted.iter().map(|e| from_order_key(e.0)));
-            positives.extend(sorted.counted.iter().map(|e| e.1));
-            negatives.extend(sorted.counted.iter().map(|e| e.2));
-            positive_lengths.push(sorted.positive.len());
-            positive_scores.extend(sorted.positive.iter().map(|k| from_order_key(*k)));
-            negative_lengths.push(sorted.negative.len());
-            negative_scores.extend(sorted.negative.iter().map(|k| from_order_key(*k)));
-        });
-    }
+    let parts: Vec<Sorted> = groups.map(Pairs::as_one_part).collect();
+    let lengths = |len: fn(&Sorted) -> usize| OffsetBuffer::from_lengths(parts.iter().map(len));
+    let keys = |list: fn(&Sorted) -> &ScalarBuffer<u64>| -> ScalarBuffer<u64> {
+        match parts.as_slice() {
+            [one] => list(one).clone(),
+            _ => parts
+                .iter()
+                .flat_map(|part| list(part).iter().copied())
+                .collect(),
+        }
+    };
+    let counted = parts.iter().flat_map(|part| part.counted.iter());
     let mut arrays = list_state(
-        &OffsetBuffer::from_lengths(counted_lengths),
+        &lengths(|part| part.counted.len()),
         vec![
-            Arc::new(Float64Array::from(scores)),
-            Arc::new(UInt64Array::from(positives)),
-            Arc::new(UInt64Array::from(negatives)),
+            Arc::new(Float64Array::from_iter_values(
+                counted.clone().map(|e| from_order_key(e.0)),
+            )),
+            Arc::new(UInt64Array::from_iter_values(counted.clone().map(|e| e.1))),
+            Arc::new(UInt64Array::from_iter_values(counted.map(|e| e.2))),
         ],
     )?;
     arrays.extend(list_state(
-        &OffsetBuffer::from_lengths(positive_lengths),
-        vec![Arc::new(Float64Array::from(positive_scores))],
+        &lengths(|part| part.positive.len()),
+        vec![Arc::new(UInt64Array::new(
+            keys(|part| &part.positive),
+            None,
+        ))],
     )?);
     arrays.extend(list_state(
-        &OffsetBuffer::from_lengths(negative_lengths),
-        vec![Arc::new(Float64Array::from(negative_scores))],
+        &lengths(|part| part.negative.len()),
+        vec![Arc::new(UInt64Array::new(
+            keys(|part| &part.negative),
+            None,
+        ))],
     )?);
     Ok(arrays)
 }
 
 fn merge_state_row(pairs: &mut Pairs, states: &[ArrayRef], row: usize) -> Result<()> {
-    let [
-        scores,
-        positives,
-        negatives,
-        positive_scores,
-        negative_scores,
-    ] = states
-    else {
+    let [scores, positives, negatives, positive_keys, negative_keys] = states else {
         return internal_err!("score state has {} columns, expected 5", states.len());
     };
     if scores.is_null(row) {
@@ -585,15 +635,9 @@ fn merge_state_row(pairs: &mut Pairs, states: &[ArrayRef], row: usize) -> Result
     let s = s.as_primitive::<Float64Type>();
     let p = p.as_primitive::<UInt64Type>();
     let n = n.as_primitive::<UInt64Type>();
-    let keys = |array: &ArrayRef| -> Vec<u64> {
-        list(array)
-            .as_primitive::<Float64Type>()
-            .values()
-            .iter()
-            .map(|s| order_key(*s))
-            .collect()
-    };
-    // States list scores in increasing order: each part is a sorted run.
+    // The state's key lists, as they are (a slice of its buffer).
+    let keys = |array: &ArrayRef| list(array).as_primitive::<UInt64Type>().values().clone();
+    // States list scores in increasing order: each part is sorted.
     pairs.add_run(Sorted {
         counted: s
             .values()
@@ -602,8 +646,8 @@ fn merge_state_row(pairs: &mut Pairs, states: &[ArrayRef], row: usize) -> Result
             .zip(n.values())
             .map(|((s, p), n)| (order_key(*s), *p, *n))
             .collect(),
-        positive: keys(positive_scores),
-        negative: keys(negative_scores),
+        positive: keys(positive_keys),
+        negative: keys(negative_keys),
     });
     Ok(())
 }
@@ -981,15 +1025,15 @@ mod tests {
             counted: (0..5000)
                 .map(|i| (order_key((i * 2 + offset) as f64), 1, 2))
                 .collect(),
-            positive: vec![order_key(2.0), order_key(5000.5)],
-            negative: vec![order_key(-1.0)],
+            positive: ScalarBuffer::from(vec![order_key(2.0), order_key(5000.5)]),
+            negative: ScalarBuffer::from(vec![order_key(-1.0)]),
         };
         let mut pairs = Pairs::default();
         pairs.add_run(run(0));
         pairs.add_run(run(1));
         pairs.add_run(run(0));
         pairs.add(order_key(3.0), 1, 0);
-        assert_eq!(pairs.runs.len(), 3);
+        assert_eq!(pairs.parts.len(), 3);
         let thresholds = pairs.thresholds();
         assert_eq!(thresholds.len(), 10_002);
         assert!(thresholds.windows(2).all(|w| w[0].score > w[1].score));
