@@ -1,6 +1,7 @@
 //! End to end against a Kafka-protocol broker in its own process (tansu,
 //! with SQLite storage, whose high watermarks are right): `equipoise sql`
-//! over a bounded topic of three partitions.
+//! over a bounded topic of three partitions, and an exactly-once job
+//! refused in one line (tansu has no transactions).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -170,4 +171,56 @@ async fn equipoise_sql_counts_every_record_and_every_minority_record_of_a_topic(
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(stdout.lines().nth(1), Some("5000,100,5000"), "{stdout}");
+}
+
+/// Exactly-once against a broker without transactions (tansu 0.6.0 answers
+/// no EndTxn): the job ends at its first commit with one line naming the
+/// broker's refusal, and nothing it wrote is committed as done.
+#[tokio::test]
+async fn exactly_once_against_a_broker_without_transactions_fails_in_one_line() {
+    let Some(broker) = Tansu::start() else {
+        eprintln!("skipped: tansu not installed (scripts/test installs it)");
+        return;
+    };
+    broker.topic("readings", 1);
+    broker.topic("readings.dead-letters", 1);
+    broker.topic("predictions", 1);
+    let lines = super::kafka::telemetry(0, 500)
+        .await
+        .unwrap_or_else(|e| panic!("telemetry: {e}"));
+    produce(&broker.address, "readings", 1, 0, &lines).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let config = super::kafka::job_file(&broker.address, &dir);
+    let output = Command::new(super::common::BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .env("EQUIPOISE_CHECKPOINT__URL", dir.path().join("checkpoints"))
+        .env("EQUIPOISE_CHECKPOINT__INTERVAL", "1s")
+        .env("EQUIPOISE_DELIVERY__GUARANTEE", "exactly-once")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("equipoise run: {e}"));
+    // It must end by itself, soon.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut child = output;
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if child.try_wait().ok().flatten().is_none() {
+        let _ = child.kill();
+    }
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("equipoise run: {e}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("cannot commit transaction") && errors[0].contains("EndTxn"),
+        "{stderr}"
+    );
 }
