@@ -29,7 +29,9 @@
 //!   checkpoints (tansu with a third replica joining; the mock cluster with
 //!   the survivor alone).
 //! - `streaming`: the unbounded execution path through the library API.
-//! - `tansu`: `equipoise sql` against a tansu broker in its own process.
+//! - `tansu`: against a tansu broker in its own process: `equipoise sql`
+//!   over a topic, an exactly-once job refused in one line, and the
+//!   checkpointed job (a static group member) killed and restarted.
 
 mod it {
     pub mod checkpoint_store;

@@ -1294,19 +1294,23 @@ async fn a_checkpointed_job_killed_mid_stream_repeats_only_what_followed_its_che
         records,
         partitions,
         kills,
+        None,
     )
     .await
 }
 
 /// The kill test over the broker at `servers`, whose topics `topic`
 /// creates: `records` telemetry records in `partitions` partitions of
-/// `readings`, the checkpointed example job killed `kills` times.
-async fn killed_and_restarted(
+/// `readings`, the checkpointed example job killed `kills` times; with
+/// `static_member`, the job's consumer is that static group member
+/// (`group.instance.id`), which a restart rejoins as.
+pub(super) async fn killed_and_restarted(
     servers: &str,
     topic: impl Fn(&str, i32),
     records: usize,
     partitions: usize,
     kills: usize,
+    static_member: Option<&str>,
 ) -> Result<()> {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1328,6 +1332,21 @@ async fn killed_and_restarted(
     let dir =
         tempfile::tempdir().map_err(|e| datafusion::common::DataFusionError::External(e.into()))?;
     let config = job_file(servers, &dir);
+    if let Some(member) = static_member {
+        let script = dir.path().join("job.sql");
+        let sql = std::fs::read_to_string(&script)
+            .map_err(|e| datafusion::common::DataFusionError::External(e.into()))?;
+        let sql = sql.replace(
+            "'session.timeout.ms' '10000',",
+            &format!("'session.timeout.ms' '10000', 'group.instance.id' '{member}',"),
+        );
+        assert!(
+            sql.contains("group.instance.id"),
+            "the example job sets session.timeout.ms"
+        );
+        std::fs::write(&script, sql)
+            .map_err(|e| datafusion::common::DataFusionError::External(e.into()))?;
+    }
     let store = dir.path().join("checkpoints");
     let mut predictions = Predictions::new(servers);
 

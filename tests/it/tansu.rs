@@ -224,3 +224,30 @@ async fn exactly_once_against_a_broker_without_transactions_fails_in_one_line() 
         "{stderr}"
     );
 }
+
+/// The checkpointed example job over tansu, killed with SIGKILL at random
+/// moments and restarted: every record is predicted and exactly the
+/// predictions written past each restored checkpoint are repeated. The
+/// job's consumer is a static group member (`group.instance.id`): a
+/// restarted dynamic member does not get its partitions back from tansu
+/// 0.6.0 (its SyncGroup answers with the evicted generation's
+/// assignment), a static one rejoins as itself.
+#[tokio::test]
+async fn a_static_member_job_killed_over_tansu_repeats_only_what_followed_its_checkpoint() {
+    let Some(broker) = Tansu::start() else {
+        eprintln!("skipped: tansu not installed (scripts/test installs it)");
+        return;
+    };
+    let result = super::kafka::killed_and_restarted(
+        &broker.address,
+        |name, count| broker.topic(name, count.unsigned_abs()),
+        20_000,
+        4,
+        2,
+        Some("equipoise-0"),
+    )
+    .await;
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
