@@ -228,6 +228,7 @@ fn the_base_job_checks_under_every_overlay() {
         let output = Command::new(super::common::BIN)
             .args(["run", "--config", &job.to_string_lossy(), "--check"])
             .env("KAFKA_BROKERS", "127.0.0.1:1")
+            .env("POD_NAME", "equipoise-0")
             .envs(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .expect("the equipoise binary runs");
@@ -270,6 +271,7 @@ fn every_shipped_job_file_checks_and_fits_the_pod_grace_period() {
         let output = Command::new(super::common::BIN)
             .args(["run", "--config", &path.to_string_lossy(), "--check"])
             .env("KAFKA_BROKERS", "127.0.0.1:1")
+            .env("POD_NAME", "equipoise-0")
             .output()
             .expect("the equipoise binary runs");
         assert!(

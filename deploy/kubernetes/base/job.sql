@@ -5,7 +5,8 @@
 -- drift monitor's state. Records that cannot be rows go to
 -- `readings.dead-letters` with the reason in their headers.
 -- The brokers come from the environment variable KAFKA_BROKERS (set in
--- statefulset.yaml; overlays patch it), credentials from the Secret
+-- statefulset.yaml; overlays patch it), the pod's name from POD_NAME (set
+-- there from the pod's metadata), credentials from the Secret
 -- `equipoise-kafka` the same way: each named in the options with a dollar
 -- sign and braces around the variable's name (docs/configuration.md,
 -- "Secrets").
@@ -29,6 +30,11 @@ OPTIONS (
     -- A replica that dies without leaving the group keeps its partitions
     -- this long (librdkafka's default is 45 s).
     'session.timeout.ms' '10000',
+    -- A static group member named after the pod (StatefulSet names are
+    -- stable): a restarted pod rejoins as itself and gets its partitions
+    -- back without a rebalance (and over brokers that mishandle a new
+    -- member's rejoin, such as tansu 0.6.0, at all).
+    'group.instance.id' '${POD_NAME}',
     'format' 'json',
     'start' 'committed',
     'label' 'label',
