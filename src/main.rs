@@ -219,11 +219,11 @@ fn prepare(command: Command) -> Result<Prepared, String> {
         std::env::vars(),
         &flags,
     )?;
+    let origin = args
+        .config
+        .as_ref()
+        .map_or_else(|| "the job".to_string(), |p| p.display().to_string());
     if job.config.delivery.guarantee == Guarantee::ExactlyOnce {
-        let origin = args
-            .config
-            .as_ref()
-            .map_or_else(|| "the job".to_string(), |p| p.display().to_string());
         if job.config.checkpoint.url.is_none() {
             return Err(format!(
                 "{origin}: delivery.guarantee = \"exactly-once\" commits a Kafka transaction at \
@@ -237,30 +237,24 @@ fn prepare(command: Command) -> Result<Prepared, String> {
                  before it is restored"
             ));
         }
-        if job.config.sql.is_none() && job.config.sql_file.is_none() {
+        if !job.config.runs_sql() {
             return Err(format!(
                 "{origin}: delivery.guarantee = \"exactly-once\" is for jobs from Kafka to Kafka \
                  (set `sql` or `sql_file`); the built-in job writes no topic"
             ));
         }
     }
-    let origin = || {
-        args.config
-            .as_ref()
-            .map_or_else(|| "the job".to_string(), |p| p.display().to_string())
-    };
     let builtin = job.config.pipeline.is_some() || job.config.generator.is_some();
     match (job.config.runs_sql(), builtin) {
         (true, true) => Err(format!(
-            "{}: a job runs its SQL or the built-in pipeline ([generator], [pipeline]), not both",
-            origin()
+            "{origin}: a job runs its SQL or the built-in pipeline ([generator], [pipeline]), \
+             not both"
         )),
         (true, false) => Ok(Prepared::Script(args, job)),
         (false, true) if job.config.pipeline.is_some() => Ok(Prepared::Builtin(args, job)),
         (false, _) => Err(format!(
-            "{}: no SQL: set `sql` or `sql_file`, or [pipeline] for the built-in pipeline \
-             (examples/telemetry-job.toml)",
-            origin()
+            "{origin}: no SQL: set `sql` or `sql_file`, or [pipeline] for the built-in pipeline \
+             (examples/telemetry-job.toml)"
         )),
     }
 }

@@ -222,9 +222,7 @@ pub async fn run_planned(
             restored_from = Some(epoch);
         }
         let newest_stored = store.epochs().await?.last().copied().unwrap_or(0);
-        runtime
-            .checkpoints()
-            .enable_after(store, epoch, newest_stored)?;
+        runtime.checkpoints().enable(store, epoch, newest_stored)?;
         let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         checkpoint_timer = Some(timer);

@@ -162,3 +162,16 @@ pub fn gathered(
         })
         .collect()
 }
+
+/// Wait for `child` to exit by itself within `wait`: whether it succeeded,
+/// `None` if it did not exit.
+pub fn exited_within(child: &mut std::process::Child, wait: Duration) -> Option<bool> {
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status.success());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}

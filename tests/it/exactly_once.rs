@@ -22,6 +22,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaApiKey;
 use rdkafka::types::RDKafkaRespErr;
 
+use super::common::exited_within;
 use super::kafka::{Broker, Predictions, covers, finish, job_file, signal, telemetry, trickle};
 
 /// How long a job may take to exit after it was fenced or signalled.
@@ -76,18 +77,6 @@ fn start_exactly_once_job(
         Ok(child) => child,
         Err(e) => panic!("spawn equipoise run: {e}"),
     }
-}
-
-/// Wait for `child` to exit by itself within `wait`; `None` if it did not.
-fn exited_within(child: &mut std::process::Child, wait: Duration) -> Option<bool> {
-    let deadline = std::time::Instant::now() + wait;
-    while std::time::Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status.success());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
 }
 
 fn read(path: &std::path::Path) -> String {

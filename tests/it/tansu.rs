@@ -204,12 +204,8 @@ async fn exactly_once_against_a_broker_without_transactions_fails_in_one_line() 
         .spawn()
         .unwrap_or_else(|e| panic!("equipoise run: {e}"));
     // It must end by itself, soon.
-    let deadline = Instant::now() + Duration::from_secs(60);
     let mut child = output;
-    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if child.try_wait().ok().flatten().is_none() {
+    if super::common::exited_within(&mut child, Duration::from_secs(60)).is_none() {
         let _ = child.kill();
     }
     let output = child

@@ -143,12 +143,15 @@ impl Default for ScoreTable {
     }
 }
 
+/// (order key, positives, negatives) at one distinct score.
+type Entry = (u64, u64, u64);
+
 /// Rows appended since the last compaction, unsorted: counted entries
 /// and single rows' order keys by class (8 bytes a row, so scores that are
 /// all distinct never become (key, count, count) triples).
 #[derive(Debug, Clone, Default)]
 struct Appended {
-    counted: Vec<(u64, u64, u64)>,
+    counted: Vec<Entry>,
     positive: Vec<u64>,
     negative: Vec<u64>,
 }
@@ -189,7 +192,7 @@ impl Appended {
 /// they arrive, without a copy.
 #[derive(Debug, Clone, Default)]
 struct Sorted {
-    counted: Vec<(u64, u64, u64)>,
+    counted: Vec<Entry>,
     positive: ScalarBuffer<u64>,
     negative: ScalarBuffer<u64>,
 }
@@ -229,9 +232,6 @@ impl Sorted {
     }
 }
 
-/// (order key, positives, negatives) at one distinct score.
-type Entry = (u64, u64, u64);
-
 /// A walk of sorted parts from the largest key down, equal keys combined:
 /// (key, positives, negatives). No order key of a score is 0 (NaN is
 /// refused), so 0 marks an exhausted list.
@@ -263,9 +263,9 @@ impl<'a> Descending<'a> {
 }
 
 impl Iterator for Descending<'_> {
-    type Item = (u64, u64, u64);
+    type Item = Entry;
 
-    fn next(&mut self) -> Option<(u64, u64, u64)> {
+    fn next(&mut self) -> Option<Entry> {
         let mut key = 0;
         for (counted, end) in &self.counted {
             if *end > 0 {
@@ -348,14 +348,14 @@ struct Pairs {
 }
 
 /// Merge two ascending runs of (key, positives, negatives), summing equal keys.
-fn merge_runs(a: Vec<(u64, u64, u64)>, b: Vec<(u64, u64, u64)>) -> Vec<(u64, u64, u64)> {
+fn merge_runs(a: Vec<Entry>, b: Vec<Entry>) -> Vec<Entry> {
     if a.is_empty() {
         return b;
     }
     if b.is_empty() {
         return a;
     }
-    let mut merged: Vec<(u64, u64, u64)> = Vec::with_capacity(a.len() + b.len());
+    let mut merged: Vec<Entry> = Vec::with_capacity(a.len() + b.len());
     let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
     loop {
         let next = match (a.peek(), b.peek()) {
@@ -501,7 +501,7 @@ impl Pairs {
 }
 
 fn evaluate<M: ScoreMetric>(pairs: &mut Pairs) -> Option<f64> {
-    let threshold = |(key, positives, negatives): (u64, u64, u64)| Threshold {
+    let threshold = |(key, positives, negatives): Entry| Threshold {
         score: from_order_key(key),
         positives,
         negatives,

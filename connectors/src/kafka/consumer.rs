@@ -16,7 +16,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
 };
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -67,12 +67,7 @@ impl SourceContext {
         let Ok(mut restored) = self.restored.lock() else {
             return;
         };
-        let partitions: Vec<i32> = list
-            .elements_for_topic(&self.topic)
-            .iter()
-            .map(|e| e.partition())
-            .collect();
-        for partition in partitions {
+        for partition in partitions_in(list, &self.topic) {
             if let Some(next) = restored.remove(&partition)
                 && let Err(e) =
                     list.set_partition_offset(&self.topic, partition, Offset::Offset(next))
@@ -92,13 +87,9 @@ impl ConsumerContext for SourceContext {
         err: RDKafkaRespErr,
         list: &mut TopicPartitionList,
     ) {
-        let cooperative = matches!(
-            consumer.rebalance_protocol(),
-            RebalanceProtocol::Cooperative
-        );
         let result = match (err, &self.routing) {
             (RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, Some(routing)) => {
-                routing.assign(consumer, list, cooperative)
+                routing.assign(consumer, list)
             }
             // Released by the job once the partitions' plans have ended.
             (RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, Some(routing))
@@ -108,16 +99,9 @@ impl ConsumerContext for SourceContext {
             }
             (RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, None) => {
                 self.place(list);
-                if cooperative {
-                    consumer.incremental_assign(list)
-                } else {
-                    consumer.assign(list)
-                }
+                assign(consumer, list)
             }
-            (RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, _) if cooperative => {
-                consumer.incremental_unassign(list)
-            }
-            (RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, _) => consumer.unassign(),
+            (RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, _) => unassign(consumer, list),
             (other, routing) => {
                 tracing::warn!(topic = %self.topic, error = ?other, "kafka: rebalance failed");
                 if let Some(routing) = routing {
@@ -239,20 +223,12 @@ impl Routing {
         self.leaving.store(true, Ordering::Release);
     }
 
-    fn partitions(&self, list: &TopicPartitionList) -> Vec<i32> {
-        list.elements_for_topic(&self.topic)
-            .iter()
-            .map(|e| e.partition())
-            .collect()
-    }
-
     /// Open a feed per partition of `list` and assign them.
     pub(crate) fn assign(
         &self,
         consumer: &BaseConsumer<SourceContext>,
         list: &TopicPartitionList,
-        cooperative: bool,
-    ) -> rdkafka::error::KafkaResult<()> {
+    ) -> KafkaResult<()> {
         let owner = self.consumer.get().and_then(Weak::upgrade);
         let (Some(owner), Ok(mut feeds)) = (owner, self.feeds.lock()) else {
             // Assigned partitions without feeds would stall unseen.
@@ -262,8 +238,7 @@ impl Routing {
             ));
             return Ok(());
         };
-        let assigned: Vec<Arc<AssignedPartition>> = self
-            .partitions(list)
+        let assigned: Vec<Arc<AssignedPartition>> = partitions_in(list, &self.topic)
             .into_iter()
             .map(|partition| {
                 let (tx, rx) = tokio::sync::mpsc::channel(self.capacity);
@@ -277,11 +252,7 @@ impl Routing {
             })
             .collect();
         drop(feeds);
-        let result = if cooperative {
-            consumer.incremental_assign(list)
-        } else {
-            consumer.assign(list)
-        };
+        let result = assign(consumer, list);
         if !assigned.is_empty() {
             let _ = self.events.send(GroupEvent::Assigned(assigned));
         }
@@ -291,7 +262,7 @@ impl Routing {
     /// Close the feeds of the partitions of `list`. `true`: the job
     /// releases them; `false` (the group is being left): release now.
     pub(crate) fn revoke(&self, list: &TopicPartitionList) -> bool {
-        let partitions = self.partitions(list);
+        let partitions = partitions_in(list, &self.topic);
         if let Ok(mut feeds) = self.feeds.lock() {
             for partition in &partitions {
                 feeds.remove(partition);
@@ -321,6 +292,47 @@ impl Routing {
     }
 }
 
+/// The partitions of `topic` in `list`.
+fn partitions_in(list: &TopicPartitionList, topic: &str) -> Vec<i32> {
+    list.elements_for_topic(topic)
+        .iter()
+        .map(|e| e.partition())
+        .collect()
+}
+
+/// Take `list` on: added to the assignment under the cooperative protocol,
+/// the whole new assignment under the eager one.
+fn assign<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    list: &TopicPartitionList,
+) -> KafkaResult<()> {
+    if cooperative(consumer) {
+        consumer.incremental_assign(list)
+    } else {
+        consumer.assign(list)
+    }
+}
+
+/// Give `list` up: only those under the cooperative protocol, everything
+/// under the eager one (which revokes the whole assignment).
+pub(crate) fn unassign<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    list: &TopicPartitionList,
+) -> KafkaResult<()> {
+    if cooperative(consumer) {
+        consumer.incremental_unassign(list)
+    } else {
+        consumer.unassign()
+    }
+}
+
+fn cooperative<C: ConsumerContext>(consumer: &impl Consumer<C>) -> bool {
+    matches!(
+        consumer.rebalance_protocol(),
+        RebalanceProtocol::Cooperative
+    )
+}
+
 /// A consumer of the table with `options`, with `context`.
 pub(crate) fn create_consumer(
     options: &KafkaOptions,
@@ -338,7 +350,7 @@ pub(crate) fn create_consumer(
 
 /// The client settings of a source's consumer: the table's, with offsets
 /// never committed or stored by librdkafka itself.
-pub(crate) fn consumer_config(options: &KafkaOptions) -> ClientConfig {
+fn consumer_config(options: &KafkaOptions) -> ClientConfig {
     let mut config = ClientConfig::new();
     for (key, value) in &options.client {
         config.set(key, value);

@@ -737,24 +737,21 @@ mod tests {
         let Some(batch) = decoded.batch else {
             panic!("rows decoded");
         };
-        let f1: Vec<f64> = batch
+        let ints = |i: usize| {
+            batch
+                .column(i)
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        };
+        let f1 = batch
             .column(0)
             .as_primitive::<Float64Type>()
             .values()
             .to_vec();
         assert_eq!(f1, vec![1.5, 2.5]);
-        let labels: Vec<i64> = batch
-            .column(1)
-            .as_primitive::<Int64Type>()
-            .values()
-            .to_vec();
-        assert_eq!(labels, vec![0, 1]);
-        let offsets: Vec<i64> = batch
-            .column(2)
-            .as_primitive::<Int64Type>()
-            .values()
-            .to_vec();
-        assert_eq!(offsets, vec![10, 13]);
+        assert_eq!(ints(1), vec![0, 1], "labels");
+        assert_eq!(ints(2), vec![10, 13], "offsets");
         Ok(())
     }
 

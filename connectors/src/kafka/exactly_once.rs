@@ -26,14 +26,14 @@ use datafusion::common::{DataFusionError, Result, plan_err};
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::physical_plan::ExecutionPlan;
 use equipoise_operators::runtime::{CheckpointStore, StoredCheckpoint};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use super::consumer::{Positions, consumer_config, kafka_error};
+use super::consumer::{Positions, SourceContext, create_consumer, kafka_error};
 use super::options::KafkaOptions;
 use super::positions::positions_in;
 use super::sink::KafkaSink;
-use super::source::KafkaScanExec;
+use super::source::kafka_scans;
 use super::transaction::Transaction;
 
 /// librdkafka's default `transaction.timeout.ms`.
@@ -177,12 +177,8 @@ pub async fn committed_checkpoint(
 /// topic (partitions without one left out).
 async fn committed_offsets(options: KafkaOptions, partitions: BTreeSet<i32>) -> Result<Positions> {
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = consumer_config(&options).create().map_err(|e| {
-            DataFusionError::Plan(format!(
-                "kafka: cannot create a consumer for topic '{}': {e}",
-                options.topic
-            ))
-        })?;
+        let context = SourceContext::new(&options.topic, Positions::new());
+        let consumer = create_consumer(&options, context)?;
         let mut list = TopicPartitionList::new();
         for partition in partitions {
             list.add_partition(&options.topic, partition);
@@ -219,8 +215,7 @@ fn kafka_sink(plan: &dyn ExecutionPlan) -> Result<&KafkaSink> {
 
 /// The one Kafka source of `plan`: its operator id and options.
 fn kafka_source(plan: &dyn ExecutionPlan) -> Result<(&str, &KafkaOptions)> {
-    let mut found = Vec::new();
-    scans(plan, &mut found);
+    let found = kafka_scans(plan);
     match found.as_slice() {
         [scan] => Ok((scan.source_id(), scan.options())),
         _ => plan_err!(
@@ -228,14 +223,5 @@ fn kafka_source(plan: &dyn ExecutionPlan) -> Result<(&str, &KafkaOptions)> {
              offsets committed in the sink's transaction are that source's",
             found.len()
         ),
-    }
-}
-
-fn scans<'a>(plan: &'a dyn ExecutionPlan, found: &mut Vec<&'a KafkaScanExec>) {
-    if let Some(scan) = plan.downcast_ref::<KafkaScanExec>() {
-        found.push(scan);
-    }
-    for child in plan.children() {
-        scans(child.as_ref(), found);
     }
 }

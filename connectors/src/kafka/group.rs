@@ -27,13 +27,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::common::{DataFusionError, Result, exec_datafusion_err};
-use rdkafka::consumer::{Consumer, RebalanceProtocol};
+use rdkafka::consumer::Consumer;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::consumer::{
     AbortOnDrop, GroupEvent, Routing, SourceConsumer, SourceContext, create_consumer, is_transient,
-    kafka_error, owned,
+    kafka_error, owned, unassign,
 };
 use super::options::{KafkaOptions, ReadMode, Start};
 
@@ -104,18 +104,11 @@ impl PartitionGroup {
         let consumer = Arc::clone(&self.consumer);
         let topic = self.topic.clone();
         tokio::task::spawn_blocking(move || {
-            if matches!(
-                consumer.rebalance_protocol(),
-                RebalanceProtocol::Cooperative
-            ) {
-                let mut list = TopicPartitionList::new();
-                for partition in partitions {
-                    list.add_partition(&topic, partition);
-                }
-                consumer.incremental_unassign(&list)
-            } else {
-                consumer.unassign()
+            let mut list = TopicPartitionList::new();
+            for partition in partitions {
+                list.add_partition(&topic, partition);
             }
+            unassign(consumer.as_ref(), &list)
         })
         .await
         .map_err(|e| DataFusionError::Internal(format!("kafka: release did not finish: {e}")))?

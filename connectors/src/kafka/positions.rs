@@ -22,6 +22,7 @@ use equipoise_operators::JobRuntime;
 use equipoise_operators::runtime::{OperatorSnapshot, PendingCommit, StatefulOperator};
 use futures::Stream;
 use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc::Receiver;
 
@@ -200,6 +201,24 @@ impl fmt::Debug for KafkaCommit {
     }
 }
 
+impl KafkaCommit {
+    /// The positions of the partitions the consumer owns now, as offsets
+    /// to commit, and the partitions among them it no longer owns.
+    pub(crate) fn owned_offsets(&self) -> KafkaResult<(TopicPartitionList, Vec<i32>)> {
+        let owned = self.consumer.assignment()?;
+        let mut list = TopicPartitionList::new();
+        let mut revoked = Vec::new();
+        for (partition, next) in &self.positions {
+            if owned.find_partition(&self.topic, *partition).is_some() {
+                list.add_partition_offset(&self.topic, *partition, Offset::Offset(*next))?;
+            } else {
+                revoked.push(*partition);
+            }
+        }
+        Ok((list, revoked))
+    }
+}
+
 impl PendingCommit for KafkaCommit {
     fn as_any(&self) -> &dyn std::any::Any {
         self
@@ -211,14 +230,7 @@ impl PendingCommit for KafkaCommit {
         // by the coordinator, and librdkafka answers the refusal by
         // rejoining the group, so committing then would keep the group
         // rebalancing.
-        let owned = self.consumer.assignment().map_err(|e| kafka_error(&e))?;
-        let mut list = TopicPartitionList::new();
-        for (partition, next) in &self.positions {
-            if owned.find_partition(&self.topic, *partition).is_some() {
-                list.add_partition_offset(&self.topic, *partition, Offset::Offset(*next))
-                    .map_err(|e| kafka_error(&e))?;
-            }
-        }
+        let (list, _) = self.owned_offsets().map_err(|e| kafka_error(&e))?;
         if list.count() == 0 {
             return Ok(());
         }

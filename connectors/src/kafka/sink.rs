@@ -255,6 +255,12 @@ impl DataSink for KafkaSink {
         let mut pending: Vec<DeliveryFuture> = Vec::new();
         let mut written = 0u64;
         let checkpoint_metrics = runtime.metric_set::<CheckpointMetrics>()?;
+        let completion = CutCompletion {
+            topic,
+            checkpoints,
+            metrics: &checkpoint_metrics,
+            transaction: transaction.as_ref(),
+        };
         let mut cuts = checkpoints.cuts();
         cuts.mark_unchanged();
         loop {
@@ -263,7 +269,7 @@ impl DataSink for KafkaSink {
                 changed = cuts.changed(), if checkpointing => {
                     if changed.is_ok() {
                         let epoch = *cuts.borrow_and_update();
-                        written += complete_cut(&mut pending, topic, checkpoints, epoch, &checkpoint_metrics, transaction.as_ref()).await?;
+                        written += completion.complete(&mut pending, epoch, false).await?;
                     }
                     continue;
                 }
@@ -276,15 +282,7 @@ impl DataSink for KafkaSink {
                 // A cut taken while this batch was pulled: it covers what
                 // was sent before this batch, not this batch.
                 let epoch = *cuts.borrow_and_update();
-                written += complete_cut(
-                    &mut pending,
-                    topic,
-                    checkpoints,
-                    epoch,
-                    &checkpoint_metrics,
-                    transaction.as_ref(),
-                )
-                .await?;
+                written += completion.complete(&mut pending, epoch, false).await?;
             }
             let values = self.encode(&batch)?;
             let keys = self.keys(&batch)?;
@@ -322,35 +320,32 @@ impl DataSink for KafkaSink {
         }
         written += acknowledge(&mut pending, topic).await?;
         sent.inc_by(written);
-        if let Some(transaction) = &transaction {
-            // The final checkpoint, cut when the source ended, and the last
-            // transaction. (No cut left: the one completed last covered
-            // every row, and the open transaction holds none.)
-            let epoch = *cuts.borrow_and_update();
-            if let Some(stored) = checkpoints.store_cut(epoch, &checkpoint_metrics).await? {
-                transaction.commit(stored, true).await?;
-            }
-            tracing::info!(
-                topic,
-                rows = written,
-                epoch = checkpoints.completed_epoch(),
-                transactional_id = transaction.transaction.id(),
-                "kafka sink: every row acknowledged; final checkpoint stored and its \
-                 transaction committed"
-            );
-            return Ok(written);
-        }
         if checkpointing {
-            // The final checkpoint, cut when the source ended.
+            // The final checkpoint, cut when the source ended (under
+            // exactly-once with the last transaction; no cut left: the one
+            // completed last covered every row, and the open transaction
+            // holds none).
             let epoch = *cuts.borrow_and_update();
-            checkpoints.complete(epoch, &checkpoint_metrics).await?;
-            checkpoints.commits_settled().await;
-            tracing::info!(
-                topic,
-                rows = written,
-                epoch = checkpoints.completed_epoch(),
-                "kafka sink: every row acknowledged; final checkpoint stored and committed"
-            );
+            completion.complete(&mut pending, epoch, true).await?;
+            match &transaction {
+                Some(transaction) => tracing::info!(
+                    topic,
+                    rows = written,
+                    epoch = checkpoints.completed_epoch(),
+                    transactional_id = transaction.transaction.id(),
+                    "kafka sink: every row acknowledged; final checkpoint stored and its \
+                     transaction committed"
+                ),
+                None => {
+                    checkpoints.commits_settled().await;
+                    tracing::info!(
+                        topic,
+                        rows = written,
+                        epoch = checkpoints.completed_epoch(),
+                        "kafka sink: every row acknowledged; final checkpoint stored and committed"
+                    );
+                }
+            }
             return Ok(written);
         }
         // Every row of the plan is stored: its sources' positions are safe.
@@ -376,30 +371,40 @@ impl DataSink for KafkaSink {
     }
 }
 
-/// Complete checkpoint `epoch`, cut when everything `pending` was already
-/// sent: wait for those deliveries (the number acknowledged is returned),
-/// then store the checkpoint and commit its offsets (in `transaction`
-/// under exactly-once).
-async fn complete_cut(
-    pending: &mut Vec<DeliveryFuture>,
-    topic: &str,
-    checkpoints: &Checkpoints,
-    epoch: u64,
-    metrics: &CheckpointMetrics,
-    transaction: Option<&SinkTransaction<'_>>,
-) -> Result<u64> {
-    let acknowledged = acknowledge(pending, topic).await?;
-    match transaction {
-        None => {
-            checkpoints.complete(epoch, metrics).await?;
-        }
-        Some(transaction) => {
-            if let Some(stored) = checkpoints.store_cut(epoch, metrics).await? {
-                transaction.commit(stored, false).await?;
+/// How the sink completes a checkpoint's cut.
+struct CutCompletion<'a> {
+    topic: &'a str,
+    checkpoints: &'a Checkpoints,
+    metrics: &'a CheckpointMetrics,
+    /// Under exactly-once, the transaction the cut's offsets commit in.
+    transaction: Option<&'a SinkTransaction<'a>>,
+}
+
+impl CutCompletion<'_> {
+    /// Complete checkpoint `epoch`, cut when everything `pending` was
+    /// already sent: wait for those deliveries (the number acknowledged is
+    /// returned), then store the checkpoint and commit its offsets, in
+    /// the transaction under exactly-once (the `last` one: no next
+    /// transaction begins).
+    async fn complete(
+        &self,
+        pending: &mut Vec<DeliveryFuture>,
+        epoch: u64,
+        last: bool,
+    ) -> Result<u64> {
+        let acknowledged = acknowledge(pending, self.topic).await?;
+        match self.transaction {
+            None => {
+                self.checkpoints.complete(epoch, self.metrics).await?;
+            }
+            Some(transaction) => {
+                if let Some(stored) = self.checkpoints.store_cut(epoch, self.metrics).await? {
+                    transaction.commit(stored, last).await?;
+                }
             }
         }
+        Ok(acknowledged)
     }
-    Ok(acknowledged)
 }
 
 /// The sink's transaction and its counters.

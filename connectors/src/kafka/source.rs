@@ -152,8 +152,10 @@ impl TableProvider for KafkaTable {
         if insert_op != InsertOp::Append {
             return not_impl_err!("kafka: {insert_op} is not supported; a topic is appended to");
         }
-        let mut sources = Vec::new();
-        sources_of(input.as_ref(), &mut sources);
+        let sources = kafka_scans(input.as_ref())
+            .into_iter()
+            .map(|scan| scan.source_id.clone())
+            .collect();
         let sink = KafkaSink::try_new(
             self.schema(),
             &input.schema(),
@@ -186,12 +188,17 @@ impl KafkaScanExec {
 
 /// The options of every Kafka table `plan` reads, in plan order.
 pub fn kafka_sources(plan: &dyn ExecutionPlan) -> Vec<KafkaOptions> {
-    let mut found = Vec::new();
-    if let Some(scan) = plan.downcast_ref::<KafkaScanExec>() {
-        found.push(scan.options.clone());
-    }
+    kafka_scans(plan)
+        .into_iter()
+        .map(|scan| scan.options.clone())
+        .collect()
+}
+
+/// Every Kafka scan of `plan`, in plan order.
+pub(crate) fn kafka_scans(plan: &dyn ExecutionPlan) -> Vec<&KafkaScanExec> {
+    let mut found: Vec<&KafkaScanExec> = plan.downcast_ref::<KafkaScanExec>().into_iter().collect();
     for child in plan.children() {
-        found.extend(kafka_sources(child.as_ref()));
+        found.extend(kafka_scans(child.as_ref()));
     }
     found
 }
@@ -243,16 +250,6 @@ impl ExecutionPlan for KafkaScanExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         self.inner.execute(partition, context)
-    }
-}
-
-/// The ids of the Kafka sources in `plan`.
-fn sources_of(plan: &dyn ExecutionPlan, ids: &mut Vec<String>) {
-    if let Some(scan) = plan.downcast_ref::<KafkaScanExec>() {
-        ids.push(scan.source_id.clone());
-    }
-    for child in plan.children() {
-        sources_of(child.as_ref(), ids);
     }
 }
 

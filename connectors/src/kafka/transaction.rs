@@ -21,7 +21,6 @@ use equipoise_operators::runtime::PendingCommit;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::options::KafkaOptions;
 use super::positions::KafkaCommit;
@@ -162,23 +161,16 @@ impl Transaction {
         if commit.positions.is_empty() {
             return Ok(());
         }
-        let owned = commit
-            .consumer
-            .assignment()
-            .map_err(|e| transaction_error(&self.id, "read the assignment for", &e))?;
-        let mut offsets = TopicPartitionList::new();
-        for (partition, next) in &commit.positions {
-            if owned.find_partition(&commit.topic, *partition).is_none() {
-                return Err(format!(
-                    "kafka: partition {partition} of '{}' was revoked while its rows were in \
-                     transaction '{}' (a job with state per replica cannot hand a partition's \
-                     rows over; scale out with state per partition)",
-                    commit.topic, self.id
-                ));
-            }
-            offsets
-                .add_partition_offset(&commit.topic, *partition, Offset::Offset(*next))
-                .map_err(|e| transaction_error(&self.id, "list the offsets of", &e))?;
+        let (offsets, revoked) = commit
+            .owned_offsets()
+            .map_err(|e| transaction_error(&self.id, "list the offsets of", &e))?;
+        if let Some(partition) = revoked.first() {
+            return Err(format!(
+                "kafka: partition {partition} of '{}' was revoked while its rows were in \
+                 transaction '{}' (a job with state per replica cannot hand a partition's \
+                 rows over; scale out with state per partition)",
+                commit.topic, self.id
+            ));
         }
         let Some(group) = commit.consumer.group_metadata() else {
             return Err(format!(

@@ -89,18 +89,12 @@ impl Default for Checkpoints {
 }
 
 impl Checkpoints {
-    /// Checkpoint into `store`, numbering from after `restored_epoch` (the
-    /// epoch of the checkpoint the job restored, 0 for none).
-    pub fn enable(&self, store: CheckpointStore, restored_epoch: u64) -> Result<()> {
-        self.enable_after(store, restored_epoch, restored_epoch)
-    }
-
-    /// [`Self::enable`], numbering new checkpoints after `newest_stored`
-    /// (at least the restored epoch): a job that restored an older
-    /// checkpoint than the store's newest, or none, must not write epochs
-    /// the store already holds (the newer stale ones would outrank and
-    /// prune its own).
-    pub fn enable_after(
+    /// Checkpoint into `store`, restored from `restored_epoch` (0 for
+    /// none), numbering new checkpoints after `newest_stored` (at least the
+    /// restored epoch): a job that restored an older checkpoint than the
+    /// store's newest, or none, must not write epochs the store already
+    /// holds (the newer stale ones would outrank and prune its own).
+    pub fn enable(
         &self,
         store: CheckpointStore,
         restored_epoch: u64,
