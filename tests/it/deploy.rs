@@ -264,6 +264,7 @@ fn every_shipped_job_file_checks_and_fits_the_pod_grace_period() {
     let jobs = [
         "examples/kafka-job.toml",
         "examples/kafka-job-exactly-once.toml",
+        "examples/kafka-job-scale-out.toml",
         "deploy/kubernetes/base/job.toml",
     ];
     for job in jobs {

@@ -1160,11 +1160,38 @@ pub(super) fn job_file(servers: &str, dir: &tempfile::TempDir) -> std::path::Pat
     path
 }
 
+/// A job started by [`start_configured_job`]: its stderr goes to a file,
+/// since a pipe read only at the end fills on a long run and stalls the job.
+struct LoggedJob {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl LoggedJob {
+    fn signal(&self, name: &str) {
+        signal(&self.child, name);
+    }
+
+    /// Wait for the exit: success, stdout and the log.
+    async fn finish(self) -> Result<(bool, String, String)> {
+        let (ok, stdout, _) = finish(self.child).await?;
+        Ok((
+            ok,
+            stdout,
+            std::fs::read_to_string(&self.log).unwrap_or_default(),
+        ))
+    }
+}
+
 fn start_configured_job(
     config: &std::path::Path,
     checkpoints: &std::path::Path,
     interval: &str,
-) -> std::process::Child {
+) -> LoggedJob {
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = config.with_file_name(format!("job-{n}.log"));
+    let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
     match std::process::Command::new(super::common::BIN)
         .args(["run", "--config"])
         .arg(config)
@@ -1176,10 +1203,10 @@ fn start_configured_job(
             "info,equipoise_operators::runtime::checkpoint=debug",
         )
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(file)
         .spawn()
     {
-        Ok(child) => child,
+        Ok(child) => LoggedJob { child, log },
         Err(e) => panic!("spawn equipoise run --config: {e}"),
     }
 }
@@ -1267,7 +1294,7 @@ pub(super) async fn finish(child: std::process::Child) -> Result<(bool, String, 
 }
 
 /// `name` from the environment, else `default` (the soak settings).
-fn setting(name: &str, default: usize) -> usize {
+pub(super) fn setting(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -1367,8 +1394,8 @@ pub(super) async fn killed_and_restarted(
         let run_start = predictions.seen.len();
         let killed = start_configured_job(&config, &store, "200ms");
         let reached = predictions.read_until(|seen| covers(seen, moment));
-        signal(&killed, "-KILL");
-        let (_, _, log) = finish(killed).await?;
+        killed.signal("-KILL");
+        let (_, _, log) = killed.finish().await?;
         assert!(
             reached,
             "seed {seed}: the run never reached {moment} records:\n{log}"
@@ -1413,8 +1440,8 @@ pub(super) async fn killed_and_restarted(
     // The last run is not killed: every record gets its prediction.
     let second = start_configured_job(&config, &store, "200ms");
     if !predictions.read_until(|seen| covers(seen, records)) {
-        signal(&second, "-KILL");
-        let (_, stdout, log) = finish(second).await?;
+        second.signal("-KILL");
+        let (_, stdout, log) = second.finish().await?;
         panic!(
             "seed {seed}: every record has a prediction ({} distinct; missing {:?}):\n{stdout}\n{log}",
             predictions.distinct(),
@@ -1429,8 +1456,8 @@ pub(super) async fn killed_and_restarted(
     );
 
     // SIGTERM: a final checkpoint, exit 0; a restart reads only new records.
-    signal(&second, "-TERM");
-    let (ok, stdout, log) = finish(second).await?;
+    second.signal("-TERM");
+    let (ok, stdout, log) = second.finish().await?;
     assert!(ok, "{stdout}{log}");
     assert!(stdout.contains("restored from checkpoint"), "{stdout}");
     assert!(stdout.contains("last checkpoint:"), "{stdout}");
@@ -1444,8 +1471,8 @@ pub(super) async fn killed_and_restarted(
     let before = predictions.seen.len();
     let third = start_configured_job(&config, &store, "200ms");
     assert!(predictions.read_until(|seen| seen.len() >= before + 300));
-    signal(&third, "-TERM");
-    let (ok, stdout, log) = finish(third).await?;
+    third.signal("-TERM");
+    let (ok, stdout, log) = third.finish().await?;
     assert!(ok, "{stdout}{log}");
     assert!(
         stdout.contains("stopped after writing 300 rows"),
