@@ -1304,9 +1304,9 @@ pub(super) fn setting(name: &str, default: usize) -> usize {
 /// Killed with SIGKILL at random moments and restarted each time, the
 /// checkpointed example job predicts every record, and repeats exactly the
 /// predictions each killed run wrote past the checkpoint the next run
-/// restored. Kept short here; a soak runs it longer:
-/// `SOAK_KILLS=20 SOAK_RECORDS=100000 cargo test --test
-/// integration a_checkpointed_job`.
+/// restored. Kept short here; `SOAK_KILLS` and `SOAK_RECORDS` run it
+/// longer, though not at 100,000 records on the mock cluster
+/// (docs/configuration.md, "Crash tests and a soak").
 #[tokio::test]
 async fn a_checkpointed_job_killed_mid_stream_repeats_only_what_followed_its_checkpoint()
 -> Result<()> {
